@@ -1,0 +1,64 @@
+"""Small helpers shared by the benchmarks: timing, a sandbox copy of the project, a report line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from custseg.tracking import NO_TELEMETRY  # noqa: E402
+
+PROJECT_FILES = ["custseg", "stages", "params.yaml", "dvc.yaml", ".dvc/config", ".gitignore"]
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def env() -> dict[str, str]:
+    """The benchmark's environment: the venv's tools first, telemetry off, default MLflow stores."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return {**base, **NO_TELEMETRY, "PATH": f"{Path(sys.executable).parent}:{base['PATH']}"}
+
+
+def sandbox() -> Path:
+    """A throwaway git copy of the project (DVC needs a git repository)."""
+    path = Path(tempfile.mkdtemp(prefix="custseg-bench-"))
+    for name in PROJECT_FILES:
+        source, target = ROOT / name, path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=b", "-c", "user.email=b@example.com", "commit", "-qm", "b"],
+    ):
+        subprocess.run(command, cwd=path, check=True)
+    return path
+
+
+def run(command: list[str], cwd: Path) -> float:
+    """Wall time of one command, which must succeed."""
+    seconds, done = timed(
+        lambda: subprocess.run(command, cwd=cwd, env=env(), capture_output=True, text=True)
+    )
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
+    return seconds
+
+
+def report(name: str, value: float, unit: str, goal: str = "") -> None:
+    print(f"{name:<58} {value:>10.3f} {unit:<4} {goal}")

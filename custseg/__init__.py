@@ -1,0 +1,1 @@
+"""Customer segmentation MLOps: the shared, importable core of stages/, app/ and eval/."""

@@ -1,0 +1,193 @@
+"""One typed model of params.yaml, validated before any stage writes anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A bad params.yaml entry or bad input data; the message is one line naming the key."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos more often than not: refuse them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseParams(_Section):
+    seed: int = Field(42, ge=0)
+
+
+class Range(_Section):
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) > max ({self.max:g})")
+        return self
+
+
+class IncomeParams(Range):
+    """Annual income in k$: normal(mean, std) clipped to [min, max]."""
+
+    min: float = 15
+    max: float = 140
+    mean: float = 60
+    std: float = Field(15, gt=0)
+
+
+class SpendingParams(Range):
+    """Spending score: uniform integers in [min, max]."""
+
+    min: float = 1
+    max: float = 100
+
+
+class ColumnMapping(_Section):
+    """Which columns of a user's CSV hold each field (`customer_id` is optional)."""
+
+    annual_income: str = "Annual Income (k$)"
+    spending_score: str = "Spending Score (1-100)"
+    customer_id: str | None = None
+
+
+class SimulateParams(_Section):
+    n_customers: int = Field(200, ge=1, le=50_000_000)
+    income: IncomeParams = IncomeParams()
+    spending: SpendingParams = SpendingParams()
+    source: Path | None = None
+    columns: ColumnMapping = ColumnMapping()
+
+
+class KRange(_Section):
+    min: int = Field(2, ge=2)
+    max: int = Field(10, ge=2)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> KRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) > max ({self.max})")
+        return self
+
+
+class TrainParams(_Section):
+    n_clusters: int | Literal["auto"] = 5
+    k_range: KRange = KRange()
+    init: Literal["k-means++", "random"] = "k-means++"
+    n_init: int = Field(10, ge=1)
+    max_iter: int = Field(300, ge=1)
+    # Silhouette is O(n²): score a fixed-seed sample of this many customers on large data.
+    silhouette_sample: int = Field(10_000, ge=100)
+    experiment: str = Field("customer-segmentation", min_length=1)
+
+    @field_validator("n_clusters", mode="before")
+    @classmethod
+    def _k_or_auto(cls, value: object) -> object:
+        if value == "auto" or (type(value) is int and value >= 2):
+            return value
+        raise ValueError("must be an integer ≥ 2 or 'auto'")
+
+
+class ExportParams(_Section):
+    model_name: str = Field("customer-segments", min_length=1, pattern=r"^[\w.-]+$")
+    alias: str = Field("champion", pattern=r"^[A-Za-z_][\w-]*$")
+    candidate_alias: str = Field("candidate", pattern=r"^[A-Za-z_][\w-]*$")
+    # A candidate becomes champion unless its silhouette is worse by more than this.
+    tolerance: float = Field(0.01, ge=0, le=2)
+
+
+class LLMParams(_Section):
+    """The LLM behind the agents and the judge; CUSTSEG_LLM_* environment variables override."""
+
+    provider: Literal["local", "ollama", "openai"] = "local"
+    # local: the bundled GGUF's id; ollama: a pulled model such as qwen2.5:1.5b; openai: any name.
+    model: str = Field("qwen2.5-coder-1.5b-instruct-q4_k_m", min_length=1)
+    base_url: str | None = None  # ollama: http://127.0.0.1:11434; openai: required
+    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # never the key
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(512, ge=1, le=32_768)
+    timeout: float = Field(120, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    context_size: int = Field(4096, ge=512)  # local only
+    threads: int | None = Field(None, ge=1)  # local only; default: all cores
+
+
+class TopicNames(_Section):
+    tasks: str = "agent.tasks"
+    plans: str = "agent.plans"
+    drafts: str = "agent.drafts"
+    finals: str = "agent.finals"
+    dlq: str = "agent.dlq"
+
+
+class RoleTokens(_Section):
+    """Reply budgets per agent: enough for a useful answer, small enough for a 2-core CPU."""
+
+    planner: int = Field(160, ge=16)
+    writer: int = Field(256, ge=16)
+    reviewer: int = Field(384, ge=16)
+
+
+class AgentsParams(_Section):
+    """Planner → Writer → Reviewer over Kafka (KAFKA_BOOTSTRAP_SERVERS picks the cluster)."""
+
+    topics: TopicNames = TopicNames()
+    partitions: int = Field(3, ge=1, le=1000)
+    group_prefix: str = Field("custseg", pattern=r"^[\w.-]+$")
+    tasks_file: Path = Path("eval/tasks.yaml")
+    conversations: Path = Path("data/conversations.jsonl")
+    max_tokens: RoleTokens = RoleTokens()
+
+
+class Params(_Section):
+    base: BaseParams = BaseParams()
+    simulate: SimulateParams = SimulateParams()
+    train: TrainParams = TrainParams()
+    export: ExportParams = ExportParams()
+    llm: LLMParams = LLMParams()
+    agents: AgentsParams = AgentsParams()
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    """The first validation problem as `source: key.path: message`."""
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: {key}: unknown key"
+    message = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    return f"{source}: {key}: {message}" + ("" if isinstance(got, dict) else f" (got {got!r})")
+
+
+def parse_params(raw: object, source: str = str(DEFAULT_PARAMS)) -> Params:
+    """Validate an already-loaded params mapping."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    """Read and validate params.yaml; raise ConfigError with one line naming the bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    return parse_params(raw, str(path))

@@ -1,0 +1,128 @@
+"""DVC stage `train`: sweep k, fit KMeans, track everything in MLflow, write metrics and plots."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+from custseg.cli import run_cli, stage_parser
+from custseg.config import ConfigError, Params, load_params
+from custseg.data import FEATURES, read_training_data
+from custseg.io import write_atomic, write_json_atomic
+from custseg.segments import choose_k, fit_segments, profile_segments, score_segments, sweep_k
+from custseg.tracking import configure_mlflow
+
+DATA = Path("data/customers.csv")
+METRICS = Path("metrics/train.json")
+SWEEP_PLOT = Path("plots/k_sweep.csv")
+RUN_INFO = Path("models/train_run.json")
+
+
+def _check_size(n_rows: int, params: Params) -> None:
+    """Fail before tracking anything if the data cannot hold the requested clusters."""
+    k = params.train.k_range.min if params.train.n_clusters == "auto" else params.train.n_clusters
+    key = "train.k_range.min" if params.train.n_clusters == "auto" else "train.n_clusters"
+    if n_rows <= k:
+        raise ConfigError(f"{key}: {k} clusters need more than {k} customers, {DATA} has {n_rows}")
+
+
+def _pip_requirements() -> list[str]:
+    # Explicit requirements: MLflow's inference of them costs ~5 s per logged model.
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("scikit-learn", "numpy", "pandas", "skops")]
+
+
+def train(params: Params) -> dict:
+    customers = read_training_data(DATA)
+    _check_size(len(customers), params)
+    # Float features: the model's signature then accepts any numeric input, fractions included.
+    X = customers[FEATURES].astype(float)
+    seed = params.base.seed
+    sweep, models = sweep_k(X, params.train, seed)
+    k = choose_k(sweep) if params.train.n_clusters == "auto" else params.train.n_clusters
+    if k in models:  # the sweep already fitted and scored this k
+        model, scores = models[k], sweep.set_index("k").loc[k].to_dict()
+    else:
+        model = fit_segments(X, k, params.train, seed)
+        scores = score_segments(X, model, params.train.silhouette_sample, seed)
+    metrics = {"k": k, "n_customers": len(X), **scores}
+    profile = profile_segments(X, model)
+
+    mlflow = configure_mlflow(params.train.experiment)
+    from mlflow.models import infer_signature
+
+    from custseg.charts import k_sweep_figure
+
+    with mlflow.start_run(run_name=f"train k={k}") as run:
+        mlflow.log_params(
+            {
+                "n_clusters": params.train.n_clusters,
+                "k": k,
+                "init": params.train.init,
+                "n_init": params.train.n_init,
+                "max_iter": params.train.max_iter,
+                "seed": seed,
+                "k_range": f"{params.train.k_range.min}..{params.train.k_range.max}",
+                "n_customers": len(X),
+                "data_sha256": hashlib.sha256(DATA.read_bytes()).hexdigest(),
+            }
+        )
+        for row in sweep.to_dict("records"):
+            with mlflow.start_run(run_name=f"k={int(row['k'])}", nested=True):
+                mlflow.log_param("k", int(row["k"]))
+                mlflow.log_metrics({m: v for m, v in row.items() if m != "k"})
+        mlflow.log_metrics({m: v for m, v in metrics.items() if m != "k"})
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(X, model.labels_),
+            input_example=X.head(5),
+            pip_requirements=_pip_requirements(),
+        )
+        mlflow.log_table(profile, "segment_profiles.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            html = Path(tmp, "k_sweep.html")
+            # Plotly's JS is embedded so the artifact opens without fetching anything.
+            k_sweep_figure(sweep, k).write_html(html, include_plotlyjs=True)
+            mlflow.log_artifact(str(html))
+    return {
+        "metrics": metrics,
+        "sweep": sweep,
+        "profile": profile,
+        "run": {
+            "run_id": run.info.run_id,
+            "model_uri": info.model_uri,
+            "experiment": params.train.experiment,
+            **metrics,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser(__doc__).parse_args(argv)
+
+    def body() -> None:
+        result = train(load_params(args.params))
+        write_atomic(
+            SWEEP_PLOT, lambda tmp: result["sweep"].to_csv(tmp, index=False, lineterminator="\n")
+        )
+        write_json_atomic(RUN_INFO, result["run"])
+        write_json_atomic(METRICS, result["metrics"])
+        m = result["metrics"]
+        print(
+            f"train: k={m['k']} silhouette={m['silhouette']:.4f} inertia={m['inertia']:.1f} "
+            f"run {result['run']['run_id']}"
+        )
+        print(
+            result["profile"][
+                ["segment", "size", "mean_income", "mean_spending", "name"]
+            ].to_string(index=False)
+        )
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

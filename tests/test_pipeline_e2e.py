@@ -1,0 +1,94 @@
+"""End to end: `dvc repro` and `dvc exp run` in a temporary git copy, a real MLflow registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from custseg.data import FEATURES
+from tests.fixtures.project import OUTBOUND_CHECK
+
+pytestmark = pytest.mark.slow
+NAME = "customer-segments"
+
+
+def _run(*command: str, cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def _model_info(project: Path) -> dict:
+    return json.loads((project / "models/model_info.json").read_text())
+
+
+def _champion_version() -> int:
+    return int(mlflow.MlflowClient().get_model_version_by_alias(NAME, "champion").version)
+
+
+@pytest.fixture
+def repo(project: Path) -> Path:
+    _run("git", "init", "-q", cwd=project)
+    _run("git", "add", "-A", cwd=project)
+    _run(
+        "git",
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "commit",
+        "-qm",
+        "init",
+        cwd=project,
+    )
+    return project
+
+
+def test_repro_registers_a_champion_then_the_gate_decides(repo: Path) -> None:
+    assert OUTBOUND_CHECK.is_file(), f"{OUTBOUND_CHECK} is missing (it sits beside the checkout)"
+    log = _run(str(OUTBOUND_CHECK), "--", "dvc", "repro", cwd=repo)
+    assert "0 non-loopback destination(s)" in log, log
+    first = _model_info(repo)
+    assert (first["version"], first["promoted"]) == (1, True)
+    assert first["aliases"] == ["candidate", "champion"]
+
+    champion = mlflow.sklearn.load_model(f"models:/{NAME}@champion")
+    customers = pd.read_csv(repo / "data/customers.csv")[FEATURES].astype(float)
+    labels = champion.predict(customers)
+    assert set(labels) == set(range(5))
+    assert "up to date" in _run("dvc", "repro", cwd=repo).lower()
+
+    # A second experiment with k=3: a new version; champion only if the gate says so.
+    _run("dvc", "exp", "run", "-S", "train.n_clusters=3", cwd=repo)
+    second = _model_info(repo)
+    assert second["version"] == 2 and second["metrics"]["k"] == 3
+    expected = second["metrics"]["silhouette"] >= first["metrics"]["silhouette"] - 0.01
+    assert second["promoted"] is expected
+    assert _champion_version() == (2 if expected else 1)
+    champion_silhouette = max(first, second, key=lambda i: i["version"] * i["promoted"])["metrics"][
+        "silhouette"
+    ]
+
+    # A deliberately worse candidate: the k whose silhouette (from the sweep) is clearly lower.
+    sweep = pd.read_csv(repo / "plots/k_sweep.csv")
+    worse = sweep[sweep["silhouette"] < champion_silhouette - 0.01]
+    assert not worse.empty, "the sweep should contain a k clearly worse than the champion"
+    worst_k = int(worse.loc[worse["silhouette"].idxmin(), "k"])
+    champion_before = _champion_version()
+    _run("dvc", "exp", "run", "-S", f"train.n_clusters={worst_k}", cwd=repo)
+    third = _model_info(repo)
+    assert third["version"] == 3 and third["promoted"] is False
+    assert third["aliases"] == ["candidate"]
+    assert _champion_version() == champion_before
+    # Both experiments are there to compare, with their params and metrics.
+    shown = _run("dvc", "exp", "show", "--no-pager", "--json", cwd=repo)
+    assert shown.count('"n_clusters": 3') >= 1 and f'"n_clusters": {worst_k}' in shown
+    assert shown.count('"silhouette"') >= 3
