@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,8 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from custseg.tracking import NO_TELEMETRY  # noqa: E402
-
-PROJECT_FILES = ["custseg", "stages", "params.yaml", "dvc.yaml", ".dvc/config", ".gitignore"]
+from tests.fixtures.project import copy_project  # noqa: E402
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -33,14 +31,7 @@ def env() -> dict[str, str]:
 
 def sandbox() -> Path:
     """A throwaway git copy of the project (DVC needs a git repository)."""
-    path = Path(tempfile.mkdtemp(prefix="custseg-bench-"))
-    for name in PROJECT_FILES:
-        source, target = ROOT / name, path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target)
+    path = copy_project(Path(tempfile.mkdtemp(prefix="custseg-bench-")))
     for command in (
         ["git", "init", "-q"],
         ["git", "add", "-A"],

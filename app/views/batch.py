@@ -1,0 +1,97 @@
+"""Page: score a CSV of customers (upload or paste) and download it with a segment per row.
+
+Upload and paste feed the same bytes to `custseg.serving.score_csv`, which only parses CSV
+text; the tests drive this page through the paste box and the browser test through the upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+import ui_common
+
+from custseg.app_charts import segment_counts_figure
+from custseg.serving import (
+    INCOME_RANGE,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ROWS,
+    SPENDING_RANGE,
+    BatchError,
+    BatchResult,
+    score_csv,
+)
+
+RESULT = "batch_result"  # (input digest, model key, BatchResult) of this session's last scoring
+PREVIEW_ROWS = 20
+
+served = ui_common.served_model()
+
+st.title("Score a file of customers")
+st.markdown(
+    "A CSV with a header row and the columns `annual_income` "
+    f"({INCOME_RANGE[0]:g}–{INCOME_RANGE[1]:g} k$) and `spending_score` "
+    f"({SPENDING_RANGE[0]:g}–{SPENDING_RANGE[1]:g}); the Mall Customers headers "
+    "`Annual Income (k$)` and `Spending Score (1-100)` work too. Other columns are kept. "
+    f"Up to {MAX_BATCH_ROWS:,} rows and {MAX_BATCH_BYTES // 2**20} MB."
+)
+uploaded = st.file_uploader("CSV file", type=["csv", "txt"], key="batch_file")
+with st.expander("…or paste CSV text", expanded=False):
+    pasted = st.text_area(
+        "CSV text",
+        key="batch_text",
+        height=160,
+        max_chars=1_000_000,
+        placeholder="customer_id,annual_income,spending_score\n1,60,50",
+    )
+
+if uploaded is not None:
+    data, source = uploaded.getvalue(), uploaded.name
+elif pasted and pasted.strip():
+    data, source = pasted.encode(), "the pasted text"
+else:
+    st.info("Upload a CSV file (or paste CSV text) to score it.")
+    ui_common.model_panel(served)
+    st.stop()
+
+# Reruns (e.g. the download click) reuse this session's result instead of rescoring.
+digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+cached = st.session_state.get(RESULT)
+if cached is not None and cached[:2] == (digest, served.ref.cache_key):
+    result: BatchResult = cached[2]
+else:
+    try:
+        with st.spinner("Scoring…"):
+            result = score_csv(data, served.model, served.labels)
+    except BatchError as error:
+        st.session_state.pop(RESULT, None)
+        st.error(f"{source} cannot be scored:", icon=":material/error:")
+        st.markdown("\n".join(f"- {problem}" for problem in error.problems))
+        st.stop()
+    st.session_state[RESULT] = (digest, served.ref.cache_key, result)
+
+st.success(
+    f"Scored {len(result.scored):,} customers from {source} with `{served.ref.name}` "
+    f"v{served.ref.version} (@{served.ref.alias})."
+)
+left, right = st.columns([1, 1], gap="large")
+with left:
+    st.subheader("Customers per segment")
+    st.dataframe(
+        result.counts,
+        hide_index=True,
+        column_config={"share": st.column_config.NumberColumn(format="percent")},
+    )
+    st.download_button(
+        "Download the scored CSV",
+        data=result.to_csv_bytes,  # a callable: the CSV is only built when clicked
+        file_name="scored_customers.csv",
+        mime="text/csv",
+        key="batch_download",
+        on_click="ignore",
+        type="primary",
+    )
+with right:
+    st.plotly_chart(segment_counts_figure(result.counts), key="batch_chart", width="stretch")
+st.subheader(f"First {min(PREVIEW_ROWS, len(result.scored))} rows")
+st.dataframe(result.scored.head(PREVIEW_ROWS), hide_index=True)

@@ -1,0 +1,81 @@
+"""Page: place one customer in a segment with the registered model, on a map of all customers."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+import ui_common
+
+from custseg.app_charts import segment_map
+from custseg.data import FEATURES
+from custseg.serving import INCOME_RANGE, SETUP_COMMAND, SPENDING_RANGE, predict_segment
+
+PREDICTED = "segment_predicted"  # set once the button was clicked; predictions then follow
+
+served = ui_common.served_model()
+
+st.sidebar.header("Customer")
+income = st.sidebar.slider(
+    "Annual Income (k$)", int(INCOME_RANGE[0]), int(INCOME_RANGE[1]), 60, 1, key="income"
+)
+spending = st.sidebar.slider(
+    "Spending Score (1-100)", int(SPENDING_RANGE[0]), int(SPENDING_RANGE[1]), 50, 1, key="spending"
+)
+if st.sidebar.button("Predict Customer Cluster", key="predict", type="primary"):
+    st.session_state[PREDICTED] = True
+
+st.title("Which segment is this customer in?")
+st.caption(
+    f"K-means with k = {served.n_clusters}, trained on the customers in data/customers.csv and "
+    "served from the MLflow model registry."
+)
+
+segment = (
+    predict_segment(served.model, income, spending) if st.session_state.get(PREDICTED) else None
+)
+left, right = st.columns([1, 2], gap="large")
+
+with left:
+    if segment is None:
+        st.info(
+            "Set the customer's income and spending score, then click **Predict Customer Cluster**."
+        )
+    else:
+        st.metric(
+            "Predicted segment",
+            f"Cluster {segment}",
+            f"out of {served.n_clusters} clusters",
+            delta_color="off",
+            delta_arrow="off",
+        )
+        row = served.profile.iloc[segment]
+        st.subheader(str(row["name"]).capitalize())
+        if row.notna()[["size", "mean_income", "mean_spending"]].all():
+            st.markdown(
+                f"**{int(row['size']):,}** training customers ({row['share']:.0%}) are in this "
+                f"segment.  \nOn average they earn **{row['mean_income']:.1f} k$** a year and "
+                f"score **{row['mean_spending']:.1f}** for spending."
+            )
+        else:
+            st.caption("No segment profile was logged with this model's training run.")
+    ui_common.model_panel(served)
+
+with right:
+    view = ui_common.training_view(served)
+    if view is None:
+        st.warning(
+            f"{ui_common.TRAINING_DATA} not found: the map shows only the segment centers "
+            f"(run `{SETUP_COMMAND}` to create it)."
+        )
+        view = pd.DataFrame({FEATURES[0]: [], FEATURES[1]: [], "segment": []})
+    figure = segment_map(
+        view,
+        view["segment"].to_numpy(dtype=int),
+        served.model.cluster_centers_,
+        served.labels,
+        point=(income, spending),
+        point_segment=segment,
+    )
+    st.plotly_chart(figure, key="segment_map", width="stretch")
+    if len(view) >= ui_common.MAX_MAP_POINTS:
+        st.caption(f"A random sample of {ui_common.MAX_MAP_POINTS:,} customers is shown.")

@@ -1,0 +1,153 @@
+"""The app in a real browser: `streamlit run` on a free loopback port, Debian's chromium driven by
+Playwright (never a downloaded browser), against a sandbox project with a registered model.
+
+Screenshots land in test-artifacts/ (git-ignored); the server is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from custseg.serving import features_frame
+
+pytestmark = pytest.mark.slow
+# The app fixtures (trained_project, ...) until tests/conftest.py lists this module.
+
+TIMEOUT_MS = 120_000  # a cold app imports MLflow and loads the model: ~20 s here, more on CI
+GOOD_CSV = "customer,Annual Income (k$),Spending Score (1-100)\na,20,90\nb,130,10\nc,65.5,55\n"
+BAD_CSV = "annual_income,spending_score\n60,50\nlots,40\n150,20\n"
+
+
+@pytest.fixture(scope="module")
+def app_url(trained_project: Path) -> Iterator[str]:
+    """The app served from the trained sandbox; stopped by PID when the module is done."""
+    from tests.fixtures.app import ARTIFACTS, require_chromium, running_app, wait_healthy
+
+    require_chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with running_app(trained_project, ARTIFACTS / "app-browser-server.log") as (url, process, _):
+        wait_healthy(url, process)
+        yield url
+    assert process.poll() is not None, f"streamlit (pid {process.pid}) still running"
+
+
+@pytest.fixture(scope="module")
+def page(app_url: str):
+    from playwright.sync_api import sync_playwright
+
+    from tests.fixtures.app import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+            page.set_default_timeout(TIMEOUT_MS)
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_idle(page) -> None:
+    """Streamlit shows a status widget while a script runs: wait until it is gone."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS
+    )
+
+
+def set_slider(page, label: str, value: int) -> None:
+    """Move a slider with the keyboard, then wait until the app shows the new value."""
+    slider = page.get_by_role("slider", name=label)
+    current = int(slider.get_attribute("aria-valuetext"))
+    slider.focus()
+    key = "ArrowRight" if value > current else "ArrowLeft"
+    for _ in range(abs(value - current)):
+        page.keyboard.press(key)
+    page.wait_for_function(
+        '([label, value]) => document.querySelector(`input[aria-label="${label}"]`)'
+        "?.getAttribute('aria-valuetext') === String(value)",
+        arg=[label, value],
+    )
+
+
+def test_segment_page_predicts_like_the_registered_model(
+    page, app_url: str, trained_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fixtures.app import ARTIFACTS, load_registered, project_env
+
+    for key, value in project_env(trained_project).items():
+        monkeypatch.setenv(key, value)
+    model = load_registered()
+
+    page.goto(app_url)
+    page.get_by_text("Which segment is this customer in?").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    set_slider(page, "Annual Income (k$)", 72)
+    set_slider(page, "Spending Score (1-100)", 31)
+    wait_idle(page)
+    page.get_by_role("button", name="Predict Customer Cluster").click()
+    metric = page.locator('[data-testid="stMetricValue"]')
+    metric.wait_for()
+    wait_idle(page)
+
+    expected = int(model.predict(features_frame(72, 31))[0])
+    assert metric.inner_text().strip() == f"Cluster {expected}"
+    delta = page.locator('[data-testid="stMetricDelta"]').inner_text()
+    assert f"out of {model.n_clusters} clusters" in delta
+    # The chart plotted in the browser: segment traces, the centers and the star at (72, 31).
+    traces = page.locator(".js-plotly-plot").first.evaluate(
+        "el => el.data.map(t => ({name: t.name, x: Array.from(t.x), y: Array.from(t.y)}))"
+    )
+    names = [trace["name"] for trace in traces]
+    assert names[-2:] == ["segment centers", "this customer"]
+    assert len(names) - 2 == model.n_clusters and all(" · " in n for n in names[:-2])
+    assert (traces[-1]["x"], traces[-1]["y"]) == ([72], [31])
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+    page.mouse.move(0, 0)  # no hover label over the screenshot
+    page.screenshot(path=ARTIFACTS / "app-segment.png", full_page=True)
+
+
+def test_batch_page_uploads_scores_and_downloads(
+    page, app_url: str, trained_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fixtures.app import ARTIFACTS, load_registered, project_env
+
+    for key, value in project_env(trained_project).items():
+        monkeypatch.setenv(key, value)
+    model = load_registered()
+
+    page.goto(f"{app_url}/batch")
+    page.get_by_text("Score a file of customers").wait_for()
+    upload = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+    upload.set_input_files({"name": "bad.csv", "mimeType": "text/csv", "buffer": BAD_CSV.encode()})
+    page.get_by_text("bad.csv cannot be scored").wait_for()
+    body = page.locator('[data-testid="stMain"]').inner_text()
+    assert "'annual_income': 1 missing or non-numeric value(s) at line(s) 3" in body
+    assert "'annual_income': 1 value(s) outside 15–140 at line(s) 4 (first: 150)" in body
+
+    upload.set_input_files(
+        {"name": "customers.csv", "mimeType": "text/csv", "buffer": GOOD_CSV.encode()}
+    )
+    page.get_by_text("Scored 3 customers from customers.csv").wait_for()
+    wait_idle(page)
+    # Tables and charts load lazily: wait for them, not a fixed time, before the screenshot.
+    page.get_by_role("button", name="Download the scored CSV").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=\"stDataFrame\"] canvas').length >= 2"
+        " && !document.querySelector('[data-testid=\"stSkeleton\"]')"
+    )
+    page.screenshot(path=ARTIFACTS / "app-batch.png", full_page=True)
+
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download the scored CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download_info.value.path()).read_text())))
+    expected = model.predict(features_frame([20, 130, 65.5], [90, 10, 55]))
+    assert [r["customer"] for r in rows] == ["a", "b", "c"]
+    assert [int(r["segment"]) for r in rows] == expected.tolist()
+    assert all(r["segment_name"].startswith(f"{r['segment']} · ") for r in rows)

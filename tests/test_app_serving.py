@@ -1,0 +1,278 @@
+"""custseg.serving and custseg.app_charts without Streamlit: batch validation and scoring, model
+resolution against a real registry, and the figures."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.cluster import KMeans
+
+from custseg.app_charts import display_sample, segment_counts_figure, segment_map
+from custseg.serving import (
+    BatchError,
+    ModelNotFoundError,
+    describe_run,
+    features_frame,
+    frame_to_csv_bytes,
+    list_aliases,
+    load_model,
+    load_segment_profiles,
+    mlflow_run_url,
+    parse_batch_csv,
+    predict_segment,
+    resolve_model,
+    score_batch,
+    score_csv,
+    segment_counts,
+    segment_labels,
+    validate_batch,
+)
+
+LABELS = [f"{i} · name" for i in range(3)]
+
+# The app fixtures (served_project, ...) until tests/conftest.py lists this module.
+
+
+@pytest.fixture(scope="module")
+def kmeans() -> KMeans:
+    """A small real KMeans fitted like the train stage's (float features, named columns)."""
+    rng = np.random.default_rng(0)
+    X = features_frame(rng.uniform(15, 140, 300), rng.uniform(1, 100, 300))
+    return KMeans(n_clusters=3, n_init=3, random_state=0).fit(X)
+
+
+def problems(data: bytes, **limits: int) -> list[str]:
+    with pytest.raises(BatchError) as caught:
+        validate_batch(parse_batch_csv(data, **limits))
+    return caught.value.problems
+
+
+# --- parsing and validation ---------------------------------------------------------------
+
+
+def test_our_headers_and_the_mall_headers_are_accepted() -> None:
+    ours = validate_batch(parse_batch_csv(b"annual_income,spending_score\n60,50\n"))
+    mall = parse_batch_csv(
+        "\ufeffCustomerID,Gender,Age, Annual Income (k$) ,Spending Score (1-100)\n"
+        "1,Male,19,15,39\n2,Female,21,15.5,81\n".encode()
+    )
+    assert ours.to_numpy().tolist() == [[60.0, 50.0]]
+    assert validate_batch(mall).to_numpy().tolist() == [[15.0, 39.0], [15.5, 81.0]]
+    assert list(validate_batch(mall).columns) == ["annual_income", "spending_score"]
+
+
+def test_missing_and_ambiguous_columns() -> None:
+    [message] = problems(b"income,spending_score\n60,50\n")
+    assert message.startswith("missing column 'annual_income' (or 'Annual Income (k$)')")
+    assert "'income', 'spending_score'" in message
+    [message] = problems(b"annual_income,Annual Income (k$),spending_score\n1,2,3\n")
+    assert "all look like 'annual_income'" in message
+
+
+def test_non_numeric_and_out_of_range_values_name_their_lines() -> None:
+    rows = ["60,50"] * 3 + ["x,50", "60,", "inf,50", "14.9,50", "60,101", "60,0"]
+    found = problems(("annual_income,spending_score\n" + "\n".join(rows) + "\n").encode())
+    assert found == [
+        "'annual_income': 2 missing or non-numeric value(s) at line(s) 5, 7 (first: 'x')",
+        "'annual_income': 1 value(s) outside 15–140 at line(s) 8 (first: 14.9)",
+        "'spending_score': 1 missing or non-numeric value(s) at line(s) 6 (first: empty)",
+        "'spending_score': 2 value(s) outside 1–100 at line(s) 9, 10 (first: 101)",
+    ]
+
+
+def test_only_the_first_few_lines_are_listed() -> None:
+    text = "annual_income,spending_score\n" + "oops,50\n" * 8
+    [message] = problems(text.encode())
+    assert "8 missing or non-numeric value(s) at line(s) 2, 3, 4, 5, 6 … (first: 'oops')" in message
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", "the file is empty"),
+        (b"  \n", "the file is empty"),
+        (b"annual_income,spending_score\n", "the file has a header but no data rows"),
+        (b"annual_income,spending_score\n1,2\n3,4,5,6\n", "not a well-formed CSV"),
+        (b"annual_income,spending_score\n\xff\xfe60,50\n", "the file is not UTF-8 text"),
+        (pickle.dumps({"annual_income": 1}), "this is a binary file, not CSV text"),
+    ],
+)
+def test_unusable_files(data: bytes, expected: str) -> None:
+    with pytest.raises(BatchError) as caught:
+        parse_batch_csv(data)
+    assert caught.value.problems[0].startswith(expected)
+
+
+def test_a_pickle_is_never_unpickled(tmp_path: Path) -> None:
+    """A pickle whose loading would write a file: parsing it must not have that effect."""
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    payload = pickle.dumps(Exploit(), protocol=0)  # protocol 0 has no NUL byte up front
+    with pytest.raises(BatchError):
+        score_csv(payload, None, LABELS)
+    assert not marker.exists()
+
+
+def test_row_and_size_limits() -> None:
+    data = b"annual_income,spending_score\n" + b"60,50\n" * 11
+    assert problems(data, max_rows=10) == ["more than 10 rows; split the file"]
+    assert len(parse_batch_csv(data, max_rows=11)) == 11
+    [message] = problems(data, max_bytes=50)
+    assert message.startswith("the file is 0.0 MB; the limit is")
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+
+def test_scores_equal_model_predict_and_rows_keep_their_order(kmeans: KMeans) -> None:
+    rng = np.random.default_rng(1)
+    income, spending = rng.integers(15, 141, 500), rng.integers(1, 101, 500)
+    frame = pd.DataFrame({"id": range(500), "annual_income": income, "spending_score": spending})
+    result = score_csv(frame.to_csv(index=False).encode(), kmeans, LABELS)
+    expected = kmeans.predict(features_frame(income, spending))
+    assert result.scored["segment"].tolist() == expected.tolist()
+    assert result.scored["id"].tolist() == list(range(500))
+    assert result.scored["segment_name"].tolist() == [LABELS[s] for s in expected]
+    assert result.counts["customers"].tolist() == np.bincount(expected, minlength=3).tolist()
+    assert result.counts["share"].sum() == pytest.approx(1.0)
+    # The download is the user's rows plus the two new columns, as CSV text.
+    downloaded = pd.read_csv(io.BytesIO(result.to_csv_bytes()))
+    assert list(downloaded.columns) == [
+        "id",
+        "annual_income",
+        "spending_score",
+        "segment",
+        "segment_name",
+    ]
+    assert downloaded["segment"].tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pd.DataFrame({"id": ["a", "b,c", 'd"e', None], "x": [1.5, np.nan, 3.0, 1e-7]}),
+        pd.DataFrame({"weird, name": [1, 2], "mixed": [1, "two"]}),  # Arrow cannot type it
+        pd.DataFrame({"cat": pd.Categorical.from_codes([1, 0], ["0 · a", "1 · b"])}),
+    ],
+)
+def test_csv_export_reads_back_like_pandas_output(frame: pd.DataFrame) -> None:
+    ours = frame_to_csv_bytes(frame)
+    theirs = frame.to_csv(index=False, lineterminator="\n").encode()
+    assert ours.split(b"\n", 1)[0] == theirs.split(b"\n", 1)[0]  # the same header line
+    pd.testing.assert_frame_equal(
+        pd.read_csv(io.BytesIO(ours)), pd.read_csv(io.BytesIO(theirs)), check_exact=True
+    )
+
+
+def test_score_batch_leaves_the_input_untouched(kmeans: KMeans) -> None:
+    original = pd.DataFrame({"annual_income": [20.0, 130.0], "spending_score": [90.0, 5.0]})
+    scored = score_batch(kmeans, validate_batch(original), original, LABELS)
+    assert list(original.columns) == ["annual_income", "spending_score"]
+    assert scored["segment"].tolist() == kmeans.predict(original).tolist()
+
+
+def test_counts_list_every_segment_even_empty_ones() -> None:
+    counts = segment_counts(np.array([2, 2, 0]), LABELS)
+    assert counts["customers"].tolist() == [1, 0, 2]
+    assert counts["name"].tolist() == LABELS
+
+
+def test_predict_segment_is_model_predict(kmeans: KMeans) -> None:
+    for income, spending in [(15, 1), (140, 100), (60, 50)]:
+        assert predict_segment(kmeans, income, spending) == int(
+            kmeans.predict(features_frame(income, spending))[0]
+        )
+
+
+def test_labels_are_unique_even_when_names_repeat() -> None:
+    profile = pd.DataFrame({"segment": [0, 1], "name": ["same", "same"]})
+    assert segment_labels(profile) == ["0 · same", "1 · same"]
+
+
+def test_mlflow_run_url() -> None:
+    assert mlflow_run_url(None, "1", "abc") is None
+    assert mlflow_run_url("  ", "1", "abc") is None
+    assert mlflow_run_url("http://127.0.0.1:5000/", "1", "abc") == (
+        "http://127.0.0.1:5000/#/experiments/1/runs/abc"
+    )
+
+
+# --- the registry -------------------------------------------------------------------------
+
+
+def test_resolve_and_load_the_champion(served_project: Path, registered_model_loader) -> None:
+    ref = resolve_model("customer-segments", "champion")
+    assert (ref.version, ref.uri) == ("1", "models:/customer-segments/1")
+    assert list_aliases("customer-segments") == {"candidate": "1", "champion": "1"}
+    model = load_model(ref)
+    reference = registered_model_loader()
+    X = features_frame([20, 80, 130], [90, 50, 10])
+    assert model.predict(X).tolist() == reference.predict(X).tolist()
+
+    run = describe_run(ref.run_id)
+    assert run.k == model.n_clusters == 5
+    assert 0 < run.silhouette < 1 and run.trained_at is not None
+    profile = load_segment_profiles(run, model.n_clusters)
+    assert profile["segment"].tolist() == [0, 1, 2, 3, 4]
+    assert all(" income · " in name for name in profile["name"])
+    assert profile["size"].sum() == 200
+
+
+def test_a_run_without_profiles_gets_generic_names(served_project: Path) -> None:
+    from custseg.tracking import configure_mlflow
+
+    client = configure_mlflow().MlflowClient()
+    ref = resolve_model("customer-segments", "champion")
+    parent = client.get_run(ref.run_id)
+    [nested] = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{ref.run_id}' and params.k = '3'",
+    )
+    profile = load_segment_profiles(describe_run(nested.info.run_id), 3)
+    assert profile["name"].tolist() == ["segment 0", "segment 1", "segment 2"]
+    assert profile["size"].isna().all()
+
+
+def test_missing_model_and_alias_errors(served_project: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match=r"No registered model 'other'.*`make run`"):
+        resolve_model("other", "champion")
+    with pytest.raises(ModelNotFoundError, match=r"no version with alias @gold"):
+        resolve_model("customer-segments", "gold")
+    assert list_aliases("other") == {}
+
+
+# --- figures ------------------------------------------------------------------------------
+
+
+def test_segment_map_traces(kmeans: KMeans) -> None:
+    customers = features_frame([20, 130, 60], [90, 5, 50])
+    customers.insert(0, "customer_id", [7, 8, 9])
+    segments = kmeans.predict(customers[["annual_income", "spending_score"]])
+    fig = segment_map(customers, segments, kmeans.cluster_centers_, LABELS, (60, 50), 1)
+    names = [trace.name for trace in fig.data]
+    assert names[-2:] == ["segment centers", "this customer"]
+    assert set(names[:-2]) == {LABELS[s] for s in segments}  # segment names in the legend
+    centers, star = fig.data[-2], fig.data[-1]
+    assert centers.marker.symbol == "x" and centers.marker.color == "black"
+    assert star.marker.symbol == "star" and star.marker.color == "gold" and star.marker.size >= 20
+    assert "1 · name" in star.hovertemplate
+    assert all("customer %{customdata}" in t.hovertemplate for t in fig.data[:-2])
+
+
+def test_display_sample_caps_points() -> None:
+    frame = pd.DataFrame({"a": range(10)})
+    assert len(display_sample(frame, 4)) == 4 and display_sample(frame, 20) is frame
+
+
+def test_counts_figure() -> None:
+    fig = segment_counts_figure(segment_counts(np.array([0, 1, 1]), LABELS))
+    assert list(fig.data[0].y) == LABELS and list(fig.data[0].x) == [1, 2, 0]
