@@ -1,0 +1,5 @@
+import sys
+
+from custseg.llm.cli import main
+
+sys.exit(main())

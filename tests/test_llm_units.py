@@ -1,0 +1,151 @@
+"""Pure pieces of the provider layer: schema capping, retry loop, wire formats."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, Field
+
+from custseg.llm.base import (
+    ChatRequest,
+    LLMError,
+    RetryableError,
+    backoff_delay,
+    parse_json_reply,
+    with_retries,
+)
+from custseg.llm.http import error_detail, is_loopback
+from custseg.llm.providers import (
+    ollama_chat_body,
+    openai_chat_body,
+    parse_ollama_reply,
+    parse_openai_reply,
+)
+from custseg.llm.schema import capped_json_schema, json_schema_name
+
+
+class Inner(BaseModel):
+    note: str
+    tags: list[str]
+
+
+class Outer(BaseModel):
+    title: str
+    short: str = Field(max_length=10)
+    maybe: str | None = None
+    kind: str = Field(json_schema_extra={"enum": ["a", "b"]})
+    inner: Inner
+    count: int
+
+
+def test_every_free_string_gets_a_max_length() -> None:
+    schema = capped_json_schema(Outer, 600)
+    props = schema["properties"]
+    assert props["title"]["maxLength"] == 600
+    assert props["short"]["maxLength"] == 10  # an explicit limit is kept
+    assert {"type": "string", "maxLength": 600} in props["maybe"]["anyOf"]
+    assert "maxLength" not in props["kind"]  # enums are already bounded
+    assert "maxLength" not in props["count"]
+    inner = schema["$defs"]["Inner"]["properties"]
+    assert inner["note"]["maxLength"] == 600
+    assert inner["tags"]["items"]["maxLength"] == 600
+    assert "maxLength" not in Outer.model_json_schema()["properties"]["title"]  # a copy
+
+
+def test_schema_name_is_server_safe() -> None:
+    assert json_schema_name(Outer) == "Outer"
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [backoff_delay(n) for n in range(6)] == [0.5, 1, 2, 4, 8, 8]
+
+
+def test_retries_until_success_then_stops() -> None:
+    calls: list[int] = []
+
+    def flaky(attempt: int) -> str:
+        calls.append(attempt)
+        if attempt < 2:
+            raise RetryableError("connection reset")
+        return "ok"
+
+    assert with_retries(flaky, max_retries=2, describe="p model m", backoff_s=0) == "ok"
+    assert calls == [0, 1, 2]
+
+
+def test_retries_are_bounded_and_the_error_names_the_cause() -> None:
+    def broken(_attempt: int) -> str:
+        raise RetryableError("HTTP 503 from http://x: busy")
+
+    with pytest.raises(LLMError) as caught:
+        with_retries(broken, max_retries=1, describe="openai model gpt-x", backoff_s=0)
+    assert (
+        str(caught.value) == "openai model gpt-x: HTTP 503 from http://x: busy (after 2 attempts)"
+    )
+    assert caught.value.attempts == 2
+
+
+def test_permanent_errors_are_not_retried() -> None:
+    calls: list[int] = []
+
+    def denied(attempt: int) -> str:
+        calls.append(attempt)
+        raise LLMError("openai model m: HTTP 401")
+
+    with pytest.raises(LLMError):
+        with_retries(denied, max_retries=5, describe="d", backoff_s=0)
+    assert calls == [0]
+
+
+def test_parse_json_reply_says_what_is_wrong() -> None:
+    assert parse_json_reply('{"note": "n", "tags": []}', Inner).note == "n"
+    with pytest.raises(RetryableError, match="not valid JSON"):
+        parse_json_reply('{"note": "n", "ta', Inner)
+    with pytest.raises(RetryableError, match=r"does not match Inner: tags: Field required"):
+        parse_json_reply('{"note": "n"}', Inner)
+
+
+def test_error_detail_reads_openai_and_ollama_shapes() -> None:
+    assert error_detail(b'{"error": {"message": "Invalid API Key"}}') == "Invalid API Key"
+    assert error_detail(b'{"error": "model \\"x\\" not found"}') == 'model "x" not found'
+    assert error_detail(b"<html>Bad Gateway</html>") == "<html>Bad Gateway</html>"
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("http://127.0.0.1:8080/v1")
+    assert is_loopback("http://localhost:11434")
+    assert is_loopback("http://[::1]:1/")
+    assert not is_loopback("https://api.example.com/v1")
+
+
+REQUEST = ChatRequest(
+    messages=({"role": "user", "content": "hi"},),
+    temperature=0.0,
+    max_tokens=8,
+    json_schema={"type": "object"},
+    schema_name="Reply",
+    top_logprobs=3,
+)
+
+
+def test_openai_body() -> None:
+    body = openai_chat_body("m", REQUEST)
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "Reply", "schema": {"type": "object"}},
+    }
+    assert (body["max_tokens"], body["logprobs"], body["top_logprobs"]) == (8, True, 3)
+    assert body["stream"] is False
+
+
+def test_ollama_body() -> None:
+    body = ollama_chat_body("qwen", REQUEST)
+    assert body["format"] == {"type": "object"}
+    assert body["options"] == {"temperature": 0.0, "num_predict": 8}
+    assert body["stream"] is False
+
+
+def test_replies_without_content_are_retryable() -> None:
+    with pytest.raises(RetryableError):
+        parse_openai_reply({"choices": []}, 0.1, "m")
+    with pytest.raises(RetryableError):
+        parse_ollama_reply({"done": True}, 0.1, "m")
