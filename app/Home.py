@@ -19,6 +19,7 @@ PAGES = [
         default=True,
     ),
     st.Page("views/batch.py", title="Batch scoring", icon=":material/upload_file:"),
+    st.Page("views/evaluation.py", title="Agent evaluation", icon=":material/fact_check:"),
 ]
 
 page = st.navigation(PAGES)

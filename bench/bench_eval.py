@@ -1,0 +1,160 @@
+"""Benchmark of the eval stage's judging against deepeval's default GEval, same judge, same run.
+
+1. Ours, cold cache: judge calls per conversation × metric (goal: exactly 1) and wall time.
+2. Ours, re-run: judge calls (goal: 0) and wall time.
+3. deepeval's default GEval on the same conversations and judge: criteria only (so deepeval
+   generates the evaluation steps), stock template, no cache. One metric instance per
+   definition, reused across conversations (deepeval then generates steps once per metric).
+   Goal: our cold wall time ≤ 0.5× this. Ours and the default alternate item by item, so on a
+   shared machine both see the same load.
+
+    python bench/bench_eval.py [--conversations data/conversations.jsonl] [--n 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from custseg.tracking import disable_telemetry  # noqa: E402
+
+disable_telemetry()
+
+from custseg.config import load_params  # noqa: E402
+from custseg.llm import load_provider  # noqa: E402
+from custseg.llm.deepeval_judge import ProviderJudge  # noqa: E402
+from eval.judge import CachedJudge, JudgeCache  # noqa: E402
+from eval.metrics import METRICS, Scorer, conversation_items, read_conversations  # noqa: E402
+
+RATIO_GOAL = 0.5
+FALLBACK = ROOT / "tests" / "data" / "conversations_small.jsonl"
+# The same four questions, as deepeval's documentation would phrase them: criteria only.
+CRITERIA = {
+    "plan_quality": "Determine whether the actual output is a relevant, concrete plan for the "
+    "input task.",
+    "helpfulness": "Determine whether the actual output helpfully and correctly answers the "
+    "input task.",
+    "improvement": "Determine whether Answer B in the actual output is better than Answer A "
+    "as a reply to the input task.",
+}
+
+
+class CountingJudge(ProviderJudge):
+    """The provider adapter as deepeval would use it, counting every judge call."""
+
+    calls = 0
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        CountingJudge.calls += 1
+        return super().generate(*args, **kwargs)
+
+    def generate_raw_response(self, *args: Any, **kwargs: Any) -> Any:
+        CountingJudge.calls += 1
+        return super().generate_raw_response(*args, **kwargs)
+
+
+def make_scorer(provider: Any, cache: JudgeCache, params: Any) -> Scorer:
+    judge = CachedJudge(
+        provider, cache, max_tokens=params.eval.max_tokens, top_logprobs=params.eval.top_logprobs
+    )
+    return Scorer(judge, params.eval.thresholds.model_dump())
+
+
+def stock_metrics(provider: Any, params: Any) -> dict[str, Any]:
+    """deepeval's documented way: criteria only, stock template, the provider adapter."""
+    from deepeval.metrics import GEval
+    from deepeval.test_case import SingleTurnParams
+
+    judge = CountingJudge(provider, max_tokens=params.eval.max_tokens * 2)
+    return {
+        key: GEval(
+            name=key,
+            criteria=criteria,
+            evaluation_params=[SingleTurnParams.INPUT, SingleTurnParams.ACTUAL_OUTPUT],
+            model=judge,
+            async_mode=False,
+            verbose_mode=False,
+        )
+        for key, criteria in CRITERIA.items()
+    }
+
+
+def stock_score(metrics: dict[str, Any], item: Any) -> str | None:
+    from deepeval.test_case import LLMTestCase
+
+    try:
+        metrics[METRICS[item.metric]].measure(
+            LLMTestCase(input=item.task, actual_output=item.output), _show_indicator=False
+        )
+    except Exception as error:  # count it; the default path can fail on a small judge
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--conversations", type=Path, default=ROOT / "data/conversations.jsonl")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--n", type=int, default=3, help="conversations to score")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    source = args.conversations
+    complete = read_conversations(source).complete[: args.n] if source.is_file() else []
+    if not complete:  # nothing captured yet: the test file's conversations
+        source = FALLBACK
+        complete = read_conversations(source).complete[: args.n]
+    items = [i for c in complete for i in conversation_items(c, params.base.seed)]
+    provider = load_provider(args.params)
+    print(f"{len(complete)} conversation(s) from {source}, {len(items)} scores, {provider}")
+    provider.complete([{"role": "user", "content": "Say OK."}], max_tokens=2)  # load it first
+
+    # Ours and the default alternate item by item, so both see the same load on a shared CPU.
+    cold_s = stock_s = 0.0
+    per_item, cold_errors, stock_errors = set(), 0, 0
+    stock = stock_metrics(provider, params)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = JudgeCache(Path(tmp))
+        scorer = make_scorer(provider, cache, params)
+        for item in items:
+            before = scorer.judge.stats.calls
+            seconds, row = timed(lambda item=item: scorer.score(item))
+            cold_s += seconds
+            per_item.add(scorer.judge.stats.calls - before)
+            cold_errors += row["error"] is not None
+            seconds, error = timed(lambda item=item: stock_score(stock, item))
+            stock_s += seconds
+            stock_errors += error is not None
+            print(f"  {item.metric}: ours {row['score']}, default took {seconds:.1f} s", flush=True)
+        cold_stats = scorer.judge.stats
+        warm = make_scorer(provider, cache, params)
+        warm_s, _ = timed(lambda: [warm.score(item) for item in items])
+        warm_stats = warm.judge.stats
+    stock_calls = CountingJudge.calls
+
+    print(f"ours, cold: judge calls per conversation × metric {sorted(per_item)} (goal [1])")
+    print(f"  {cold_stats.calls} calls, {cold_errors} errors, {cold_s:.1f} s")
+    print(
+        f"ours, re-run: {warm_stats.calls} calls, {warm_stats.hits} hits (goal 0 calls), "
+        f"{warm_s:.2f} s"
+    )
+    print(f"deepeval default GEval: {stock_calls} calls, {stock_errors} errors, {stock_s:.1f} s")
+    ratio = cold_s / stock_s if stock_s else float("nan")
+    verdict = "met" if ratio <= RATIO_GOAL else "NOT met"
+    print(f"wall time ours/default: {ratio:.2f} (goal ≤ {RATIO_GOAL}: {verdict})")
+
+
+if __name__ == "__main__":
+    main()

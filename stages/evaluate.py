@@ -1,0 +1,122 @@
+"""DVC stage `eval`: score captured agent conversations with GEval, cached, tracked in MLflow."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from custseg.cli import run_cli, stage_parser
+from custseg.config import ConfigError, Params, load_params
+from custseg.io import write_json_atomic, write_text_atomic
+from custseg.tracking import configure_mlflow, disable_telemetry
+
+disable_telemetry()  # no judge but the configured one: deepeval/MLflow telemetry stays off
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]  # what metrics/eval.json holds
+    calls: int  # judge calls made by this run
+    hits: int  # judge replies found in the cache
+    run_id: str | None
+    skipped: list[dict[str, str]]
+
+
+def evaluate(params: Params, provider: Any = None, *, progress: bool = True) -> EvalOutcome:
+    """Score every complete conversation, write results and metrics, log an MLflow run.
+
+    `provider` replaces the `llm:` judge (tests inject the session's server this way).
+    """
+    from tqdm import tqdm
+
+    from eval.metrics import aggregate, build_scorer, conversation_items, read_conversations
+
+    source = params.eval.conversations
+    if not source.is_file():
+        raise ConfigError(
+            f"eval.conversations: file not found: {source} (capture some with `python -m eval "
+            "submit`, `agents` and `capture`)"
+        )
+    conversations = read_conversations(source)
+    scorer = build_scorer(params, provider)
+    items = [i for c in conversations.complete for i in conversation_items(c, params.base.seed)]
+    bar = tqdm(items, desc="eval", unit="score", file=sys.stderr, disable=not progress)
+    rows = [scorer.score(item) for item in bar]
+    n_total = len(conversations.complete) + len(conversations.skipped)
+    summary = aggregate(rows, n_total, len(conversations.skipped))
+
+    write_text_atomic(params.eval.results, "".join(json.dumps(r) + "\n" for r in rows))
+    write_json_atomic(params.eval.metrics, summary)
+    stats = scorer.judge.stats
+    run_id = log_run(params, rows, summary, scorer.judge.get_model_name(), stats.calls, stats.hits)
+    return EvalOutcome(rows, summary, stats.calls, stats.hits, run_id, conversations.skipped)
+
+
+def log_run(
+    params: Params,
+    rows: list[dict[str, Any]],
+    summary: dict[str, Any],
+    judge: str,
+    calls: int,
+    hits: int,
+) -> str:
+    """One MLflow run in `eval.experiment`: the summary as metrics, the rows as a table."""
+    from eval.metrics import flatten
+
+    mlflow = configure_mlflow(params.eval.experiment)
+    source = params.eval.conversations
+    with mlflow.start_run(run_name=f"eval {summary['scored']} scores") as run:
+        mlflow.log_params(
+            {
+                "judge": judge,
+                "conversations_file": str(source),
+                "conversations_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+                "seed": params.base.seed,
+                "max_tokens": params.eval.max_tokens,
+                "top_logprobs": params.eval.top_logprobs,
+                **{f"threshold.{k}": v for k, v in params.eval.thresholds.model_dump().items()},
+            }
+        )
+        mlflow.log_metrics({**flatten(summary), "judge_calls": calls, "cache_hits": hits})
+        columns = list(rows[0]) if rows else ["correlation_id", "metric", "score"]
+        table = {
+            c: [json.dumps(r[c]) if isinstance(r[c], dict) else r[c] for r in rows] for c in columns
+        }
+        mlflow.log_table(table, "eval_results.json")
+    return run.info.run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        params = load_params(args.params)
+        outcome = evaluate(params, progress=not args.no_progress)
+        s = outcome.summary
+        print(
+            f"eval: {s['conversations']} conversation(s), {s['scored']} scores, "
+            f"{s['errors']} error(s), {s['skipped']} skipped; judge calls made: {outcome.calls}, "
+            f"cache hits: {outcome.hits}; run {outcome.run_id}"
+        )
+        for name, m in s.items():
+            if isinstance(m, dict):
+                mean = "-" if m["mean"] is None else f"{m['mean']:.3f}"
+                rate = "-" if m["pass_rate"] is None else f"{m['pass_rate']:.2f}"
+                print(f"  {name:<18} mean {mean:>6}  pass {rate:>5}  errors {m['errors']}")
+        for skip in outcome.skipped:
+            print(f"  skipped {skip['correlation_id']}: {skip['why']}")
+        if s["scored"] == 0 and s["errors"]:
+            first = next(r["error"] for r in outcome.rows if r["error"])
+            raise ConfigError(f"eval: every judge call failed, e.g. {first}")
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""The eval stage end to end with the real local judge: scores, cache, failures, MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from custseg.config import load_params
+from custseg.llm.local_server import LocalServer
+from custseg.llm.models import DEFAULT_MODEL_ID
+from custseg.llm.providers import LocalProvider, OpenAICompatibleProvider
+from eval.metrics import METRICS, flatten
+from stages.evaluate import evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ROOT / "tests" / "data" / "conversations_small.jsonl"
+N_COMPLETE = 2  # the small file holds two complete conversations and one without a final
+PLAN_MARKER = "\nPlan:\n"  # only the plan_quality prompt has this heading
+
+
+@pytest.fixture(scope="module")
+def judge_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A judge cache shared by this module's tests only (empty at the start)."""
+    return tmp_path_factory.mktemp("judge-cache")
+
+
+@pytest.fixture
+def eval_project(project: Path, judge_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The sandboxed project with the small conversations file as its captured data."""
+    (project / "data").mkdir(exist_ok=True)
+    shutil.copy2(SMALL, project / "data" / "conversations.jsonl")
+    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(judge_cache))
+    return project
+
+
+def _mlflow_run(run_id: str) -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient().get_run(run_id)
+
+
+def test_stage_scores_caches_and_agrees_with_mlflow(
+    eval_project: Path, local_provider: LocalProvider
+) -> None:
+    params = load_params("params.yaml")
+    first = evaluate(params, local_provider, progress=False)
+    # Exactly one judge call per conversation × metric on a cold cache.
+    assert (first.calls, first.hits) == (N_COMPLETE * len(METRICS), 0)
+    assert [s["why"] for s in first.skipped] == ["missing final"]
+    rows = [json.loads(line) for line in Path("data/eval_results.jsonl").read_text().splitlines()]
+    assert rows == first.rows and len(rows) == N_COMPLETE * len(METRICS)
+    for row in rows:
+        assert row["error"] is None, row
+        assert 0.0 <= row["score"] <= 1.0 and row["reason"]
+        assert row["judge_model"] == f"local:{DEFAULT_MODEL_ID}" and row["latency_s"] > 0
+        assert (row["positions"] is not None) == (row["metric"] == "improvement")
+
+    summary = json.loads(Path("metrics/eval.json").read_text())
+    assert summary["conversations"] == 3 and summary["skipped"] == 1
+    assert summary["scored"] == N_COMPLETE * len(METRICS) and summary["errors"] == 0
+
+    run = _mlflow_run(first.run_id)
+    logged = run.data.metrics
+    for key, value in flatten(summary).items():
+        assert logged[key] == pytest.approx(value), key
+    assert logged["judge_calls"] == first.calls
+    import mlflow
+
+    artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(first.run_id)]
+    assert "eval_results.json" in artifacts
+    assert mlflow.get_experiment(run.info.experiment_id).name == "agent-evaluation"
+
+    # Unchanged conversations: every answer from the cache, the same results.
+    second = evaluate(params, local_provider, progress=False)
+    assert (second.calls, second.hits) == (0, N_COMPLETE * len(METRICS))
+    assert second.rows == first.rows and second.summary == summary
+
+
+@dataclass
+class FailingProxy:
+    """An OpenAI-compatible endpoint on 127.0.0.1 that forwards to llama.cpp, except that
+    prompts containing `marker` get HTTP 503 (a broken judge for one metric)."""
+
+    url: str = ""
+    refused: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def failing_proxy(llm_server: LocalServer) -> Iterator[FailingProxy]:
+    proxy = FailingProxy()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _reply(self, status: int, data: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            prompt = json.loads(body)["messages"][-1]["content"]
+            if PLAN_MARKER in prompt:
+                proxy.refused.append(prompt)
+                self._reply(503, b'{"error": "judge overloaded"}')
+                return
+            request = urllib.request.Request(
+                f"{llm_server.url}/v1/chat/completions",
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {llm_server.api_key}",
+                },
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=300) as response:
+                    self._reply(200, response.read())
+            except urllib.error.HTTPError as error:
+                self._reply(error.code, error.read())
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_failing_judge_metric_keeps_the_other_scores(
+    eval_project: Path,
+    failing_proxy: FailingProxy,
+    llm_server: LocalServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A cold cache of its own: cached plan_quality answers would hide the broken endpoint.
+    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tmp_path / "cold-cache"))
+    provider = OpenAICompatibleProvider(
+        base_url=f"{failing_proxy.url}/v1",
+        api_key=llm_server.api_key,
+        model=DEFAULT_MODEL_ID,
+        timeout=300,
+        max_retries=1,
+        backoff_s=0.01,
+    )
+    outcome = evaluate(load_params("params.yaml"), provider, progress=False)
+    # Each plan_quality question was tried twice (one retry), then recorded as an error.
+    assert len(failing_proxy.refused) == N_COMPLETE * 2
+    assert (outcome.calls, outcome.hits) == (N_COMPLETE * len(METRICS), 0)
+    for row in outcome.rows:
+        if row["metric"] == "plan_quality":
+            assert row["score"] is None and "503" in row["error"], row
+        else:
+            assert row["error"] is None and 0.0 <= row["score"] <= 1.0, row
+    summary = json.loads(Path("metrics/eval.json").read_text())
+    assert summary["errors"] == N_COMPLETE and summary["scored"] == N_COMPLETE * 3
+    # Failures are not cached: with the endpoint healthy again they would be asked again.
+    assert sum(1 for _ in (tmp_path / "cold-cache").rglob("*.json")) == N_COMPLETE * 3
+    assert summary["plan_quality"] == {"mean": None, "pass_rate": None, "scored": 0, "errors": 2}
+    assert summary["helpfulness_final"]["scored"] == N_COMPLETE
+
+
+def test_stage_entry_point_uses_the_configured_judge_and_the_cache(
+    eval_project: Path, llm_server: LocalServer, judge_cache: Path
+) -> None:
+    """`python -m stages.evaluate` in a subprocess, judge chosen by CUSTSEG_LLM_* variables.
+
+    Runs after the first test filled the module's cache: the same prompts, model and settings
+    through another provider are cache hits, so the entry point makes no judge call.
+    """
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "CUSTSEG_LLM_PROVIDER": "openai",
+        "CUSTSEG_LLM_BASE_URL": f"{llm_server.url}/v1",
+        "CUSTSEG_LLM_MODEL": DEFAULT_MODEL_ID,
+        "OPENAI_API_KEY": llm_server.api_key,
+        "CUSTSEG_JUDGE_CACHE": str(judge_cache),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate", "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "judge calls made: 0, cache hits: 8" in done.stdout, done.stdout
+    assert "skipped c4d5e6f7-2a3b-4c5d-9e8f-0a1b2c3d4e03: missing final" in done.stdout
+    summary = json.loads(Path("metrics/eval.json").read_text())
+    assert summary["errors"] == 0 and summary["scored"] == N_COMPLETE * len(METRICS)

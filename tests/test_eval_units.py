@@ -1,0 +1,163 @@
+"""Pure logic of the eval stage: positions, aggregation, cache keys, conversations, calibration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from custseg.config import ConfigError, parse_params
+from custseg.llm.base import Completion, TokenLogprob, TopLogprob
+from eval.calibration import MIN_PAIRS, compare, load_calibration, pair_items
+from eval.judge import (
+    JudgeCache,
+    cache_dir,
+    cache_key,
+    completion_from_dict,
+    completion_to_dict,
+    relabel,
+    score_view,
+)
+from eval.metrics import (
+    METRICS,
+    aggregate,
+    conversation_items,
+    final_over_draft,
+    final_position,
+    flatten,
+    pairwise_text,
+    positions,
+    split_conversations,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ROOT / "tests" / "data" / "conversations_small.jsonl"
+
+
+def test_positions_are_seeded_per_conversation_and_both_occur() -> None:
+    ids = [f"conv-{i}" for i in range(40)]
+    first = [final_position(42, i) for i in ids]
+    assert first == [final_position(42, i) for i in ids]  # reproducible
+    assert {"A", "B"} == set(first)  # randomised, not fixed
+    assert first != [final_position(7, i) for i in ids]  # the seed matters
+    for cid in ids:
+        where = positions(42, cid)
+        assert sorted(where.values()) == ["draft", "final"]
+        assert where[final_position(42, cid)] == "final"
+
+
+def test_pairwise_score_always_measures_final_over_draft() -> None:
+    final_b, final_a = {"A": "draft", "B": "final"}, {"A": "final", "B": "draft"}
+    assert final_over_draft(0.9, final_b) == pytest.approx(0.9)
+    assert final_over_draft(0.9, final_a) == pytest.approx(0.1)
+    assert final_over_draft(0.5, final_a) == pytest.approx(0.5)
+    assert pairwise_text("D", "F", final_a) == "Answer A:\nF\n\nAnswer B:\nD"
+    assert pairwise_text("D", "F", final_b) == "Answer A:\nD\n\nAnswer B:\nF"
+
+
+def test_incomplete_and_unreadable_conversations_are_skipped() -> None:
+    lines = [*SMALL.read_text().splitlines(), "", "{not json", "[1, 2]"]
+    conversations = split_conversations(lines)
+    assert len(conversations.complete) == 2
+    whys = [s["why"] for s in conversations.skipped]
+    assert whys == ["missing final", "not valid JSON", "not a JSON object"]
+    items = conversation_items(conversations.complete[0], seed=42)
+    assert [i.metric for i in items] == list(METRICS)
+    assert items[-1].where == positions(42, conversations.complete[0]["correlation_id"])
+
+
+def _row(metric: str, score: float | None, passed: bool | None, error: str | None = None):
+    return {"metric": metric, "score": score, "passed": passed, "error": error}
+
+
+def test_aggregate_means_pass_rates_and_counts() -> None:
+    rows = [
+        _row("plan_quality", 0.8, True),
+        _row("plan_quality", 0.2, False),
+        _row("plan_quality", None, None, "LLMError: 503"),
+        _row("improvement", 0.6, True),
+    ]
+    summary = aggregate(rows, n_conversations=4, n_skipped=1)
+    assert summary["conversations"] == 4 and summary["skipped"] == 1
+    assert summary["scored"] == 3 and summary["errors"] == 1
+    assert summary["plan_quality"] == {"mean": 0.5, "pass_rate": 0.5, "scored": 2, "errors": 1}
+    assert summary["helpfulness_draft"]["mean"] is None
+    flat = flatten(summary)
+    assert flat["plan_quality.mean"] == 0.5 and flat["errors"] == 1.0
+    assert "helpfulness_draft.mean" not in flat  # None is not a number
+
+
+def test_cache_key_covers_prompt_and_settings(tmp_path: Path) -> None:
+    settings = {"model": "m", "temperature": 0.0, "max_tokens": 128, "top_logprobs": 20}
+    key = cache_key("raw", "prompt", settings)
+    assert key == cache_key("raw", "prompt", dict(reversed(settings.items())))
+    for change in ({"model": "n"}, {"temperature": 0.7}, {"max_tokens": 64}, {"top_logprobs": 5}):
+        assert cache_key("raw", "prompt", {**settings, **change}) != key
+    assert cache_key("raw", "prompt!", settings) != key
+    assert cache_key("json", "prompt", settings) != key
+
+    cache = JudgeCache(tmp_path / "judge")
+    assert cache.get(key) is None
+    cache.put(key, {"text": "x"})
+    assert cache.get(key) == {"text": "x"}
+    (tmp_path / "judge" / key[:2] / f"{key}.json").write_text("{broken")
+    assert cache.get(key) is None  # a corrupt entry is a miss, not a crash
+
+
+def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CUSTSEG_JUDGE_CACHE", raising=False)
+    assert cache_dir(None) == Path("~/.cache/custseg/judge").expanduser()
+    assert cache_dir(tmp_path / "p") == tmp_path / "p"
+    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tmp_path / "env"))
+    assert cache_dir(tmp_path / "p") == tmp_path / "env"
+
+
+def _completion(tokens: list[str]) -> Completion:
+    logprobs = tuple(
+        TokenLogprob(t, -0.1, (TopLogprob(t, -0.1), TopLogprob("3", -2.5))) for t in tokens
+    )
+    return Completion("".join(tokens), 10, len(tokens), 1.5, "m", "stop", logprobs)
+
+
+def test_completion_round_trip_and_score_view() -> None:
+    tokens = ['{"', "score", '":', " ", "7", ",", ' "reason', '":', ' "', "1", "5", '%"}']
+    completion = _completion(tokens)
+    assert completion_from_dict(json.loads(json.dumps(completion_to_dict(completion)))) == (
+        completion
+    )
+    view = score_view(completion)
+    assert [t.token for t in view.logprobs][-1] == "7"  # the reason's digits are cut off
+    assert score_view(_completion(['{"', "x"])).logprobs == _completion(['{"', "x"]).logprobs
+
+
+def test_relabel_names_the_fields() -> None:
+    content = "Input:\nWhich segment? \n\nActual Output:\nHigh income. \n\n"
+    assert relabel(content, {"Input": "Task", "Actual Output": "Plan"}) == (
+        "Task:\nWhich segment? \n\nPlan:\nHigh income."
+    )
+
+
+def test_calibration_set_is_complete_and_pairs_are_consistent() -> None:
+    pairs = load_calibration(ROOT / "eval" / "calibration.yaml")
+    assert all(len(p) >= MIN_PAIRS for p in pairs.values())
+    good, bad = pair_items("improvement", 0, pairs["improvement"][0], seed=42)
+    assert good.where and bad.where and good.task == bad.task
+    assert compare({"error": None, "score": 0.7}, {"error": None, "score": 0.7}) == "tie"
+    assert compare({"error": None, "score": 0.7}, {"error": None, "score": 0.2}) == "higher"
+    assert compare({"error": "x", "score": None}, {"error": None, "score": 0.2}) == "error"
+
+
+def test_calibration_file_errors_are_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "cal.yaml"
+    path.write_text("plan_quality: []\n")
+    with pytest.raises(ConfigError, match="plan_quality: needs at least 15 pairs"):
+        load_calibration(path)
+
+
+def test_eval_params_are_validated() -> None:
+    assert parse_params({}).eval.thresholds.helpfulness == 0.5
+    with pytest.raises(ConfigError, match=r"eval\.thresholds\.improvement"):
+        parse_params({"eval": {"thresholds": {"improvement": 2}}})
+    with pytest.raises(ConfigError, match=r"eval\.judge: unknown key"):
+        parse_params({"eval": {"judge": "x"}})
