@@ -1,4 +1,7 @@
-"""End to end: `dvc repro` and `dvc exp run` in a temporary git copy, a real MLflow registry."""
+"""End to end: `dvc repro export` and `dvc exp run` in a temporary git copy, a real MLflow registry.
+
+The target is `export`: the `eval` stage after it needs the LLM judge and is tested on its own.
+"""
 
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ def repo(project: Path) -> Path:
 
 def test_repro_registers_a_champion_then_the_gate_decides(repo: Path) -> None:
     assert OUTBOUND_CHECK.is_file(), f"{OUTBOUND_CHECK} is missing (it sits beside the checkout)"
-    log = _run(str(OUTBOUND_CHECK), "--", "dvc", "repro", cwd=repo)
+    log = _run(str(OUTBOUND_CHECK), "--", "dvc", "repro", "export", cwd=repo)
     assert "0 non-loopback destination(s)" in log, log
     first = _model_info(repo)
     assert (first["version"], first["promoted"]) == (1, True)
@@ -64,10 +67,10 @@ def test_repro_registers_a_champion_then_the_gate_decides(repo: Path) -> None:
     customers = pd.read_csv(repo / "data/customers.csv")[FEATURES].astype(float)
     labels = champion.predict(customers)
     assert set(labels) == set(range(5))
-    assert "up to date" in _run("dvc", "repro", cwd=repo).lower()
+    assert "up to date" in _run("dvc", "repro", "export", cwd=repo).lower()
 
     # A second experiment with k=3: a new version; champion only if the gate says so.
-    _run("dvc", "exp", "run", "-S", "train.n_clusters=3", cwd=repo)
+    _run("dvc", "exp", "run", "export", "-S", "train.n_clusters=3", cwd=repo)
     second = _model_info(repo)
     assert second["version"] == 2 and second["metrics"]["k"] == 3
     expected = second["metrics"]["silhouette"] >= first["metrics"]["silhouette"] - 0.01
@@ -83,7 +86,7 @@ def test_repro_registers_a_champion_then_the_gate_decides(repo: Path) -> None:
     assert not worse.empty, "the sweep should contain a k clearly worse than the champion"
     worst_k = int(worse.loc[worse["silhouette"].idxmin(), "k"])
     champion_before = _champion_version()
-    _run("dvc", "exp", "run", "-S", f"train.n_clusters={worst_k}", cwd=repo)
+    _run("dvc", "exp", "run", "export", "-S", f"train.n_clusters={worst_k}", cwd=repo)
     third = _model_info(repo)
     assert third["version"] == 3 and third["promoted"] is False
     assert third["aliases"] == ["candidate"]
