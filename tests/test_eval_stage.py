@@ -7,12 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from custseg.llm.models import DEFAULT_MODEL_ID
 from custseg.llm.providers import LocalProvider, OpenAICompatibleProvider
 from eval.metrics import METRICS, flatten
 from stages.evaluate import evaluate
+from tests.fixtures.llm import forward_chat, reply, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "tests" / "data" / "conversations_small.jsonl"
@@ -102,47 +102,21 @@ class FailingProxy:
 def failing_proxy(llm_server: LocalServer) -> Iterator[FailingProxy]:
     proxy = FailingProxy()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        body = handler.rfile.read(int(handler.headers["Content-Length"]))
+        prompt = json.loads(body)["messages"][-1]["content"]
+        if PLAN_MARKER in prompt:
+            proxy.refused.append(prompt)
+            reply(handler, 503, b'{"error": "judge overloaded"}')
+            return
+        try:
+            reply(handler, 200, forward_chat(llm_server, body, timeout=300))
+        except urllib.error.HTTPError as error:
+            reply(handler, error.code, error.read())
 
-        def _reply(self, status: int, data: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            prompt = json.loads(body)["messages"][-1]["content"]
-            if PLAN_MARKER in prompt:
-                proxy.refused.append(prompt)
-                self._reply(503, b'{"error": "judge overloaded"}')
-                return
-            request = urllib.request.Request(
-                f"{llm_server.url}/v1/chat/completions",
-                data=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "Authorization": f"Bearer {llm_server.api_key}",
-                },
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=300) as response:
-                    self._reply(200, response.read())
-            except urllib.error.HTTPError as error:
-                self._reply(error.code, error.read())
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve(handle) as url:
+        proxy.url = url
         yield proxy
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_failing_judge_metric_keeps_the_other_scores(

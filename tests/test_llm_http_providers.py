@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from pydantic import BaseModel
@@ -24,7 +20,7 @@ from custseg.llm.base import LLMError
 from custseg.llm.local_server import LocalServer
 from custseg.llm.providers import OllamaProvider, OpenAICompatibleProvider, make_provider
 from custseg.llm.settings import resolve_settings
-from tests.fixtures.llm import OllamaStandIn
+from tests.fixtures.llm import OllamaStandIn, forward_chat, reply, serve
 
 KEY_VAR = "CUSTSEG_TEST_LLM_KEY"
 
@@ -139,35 +135,6 @@ def test_unreachable_server_is_retried_then_reported() -> None:
     assert message.endswith("(after 3 attempts)") and caught.value.attempts == 3
 
 
-@contextmanager
-def serve(handle: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[str]:
-    """A throwaway HTTP server on 127.0.0.1 whose POSTs go to `handle`; yields its URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            handle(self)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body)
-
-
 def test_stalled_server_hits_the_timeout() -> None:
     def stall(handler: BaseHTTPRequestHandler) -> None:
         time.sleep(1.5)
@@ -193,16 +160,7 @@ def test_busy_server_then_success(llm_server: LocalServer) -> None:
         if len(seen) == 1:
             reply(handler, 503, json.dumps({"error": {"message": "loading model"}}).encode())
             return
-        forward = urllib.request.Request(
-            f"{llm_server.url}/v1/chat/completions",
-            data=body,
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {llm_server.api_key}",
-            },
-        )
-        with urllib.request.urlopen(forward, timeout=120) as answer:
-            reply(handler, 200, answer.read())
+        reply(handler, 200, forward_chat(llm_server, body))
 
     with serve(busy_once) as url:
         provider = OpenAICompatibleProvider(base_url=f"{url}/v1", model="m", backoff_s=0.01)
