@@ -74,14 +74,22 @@ def set_slider(page, label: str, value: int) -> None:
     )
 
 
-def test_segment_page_predicts_like_the_registered_model(
-    page, app_url: str, trained_project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tests.fixtures.app import ARTIFACTS, load_registered, project_env
+@pytest.fixture
+def registered_model(trained_project: Path, monkeypatch: pytest.MonkeyPatch):
+    """The model the app serves, loaded here from the sandbox's registry."""
+    from tests.fixtures.app import load_registered, project_env
 
     for key, value in project_env(trained_project).items():
         monkeypatch.setenv(key, value)
-    model = load_registered()
+    return load_registered()
+
+
+def test_segment_page_predicts_like_the_registered_model(
+    page, app_url: str, registered_model
+) -> None:
+    from tests.fixtures.app import ARTIFACTS
+
+    model = registered_model
 
     page.goto(app_url)
     page.get_by_text("Which segment is this customer in?").wait_for()
@@ -112,14 +120,10 @@ def test_segment_page_predicts_like_the_registered_model(
     page.screenshot(path=ARTIFACTS / "app-segment.png", full_page=True)
 
 
-def test_batch_page_uploads_scores_and_downloads(
-    page, app_url: str, trained_project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tests.fixtures.app import ARTIFACTS, load_registered, project_env
+def test_batch_page_uploads_scores_and_downloads(page, app_url: str, registered_model) -> None:
+    from tests.fixtures.app import ARTIFACTS
 
-    for key, value in project_env(trained_project).items():
-        monkeypatch.setenv(key, value)
-    model = load_registered()
+    model = registered_model
 
     page.goto(f"{app_url}/batch")
     page.get_by_text("Score a file of customers").wait_for()
