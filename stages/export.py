@@ -8,7 +8,7 @@ from pathlib import Path
 from custseg.cli import run_cli, stage_parser
 from custseg.config import ConfigError, ExportParams, load_params
 from custseg.io import write_json_atomic
-from custseg.registry import promotion_decision
+from custseg.registry import Decision, promotion_decision
 from custseg.tracking import configure_mlflow
 
 RUN_INFO = Path("models/train_run.json")
@@ -48,9 +48,10 @@ def export(run: dict, params: ExportParams) -> dict:
         version = mlflow.register_model(run["model_uri"], name, tags=tags)
     client.set_registered_model_alias(name, params.candidate_alias, version.version)
     champion_version, champion_score = _champion_silhouette(client, name, params.alias)
-    if champion_version == version.version:
-        champion_score = None  # the same model is already champion: keep it
-    decision = promotion_decision(run["silhouette"], champion_score, params.tolerance)
+    if champion_version == version.version:  # re-exporting the champion's own run: keep it
+        decision = Decision(True, f"version {version.version} is already @{params.alias}")
+    else:
+        decision = promotion_decision(run["silhouette"], champion_score, params.tolerance)
     if decision.promote:
         client.set_registered_model_alias(name, params.alias, version.version)
     aliases = sorted(client.get_model_version(name, version.version).aliases)
