@@ -23,6 +23,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m custseg.tracking  # MLflow's schema migrations, once per machine and version
 	touch $@
 
 install: $(STAMP)  ## create .venv and install the project (only when pyproject.toml changed)

@@ -41,10 +41,12 @@ def sandbox() -> Path:
     return path
 
 
-def run(command: list[str], cwd: Path) -> float:
+def run(command: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> float:
     """Wall time of one command, which must succeed."""
     seconds, done = timed(
-        lambda: subprocess.run(command, cwd=cwd, env=env(), capture_output=True, text=True)
+        lambda: subprocess.run(
+            command, cwd=cwd, env={**env(), **(extra_env or {})}, capture_output=True, text=True
+        )
     )
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")

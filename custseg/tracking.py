@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
+from importlib.metadata import version
+from pathlib import Path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+TEMPLATE_DIR_ENV = "CUSTSEG_MLFLOW_TEMPLATES"  # default ~/.cache/custseg/mlflow
 # Environment switches that keep MLflow, DVC, Streamlit and deepeval from phoning home.
 NO_TELEMETRY = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -33,6 +38,7 @@ def configure_mlflow(experiment: str | None = None):
     disable_telemetry()
     import mlflow  # imported here: 2–5 s, and only entry points that track should pay it
 
+    ensure_database(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(registry_uri())
     if experiment:
@@ -42,3 +48,83 @@ def configure_mlflow(experiment: str | None = None):
 
 def model_uri(name: str, alias: str) -> str:
     return f"models:/{name}@{alias}"
+
+
+# --- a new sqlite store starts from a migrated template -------------------------------------
+# MLflow builds a new database by running its ~50 schema migrations (~6 s here). They depend only
+# on the MLflow version, so they run once per machine and version, into a template that every
+# new store (a fresh clone, a test sandbox) copies.
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file behind a `sqlite:///` URI (None for any other store)."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+
+
+def template_path() -> Path:
+    root = os.environ.get(TEMPLATE_DIR_ENV, "").strip() or "~/.cache/custseg/mlflow"
+    return Path(root).expanduser() / f"empty-mlflow-{version('mlflow')}.db"
+
+
+def build_template(path: Path) -> Path:
+    """Migrate an empty store into `path` (atomically), without its default experiment.
+
+    MLflow re-creates experiment 0 on first use, with an artifact location under the store's
+    own working directory rather than the template's.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", str(path.parent / "unused-artifacts"))
+        store.engine.dispose()
+        with sqlite3.connect(tmp) as db:
+            db.execute("DELETE FROM experiments WHERE experiment_id = 0")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def ensure_database(uri: str) -> None:
+    """Create a missing sqlite store as a copy of the migrated template (built on first need)."""
+    db = sqlite_path(uri)
+    if db is None or db.exists():
+        return
+    template = template_path()
+    if not template.is_file():
+        build_template(template)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+    shutil.copyfile(template, tmp)
+    try:
+        os.link(tmp, db)  # never replaces a store another process created meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m custseg.tracking",
+        description="Build the migrated empty MLflow store that new sqlite stores are copied "
+        f"from (once per MLflow version; ${TEMPLATE_DIR_ENV} moves it).",
+    )
+    parser.parse_args(argv)
+    disable_telemetry()
+    path = template_path()
+    if path.is_file():
+        print(f"MLflow store template up to date: {path}")
+    else:
+        print(f"MLflow store template built: {build_template(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
