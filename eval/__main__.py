@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import statistics
 import sys
 import threading
 from pathlib import Path
@@ -104,9 +105,14 @@ def cmd_agents(args: argparse.Namespace) -> None:
         if close:
             close()
     for w in workers:
+        overhead = (
+            f", overhead beyond the LLM median {statistics.median(w.stats.overhead_s) * 1e3:.1f} ms"
+            if w.stats.overhead_s
+            else ""
+        )
         print(
             f"{w.role.name}: {w.stats.handled} answered, {w.stats.duplicates} duplicates "
-            f"skipped, {w.stats.dead_letters} dead-lettered",
+            f"skipped, {w.stats.dead_letters} dead-lettered{overhead}",
             file=sys.stderr,
         )
 

@@ -1,8 +1,9 @@
 """Agents on Kafka: each role consumes its input topic in its own group and replies downstream.
 
-At least once: the input's offset is committed only after the reply (or dead letter) is
-acknowledged by the broker. Replies carry deterministic ids and each worker skips an input it has
-already answered, so a redelivery after a crash is recognisable and the capture keeps one copy.
+At least once: the input's offset is committed (asynchronously) only after the reply (or dead
+letter) is acknowledged by the broker. Replies carry deterministic ids and each worker skips an
+input it has already answered, so a redelivery after a crash is recognisable and the capture
+keeps one copy.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from custseg.config import AgentsParams
@@ -62,12 +64,13 @@ def dead_letter(record, reason: str, agent: str) -> bytes:
 
 
 def make_producer(bootstrap: str) -> KafkaProducer:
-    # acks=all + idempotence: a retried send never lands twice on the broker.
+    # acks=all + idempotence: a retried send never lands twice on the broker. No linger: an
+    # agent sends one reply and waits for its ack, so batching would only add latency.
     return KafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
         enable_idempotence=True,
-        linger_ms=5,
+        linger_ms=0,
         client_id="custseg-agents",
     )
 
@@ -77,7 +80,8 @@ class WorkerStats:
     handled: int = 0
     duplicates: int = 0
     dead_letters: int = 0
-    overhead_s: list[float] = field(default_factory=list)  # wall time beyond the LLM call
+    llm_s: list[float] = field(default_factory=list)  # per answered record: the LLM call
+    overhead_s: list[float] = field(default_factory=list)  # per record: wall time beyond the LLM
 
 
 class AgentWorker:
@@ -101,6 +105,7 @@ class AgentWorker:
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.failures: dict[tuple[int, int], int] = {}  # (partition, offset) → LLM failures
         self.stats = WorkerStats()
+        self._llm_s = 0.0  # the LLM time of the record being handled
 
     def consumer(self) -> KafkaConsumer:
         return KafkaConsumer(
@@ -117,23 +122,41 @@ class AgentWorker:
 
     def run(self) -> None:
         consumer = self.consumer()
+        done: dict = {}  # partition → the offset after its last finished record
         try:
             while not self.stop.is_set():
                 for tp, records in consumer.poll(timeout_ms=300).items():
                     for record in records:
+                        started = time.perf_counter()
                         if not self.handle(record):  # not done: read it again after a pause
                             consumer.seek(tp, record.offset)
                             self.stop.wait(
                                 LLM_RETRY_PAUSE_S * self.failures[(tp.partition, record.offset)]
                             )
                             break
-                        consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "", -1)})
+                        # Asynchronous: the reply is acknowledged already, so a lost commit only
+                        # means a redelivery, which the seen-set and reply ids absorb.
+                        done[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+                        consumer.commit_async({tp: done[tp]}, callback=self._committed)
+                        # Parse, prompt, produce (acked), commit: all but the LLM call itself.
+                        self.stats.overhead_s.append(time.perf_counter() - started - self._llm_s)
         finally:
+            try:
+                if done:
+                    consumer.commit(done)  # the last ones, synchronously, before leaving
+            except KafkaError as error:
+                self.on_event(
+                    f"{self.role.name}: final commit failed (inputs redelivered): {error}"
+                )
             consumer.close(autocommit=False)
+
+    def _committed(self, offsets, result) -> None:
+        if isinstance(result, Exception):
+            self.on_event(f"{self.role.name}: commit failed (inputs redelivered): {result}")
 
     def handle(self, record) -> bool:
         """Answer one record or dead-letter it with the reason; False: try it again later."""
-        started = time.perf_counter()
+        self._llm_s = 0.0
         try:
             incoming = parse_envelope(record.value)
             if incoming.type != self.role.consumes:
@@ -162,7 +185,7 @@ class AgentWorker:
         self._send(self.out_topic, incoming.correlation_id.encode(), outgoing.to_bytes())
         self._remember(incoming.event_id)
         self.stats.handled += 1
-        self.stats.overhead_s.append(time.perf_counter() - started - llm_s)
+        self.stats.llm_s.append(llm_s)
         self.on_event(
             f"{self.role.name}: {incoming.correlation_id[:8]} {self.role.consumes} → "
             f"{self.role.produces} ({llm_s:.1f} s)"
@@ -177,7 +200,8 @@ class AgentWorker:
     def _answer(self, incoming: Envelope) -> tuple[Envelope, float]:
         started = time.perf_counter()
         outgoing = answer(self.role, incoming, self.llm, self.max_tokens)
-        return outgoing, time.perf_counter() - started
+        self._llm_s = time.perf_counter() - started
+        return outgoing, self._llm_s
 
     def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
         self.producer.send(topic, key=key, value=value).get(timeout=60)

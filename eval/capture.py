@@ -81,6 +81,8 @@ class Assembler:
         events = self.pending.setdefault(cid, {})
         events.setdefault(envelope.type, {})[envelope.event_id] = envelope
         self.positions.setdefault(cid, []).append((tp, offset))
+        if len(events) < len(CHAIN):  # a message type is still missing: no chain to look for
+            return None
         chain = find_chain(events)
         if chain is None:
             return None
