@@ -5,8 +5,9 @@
 3. deepeval's default GEval on the same conversations and judge: criteria only (so deepeval
    generates the evaluation steps), stock template, no cache. One metric instance per
    definition, reused across conversations (deepeval then generates steps once per metric).
-   Goal: our cold wall time ≤ 0.5× this. Ours and the default alternate item by item, so on a
-   shared machine both see the same load.
+   Goal: our cold wall time ≤ 0.5× this. Run on a quiet machine: the two sides run one after
+   the other, each in its natural order (ours metric by metric, deepeval conversation by
+   conversation, as `deepeval.evaluate` does).
 
     python bench/bench_eval.py [--conversations data/conversations.jsonl] [--n 3]
 """
@@ -31,7 +32,13 @@ from custseg.config import load_params  # noqa: E402
 from custseg.llm import load_provider  # noqa: E402
 from custseg.llm.deepeval_judge import ProviderJudge  # noqa: E402
 from eval.judge import CachedJudge, JudgeCache  # noqa: E402
-from eval.metrics import METRICS, Scorer, conversation_items, read_conversations  # noqa: E402
+from eval.metrics import (  # noqa: E402
+    METRICS,
+    Scorer,
+    conversation_items,
+    read_conversations,
+    score_items,
+)
 
 RATIO_GOAL = 0.5
 FALLBACK = ROOT / "tests" / "data" / "conversations_small.jsonl"
@@ -121,30 +128,31 @@ def main() -> None:
     print(f"{len(complete)} conversation(s) from {source}, {len(items)} scores, {provider}")
     provider.complete([{"role": "user", "content": "Say OK."}], max_tokens=2)  # load it first
 
-    # Ours and the default alternate item by item, so both see the same load on a shared CPU.
-    cold_s = stock_s = 0.0
-    per_item, cold_errors, stock_errors = set(), 0, 0
-    stock = stock_metrics(provider, params)
+    # Each side runs as it would for a user: ours as the stage does (metric by metric), the
+    # default as deepeval.evaluate does (conversation by conversation, all metrics each).
     with tempfile.TemporaryDirectory() as tmp:
         cache = JudgeCache(Path(tmp))
         scorer = make_scorer(provider, cache, params)
-        for item in items:
-            before = scorer.judge.stats.calls
-            seconds, row = timed(lambda item=item: scorer.score(item))
-            cold_s += seconds
-            per_item.add(scorer.judge.stats.calls - before)
-            cold_errors += row["error"] is not None
-            seconds, error = timed(lambda item=item: stock_score(stock, item))
-            stock_s += seconds
-            stock_errors += error is not None
-            print(f"  {item.metric}: ours {row['score']}, default took {seconds:.1f} s", flush=True)
-        cold_stats = scorer.judge.stats
+        calls_per_item: set[int] = set()
+
+        def counted(order: list[int]) -> Any:
+            for index in order:
+                before = scorer.judge.stats.calls
+                yield index
+                calls_per_item.add(scorer.judge.stats.calls - before)
+
+        cold_s, rows = timed(lambda: score_items(scorer, items, counted))
+        cold_stats, cold_errors = scorer.judge.stats, sum(r["error"] is not None for r in rows)
         warm = make_scorer(provider, cache, params)
-        warm_s, _ = timed(lambda: [warm.score(item) for item in items])
+        warm_s, _ = timed(lambda: score_items(warm, items))
         warm_stats = warm.judge.stats
+    print(f"ours: {cold_s:.1f} s for {len(items)} scores", flush=True)
+    stock = stock_metrics(provider, params)
+    stock_s, errors = timed(lambda: [stock_score(stock, item) for item in items])
+    stock_errors = sum(error is not None for error in errors)
     stock_calls = CountingJudge.calls
 
-    print(f"ours, cold: judge calls per conversation × metric {sorted(per_item)} (goal [1])")
+    print(f"ours, cold: judge calls per conversation × metric {sorted(calls_per_item)} (goal [1])")
     print(f"  {cold_stats.calls} calls, {cold_errors} errors, {cold_s:.1f} s")
     print(
         f"ours, re-run: {warm_stats.calls} calls, {warm_stats.hits} hits (goal 0 calls), "

@@ -31,7 +31,7 @@ from custseg.llm.deepeval_judge import ProviderJudge, as_chat_completion  # noqa
 CACHE_ENV = "CUSTSEG_JUDGE_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/custseg/judge")
 CACHE_VERSION = 1  # bump when the stored entry format changes
-REASON_MAX_CHARS = 160
+REASON_MAX_CHARS = 80  # the grammar ends a longer reason here
 
 
 class ScoreFirst(BaseModel):
@@ -243,13 +243,15 @@ def score_first_template(labels: dict[str, str]) -> type:
             **_: Any,
         ) -> str:
             low, high = score_range
+            # Everything fixed comes first: consecutive prompts of one metric share it as a
+            # prefix, so the judge processes only the case (see eval.metrics.score_items).
             return (
                 "You are a strict evaluator. Judge the case below by following the steps.\n\n"
                 f"Evaluation steps:\n{evaluation_steps}\n"
-                f"{relabel(test_case_content, labels)}\n\n"
-                f'Reply with JSON only: {{"score": <integer {low}-{high}>, "reason": '
-                '"<one short sentence>"}. '
                 f"{high} means every step is fully met; {low} means none is.\n"
+                f'Reply with JSON only: {{"score": <integer {low}-{high}>, "reason": '
+                '"<one short phrase>"}.\n\n'
+                f"{relabel(test_case_content, labels)}\n\n"
                 "JSON:"
             )
 

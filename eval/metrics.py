@@ -9,6 +9,9 @@ steps (so deepeval makes no steps-generation call):
 - improvement        pairwise: draft and final shown as answers A and B, positions drawn by a
                      seeded RNG per conversation; the judge rates "is B better than A?" and the
                      score is mapped back so it always measures final-over-draft.
+
+Items are scored metric by metric (`score_items`) so the judge's prompt cache can reuse each
+metric's instructions.
 """
 
 from __future__ import annotations
@@ -243,9 +246,21 @@ class Scorer:
 
 
 def score_items(
-    scorer: Scorer, items: list[Item], progress: Callable[[Iterable[Item]], Iterator[Item]]
+    scorer: Scorer,
+    items: list[Item],
+    progress: Callable[[Iterable[Item]], Iterator[Item]] = iter,
 ) -> list[dict[str, Any]]:
-    return [scorer.score(item) for item in progress(items)]
+    """Rows in the order of `items`, scored metric by metric.
+
+    Consecutive prompts of one metric share their instructions as a prefix, which llama.cpp
+    (and hosted prompt caches) then reuse instead of processing them again.
+    """
+    rank = {metric: i for i, metric in enumerate(METRICS)}
+    order = sorted(range(len(items)), key=lambda i: rank[items[i].metric])
+    rows: list[dict[str, Any]] = [{} for _ in items]
+    for index in progress(order):
+        rows[index] = scorer.score(items[index])
+    return rows
 
 
 # --- aggregation -------------------------------------------------------------------------------

@@ -33,7 +33,13 @@ def evaluate(params: Params, provider: Any = None, *, progress: bool = True) -> 
     """
     from tqdm import tqdm
 
-    from eval.metrics import aggregate, build_scorer, conversation_items, read_conversations
+    from eval.metrics import (
+        aggregate,
+        build_scorer,
+        conversation_items,
+        read_conversations,
+        score_items,
+    )
 
     source = params.eval.conversations
     if not source.is_file():
@@ -44,8 +50,11 @@ def evaluate(params: Params, provider: Any = None, *, progress: bool = True) -> 
     conversations = read_conversations(source)
     scorer = build_scorer(params, provider)
     items = [i for c in conversations.complete for i in conversation_items(c, params.base.seed)]
-    bar = tqdm(items, desc="eval", unit="score", file=sys.stderr, disable=not progress)
-    rows = [scorer.score(item) for item in bar]
+    rows = score_items(
+        scorer,
+        items,
+        lambda order: tqdm(order, desc="eval", unit="score", file=sys.stderr, disable=not progress),
+    )
     n_total = len(conversations.complete) + len(conversations.skipped)
     summary = aggregate(rows, n_total, len(conversations.skipped))
 

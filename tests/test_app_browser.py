@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from custseg.serving import features_frame
+from eval.metrics import METRICS
+from tests.fixtures.project import ROOT
 
 pytestmark = pytest.mark.slow
 # The app fixtures (trained_project, ...) until tests/conftest.py lists this module.
@@ -155,3 +159,38 @@ def test_batch_page_uploads_scores_and_downloads(page, app_url: str, registered_
     assert [r["customer"] for r in rows] == ["a", "b", "c"]
     assert [int(r["segment"]) for r in rows] == expected.tolist()
     assert all(r["segment_name"].startswith(f"{r['segment']} · ") for r in rows)
+
+
+def test_evaluation_page_shows_the_committed_scores(page, app_url: str, trained_project: Path):
+    """The real judge's results for the committed conversations, as a user opens them."""
+    from tests.fixtures.app import ARTIFACTS
+
+    names = ("conversations.jsonl", "eval_results.jsonl")
+    copies = [trained_project / "data" / name for name in names]
+    for copy in copies:  # the shared project is otherwise read-only: removed again below
+        shutil.copy2(ROOT / "data" / copy.name, copy)
+    try:
+        rows = [json.loads(line) for line in copies[1].read_text().splitlines()]
+        page.goto(f"{app_url}/evaluation")
+        page.get_by_role("heading", name="Agent evaluation").wait_for()
+        page.locator(".js-plotly-plot").first.wait_for()
+        wait_idle(page)
+
+        shown = page.locator('[data-testid="stMetric"]')
+        assert shown.count() == len(METRICS)
+        for i, metric in enumerate(METRICS):
+            scores = [r["score"] for r in rows if r["metric"] == metric and r["error"] is None]
+            card = shown.nth(i).inner_text()
+            assert metric in card and f"{sum(scores) / len(scores):.2f}" in card, card
+        # The drill-down opens on the first scored conversation: its task and plan side by side.
+        first = json.loads(copies[0].read_text().splitlines()[0])
+        assert first["correlation_id"] == rows[0]["correlation_id"]
+        main = page.locator('[data-testid="stMain"]')
+        main.get_by_text(first["task"][:60]).first.wait_for()
+        assert "Plan" in main.inner_text() and "Final" in main.inner_text()
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.mouse.move(0, 0)
+        page.screenshot(path=ARTIFACTS / "app-evaluation.png", full_page=True)
+    finally:
+        for copy in copies:
+            copy.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ from eval.metrics import (
     flatten,
     pairwise_text,
     positions,
+    score_items,
     split_conversations,
 )
 
@@ -54,6 +55,22 @@ def test_pairwise_score_always_measures_final_over_draft() -> None:
     assert final_over_draft(0.5, final_a) == pytest.approx(0.5)
     assert pairwise_text("D", "F", final_a) == "Answer A:\nF\n\nAnswer B:\nD"
     assert pairwise_text("D", "F", final_b) == "Answer A:\nD\n\nAnswer B:\nF"
+
+
+def test_items_are_scored_metric_by_metric_and_returned_in_order() -> None:
+    conversations = split_conversations(SMALL.read_text().splitlines()).complete
+    items = [i for c in conversations for i in conversation_items(c, 42)]
+    scored = []
+
+    class Recorder:
+        def score(self, item):
+            scored.append(item.metric)
+            return {"metric": item.metric, "id": item.item_id}
+
+    rows = score_items(Recorder(), items)  # type: ignore[arg-type]
+    assert [(r["metric"], r["id"]) for r in rows] == [(i.metric, i.item_id) for i in items]
+    assert scored == sorted(scored, key=list(METRICS).index)  # one metric's prompts in a row
+    assert len(conversations) > 1 and scored != [i.metric for i in items]
 
 
 def test_incomplete_and_unreadable_conversations_are_skipped() -> None:
