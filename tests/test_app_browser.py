@@ -172,7 +172,8 @@ def test_evaluation_page_shows_the_committed_scores(page, app_url: str, trained_
     try:
         rows = [json.loads(line) for line in copies[1].read_text().splitlines()]
         page.goto(f"{app_url}/evaluation")
-        page.get_by_role("heading", name="Agent evaluation").wait_for()
+        main = page.locator('[data-testid="stMain"]')
+        main.get_by_text("Score distribution").wait_for()
         page.locator(".js-plotly-plot").first.wait_for()
         wait_idle(page)
 
@@ -182,12 +183,19 @@ def test_evaluation_page_shows_the_committed_scores(page, app_url: str, trained_
             scores = [r["score"] for r in rows if r["metric"] == metric and r["error"] is None]
             card = shown.nth(i).inner_text()
             assert metric in card and f"{sum(scores) / len(scores):.2f}" in card, card
-        # The drill-down opens on the first scored conversation: its task and plan side by side.
-        first = json.loads(copies[0].read_text().splitlines()[0])
-        assert first["correlation_id"] == rows[0]["correlation_id"]
-        main = page.locator('[data-testid="stMain"]')
-        main.get_by_text(first["task"][:60]).first.wait_for()
-        assert "Plan" in main.inner_text() and "Final" in main.inner_text()
+        # Every score is in one bin, and the shared count axis shows the tallest bin whole.
+        chart = page.locator(".js-plotly-plot").first
+        counts = chart.evaluate("el => el._fullData.map(t => Array.from(t.y))")
+        assert sum(map(sum, counts)) == sum(r["error"] is None for r in rows)
+        top = chart.evaluate("el => el._fullLayout.yaxis.range[1]")
+        assert top >= max(map(max, counts)), (top, counts)
+        # The drill-down: one committed conversation's task, plan, draft and final side by side.
+        shown_text = main.inner_text()
+        task = shown_text.split("\nTask\n\n", 1)[1].split("\n\nPlan\n\n", 1)[0]
+        by_task = {c["task"]: c for c in map(json.loads, copies[0].read_text().splitlines())}
+        assert task in by_task, task
+        assert by_task[task]["final"].split("\n")[0][:40] in shown_text
+        assert "Draft" in shown_text and "Reviewer's note" in shown_text
         assert page.locator('[data-testid="stException"]').count() == 0
         page.mouse.move(0, 0)
         page.screenshot(path=ARTIFACTS / "app-evaluation.png", full_page=True)
