@@ -7,7 +7,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,6 +16,24 @@ sys.path.insert(0, str(ROOT))
 
 from custseg.tracking import NO_TELEMETRY  # noqa: E402
 from tests.fixtures.project import copy_project  # noqa: E402
+
+
+@contextmanager
+def kafka_cluster() -> Iterator[tuple[str, float | None]]:
+    """(bootstrap, broker start seconds): $KAFKA_BOOTSTRAP_SERVERS's cluster (start None), else
+    a throwaway broker on free loopback ports, stopped afterwards."""
+    from custseg.kafka_broker import LocalBroker
+
+    if bootstrap := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield bootstrap, None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = LocalBroker.ephemeral(Path(tmp) / "kafka")
+        seconds, _ = timed(broker.start)
+        try:
+            yield broker.bootstrap, seconds
+        finally:
+            broker.stop()
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:

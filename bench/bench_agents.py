@@ -16,18 +16,16 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-from _common import ROOT, report, timed
+from _common import ROOT, kafka_cluster, report, timed
 from kafka import KafkaConsumer
 
 from custseg.config import load_params
-from custseg.kafka_broker import LocalBroker, ensure_topics
+from custseg.kafka_broker import ensure_topics
 from custseg.llm import load_provider
-from eval.__main__ import read_tasks
+from eval.__main__ import read_tasks, topic_partitions
 from eval.agents import make_producer, run_agents
 from eval.envelope import task_envelope
 
@@ -67,19 +65,12 @@ def main() -> None:
     seconds, _ = timed(lambda: llm.complete([{"role": "user", "content": "OK?"}], max_tokens=1))
     report(f"LLM ready ({llm.describe})", seconds, "s")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = None
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        if not bootstrap:
-            broker = LocalBroker.ephemeral(Path(tmp) / "kafka")
-            broker.start()
-            bootstrap = broker.bootstrap
+    with kafka_cluster() as (bootstrap, _):
         stop = threading.Event()
         runner = None
         try:
             t = agents.topics
-            topics = (t.tasks, t.plans, t.drafts, t.finals, t.dlq)
-            ensure_topics(bootstrap, dict.fromkeys(topics, agents.partitions))
+            ensure_topics(bootstrap, topic_partitions(agents))
             workers: list = []
             runner = threading.Thread(
                 target=lambda: workers.extend(
@@ -111,8 +102,6 @@ def main() -> None:
             stop.set()
             if runner:
                 runner.join()  # the workers' numbers are ready once run_agents returns
-            if broker:
-                broker.stop()
     if not reviewer_done:
         raise SystemExit(
             f"not every task reached {agents.topics.finals} within {args.timeout:g} s "

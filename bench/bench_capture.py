@@ -8,15 +8,14 @@ Starts its own broker on free loopback ports (or uses KAFKA_BOOTSTRAP_SERVERS).
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import uuid
 from pathlib import Path
 
-from _common import report, timed
+from _common import kafka_cluster, report, timed
 from kafka import KafkaConsumer, KafkaProducer
 
-from custseg.kafka_broker import LocalBroker, ensure_topics
+from custseg.kafka_broker import ensure_topics
 from eval.capture import capture
 from eval.envelope import ModelInfo, reply, task_envelope
 
@@ -71,43 +70,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=25_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = None
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        if not bootstrap:
-            broker = LocalBroker.ephemeral(Path(tmp) / "kafka")
-            seconds, _ = timed(broker.start)
-            report("broker cold start (format + start + ready)", seconds, "s")
-            bootstrap = broker.bootstrap
-        try:
-            ensure_topics(bootstrap, {t: 3 for t in TOPICS.values()})
-            total = 4 * args.conversations
-            seconds, ids = timed(lambda: produce(bootstrap, args.conversations))
-            report(f"produce {total:,} envelopes", total / seconds, "msg/s")
-            # Alternate so the page cache and JIT warm both alike; keep the best of two.
-            bare, ours = [], []
-            for round_ in range(2):
-                seconds, _ = timed(lambda: bare_consume(bootstrap, total))
-                bare.append(total / seconds)
-                out = Path(tmp) / f"conversations-{round_}.jsonl"
-                seconds, result = timed(
-                    lambda out=out: capture(
-                        bootstrap,
-                        TOPICS.values(),
-                        out,
-                        f"cap-{uuid.uuid4().hex}",
-                        expect=ids,
-                        idle_s=30,
-                    )
+    with kafka_cluster() as (bootstrap, start_s), tempfile.TemporaryDirectory() as tmp:
+        if start_s is not None:
+            report("broker cold start (format + start + ready)", start_s, "s")
+        ensure_topics(bootstrap, {t: 3 for t in TOPICS.values()})
+        total = 4 * args.conversations
+        seconds, ids = timed(lambda: produce(bootstrap, args.conversations))
+        report(f"produce {total:,} envelopes", total / seconds, "msg/s")
+        # Alternate so the page cache and JIT warm both alike; keep the best of two.
+        bare, ours = [], []
+        for round_ in range(2):
+            seconds, _ = timed(lambda: bare_consume(bootstrap, total))
+            bare.append(total / seconds)
+            out = Path(tmp) / f"conversations-{round_}.jsonl"
+            seconds, result = timed(
+                lambda out=out: capture(
+                    bootstrap,
+                    TOPICS.values(),
+                    out,
+                    f"cap-{uuid.uuid4().hex}",
+                    expect=ids,
+                    idle_s=30,
                 )
-                assert len(result.written) == args.conversations, len(result.written)
-                ours.append(total / seconds)
-            report("bare kafka-python consumer", max(bare), "msg/s")
-            report("capture (parse, validate, join, append, commit)", max(ours), "msg/s")
-            report("  ratio capture / bare consumer", max(ours) / max(bare), "x", "goal ≥ 0.8")
-        finally:
-            if broker:
-                broker.stop()
+            )
+            assert len(result.written) == args.conversations, len(result.written)
+            ours.append(total / seconds)
+        report("bare kafka-python consumer", max(bare), "msg/s")
+        report("capture (parse, validate, join, append, commit)", max(ours), "msg/s")
+        report("  ratio capture / bare consumer", max(ours) / max(bare), "x", "goal ≥ 0.8")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+from contextlib import closing
 from importlib.metadata import version
 from pathlib import Path
+
+from custseg.io import write_atomic
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TEMPLATE_DIR_ENV = "CUSTSEG_MLFLOW_TEMPLATES"  # default ~/.cache/custseg/mlflow
@@ -38,8 +41,9 @@ def configure_mlflow(experiment: str | None = None):
     disable_telemetry()
     import mlflow  # imported here: 2–5 s, and only entry points that track should pay it
 
-    ensure_database(tracking_uri())
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    ensure_database(uri)
+    mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry_uri())
     if experiment:
         mlflow.set_experiment(experiment)
@@ -75,17 +79,12 @@ def build_template(path: Path) -> Path:
     """
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        store = SqlAlchemyStore(f"sqlite:///{tmp}", str(path.parent / "unused-artifacts"))
-        store.engine.dispose()
-        with sqlite3.connect(tmp) as db:
+    def migrate(tmp: Path) -> None:
+        SqlAlchemyStore(f"sqlite:///{tmp}", str(path.parent / "unused-artifacts")).engine.dispose()
+        with closing(sqlite3.connect(tmp)) as db, db:
             db.execute("DELETE FROM experiments WHERE experiment_id = 0")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(path, migrate)
     return path
 
 
@@ -99,13 +98,13 @@ def ensure_database(uri: str) -> None:
         build_template(template)
     db.parent.mkdir(parents=True, exist_ok=True)
     tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
-    shutil.copyfile(template, tmp)
     try:
+        shutil.copyfile(template, tmp)
         os.link(tmp, db)  # never replaces a store another process created meanwhile
     except FileExistsError:
         pass
     finally:
-        tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,8 @@ def read_tasks(path: Path) -> list[str]:
     return [t.strip() for t in tasks]
 
 
-def _topics(params: AgentsParams) -> dict[str, int]:
+def topic_partitions(params: AgentsParams) -> dict[str, int]:
+    """Every agent topic with its partition count, as the project creates them."""
     t = params.topics
     return {name: params.partitions for name in (t.tasks, t.plans, t.drafts, t.finals, t.dlq)}
 
@@ -41,7 +42,7 @@ def _connect(params: AgentsParams) -> str:
 
     bootstrap = bootstrap_servers()
     try:
-        ensure_topics(bootstrap, _topics(params), timeout_s=10)
+        ensure_topics(bootstrap, topic_partitions(params), timeout_s=10)
     except KafkaBrokerError as error:
         raise ConfigError(str(error)) from None
     return bootstrap

@@ -105,7 +105,6 @@ class AgentWorker:
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.failures: dict[tuple[int, int], int] = {}  # (partition, offset) → LLM failures
         self.stats = WorkerStats()
-        self._llm_s = 0.0  # the LLM time of the record being handled
 
     def consumer(self) -> KafkaConsumer:
         return KafkaConsumer(
@@ -127,7 +126,7 @@ class AgentWorker:
             while not self.stop.is_set():
                 for tp, records in consumer.poll(timeout_ms=300).items():
                     for record in records:
-                        started = time.perf_counter()
+                        started, answered = time.perf_counter(), len(self.stats.llm_s)
                         if not self.handle(record):  # not done: read it again after a pause
                             consumer.seek(tp, record.offset)
                             self.stop.wait(
@@ -139,7 +138,8 @@ class AgentWorker:
                         done[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
                         consumer.commit_async({tp: done[tp]}, callback=self._committed)
                         # Parse, prompt, produce (acked), commit: all but the LLM call itself.
-                        self.stats.overhead_s.append(time.perf_counter() - started - self._llm_s)
+                        llm_s = sum(self.stats.llm_s[answered:])
+                        self.stats.overhead_s.append(time.perf_counter() - started - llm_s)
         finally:
             try:
                 if done:
@@ -156,7 +156,6 @@ class AgentWorker:
 
     def handle(self, record) -> bool:
         """Answer one record or dead-letter it with the reason; False: try it again later."""
-        self._llm_s = 0.0
         try:
             incoming = parse_envelope(record.value)
             if incoming.type != self.role.consumes:
@@ -200,8 +199,7 @@ class AgentWorker:
     def _answer(self, incoming: Envelope) -> tuple[Envelope, float]:
         started = time.perf_counter()
         outgoing = answer(self.role, incoming, self.llm, self.max_tokens)
-        self._llm_s = time.perf_counter() - started
-        return outgoing, self._llm_s
+        return outgoing, time.perf_counter() - started
 
     def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
         self.producer.send(topic, key=key, value=value).get(timeout=60)
