@@ -2,6 +2,11 @@
 
 Offsets are committed only up to the oldest message of a conversation still being assembled, so a
 restart re-reads what it needs; conversations already in the file are recognised and skipped.
+
+The capture assigns itself every partition of the agent topics instead of joining its group: one
+writer must see all four parts of a conversation, so a rebalance can only hurt, and without group
+membership there is no session to time out while the machine is busy with the LLM. The group id
+is still where its offsets are committed.
 """
 
 from __future__ import annotations
@@ -121,6 +126,16 @@ def recover(path: Path) -> set[str]:
     return {json.loads(line)["correlation_id"] for line in keep.splitlines() if line.strip()}
 
 
+def all_partitions(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    partitions = []
+    for topic in topics:
+        ids = consumer.partitions_for_topic(topic)
+        if not ids:
+            raise LookupError(f"capture: topic {topic!r} does not exist on the cluster")
+        partitions += [TopicPartition(topic, p) for p in sorted(ids)]
+    return partitions
+
+
 @dataclass
 class CaptureResult:
     written: list[str]
@@ -146,7 +161,6 @@ def capture(
     out.parent.mkdir(parents=True, exist_ok=True)
     assembler = Assembler(written=recover(out))
     consumer = KafkaConsumer(
-        *topics,
         bootstrap_servers=bootstrap,
         group_id=group,
         client_id="custseg-capture",
@@ -154,6 +168,11 @@ def capture(
         auto_offset_reset="earliest",
         max_poll_records=5000,
     )
+    try:
+        consumer.assign(all_partitions(consumer, topics))
+    except Exception:
+        consumer.close(autocommit=False)
+        raise
     written, invalid, messages = [], 0, 0
     started = last_message = time.monotonic()
     try:
