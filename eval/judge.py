@@ -31,7 +31,10 @@ from custseg.llm.deepeval_judge import ProviderJudge, as_chat_completion  # noqa
 CACHE_ENV = "CUSTSEG_JUDGE_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/custseg/judge")
 CACHE_VERSION = 1  # bump when the stored entry format changes
-REASON_MAX_CHARS = 80  # the grammar ends a longer reason here
+REASON_MAX_CHARS = 48  # the grammar ends a longer reason here: generated tokens are the slow part
+REPLY_FORMAT = (
+    'Reply with JSON only: {{"score": <integer {low}-{high}>, "reason": "<one short phrase>"}}.'
+)
 
 
 class ScoreFirst(BaseModel):
@@ -40,6 +43,18 @@ class ScoreFirst(BaseModel):
 
     score: int = Field(ge=0, le=10)
     reason: str = Field(max_length=REASON_MAX_CHARS)
+
+
+def shown_reason(reason: str | None) -> str | None:
+    """The judge's reason as stored: one cut off by the length cap ends at its last whole word,
+    marked with an ellipsis."""
+    if reason is None or len(reason) < REASON_MAX_CHARS:
+        return reason
+    whole = reason.rstrip()  # a space at the cut: the last word was complete
+    if whole == reason and " " in whole:
+        whole = whole[: whole.rfind(" ")]
+    whole = whole.rstrip(" ,;:-")
+    return whole if whole.endswith((".", "!", "?")) else f"{whole}…"
 
 
 def cache_dir(param: Path | str | None = None) -> Path:
@@ -221,18 +236,25 @@ class CachedJudge(ProviderJudge):
         return as_chat_completion(score_view(completion)), cost
 
 
-def relabel(test_case_content: str, labels: dict[str, str]) -> str:
-    """deepeval's 'Input:' / 'Actual Output:' headings renamed to what they hold here."""
-    lines = test_case_content.splitlines()
-    return "\n".join(
-        f"{labels[line[:-1]]}:" if line.endswith(":") and line[:-1] in labels else line
-        for line in lines
-    ).strip()
+def relabel(test_case_content: str, labels: dict[str, str | None]) -> str:
+    """deepeval's 'Input:' / 'Actual Output:' headings renamed to what they hold here; a
+    heading mapped to None is dropped (its content carries its own labels)."""
+    lines = []
+    for line in test_case_content.splitlines():
+        heading = line[:-1] if line.endswith(":") else None
+        if heading in labels:
+            if labels[heading] is not None:
+                lines.append(f"{labels[heading]}:")
+        else:
+            lines.append(line)
+    return "\n".join(lines).strip()
 
 
-def score_first_template(labels: dict[str, str]) -> type:
-    """A GEvalTemplate whose results prompt asks for the score first, with no example score
-    to copy, and names the test-case fields after what they hold (task, plan, answer…)."""
+def score_first_template(header: str, labels: dict[str, str | None], question: str) -> type:
+    """A GEvalTemplate for judges with a prompt cache: `header` (every metric's steps, the
+    score range and the reply format: the same text for all metrics) first, then the case,
+    then `question` naming the metric. The reply is asked score first, with no example score
+    to copy, and the case's fields are named after what they hold (task, plan, answer…)."""
 
     class ScoreFirstTemplate(GEvalTemplate):
         @staticmethod
@@ -242,17 +264,8 @@ def score_first_template(labels: dict[str, str]) -> type:
             score_range: tuple[int, int] = (0, 10),
             **_: Any,
         ) -> str:
-            low, high = score_range
-            # Everything fixed comes first: consecutive prompts of one metric share it as a
-            # prefix, so the judge processes only the case (see eval.metrics.score_items).
-            return (
-                "You are a strict evaluator. Judge the case below by following the steps.\n\n"
-                f"Evaluation steps:\n{evaluation_steps}\n"
-                f"{high} means every step is fully met; {low} means none is.\n"
-                f'Reply with JSON only: {{"score": <integer {low}-{high}>, "reason": '
-                '"<one short phrase>"}.\n\n'
-                f"{relabel(test_case_content, labels)}\n\n"
-                "JSON:"
-            )
+            if evaluation_steps not in header or f"{score_range[1]} means" not in header:
+                raise ValueError("the shared header does not hold this metric's steps or range")
+            return f"{header}{relabel(test_case_content, labels)}\n\n{question}\nJSON:"
 
     return ScoreFirstTemplate

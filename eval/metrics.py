@@ -10,8 +10,11 @@ steps (so deepeval makes no steps-generation call):
                      seeded RNG per conversation; the judge rates "is B better than A?" and the
                      score is mapped back so it always measures final-over-draft.
 
-Items are scored metric by metric (`score_items`) so the judge's prompt cache can reuse each
-metric's instructions.
+Every prompt starts with the same header (all metrics' steps), then the case, then a question
+naming the metric. Scored conversation by conversation (`scoring_order`), consecutive prompts
+share the header and the task, and the pairwise prompt extends the helpfulness prompt of the
+answer it shows first, so a judge with a prompt cache (llama.cpp, hosted APIs) reads each
+conversation about once.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.judge import CachedJudge, score_first_template
+from eval.judge import REPLY_FORMAT, CachedJudge, score_first_template, shown_reason
 
 CHAIN = ("task", "plan", "draft", "final")
 TIE_EPS = 1e-9
@@ -32,14 +35,18 @@ TIE_EPS = 1e-9
 
 @dataclass(frozen=True)
 class GEvalSpec:
-    """One GEval definition: fixed steps, and what the test case's fields are called."""
+    """One GEval definition: fixed steps, what the test case's fields are called, and the
+    question after the case that tells the judge which steps to follow."""
 
     name: str
+    heading: str  # the steps' title in the shared header (neutral: no hint which answer is final)
     steps: tuple[str, ...]
-    labels: dict[str, str]
+    labels: dict[str, str | None]
+    question: str
 
 
 PLAN_QUALITY = GEvalSpec(
+    "Plan Quality",
     "Plan Quality",
     (
         "Check that the plan is about the task's exact request and the customer segments it names.",
@@ -48,8 +55,10 @@ PLAN_QUALITY = GEvalSpec(
         "a relevant, concrete plan scores 8-10.",
     ),
     {"Input": "Task", "Actual Output": "Plan"},
+    "Score the plan with the Plan Quality steps.",
 )
 HELPFULNESS = GEvalSpec(
+    "Helpfulness",
     "Helpfulness",
     (
         "Check that the answer does what the task asks, for the customer segments it names.",
@@ -57,19 +66,42 @@ HELPFULNESS = GEvalSpec(
         "An off-topic, wrong or evasive answer scores 0-2; "
         "a direct, specific, correct answer scores 8-10.",
     ),
-    {"Input": "Task", "Actual Output": "Answer"},
+    # "Answer A", as in the pairwise prompt: that one then extends this one (shared prefix).
+    {"Input": "Task", "Actual Output": "Answer A"},
+    "Score Answer A with the Helpfulness steps.",
 )
 IMPROVEMENT = GEvalSpec(
     "Final-vs-Draft Improvement",
+    "Answer B versus Answer A",
     (
         "Compare Answer B with Answer A as replies to the task: relevance, correctness, "
         "specificity.",
         "Score 8-10 if Answer B is clearly better than Answer A, 5 if they are equally good, "
         "0-2 if Answer B is clearly worse than Answer A.",
     ),
-    {"Input": "Task", "Actual Output": "Two answers"},
+    {"Input": "Task", "Actual Output": None},  # the output is "Answer A: … Answer B: …"
+    "Score Answer B against Answer A with the Answer B versus Answer A steps.",
 )
 SPECS = {"plan_quality": PLAN_QUALITY, "helpfulness": HELPFULNESS, "improvement": IMPROVEMENT}
+SCORE_RANGE = (0, 10)
+
+
+def shared_header(specs: Iterable[GEvalSpec] = SPECS.values()) -> str:
+    """The prompt text every metric shares: each one's numbered steps (as deepeval numbers
+    them), the score range and the reply format."""
+    from deepeval.metrics.g_eval.utils import number_evaluation_steps
+
+    low, high = SCORE_RANGE
+    sections = "\n".join(f"{s.heading}:\n{number_evaluation_steps(list(s.steps))}" for s in specs)
+    return (
+        "You are a strict evaluator. Each case below ends with a question naming the steps "
+        "to judge it by.\n\n"
+        f"{sections}\n"
+        f"{high} means every step is fully met; {low} means none is.\n"
+        f"{REPLY_FORMAT.format(low=low, high=high)}\n\n"
+    )
+
+
 # Result metric → (GEval definition, threshold key in params `eval.thresholds`).
 METRICS: dict[str, str] = {
     "plan_quality": "plan_quality",
@@ -91,7 +123,7 @@ def make_geval(spec: GEvalSpec, judge: CachedJudge, threshold: float) -> Any:
         model=judge,
         threshold=threshold,
         top_logprobs=judge.top_logprobs,
-        evaluation_template=score_first_template(spec.labels),
+        evaluation_template=score_first_template(shared_header(), spec.labels, spec.question),
         async_mode=False,
         verbose_mode=False,
     )
@@ -238,27 +270,41 @@ class Scorer:
             score=round(score, 6),
             judge_score=round(judge_score, 6),
             passed=score >= threshold,
-            reason=metric.reason,
+            reason=shown_reason(metric.reason),
             # The original call's judge time, also when answered from the cache (deterministic).
             latency_s=round(self.judge.last_latency_s, 3),
         )
         return row
 
 
+def scoring_order(items: list[Item]) -> list[int]:
+    """Indices of `items` in the order that lets a prompt cache reuse the most: conversation by
+    conversation; the plan, the answer shown second in the pair, the answer shown first, then
+    the pair itself, whose prompt starts as the previous one does (header, task, answer A)."""
+    first_shown = {i.item_id: i.where["A"] for i in items if i.where}
+    conversation = {item_id: n for n, item_id in enumerate(dict.fromkeys(i.item_id for i in items))}
+
+    def rank(index: int) -> tuple[int, int]:
+        item = items[index]
+        if item.metric == "plan_quality":
+            step = 0
+        elif item.metric == "improvement":
+            step = 3
+        else:  # helpfulness_draft / helpfulness_final
+            step = 2 if item.metric.endswith(f"_{first_shown.get(item.item_id)}") else 1
+        return conversation[item.item_id], step
+
+    return sorted(range(len(items)), key=rank)
+
+
 def score_items(
     scorer: Scorer,
     items: list[Item],
-    progress: Callable[[Iterable[Item]], Iterator[Item]] = iter,
+    progress: Callable[[Iterable[int]], Iterator[int]] = iter,
 ) -> list[dict[str, Any]]:
-    """Rows in the order of `items`, scored metric by metric.
-
-    Consecutive prompts of one metric share their instructions as a prefix, which llama.cpp
-    (and hosted prompt caches) then reuse instead of processing them again.
-    """
-    rank = {metric: i for i, metric in enumerate(METRICS)}
-    order = sorted(range(len(items)), key=lambda i: rank[items[i].metric])
+    """Rows in the order of `items`, scored in `scoring_order`."""
     rows: list[dict[str, Any]] = [{} for _ in items]
-    for index in progress(order):
+    for index in progress(scoring_order(items)):
         rows[index] = scorer.score(items[index])
     return rows
 

@@ -83,6 +83,7 @@ def registered_model(trained_project: Path, monkeypatch: pytest.MonkeyPatch):
     """The model the app serves, loaded here from the sandbox's registry."""
     from tests.fixtures.app import load_registered, project_env
 
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     for key, value in project_env(trained_project).items():
         monkeypatch.setenv(key, value)
     return load_registered()

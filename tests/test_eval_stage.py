@@ -153,13 +153,14 @@ def test_a_failing_judge_metric_keeps_the_other_scores(
     assert summary["helpfulness_final"]["scored"] == N_COMPLETE
 
 
-def test_stage_entry_point_uses_the_configured_judge_and_the_cache(
+def test_stage_entry_point_uses_the_configured_judge(
     eval_project: Path, llm_server: LocalServer, judge_cache: Path
 ) -> None:
     """`python -m stages.evaluate` in a subprocess, judge chosen by CUSTSEG_LLM_* variables.
 
-    Runs after the first test filled the module's cache: the same prompts, model and settings
-    through another provider are cache hits, so the entry point makes no judge call.
+    Runs after the first test filled the module's cache with the local provider's replies:
+    the same model behind the OpenAI-compatible provider is asked for JSON differently (no
+    one-line grammar), so those entries are not its replies and every score is a judge call.
     """
     env = {
         **os.environ,
@@ -178,7 +179,9 @@ def test_stage_entry_point_uses_the_configured_judge_and_the_cache(
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    assert "judge calls made: 0, cache hits: 8" in done.stdout, done.stdout
+    assert "judge calls made: 8, cache hits: 0" in done.stdout, done.stdout
     assert "skipped c4d5e6f7-2a3b-4c5d-9e8f-0a1b2c3d4e03: missing final" in done.stdout
     summary = json.loads(Path("metrics/eval.json").read_text())
     assert summary["errors"] == 0 and summary["scored"] == N_COMPLETE * len(METRICS)
+    rows = [json.loads(line) for line in Path("data/eval_results.jsonl").read_text().splitlines()]
+    assert {row["judge_model"] for row in rows} == {f"openai:{DEFAULT_MODEL_ID}"}

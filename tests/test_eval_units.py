@@ -8,19 +8,27 @@ from pathlib import Path
 import pytest
 
 from custseg.config import ConfigError, parse_params
-from custseg.llm.base import Completion, TokenLogprob, TopLogprob
+from custseg.llm.base import ChatRequest, Completion, Provider, TokenLogprob, TopLogprob
 from eval.calibration import MIN_PAIRS, compare, load_calibration, pair_items
 from eval.judge import (
+    REASON_MAX_CHARS,
+    CachedJudge,
     JudgeCache,
     cache_dir,
     cache_key,
     completion_from_dict,
     completion_to_dict,
     relabel,
+    score_first_template,
     score_view,
+    shown_reason,
 )
 from eval.metrics import (
+    HELPFULNESS,
     METRICS,
+    PLAN_QUALITY,
+    SPECS,
+    Scorer,
     aggregate,
     conversation_items,
     final_over_draft,
@@ -29,6 +37,7 @@ from eval.metrics import (
     pairwise_text,
     positions,
     score_items,
+    shared_header,
     split_conversations,
 )
 
@@ -57,20 +66,66 @@ def test_pairwise_score_always_measures_final_over_draft() -> None:
     assert pairwise_text("D", "F", final_b) == "Answer A:\nD\n\nAnswer B:\nF"
 
 
-def test_items_are_scored_metric_by_metric_and_returned_in_order() -> None:
+def test_items_are_scored_conversation_by_conversation_and_returned_in_order() -> None:
     conversations = split_conversations(SMALL.read_text().splitlines()).complete
     items = [i for c in conversations for i in conversation_items(c, 42)]
     scored = []
 
     class Recorder:
         def score(self, item):
-            scored.append(item.metric)
+            scored.append(item)
             return {"metric": item.metric, "id": item.item_id}
 
     rows = score_items(Recorder(), items)  # type: ignore[arg-type]
     assert [(r["metric"], r["id"]) for r in rows] == [(i.metric, i.item_id) for i in items]
-    assert scored == sorted(scored, key=list(METRICS).index)  # one metric's prompts in a row
-    assert len(conversations) > 1 and scored != [i.metric for i in items]
+    assert [i.item_id for i in scored] == [i.item_id for i in items]  # one conversation at a time
+    for first in range(0, len(scored), 4):
+        plan, second_shown, first_shown, pair = scored[first : first + 4]
+        assert (plan.metric, pair.metric) == ("plan_quality", "improvement")
+        assert first_shown.metric == f"helpfulness_{pair.where['A']}"
+        assert second_shown.metric == f"helpfulness_{pair.where['B']}"
+
+
+class RecordingProvider(Provider):
+    """Answers every judge call with the same score and keeps the prompts (no model)."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        super().__init__(model="recorder")
+        self.prompts: list[str] = []
+
+    def _send(self, request: ChatRequest) -> Completion:
+        self.prompts.append(request.messages[-1]["content"])
+        return _completion(['{"', "score", '":', " ", "7", ",", ' "', "reason", '":', ' "ok"}'])
+
+
+def test_prompts_share_the_header_the_task_and_answer_a() -> None:
+    conversation = split_conversations(SMALL.read_text().splitlines()).complete[0]
+    provider = RecordingProvider()
+    scorer = Scorer(CachedJudge(provider, None), {k: 0.5 for k in SPECS})
+    rows = score_items(scorer, conversation_items(conversation, 42))
+    assert [r["judge_score"] for r in rows] == pytest.approx([0.67] * 4, abs=0.01)
+    plan, second_shown, first_shown, pair = provider.prompts
+    header = shared_header()
+    task = f"{header}Task:\n{conversation['task'].strip()}"
+    assert all(p.startswith(task) for p in provider.prompts)
+    assert all(p.endswith("\nJSON:") for p in provider.prompts)
+    shown_first = conversation[positions(42, conversation["correlation_id"])["A"]]
+    answer_a = f"{task} \n\nAnswer A:\n{shown_first.strip()}"
+    assert first_shown.startswith(answer_a) and pair.startswith(answer_a)
+    assert first_shown.endswith(f"{HELPFULNESS.question}\nJSON:")
+    assert second_shown.endswith(f"{HELPFULNESS.question}\nJSON:") and second_shown != first_shown
+    assert plan.endswith(f"{PLAN_QUALITY.question}\nJSON:")
+    for spec in SPECS.values():  # each metric's own steps are in the shared header
+        assert "\n".join(f"{n}. {step}" for n, step in enumerate(spec.steps, 1)) in header
+    assert "Final" not in header and "Draft" not in header  # no hint which answer is which
+
+
+def test_a_header_without_the_metrics_steps_is_refused() -> None:
+    template = score_first_template("Only: 1. be nice\n10 means yes.\n", {}, "Score it.")
+    with pytest.raises(ValueError, match="steps"):
+        template.generate_evaluation_results("1. be strict\n", "Input:\nx \n\n")
 
 
 def test_incomplete_and_unreadable_conversations_are_skipped() -> None:
@@ -148,10 +203,27 @@ def test_completion_round_trip_and_score_view() -> None:
     assert score_view(_completion(['{"', "x"])).logprobs == _completion(['{"', "x"]).logprobs
 
 
+def test_a_reason_cut_by_the_cap_ends_at_a_whole_word() -> None:
+    def cut(text: str) -> str:
+        return text.ljust(REASON_MAX_CHARS, "x")[:REASON_MAX_CHARS]
+
+    assert shown_reason(cut("Both answers are relevant and corr")) == (
+        "Both answers are relevant and…"
+    )
+    assert shown_reason(cut("Relevant, ")) == "Relevant…"  # the cut-off word is dropped
+    assert shown_reason(cut("Relevant and concrete. ")) == "Relevant and concrete."
+    assert shown_reason("Relevant and concrete.") == "Relevant and concrete."
+    assert shown_reason(None) is None
+
+
 def test_relabel_names_the_fields() -> None:
     content = "Input:\nWhich segment? \n\nActual Output:\nHigh income. \n\n"
     assert relabel(content, {"Input": "Task", "Actual Output": "Plan"}) == (
         "Task:\nWhich segment? \n\nPlan:\nHigh income."
+    )
+    pair = "Input:\nWhich? \n\nActual Output:\nAnswer A:\nx\n\nAnswer B:\ny \n\n"
+    assert relabel(pair, {"Input": "Task", "Actual Output": None}) == (
+        "Task:\nWhich? \n\nAnswer A:\nx\n\nAnswer B:\ny"
     )
 
 

@@ -74,6 +74,7 @@ def test_json_completion_validates(local_provider: LocalProvider) -> None:
     )
     assert person == Person(name="Alice", age=30)
     assert reply.finish_reason == "stop"
+    assert reply.text == '{"name": "Alice", "age": 30}'  # one line: no tokens spent on layout
 
 
 def test_string_fields_are_capped_by_the_grammar(local_provider: LocalProvider) -> None:

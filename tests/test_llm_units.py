@@ -15,6 +15,8 @@ from custseg.llm.base import (
 )
 from custseg.llm.http import error_detail, is_loopback
 from custseg.llm.providers import (
+    LocalProvider,
+    closed_objects,
     ollama_chat_body,
     openai_chat_body,
     parse_ollama_reply,
@@ -135,6 +137,23 @@ def test_openai_body() -> None:
     }
     assert (body["max_tokens"], body["logprobs"], body["top_logprobs"]) == (8, True, 3)
     assert body["stream"] is False
+
+
+def test_local_json_is_one_line_with_no_extra_keys() -> None:
+    local = LocalProvider(model="some.gguf")
+    schema = local.json_schema(Outer)
+    assert schema["x-guidance"]["whitespace_flexible"] is False
+    assert schema["additionalProperties"] is False
+    assert schema["$defs"]["Inner"]["additionalProperties"] is False  # nested objects too
+    assert schema["properties"]["title"]["maxLength"] == local.max_string_length
+    body = local._body(REQUEST)
+    assert "response_format" not in body  # it would drop x-guidance: sent as a grammar
+    assert body["grammar"] == '%llguidance {}\nstart: %json {"type": "object"}'
+    assert closed_objects({"type": "object", "properties": {}, "additionalProperties": True}) == {
+        "type": "object",
+        "properties": {},
+        "additionalProperties": True,  # an explicit choice is kept
+    }
 
 
 def test_ollama_body() -> None:
