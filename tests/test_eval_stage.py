@@ -24,6 +24,7 @@ from custseg.llm.providers import LocalProvider, OpenAICompatibleProvider
 from eval.metrics import METRICS, flatten
 from stages.evaluate import evaluate
 from tests.fixtures.llm import forward_chat, reply, serve
+from tests.fixtures.project import OUTBOUND_CHECK
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "tests" / "data" / "conversations_small.jsonl"
@@ -156,7 +157,8 @@ def test_a_failing_judge_metric_keeps_the_other_scores(
 def test_stage_entry_point_uses_the_configured_judge(
     eval_project: Path, llm_server: LocalServer, judge_cache: Path
 ) -> None:
-    """`python -m stages.evaluate` in a subprocess, judge chosen by CUSTSEG_LLM_* variables.
+    """`python -m stages.evaluate` in a subprocess, judge chosen by CUSTSEG_LLM_* variables,
+    under outbound-check: no connection leaves the machine (telemetry off, judge on 127.0.0.1).
 
     Runs after the first test filled the module's cache with the local provider's replies:
     the same model behind the OpenAI-compatible provider is asked for JSON differently (no
@@ -171,14 +173,16 @@ def test_stage_entry_point_uses_the_configured_judge(
         "OPENAI_API_KEY": llm_server.api_key,
         "CUSTSEG_JUDGE_CACHE": str(judge_cache),
     }
+    assert OUTBOUND_CHECK.is_file(), f"{OUTBOUND_CHECK} is missing (it sits beside the checkout)"
     done = subprocess.run(
-        [sys.executable, "-m", "stages.evaluate", "--no-progress"],
+        [str(OUTBOUND_CHECK), "--", sys.executable, "-m", "stages.evaluate", "--no-progress"],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
+    assert "outbound-check: 0 non-loopback destination(s)" in done.stderr, done.stderr
     assert "judge calls made: 8, cache hits: 0" in done.stdout, done.stdout
     assert "skipped c4d5e6f7-2a3b-4c5d-9e8f-0a1b2c3d4e03: missing final" in done.stdout
     summary = json.loads(Path("metrics/eval.json").read_text())
