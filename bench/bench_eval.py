@@ -6,8 +6,8 @@
    generates the evaluation steps), stock template, no cache. One metric instance per
    definition, reused across conversations (deepeval then generates steps once per metric).
    Goal: our cold wall time ≤ 0.5× this. Run on a quiet machine: the two sides run one after
-   the other, each in its natural order (ours metric by metric, deepeval conversation by
-   conversation, as `deepeval.evaluate` does).
+   the other, each in its natural order (ours in `eval.metrics.scoring_order`, deepeval
+   conversation by conversation, all metrics each, as `deepeval.evaluate` does).
 
     python bench/bench_eval.py [--conversations data/conversations.jsonl] [--n 3]
 """
@@ -128,7 +128,7 @@ def main() -> None:
     print(f"{len(complete)} conversation(s) from {source}, {len(items)} scores, {provider}")
     provider.complete([{"role": "user", "content": "Say OK."}], max_tokens=2)  # load it first
 
-    # Each side runs as it would for a user: ours as the stage does (metric by metric), the
+    # Each side runs as it would for a user: ours as the stage does (`scoring_order`), the
     # default as deepeval.evaluate does (conversation by conversation, all metrics each).
     with tempfile.TemporaryDirectory() as tmp:
         cache = JudgeCache(Path(tmp))
