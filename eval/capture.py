@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 from kafka import KafkaConsumer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -44,22 +45,20 @@ def conversation_record(chain: dict[str, Envelope]) -> dict:
                 "causation_id": e.causation_id,
                 "agent": e.agent,
                 "produced_at": e.produced_at.isoformat(),
-                "model": e.model.model_dump() if e.model else None,
+                "model": msgspec.to_builtins(e.model),
             }
             for t, e in chain.items()
         },
     }
 
 
-def find_chain(events: dict[str, dict[str, Envelope]]) -> dict[str, Envelope] | None:
+def find_chain(parts: list[Envelope]) -> dict[str, Envelope] | None:
     """A task → plan → draft → final chain linked by causation ids, if one is complete."""
-    for task in events.get("task", {}).values():
+    answers = {(e.causation_id, e.type): e for e in parts}
+    for task in (e for e in parts if e.type == "task"):
         chain, parent = {"task": task}, task
         for step in CHAIN[1:]:
-            child = next(
-                (e for e in events.get(step, {}).values() if e.causation_id == parent.event_id),
-                None,
-            )
+            child = answers.get((parent.event_id, step))
             if child is None:
                 break
             chain[step], parent = child, child
@@ -73,8 +72,11 @@ class Assembler:
     """Holds partial conversations; tells which offsets are safe to commit."""
 
     written: set[str] = field(default_factory=set)
-    pending: dict[str, dict[str, dict[str, Envelope]]] = field(default_factory=dict)
-    positions: dict[str, list[tuple[TopicPartition, int]]] = field(default_factory=dict)
+    # correlation_id → the parts read so far, with where each was read
+    pending: dict[str, list[tuple[Envelope, TopicPartition, int]]] = field(default_factory=dict)
+    # partition → offsets still needed by pending conversations; keys stay in offset order
+    # because a partition is read in order, so the first key is the oldest
+    held: dict[TopicPartition, dict[int, None]] = field(default_factory=dict)
     consumed: dict[TopicPartition, int] = field(default_factory=dict)
 
     def add(self, envelope: Envelope, tp: TopicPartition, offset: int) -> dict | None:
@@ -83,15 +85,17 @@ class Assembler:
         cid = envelope.correlation_id
         if cid in self.written:
             return None
-        events = self.pending.setdefault(cid, {})
-        events.setdefault(envelope.type, {})[envelope.event_id] = envelope
-        self.positions.setdefault(cid, []).append((tp, offset))
-        if len(events) < len(CHAIN):  # a message type is still missing: no chain to look for
+        parts = self.pending.setdefault(cid, [])
+        parts.append((envelope, tp, offset))
+        self.held.setdefault(tp, {})[offset] = None
+        if len(parts) < len(CHAIN):  # too few parts for a chain: nothing to look for yet
             return None
-        chain = find_chain(events)
+        chain = find_chain([e for e, _, _ in parts])
         if chain is None:
             return None
-        del self.pending[cid], self.positions[cid]
+        del self.pending[cid]
+        for _, part_tp, part_offset in parts:
+            del self.held[part_tp][part_offset]
         self.written.add(cid)
         return conversation_record(chain)
 
@@ -100,18 +104,15 @@ class Assembler:
 
     def safe_offsets(self) -> dict[TopicPartition, int]:
         """Per partition: the oldest offset still needed by a pending conversation, else the end."""
-        safe = dict(self.consumed)
-        for places in self.positions.values():
-            for tp, offset in places:
-                safe[tp] = min(safe[tp], offset)
-        return safe
+        return {tp: next(iter(self.held.get(tp, ())), end) for tp, end in self.consumed.items()}
 
     def missing(self) -> dict[str, list[str]]:
         """Incomplete conversations and the parts they still lack."""
-        return {
-            cid: [t for t in CHAIN if t not in events] or ["a linked chain"]
-            for cid, events in self.pending.items()
-        }
+        missing = {}
+        for cid, parts in self.pending.items():
+            types = {e.type for e, _, _ in parts}
+            missing[cid] = [t for t in CHAIN if t not in types] or ["a linked chain"]
+        return missing
 
 
 def recover(path: Path) -> set[str]:
@@ -194,7 +195,7 @@ def capture(
                 if new:
                     # One write per record line, then fsync before committing offsets past it.
                     for record in new:
-                        sink.write((json.dumps(record, ensure_ascii=False) + "\n").encode())
+                        sink.write(msgspec.json.encode(record) + b"\n")
                     sink.flush()
                     os.fsync(sink.fileno())
                     for record in new:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+import msgspec
 
 SCHEMA_VERSION = 1
 MessageType = Literal["task", "plan", "draft", "final"]
 AgentName = Literal["user", "planner", "writer", "reviewer"]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 # Deterministic reply ids: a reply to the same event always gets the same id, so a redelivered
 # input (at-least-once) yields a recognisable duplicate, never a second conversation branch.
 _REPLY_NAMESPACE = uuid.UUID("6f1c1b1e-57c0-4b59-9a5e-0c8e2a7d9f10")
@@ -27,30 +29,38 @@ class InvalidMessage(ValueError):
     """A record that is not a valid envelope; the message says what is wrong, in one line."""
 
 
-class ModelInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ModelInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
     provider: str
     name: str
     params: dict[str, Any] = {}
 
 
-class Envelope(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+# msgspec rather than pydantic: the capture validates every record it reads, and msgspec decodes
+# and validates an envelope in ~2 µs against pydantic's ~8 µs (a bare consumer spends ~15 µs).
+class Envelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, gc=False):
     schema_version: Literal[1] = SCHEMA_VERSION
-    event_id: str = Field(min_length=1, max_length=64)
-    correlation_id: str = Field(min_length=1, max_length=64)
-    causation_id: str | None = Field(None, max_length=64)
+    event_id: Id
+    correlation_id: Id
+    causation_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     type: MessageType
     agent: AgentName
-    produced_at: AwareDatetime
+    produced_at: Annotated[datetime, msgspec.Meta(tz=True)]
     model: ModelInfo | None = None
     content: dict[str, str]
-    attempt: int = Field(1, ge=1)
+    attempt: Annotated[int, msgspec.Meta(ge=1)] = 1
     error: str | None = None
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        """The record value, validated as the consumers will validate it (both ends check)."""
+        raw = _ENCODER.encode(self)
+        parse_envelope(raw)
+        return raw
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(Envelope)
+_AT = re.compile(r"(?P<msg>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?")
+_FIELD = re.compile(r"Object (?P<what>missing required|contains unknown) field `(?P<name>[^`]+)`")
 
 
 def new_id() -> str:
@@ -103,24 +113,30 @@ def parse_envelope(raw: bytes | None) -> Envelope:
     if raw is None:
         raise InvalidMessage("empty record (no value)")
     try:
-        # pydantic's own JSON parser: one pass, no intermediate dicts (the capture's hot path).
-        envelope = Envelope.model_validate_json(raw)
-    except ValidationError as error:
-        first = error.errors()[0]
-        if first["type"] == "json_invalid":
-            raise InvalidMessage(
-                f"not JSON: {first['msg'].removeprefix('Invalid JSON: ')}"
-            ) from None
-        if first["type"] == "model_type":
-            raise InvalidMessage(f"not a JSON object: {type(first['input']).__name__}") from None
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise InvalidMessage(f"invalid envelope: {where}: {first['msg']}") from None
+        envelope = _DECODER.decode(raw)
+    except msgspec.ValidationError as error:
+        raise InvalidMessage(_reason(str(error))) from None
+    except msgspec.DecodeError as error:
+        reason = str(error).removeprefix("JSON is malformed: ")
+        raise InvalidMessage(f"not JSON: {reason}") from None
     missing = [k for k in REQUIRED_CONTENT[envelope.type] if not envelope.content.get(k)]
     if missing:
         raise InvalidMessage(f"invalid envelope: content of a {envelope.type} lacks {missing}")
     return envelope
 
 
+def _reason(error: str) -> str:
+    """msgspec's "message - at `$.path`" as "invalid envelope: path: message"."""
+    at = _AT.fullmatch(error)
+    message, where = at["msg"], at["path"] or ""
+    if field := _FIELD.fullmatch(message):
+        where = f"{where}.{field['name']}" if where else field["name"]
+        message = "field required" if field["what"] == "missing required" else "unknown field"
+    elif not where and message.startswith("Expected `object`"):
+        return f"not a JSON object: {message.rpartition('got ')[2].strip('`')}"
+    return f"invalid envelope: {where or '<root>'}: {message}"
+
+
 def json_schema() -> dict[str, Any]:
     """The envelope's JSON schema (published as eval/envelope.schema.json)."""
-    return Envelope.model_json_schema()
+    return msgspec.json.schema(Envelope)

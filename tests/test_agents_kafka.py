@@ -179,7 +179,8 @@ def test_bad_records_from_kcat_go_to_the_dlq(workdir: Workdir, agents) -> None:
             [
                 sys.executable,
                 "-c",
-                "from eval.envelope import task_envelope as t;print(t('a task').model_dump_json())",
+                "from eval.envelope import task_envelope as t;"
+                "print(t('a task').to_bytes().decode())",
             ],
             cwd=ROOT,
             capture_output=True,
