@@ -13,41 +13,13 @@ import uuid
 from pathlib import Path
 
 from _common import kafka_cluster, report, timed
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 
 from custseg.kafka_broker import ensure_topics
 from eval.capture import capture
-from eval.envelope import ModelInfo, reply, task_envelope
+from tests.fixtures.conversations import produce
 
 TOPICS = {"task": "b.tasks", "plan": "b.plans", "draft": "b.drafts", "final": "b.finals"}
-MODEL = ModelInfo(provider="local", name="bench")
-
-
-def produce(bootstrap: str, n: int) -> set[str]:
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256_000
-    )
-    ids = set()
-    for i in range(n):
-        text = f"task {i}: which segment should get the spring flyer?"
-        task = task_envelope(text)
-        plan = reply(task, "plan", "planner", {"task": text, "plan": "1. a\n2. b"}, MODEL)
-        draft = reply(plan, "draft", "writer", {"task": text, "plan": "1. a", "draft": "d"}, MODEL)
-        final = reply(
-            draft,
-            "final",
-            "reviewer",
-            {"task": text, "draft": "d", "final": "f", "review": "r"},
-            MODEL,
-        )
-        for envelope in (task, plan, draft, final):
-            producer.send(
-                TOPICS[envelope.type], key=task.correlation_id.encode(), value=envelope.to_bytes()
-            )
-        ids.add(task.correlation_id)
-    producer.flush()
-    producer.close()
-    return ids
 
 
 def bare_consume(bootstrap: str, total: int) -> int:
@@ -69,35 +41,43 @@ def bare_consume(bootstrap: str, total: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=25_000)
+    parser.add_argument("--partitions", type=int, default=3, help="per topic (params.yaml: 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; best kept")
     args = parser.parse_args()
     with kafka_cluster() as (bootstrap, start_s), tempfile.TemporaryDirectory() as tmp:
         if start_s is not None:
             report("broker cold start (format + start + ready)", start_s, "s")
-        ensure_topics(bootstrap, {t: 3 for t in TOPICS.values()})
+        ensure_topics(bootstrap, {t: args.partitions for t in TOPICS.values()})
         total = 4 * args.conversations
-        seconds, ids = timed(lambda: produce(bootstrap, args.conversations))
+        seconds, sent = timed(lambda: produce(bootstrap, TOPICS, args.conversations))
+        ids = {envelopes[0].correlation_id for envelopes in sent}
         report(f"produce {total:,} envelopes", total / seconds, "msg/s")
-        # Alternate so the page cache and JIT warm both alike; keep the best of two.
-        bare, ours = [], []
-        for round_ in range(2):
-            seconds, _ = timed(lambda: bare_consume(bootstrap, total))
-            bare.append(total / seconds)
-            out = Path(tmp) / f"conversations-{round_}.jsonl"
+
+        def run_capture(workers: int, round_: int) -> float:
+            out = Path(tmp) / f"conversations-{workers}-{round_}.jsonl"
+            group = f"cap-{uuid.uuid4().hex}"
             seconds, result = timed(
-                lambda out=out: capture(
-                    bootstrap,
-                    TOPICS.values(),
-                    out,
-                    f"cap-{uuid.uuid4().hex}",
-                    expect=ids,
-                    idle_s=30,
+                lambda: capture(
+                    bootstrap, TOPICS.values(), out, group, workers=workers, expect=ids, idle_s=30
                 )
             )
-            assert len(result.written) == args.conversations, len(result.written)
-            ours.append(total / seconds)
-        report("bare kafka-python consumer", max(bare), "msg/s")
-        report("capture (parse, validate, join, append, commit)", max(ours), "msg/s")
-        report("  ratio capture / bare consumer", max(ours) / max(bare), "x", "goal ≥ 0.8")
+            assert sorted(result.written) == sorted(ids), "each conversation exactly once"
+            assert len(out.read_text().splitlines()) == args.conversations
+            return total / seconds
+
+        # Alternate so the page cache and the machine's load treat all alike; keep the best.
+        speeds: dict[str, list[float]] = {"bare": [], "one": [], "parallel": []}
+        for round_ in range(args.rounds):
+            speeds["bare"].append(total / timed(lambda: bare_consume(bootstrap, total))[0])
+            speeds["one"].append(run_capture(1, round_))
+            speeds["parallel"].append(run_capture(args.partitions, round_))
+        bare, one, parallel = (max(v) for v in speeds.values())
+        report("bare kafka-python consumer (one process)", bare, "msg/s")
+        report("capture, 1 worker (parse, validate, join, append, commit)", one, "msg/s")
+        report("  ratio 1 worker / bare consumer", one / bare, "x")
+        report(f"capture, {args.partitions} workers (one per partition)", parallel, "msg/s")
+        ratio = parallel / bare
+        report(f"  ratio {args.partitions} workers / bare consumer", ratio, "x", "goal ≥ 0.8")
 
 
 if __name__ == "__main__":

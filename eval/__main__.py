@@ -138,7 +138,8 @@ def cmd_capture(args: argparse.Namespace) -> None:
             idle_s=args.idle,
             timeout_s=args.timeout,
             should_stop=stop.is_set,
-            on_written=lambda _record: bar.update(1),
+            workers=args.workers,
+            on_written=lambda _cid: bar.update(1),
         )
     print(
         f"capture: {len(result.written)} conversation(s) appended to {out}, "
@@ -152,6 +153,12 @@ def cmd_capture(args: argparse.Namespace) -> None:
             f"capture: {len(expect - _already(out))} expected conversation(s) "
             "not complete before the timeout"
         )
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def _already(out: Path) -> set[str]:
@@ -224,6 +231,13 @@ def parser() -> argparse.ArgumentParser:
         "--idle", type=float, default=None, help="stop after this many seconds without a message"
     )
     cap.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    cap.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="processes, each reading partitions p %% N == k of every topic (topics must have "
+        "equal partition counts, at least N)",
+    )
     cap.set_defaults(run=cmd_capture)
 
     cal = sub.add_parser("calibrate", help="check the judge on eval/calibration.yaml's pairs")

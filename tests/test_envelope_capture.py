@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from kafka.structs import TopicPartition
 
-from eval.capture import Assembler, recover
-from eval.envelope import (
-    Envelope,
-    InvalidMessage,
-    ModelInfo,
-    json_schema,
-    parse_envelope,
-    reply,
-    task_envelope,
-)
-
-MODEL = ModelInfo(provider="local", name="m")
-
-
-def conversation(task: str = "t") -> list[Envelope]:
-    first = task_envelope(task)
-    plan = reply(first, "plan", "planner", {"task": task, "plan": "1. p"}, MODEL)
-    draft = reply(plan, "draft", "writer", {"task": task, "plan": "1. p", "draft": "d"}, MODEL)
-    final = reply(
-        draft, "final", "reviewer", {"task": task, "draft": "d", "final": "f", "review": "r"}, MODEL
-    )
-    return [first, plan, draft, final]
+from eval.capture import Assembler, Watch, append, recover
+from eval.envelope import InvalidMessage, json_schema, parse_envelope, reply
+from tests.fixtures.conversations import MODEL, conversation
 
 
 def test_replies_link_ids_deterministically() -> None:
@@ -110,3 +92,25 @@ def test_the_published_schema_matches_the_code() -> None:
     assert json.loads(published.read_text()) == json_schema(), (
         "regenerate eval/envelope.schema.json from eval.envelope.json_schema()"
     )
+
+
+@pytest.mark.parametrize("torn", [b'{"correla', b'{"task": "' + b"x" * 200_000])
+def test_append_cuts_a_torn_tail_before_writing(tmp_path: Path, torn: bytes) -> None:
+    out = tmp_path / "conversations.jsonl"
+    out.write_bytes(b'{"correlation_id": "a"}\n{"correlation_id": "b"}\n' + torn)
+    with out.open("a+b") as sink:
+        append(sink, b'{"correlation_id": "c"}\n')
+        append(sink, b'{"correlation_id": "d"}\n')
+    assert recover(out) == {"a", "b", "c", "d"}
+    assert out.read_bytes().count(b"\n") == 4
+
+
+def test_watch_stops_on_expected_idle_timeout_or_request() -> None:
+    assert not Watch(written={"a"}, expect={"a", "b"}).over()
+    watch = Watch(written={"a"}, expect={"a", "b"})
+    watch.wrote(["b"])
+    assert watch.over()
+    assert Watch(written=set(), idle_s=0.01, last_message=time.monotonic() - 1).over()
+    assert Watch(written=set(), timeout_s=0.01, started=time.monotonic() - 1).over()
+    assert Watch(written=set(), asked=lambda: True).over()
+    assert not Watch(written=set(), idle_s=60, timeout_s=60).over()
