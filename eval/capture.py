@@ -3,10 +3,11 @@
 Offsets are committed only up to the oldest message of a conversation still being assembled, so a
 restart re-reads what it needs; conversations already in the file are recognised and skipped.
 
-The capture assigns itself every partition of the agent topics instead of joining its group: one
-writer must see all four parts of a conversation, so a rebalance can only hurt, and without group
+The capture assigns itself the agent topics' partitions instead of joining its group: the four
+parts of a conversation must meet in one reader, so a rebalance can only hurt, and without group
 membership there is no session to time out while the machine is busy with the LLM. The group id
-is still where its offsets are committed.
+is still where its offsets are committed. With `workers` > 1, worker k reads the partitions
+p % workers == k of every topic (see `slice_partitions`), in its own process.
 """
 
 from __future__ import annotations
