@@ -144,7 +144,23 @@ class AgentsParams(_Section):
     group_prefix: str = Field("custseg", pattern=r"^[\w.-]+$")
     tasks_file: Path = Path("eval/tasks.yaml")
     conversations: Path = Path("data/conversations.jsonl")
+    # Capture processes; worker k reads partitions p % N == k of every topic (default: one per
+    # partition). One conversation's records share a key, so they meet in one worker.
+    capture_workers: int | None = Field(None, ge=1)
     max_tokens: RoleTokens = RoleTokens()
+
+    @model_validator(mode="after")
+    def _workers_fit(self) -> AgentsParams:
+        if self.capture_workers and self.capture_workers > self.partitions:
+            raise ValueError(
+                f"capture_workers ({self.capture_workers}) > partitions ({self.partitions}): "
+                "each worker needs a partition of its own"
+            )
+        return self
+
+    @property
+    def workers(self) -> int:
+        return self.capture_workers or self.partitions
 
 
 class EvalThresholds(_Section):

@@ -138,7 +138,7 @@ def cmd_capture(args: argparse.Namespace) -> None:
             idle_s=args.idle,
             timeout_s=args.timeout,
             should_stop=stop.is_set,
-            workers=args.workers,
+            workers=args.workers or params.workers,
             on_written=lambda _cid: bar.update(1),
         )
     print(
@@ -234,9 +234,8 @@ def parser() -> argparse.ArgumentParser:
     cap.add_argument(
         "--workers",
         type=_positive_int,
-        default=1,
-        help="processes, each reading partitions p %% N == k of every topic (topics must have "
-        "equal partition counts, at least N)",
+        help="processes, each reading partitions p %% N == k of every topic (default: "
+        "agents.capture_workers, else one per partition; topics need equal partition counts)",
     )
     cap.set_defaults(run=cmd_capture)
 

@@ -41,6 +41,10 @@ def test_committed_params_are_valid_and_match_the_documented_defaults() -> None:
         ({"export": {"tolerance": -0.1}}, "export.tolerance: "),
         ({"trian": {"n_clusters": 3}}, "trian: unknown key"),
         ({"llm": {"provider": "gpt"}}, "llm.provider: "),
+        (
+            {"agents": {"partitions": 2, "capture_workers": 3}},
+            "agents: capture_workers (3) > partitions (2)",
+        ),
     ],
 )
 def test_invalid_values_name_the_key(raw: dict, expected: str) -> None:
