@@ -1,4 +1,4 @@
-"""Capture throughput vs a bare kafka-python consumer on the same topics, in the same run.
+"""Capture throughput, 1 worker and one per partition, vs a bare kafka-python consumer (same run).
 
     python bench/bench_capture.py [--conversations 25000]   # 4 messages each → 100,000 records
 
