@@ -132,12 +132,26 @@ def recover(path: Path) -> set[str]:
     """Correlation ids already captured; a torn last line (crash mid-write) is cut off."""
     if not path.exists():
         return set()
-    data = path.read_bytes()
-    keep = data if data.endswith(b"\n") or not data else data[: data.rfind(b"\n") + 1]
-    if len(keep) != len(data):
-        with path.open("r+b") as f:
-            f.truncate(len(keep))
-    return {json.loads(line)["correlation_id"] for line in keep.splitlines() if line.strip()}
+    with path.open("r+b") as f:
+        cut_torn_tail(f.fileno())
+        data = f.read()
+    return {json.loads(line)["correlation_id"] for line in data.splitlines() if line.strip()}
+
+
+def cut_torn_tail(fd: int, chunk: int = 1 << 16) -> None:
+    """Truncate the file after its last newline: a writer that died mid-write left the rest."""
+    size = os.fstat(fd).st_size
+    if not size or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    keep, end = 0, size
+    while end > 0:  # read back chunk by chunk: a record can be longer than one
+        start = max(0, end - chunk)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            break
+        end = start
+    os.ftruncate(fd, keep)
 
 
 def slice_partitions(
@@ -207,26 +221,12 @@ def append(sink: BinaryIO, lines: bytes) -> None:
     were never committed, so it is captured again)."""
     fcntl.flock(sink, fcntl.LOCK_EX)
     try:
-        fd = sink.fileno()
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            os.ftruncate(fd, _last_line_end(fd, size))
+        cut_torn_tail(sink.fileno())
         sink.write(lines)
         sink.flush()
-        os.fsync(fd)
+        os.fsync(sink.fileno())
     finally:
         fcntl.flock(sink, fcntl.LOCK_UN)
-
-
-def _last_line_end(fd: int, size: int, chunk: int = 1 << 16) -> int:
-    end = size
-    while end > 0:
-        start = max(0, end - chunk)
-        newline = os.pread(fd, end - start, start).rfind(b"\n")
-        if newline >= 0:
-            return start + newline + 1
-        end = start
-    return 0
 
 
 @contextmanager

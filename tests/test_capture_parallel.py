@@ -15,7 +15,7 @@ import pytest
 from custseg.config import ConfigError
 from custseg.kafka_broker import ensure_topics
 from eval.capture import capture
-from tests.fixtures.conversations import produce
+from tests.fixtures.conversations import produce, send
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +59,7 @@ def test_workers_write_each_conversation_once_and_resume(
 
     # The held conversations complete after a restart (their offsets were not committed past
     # them); nothing already written is written again.
-    for c in held:
-        produce_one(kafka_bootstrap, topics, c[3])
+    send(kafka_bootstrap, topics, [c[3] for c in held])
     again = capture(kafka_bootstrap, topics.values(), out, group, workers=3, idle_s=3)
     assert sorted(again.written) == sorted(c[0].correlation_id for c in held)
     # Re-read: only the held conversations' parts (committed offsets stopped at them) + finals.
@@ -69,17 +68,6 @@ def test_workers_write_each_conversation_once_and_resume(
     fresh = capture(kafka_bootstrap, topics.values(), out, f"{group}-new", workers=3, idle_s=3)
     assert fresh.written == [] and fresh.incomplete == {}
     assert len(lines(out)) == 122
-
-
-def produce_one(bootstrap: str, topics: dict[str, str], envelope) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    producer.send(
-        topics[envelope.type], key=envelope.correlation_id.encode(), value=envelope.to_bytes()
-    )
-    producer.flush()
-    producer.close()
 
 
 def test_workers_stop_when_asked(kafka_bootstrap: str, tmp_path: Path) -> None:
