@@ -15,18 +15,31 @@ export PATH := $(abspath $(BIN)):$(PATH)
 UI_PORT ?= 5000
 APP_PORT ?= 8501
 
-.PHONY: help install run test lint bench ui app clean model llm-check agents-demo
+.PHONY: help install lock run test lint bench ui app clean model llm-check agents-demo \
+	kafka-up kafka-down kafka-status
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-$(STAMP): pyproject.toml
+UV_VERSION := 0.13.9
+
+# Exact versions with hashes from the committed lock, then the project itself (no dependencies:
+# the lock has them all; no build isolation: the locked setuptools builds it, nothing unhashed).
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/python -m custseg.tracking  # MLflow's schema migrations, once per machine and version
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
+	$(BIN)/custseg mlflow template  # MLflow's schema migrations, once per machine and version
 	touch $@
 
-install: $(STAMP)  ## create .venv and install the project (only when pyproject.toml changed)
+install: $(STAMP)  ## create .venv from requirements.lock and install the project (when either changed)
+
+lock:  ## renew requirements.lock from pyproject.toml's ranges, keeping current pins (UPGRADE=1 moves them)
+	test -x .uv/bin/uv || { $(PYTHON) -m venv .uv && .uv/bin/pip install -q uv==$(UV_VERSION); }
+	.uv/bin/uv pip compile pyproject.toml --extra dev --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade) -o requirements.lock
 
 run: install  ## set-up + dvc repro on params.yaml
 	$(BIN)/dvc repro
@@ -46,21 +59,35 @@ ui: install  ## MLflow UI on 127.0.0.1:$(UI_PORT)
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
 
 model: install  ## fetch the bundled local LLM into the user cache (once; verified by SHA-256)
-	$(BIN)/python -m custseg.llm fetch
+	$(BIN)/custseg llm fetch
 
 llm-check: install  ## send one prompt through the configured LLM provider
-	$(BIN)/python -m custseg.llm check
+	$(BIN)/custseg llm check
 
 # Broker up, agents, submit eval/tasks.yaml, capture the conversations, stop the agents.
 agents-demo: model kafka-up  ## the three agents over Kafka on the sample tasks → data/conversations.jsonl
 	@mkdir -p logs
-	@$(BIN)/python -m eval agents > logs/agents.log 2>&1 & agents=$$!; \
+	@$(BIN)/custseg agents > logs/agents.log 2>&1 & agents=$$!; \
 	trap 'kill $$agents 2>/dev/null; wait $$agents' EXIT; \
 	echo "agents running (pid $$agents, log logs/agents.log)"; \
-	$(BIN)/python -m eval submit --ids-out logs/demo-ids.txt >/dev/null && \
-	$(BIN)/python -m eval capture --expect logs/demo-ids.txt --timeout 3600
+	$(BIN)/custseg submit --ids-out logs/demo-ids.txt >/dev/null && \
+	$(BIN)/custseg capture --expect logs/demo-ids.txt --timeout 3600
 
-include infra/kafka/kafka.mk
+# The local Kafka broker (KRaft, 127.0.0.1); with KAFKA_BOOTSTRAP_SERVERS set these targets only
+# say that the external cluster is used. Data and logs: ~/.local/state/custseg/kafka by default.
+KAFKA_PORT ?= 9092
+KAFKA_CONTROLLER_PORT ?= 9093
+KAFKA_CLI = $(BIN)/custseg kafka $(1) --port $(KAFKA_PORT) --controller-port $(KAFKA_CONTROLLER_PORT) \
+	$(if $(KAFKA_DATA),--data-dir $(KAFKA_DATA)) $(if $(KAFKA_LOGS),--log-dir $(KAFKA_LOGS))
+
+kafka-up: install  ## start the local Kafka broker (127.0.0.1:9092, or KAFKA_PORT=…)
+	@$(call KAFKA_CLI,up)
+
+kafka-down:  ## stop the local Kafka broker (SIGTERM by PID)
+	@$(call KAFKA_CLI,down)
+
+kafka-status:  ## is the local Kafka broker running, and at which address
+	@$(call KAFKA_CLI,status) || [ $$? -eq 3 ]
 
 app: install  ## Streamlit app on 127.0.0.1:$(APP_PORT) (needs a registered model: make run)
 	@echo "App: http://127.0.0.1:$(APP_PORT)"

@@ -6,17 +6,8 @@ This entry point only routes: each page is one file in app/views/. To add a page
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
-
-# `streamlit run` puts only app/ on sys.path; the pages also use eval/ from the repository root.
-ROOT = str(Path(__file__).resolve().parents[1])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import ui_common  # noqa: E402
+import ui_common  # beside this file: `streamlit run` puts the entry point's folder on the path
 
 st.set_page_config(page_title="Customer segments", page_icon=":material/groups:", layout="wide")
 

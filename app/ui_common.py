@@ -1,8 +1,8 @@
 """Streamlit glue shared by the app's pages: settings, caches, the model selector and panel.
 
-The logic lives in `custseg.serving` / `custseg.app_charts`; this module only caches it and
-renders it. Streamlit puts the entry point's folder (`app/`) on sys.path, so pages simply
-`import ui_common`.
+The logic lives in `custseg.serving` (model, batch, charts); this module only caches it and
+renders it. `streamlit run app/Home.py` makes the entry point's folder importable, so pages
+simply `import ui_common`.
 """
 
 from __future__ import annotations
@@ -10,21 +10,24 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from custseg.config import DEFAULT_PARAMS, ConfigError, ExportParams, load_params
-from custseg.data import FEATURES, read_training_data
-from custseg.serving import (
+from custseg.config import ConfigError, ExportParams, load_params
+from custseg.features import FEATURES
+from custseg.paths import CUSTOMERS, PARAMS
+from custseg.pipeline.data import read_training_data
+from custseg.serving.charts import display_sample
+from custseg.serving.model import (
     SETUP_COMMAND,
     ModelNotFoundError,
     ModelRef,
     RunInfo,
     ServingError,
     describe_run,
+    features_frame,
     list_aliases,
     load_model,
     load_segment_profiles,
@@ -32,7 +35,8 @@ from custseg.serving import (
     resolve_model,
     segment_labels,
 )
-from custseg.tracking import disable_telemetry, tracking_uri
+from custseg.telemetry import disable_telemetry
+from custseg.tracking import tracking_uri
 
 disable_telemetry()
 # MLflow's tqdm bars would otherwise fill the server log on every artifact read.
@@ -42,7 +46,6 @@ ALIAS_KEY = "model_alias"
 ENV_ALIAS = "CUSTSEG_MODEL_ALIAS"
 ENV_NAME = "CUSTSEG_MODEL_NAME"
 ENV_UI_URL = "MLFLOW_UI_URL"
-TRAINING_DATA = Path("data/customers.csv")
 MAX_MAP_POINTS = 5_000
 
 
@@ -72,7 +75,7 @@ def _export_params_at(path: str, mtime_ns: int) -> tuple[str, str]:
 
 def _export_params() -> tuple[str, str]:
     """(model name, alias) from params.yaml, re-read only when the file changes."""
-    path = DEFAULT_PARAMS.resolve()
+    path = PARAMS.resolve()
     mtime = path.stat().st_mtime_ns if path.is_file() else -1
     return _export_params_at(str(path), mtime)
 
@@ -154,9 +157,6 @@ def show_model_error(error: ServingError) -> None:
 def _training_view(
     path: str, mtime_ns: int, model_key: tuple[str, ...], max_points: int, _model: Any
 ) -> pd.DataFrame:
-    from custseg.app_charts import display_sample
-    from custseg.serving import features_frame
-
     customers = display_sample(read_training_data(path), max_points)
     view = customers.copy()
     view["segment"] = _model.predict(features_frame(view[FEATURES[0]], view[FEATURES[1]]))
@@ -166,7 +166,7 @@ def _training_view(
 def training_view(served: ServedModel) -> pd.DataFrame | None:
     """A display sample of the training customers with the served model's segments (None if
     the data file is missing: the map then shows only the centers)."""
-    path = TRAINING_DATA.resolve()
+    path = CUSTOMERS.resolve()
     if not path.is_file():
         return None
     key = served.ref.cache_key

@@ -11,18 +11,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from custseg.telemetry import NO_TELEMETRY
+from custseg.testing.sandbox import copy_project
 
-from custseg.tracking import NO_TELEMETRY  # noqa: E402
-from tests.fixtures.project import copy_project  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout these benchmarks measure
 
 
 @contextmanager
 def kafka_cluster() -> Iterator[tuple[str, float | None]]:
     """(bootstrap, broker start seconds): $KAFKA_BOOTSTRAP_SERVERS's cluster (start None), else
     a throwaway broker on free loopback ports, stopped afterwards."""
-    from custseg.kafka_broker import LocalBroker
+    from custseg.kafka.broker import LocalBroker
 
     if bootstrap := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield bootstrap, None
@@ -50,7 +49,7 @@ def env() -> dict[str, str]:
 
 def sandbox() -> Path:
     """A throwaway git copy of the project (DVC needs a git repository)."""
-    path = copy_project(Path(tempfile.mkdtemp(prefix="custseg-bench-")))
+    path = copy_project(ROOT, Path(tempfile.mkdtemp(prefix="custseg-bench-")))
     for command in (
         ["git", "init", "-q"],
         ["git", "add", "-A"],

@@ -2,7 +2,7 @@
 
     python bench/bench_agents.py [--tasks 10] [--max-tokens 8]
 
-The agents run as `python -m eval agents` runs them, with the configured `llm:` provider (the
+The agents run as `custseg agents` runs them, with the configured `llm:` provider (the
 bundled local model by default); plans and drafts are cut to --max-tokens so the run stays
 short. For every record a worker times poll → parse → prompt → LLM → produce (acked by the
 broker) → commit and subtracts the LLM call. The baseline: that LLM call, in the same run.
@@ -22,12 +22,14 @@ import time
 from _common import ROOT, kafka_cluster, report, timed
 from kafka import KafkaConsumer
 
+from custseg.agents.client import read_tasks
+from custseg.agents.envelope import task_envelope
+from custseg.agents.runtime import make_producer, run_agents
+from custseg.agents.topics import topic_partitions
 from custseg.config import load_params
-from custseg.kafka_broker import ensure_topics
+from custseg.kafka.admin import ensure_topics
 from custseg.llm import load_provider
-from eval.__main__ import read_tasks, topic_partitions
-from eval.agents import make_producer, run_agents
-from eval.envelope import task_envelope
+from custseg.paths import PARAMS, TASKS
 
 GOAL_MS = 20.0
 
@@ -51,7 +53,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for finals")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the broker
-    params = load_params(ROOT / "params.yaml")
+    params = load_params(ROOT / PARAMS)
     agents = params.agents.model_copy(
         update={
             "group_prefix": f"bench-{os.getpid()}",
@@ -60,8 +62,8 @@ def main() -> None:
             ),
         }
     )
-    tasks = (read_tasks(ROOT / agents.tasks_file) * args.tasks)[: args.tasks]
-    llm = load_provider(ROOT / "params.yaml")
+    tasks = (read_tasks(ROOT / TASKS) * args.tasks)[: args.tasks]
+    llm = load_provider(ROOT / PARAMS)
     seconds, _ = timed(lambda: llm.complete([{"role": "user", "content": "OK?"}], max_tokens=1))
     report(f"LLM ready ({llm.describe})", seconds, "s")
 

@@ -17,19 +17,19 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script: make `tests.fixtures` importable
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from custseg.features import INCOME, MALL_HEADERS
+from custseg.telemetry import disable_telemetry
 
-from custseg.tracking import disable_telemetry  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout whose app is measured
+APP = ROOT / "app" / "Home.py"
 
 RERUN_GOAL_S = 0.3
 # True once the map's last trace (the star) sits at the given income.
@@ -48,12 +48,12 @@ def cold_start(project: Path, log: Path) -> dict[str, float]:
     """Seconds from `streamlit run` to each milestone of the first prediction, in chromium."""
     from playwright.sync_api import sync_playwright
 
-    from tests.fixtures.app import CHROMIUM, CHROMIUM_ARGS, running_app, wait_healthy
+    from custseg.testing.browser import CHROMIUM, CHROMIUM_ARGS, running_app, wait_healthy
 
     if not CHROMIUM.is_file():
         raise SystemExit("chromium not found at /usr/bin/chromium: apt-get install -y chromium")
     marks: dict[str, float] = {}
-    with running_app(project, log) as (url, process, started):
+    with running_app(APP, project, log) as (url, process, started):
         wait_healthy(url, process, timeout_s=120)
         marks["server healthy"] = time.perf_counter() - started
         with sync_playwright() as playwright:
@@ -72,7 +72,7 @@ def cold_start(project: Path, log: Path) -> dict[str, float]:
                 marks["prediction shown"] = time.perf_counter() - started
                 marks["click → prediction (warm)"] = time.perf_counter() - clicked
                 # One slider step in the browser until the star is redrawn at the new income.
-                slider = page.get_by_role("slider", name="Annual Income (k$)")
+                slider = page.get_by_role("slider", name=MALL_HEADERS[INCOME])
                 slider.focus()
                 moves = []
                 for _ in range(5):
@@ -92,7 +92,7 @@ def slider_reruns(project: Path, reruns: int) -> tuple[list[float], list[float]]
     import streamlit.runtime.scriptrunner.script_runner as script_runner
     from streamlit.testing.v1 import AppTest
 
-    from tests.fixtures.app import APP, project_env
+    from custseg.testing.sandbox import project_env
 
     script_times: list[float] = []
     original = script_runner.exec_func_with_error_handling
@@ -128,19 +128,21 @@ def slider_reruns(project: Path, reruns: int) -> tuple[list[float], list[float]]
 
 def batch(project: Path, rows: int, repeats: int = 5) -> dict[str, list[float]]:
     """Timings of each batch step over `repeats` runs on the same `rows`-row CSV."""
-    from custseg.serving import (
+    from custseg.serving.batch import (
         BatchResult,
+        parse_batch_csv,
+        score_batch,
+        segment_counts,
+        validate_batch,
+    )
+    from custseg.serving.model import (
         describe_run,
         load_model,
         load_segment_profiles,
-        parse_batch_csv,
         resolve_model,
-        score_batch,
-        segment_counts,
         segment_labels,
-        validate_batch,
     )
-    from tests.fixtures.app import project_env
+    from custseg.testing.sandbox import project_env
 
     os.environ.update(project_env(project))
     ref = resolve_model("customer-segments", "champion")
@@ -197,12 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     disable_telemetry()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-    from tests.fixtures.app import build_trained_project
+    from custseg.testing.browser import APP_ENV_KEYS
+    from custseg.testing.sandbox import build_trained_project
 
     missed = []
     with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
         start = time.perf_counter()
-        project = build_trained_project(Path(tmp))
+        project = build_trained_project(ROOT, Path(tmp), clear=APP_ENV_KEYS)
         print(f"sandbox project trained and registered in {time.perf_counter() - start:.1f} s")
 
         print("\n1. cold start → first prediction, real browser (chromium + Playwright)")

@@ -18,13 +18,8 @@ from pathlib import Path
 from _common import report, timed
 from kafka import KafkaProducer
 
-from custseg.kafka_broker import (
-    JVM_OPTS,
-    KAFKA_DIR,
-    LocalBroker,
-    ensure_topics,
-    fetch_jars,
-)
+from custseg.kafka.admin import ensure_topics
+from custseg.kafka.broker import JVM_OPTS, LocalBroker, fetch_jars, jars_home
 
 BASELINE_OPTS = ("-Xms256m", "-Xmx512m")
 
@@ -44,7 +39,7 @@ def mvn_copy(repo: Path | None) -> float:
         if repo is not None:
             cmd.append(f"-Dmaven.repo.local={repo}")
         started = time.perf_counter()
-        done = subprocess.run(cmd, cwd=KAFKA_DIR, capture_output=True, text=True)
+        done = subprocess.run(cmd, cwd=jars_home(), capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(f"mvn failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
     return time.perf_counter() - started

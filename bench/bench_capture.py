@@ -15,9 +15,9 @@ from pathlib import Path
 from _common import kafka_cluster, report, timed
 from kafka import KafkaConsumer
 
-from custseg.kafka_broker import ensure_topics
-from eval.capture import capture
-from tests.fixtures.conversations import produce
+from custseg.agents.capture import capture
+from custseg.kafka.admin import ensure_topics
+from custseg.testing.conversations import produce
 
 TOPICS = {"task": "b.tasks", "plan": "b.plans", "draft": "b.drafts", "final": "b.finals"}
 

@@ -6,8 +6,8 @@
    generates the evaluation steps), stock template, no cache. One metric instance per
    definition, reused across conversations (deepeval then generates steps once per metric).
    Goal: our cold wall time ≤ 0.5× this. Run on a quiet machine: the two sides run one after
-   the other, each in its natural order (ours in `eval.metrics.scoring_order`, deepeval
-   conversation by conversation, all metrics each, as `deepeval.evaluate` does).
+   the other, each in its natural order (ours in `custseg.evaluation.metrics.scoring_order`,
+   deepeval conversation by conversation, all metrics each, as `deepeval.evaluate` does).
 
     python bench/bench_eval.py [--conversations data/conversations.jsonl] [--n 3]
 """
@@ -15,31 +15,25 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from custseg.tracking import disable_telemetry  # noqa: E402
-
-disable_telemetry()
-
-from custseg.config import load_params  # noqa: E402
-from custseg.llm import load_provider  # noqa: E402
-from custseg.llm.deepeval_judge import ProviderJudge  # noqa: E402
-from eval.judge import CachedJudge, JudgeCache  # noqa: E402
-from eval.metrics import (  # noqa: E402
+from custseg.config import load_params
+from custseg.evaluation.adapter import ProviderJudge
+from custseg.evaluation.judge import CachedJudge, JudgeCache
+from custseg.evaluation.metrics import (
     METRICS,
     Scorer,
     conversation_items,
     read_conversations,
     score_items,
 )
+from custseg.llm import load_provider
+from custseg.paths import CONVERSATIONS, PARAMS
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout whose conversations are judged
 RATIO_GOAL = 0.5
 FALLBACK = ROOT / "tests" / "data" / "conversations_small.jsonl"
 # The same four questions, as deepeval's documentation would phrase them: criteria only.
@@ -113,8 +107,8 @@ def timed(fn: Any) -> tuple[float, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--conversations", type=Path, default=ROOT / "data/conversations.jsonl")
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--conversations", type=Path, default=ROOT / CONVERSATIONS)
+    parser.add_argument("--params", type=Path, default=ROOT / PARAMS)
     parser.add_argument("--n", type=int, default=3, help="conversations to score")
     args = parser.parse_args()
     params = load_params(args.params)

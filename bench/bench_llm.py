@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from custseg.llm.local_server import LocalServer, available_cores
 from custseg.llm.models import DEFAULT_MODEL_ID, require_model
 from custseg.llm.providers import LocalProvider
-from custseg.tracking import disable_telemetry
+from custseg.telemetry import disable_telemetry
 
 PARAGRAPH = (
     "Customer segmentation splits a mall's shoppers into groups by annual income and spending "

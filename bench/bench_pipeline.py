@@ -15,8 +15,9 @@ from pathlib import Path
 from _common import env, report, run, sandbox, timed
 
 from custseg.config import SimulateParams, TrainParams
-from custseg.data import FEATURES, simulate_customers
-from custseg.segments import fit_segments
+from custseg.features import FEATURES
+from custseg.pipeline.data import simulate_customers
+from custseg.pipeline.segments import fit_segments
 from custseg.tracking import TEMPLATE_DIR_ENV
 
 
@@ -78,9 +79,9 @@ def bench_fit(n: int) -> None:
 
 PEAK_RSS = """
 import resource, runpy, sys
-sys.argv = ["stages.train"]
+sys.argv = ["stages/train.py"]
 try:
-    runpy.run_module("stages.train", run_name="__main__")
+    runpy.run_path("stages/train.py", run_name="__main__")
 finally:
     print("peak_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
 """
@@ -92,7 +93,7 @@ def bench_train_stage(n: int) -> None:
     try:
         params = path / "params.yaml"
         params.write_text(params.read_text().replace("n_customers: 200", f"n_customers: {n}"))
-        run([sys.executable, "-m", "stages.simulate"], path)
+        run([sys.executable, "stages/simulate.py"], path)
         seconds, done = timed(
             lambda: subprocess.run(
                 [sys.executable, "-c", PEAK_RSS],

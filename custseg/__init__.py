@@ -1,1 +1,2 @@
-"""Customer segmentation MLOps: the shared, importable core of stages/, app/ and eval/."""
+"""Customer segmentation MLOps: the one installable package behind the DVC stages (stages/),
+the Streamlit app (app/), the agents over Kafka and their evaluation (the `custseg` command)."""

@@ -1,28 +1,49 @@
-"""Shared entry-point plumbing: every CLI fails with one line and a non-zero code, never a trace."""
+"""`custseg`: the project's commands. Each has `--help`; the DVC stages are `dvc repro`.
+
+custseg submit | agents | capture      the agents over Kafka
+custseg eval calibrate                 trust in the GEval judge
+custseg llm fetch | models | serve | check
+custseg kafka up | down | status | fetch
+custseg mlflow template                MLflow's migrated empty store, once per machine
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Sequence
 
-from custseg.config import DEFAULT_PARAMS, ConfigError
+from custseg.agents import cli as agents_cli
+from custseg.entrypoint import command_group, run
+from custseg.evaluation import cli as evaluation_cli
+from custseg.kafka import cli as kafka_cli
+from custseg.llm import cli as llm_cli
 
 
-def stage_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument(
-        "--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)"
+def _mlflow_template(_args: argparse.Namespace) -> None:
+    from custseg.tracking import TEMPLATE_DIR_ENV, ensure_template
+
+    path, built = ensure_template()
+    state = "built" if built else "up to date"
+    print(f"MLflow store template {state}: {path} (${TEMPLATE_DIR_ENV} moves it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="custseg",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    return parser
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    agents_cli.add_commands(commands)
+    evaluation_cli.add_commands(commands)
+    llm_cli.add_commands(commands)
+    kafka_cli.add_commands(commands)
+    actions = command_group(commands, "mlflow", "MLflow set-up", "MLflow set-up for this project.")
+    text = "build the migrated empty store that every new sqlite store copies (once per version)"
+    actions.add_parser("template", help=text, description=text).set_defaults(run=_mlflow_template)
+    return root
 
 
-def run_cli(body: Callable[[], None]) -> int:
-    """Run an entry point; a ConfigError becomes `error: <one line>` and exit code 2."""
-    try:
-        body()
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(lambda: args.run(args))

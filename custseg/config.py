@@ -8,11 +8,23 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DEFAULT_PARAMS = Path("params.yaml")
+from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
+from custseg.paths import PARAMS
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """Something the user can fix: every entry point prints it as `error: <one line>` and exits
+    with code 2 (see custseg.entrypoint). ConfigError, LLMError and KafkaBrokerError are kinds."""
+
+
+class ConfigError(UserError, ValueError):
     """A bad params.yaml entry or bad input data; the message is one line naming the key."""
+
+
+def first_line(error: BaseException) -> str:
+    """A library's exception as one line for our own message (its name if it has no text)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class _Section(BaseModel):
@@ -38,8 +50,8 @@ class Range(_Section):
 class IncomeParams(Range):
     """Annual income in k$: normal(mean, std) clipped to [min, max]."""
 
-    min: float = 15
-    max: float = 140
+    min: float = BOUNDS[INCOME][0]
+    max: float = BOUNDS[INCOME][1]
     mean: float = 60
     std: float = Field(15, gt=0)
 
@@ -47,15 +59,15 @@ class IncomeParams(Range):
 class SpendingParams(Range):
     """Spending score: uniform integers in [min, max]."""
 
-    min: float = 1
-    max: float = 100
+    min: float = BOUNDS[SPENDING][0]
+    max: float = BOUNDS[SPENDING][1]
 
 
 class ColumnMapping(_Section):
     """Which columns of a user's CSV hold each field (`customer_id` is optional)."""
 
-    annual_income: str = "Annual Income (k$)"
-    spending_score: str = "Spending Score (1-100)"
+    annual_income: str = MALL_HEADERS[INCOME]
+    spending_score: str = MALL_HEADERS[SPENDING]
     customer_id: str | None = None
 
 
@@ -142,8 +154,6 @@ class AgentsParams(_Section):
     topics: TopicNames = TopicNames()
     partitions: int = Field(3, ge=1, le=1000)
     group_prefix: str = Field("custseg", pattern=r"^[\w.-]+$")
-    tasks_file: Path = Path("eval/tasks.yaml")
-    conversations: Path = Path("data/conversations.jsonl")
     # Capture processes; worker k reads partitions p % N == k of every topic (default: one per
     # partition). One conversation's records share a key, so they meet in one worker.
     capture_workers: int | None = Field(None, ge=1)
@@ -174,10 +184,6 @@ class EvalThresholds(_Section):
 class EvalParams(_Section):
     """GEval scoring of captured conversations by the `llm:` judge, cached on disk."""
 
-    conversations: Path = Path("data/conversations.jsonl")
-    results: Path = Path("data/eval_results.jsonl")
-    metrics: Path = Path("metrics/eval.json")
-    calibration: Path = Path("eval/calibration.yaml")
     experiment: str = Field("agent-evaluation", min_length=1)
     cache_dir: Path | None = None  # default ~/.cache/custseg/judge; CUSTSEG_JUDGE_CACHE overrides
     max_tokens: int = Field(128, ge=16, le=4096)  # judge reply budget (score + short reason)
@@ -206,7 +212,7 @@ def _describe(error: ValidationError, source: str) -> str:
     return f"{source}: {key}: {message}" + ("" if isinstance(got, dict) else f" (got {got!r})")
 
 
-def parse_params(raw: object, source: str = str(DEFAULT_PARAMS)) -> Params:
+def parse_params(raw: object, source: str = str(PARAMS)) -> Params:
     """Validate an already-loaded params mapping."""
     if raw is None:
         raw = {}
@@ -218,7 +224,7 @@ def parse_params(raw: object, source: str = str(DEFAULT_PARAMS)) -> Params:
         raise ConfigError(_describe(error, source)) from None
 
 
-def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+def load_params(path: Path | str = PARAMS) -> Params:
     """Read and validate params.yaml; raise ConfigError with one line naming the bad key."""
     path = Path(path)
     try:

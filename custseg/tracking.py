@@ -1,4 +1,5 @@
-"""MLflow set-up in one place: sqlite tracking + registry, artifacts under ./mlruns."""
+"""MLflow set-up in one place (the pipeline, the app and the eval stage all track): sqlite
+tracking + registry, artifacts under ./mlruns, a migrated template for new stores."""
 
 from __future__ import annotations
 
@@ -10,22 +11,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 from custseg.io import write_atomic
+from custseg.telemetry import disable_telemetry
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TEMPLATE_DIR_ENV = "CUSTSEG_MLFLOW_TEMPLATES"  # default ~/.cache/custseg/mlflow
-# Environment switches that keep MLflow, DVC, Streamlit and deepeval from phoning home.
-NO_TELEMETRY = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "DEEPEVAL_TELEMETRY_OPT_OUT": "YES",
-    "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-}
-
-
-def disable_telemetry() -> None:
-    for key, value in NO_TELEMETRY.items():
-        os.environ.setdefault(key, value)
 
 
 def tracking_uri() -> str:
@@ -107,23 +96,10 @@ def ensure_database(uri: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m custseg.tracking",
-        description="Build the migrated empty MLflow store that new sqlite stores are copied "
-        f"from (once per MLflow version; ${TEMPLATE_DIR_ENV} moves it).",
-    )
-    parser.parse_args(argv)
+def ensure_template() -> tuple[Path, bool]:
+    """The migrated template for the installed MLflow: (path, True if it was built now)."""
     disable_telemetry()
     path = template_path()
     if path.is_file():
-        print(f"MLflow store template up to date: {path}")
-    else:
-        print(f"MLflow store template built: {build_template(path)}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        return path, False
+    return build_template(path), True

@@ -8,12 +8,22 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from custseg.cli import run_cli, stage_parser
-from custseg.config import ConfigError, Params, load_params
-from custseg.io import write_json_atomic, write_text_atomic
-from custseg.tracking import configure_mlflow, disable_telemetry
+from tqdm import tqdm
 
-disable_telemetry()  # no judge but the configured one: deepeval/MLflow telemetry stays off
+from custseg.config import ConfigError, Params, load_params
+from custseg.entrypoint import run, stage_parser
+from custseg.evaluation.metrics import (
+    aggregate,
+    build_scorer,
+    conversation_items,
+    flatten,
+    read_conversations,
+    score_items,
+)
+from custseg.io import write_json_atomic, write_text_atomic
+from custseg.llm import Provider
+from custseg.paths import CONVERSATIONS, EVAL_METRICS, EVAL_RESULTS
+from custseg.tracking import configure_mlflow
 
 
 @dataclass(frozen=True)
@@ -26,26 +36,18 @@ class EvalOutcome:
     skipped: list[dict[str, str]]
 
 
-def evaluate(params: Params, provider: Any = None, *, progress: bool = True) -> EvalOutcome:
+def evaluate(
+    params: Params, provider: Provider | None = None, *, progress: bool = True
+) -> EvalOutcome:
     """Score every complete conversation, write results and metrics, log an MLflow run.
 
     `provider` replaces the `llm:` judge (tests inject the session's server this way).
     """
-    from tqdm import tqdm
-
-    from eval.metrics import (
-        aggregate,
-        build_scorer,
-        conversation_items,
-        read_conversations,
-        score_items,
-    )
-
-    source = params.eval.conversations
+    source = CONVERSATIONS
     if not source.is_file():
         raise ConfigError(
-            f"eval.conversations: file not found: {source} (capture some with `python -m eval "
-            "submit`, `agents` and `capture`)"
+            f"{source}: not found (run the agents and capture their conversations: "
+            "`make agents-demo`, or `custseg agents`, `custseg submit`, `custseg capture`)"
         )
     conversations = read_conversations(source)
     scorer = build_scorer(params, provider)
@@ -58,8 +60,8 @@ def evaluate(params: Params, provider: Any = None, *, progress: bool = True) -> 
     n_total = len(conversations.complete) + len(conversations.skipped)
     summary = aggregate(rows, n_total, len(conversations.skipped))
 
-    write_text_atomic(params.eval.results, "".join(json.dumps(r) + "\n" for r in rows))
-    write_json_atomic(params.eval.metrics, summary)
+    write_text_atomic(EVAL_RESULTS, "".join(json.dumps(r) + "\n" for r in rows))
+    write_json_atomic(EVAL_METRICS, summary)
     stats = scorer.judge.stats
     run_id = log_run(params, rows, summary, scorer.judge.get_model_name(), stats.calls, stats.hits)
     return EvalOutcome(rows, summary, stats.calls, stats.hits, run_id, conversations.skipped)
@@ -74,11 +76,9 @@ def log_run(
     hits: int,
 ) -> str:
     """One MLflow run in `eval.experiment`: the summary as metrics, the rows as a table."""
-    from eval.metrics import flatten
-
     mlflow = configure_mlflow(params.eval.experiment)
-    source = params.eval.conversations
-    with mlflow.start_run(run_name=f"eval {summary['scored']} scores") as run:
+    source = CONVERSATIONS
+    with mlflow.start_run(run_name=f"eval {summary['scored']} scores") as tracked:
         mlflow.log_params(
             {
                 "judge": judge,
@@ -96,7 +96,7 @@ def log_run(
             c: [json.dumps(r[c]) if isinstance(r[c], dict) else r[c] for r in rows] for c in columns
         }
         mlflow.log_table(table, "eval_results.json")
-    return run.info.run_id
+    return tracked.info.run_id
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             first = next(r["error"] for r in outcome.rows if r["error"])
             raise ConfigError(f"eval: every judge call failed, e.g. {first}")
 
-    return run_cli(body)
+    return run(body)
 
 
 if __name__ == "__main__":

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from custseg.cli import run_cli, stage_parser
-from custseg.config import ConfigError, ExportParams, load_params
+from custseg.config import ConfigError, ExportParams, first_line, load_params
+from custseg.entrypoint import run, stage_parser
 from custseg.io import write_json_atomic
-from custseg.registry import Decision, promotion_decision
+from custseg.paths import MODEL_INFO, TRAIN_RUN
+from custseg.pipeline.registry import (
+    Decision,
+    RegistryError,
+    current_champion,
+    promotion_decision,
+)
 from custseg.tracking import configure_mlflow
 
-RUN_INFO = Path("models/train_run.json")
-MODEL_INFO = Path("models/model_info.json")
 
-
-def read_run_info(path: Path = RUN_INFO) -> dict:
+def read_run_info(path: Path = TRAIN_RUN) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -23,11 +26,8 @@ def read_run_info(path: Path = RUN_INFO) -> dict:
 
 
 def _champion_silhouette(client, name: str, alias: str) -> tuple[str | None, float | None]:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        champion = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+    champion = current_champion(client, name, alias)
+    if champion is None:
         return None, None
     score = champion.tags.get("silhouette")
     if score is None:  # registered by something else: read the metric off its run
@@ -35,23 +35,34 @@ def _champion_silhouette(client, name: str, alias: str) -> tuple[str | None, flo
     return champion.version, None if score is None else float(score)
 
 
-def export(run: dict, params: ExportParams) -> dict:
+def export(run_info: dict, params: ExportParams) -> dict:
+    """Register the run's model, move the aliases the gate allows; a registry failure at any
+    step stops here with one line (RegistryError) and moves no alias after it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _register_and_gate(run_info, params)
+    except MlflowException as error:
+        raise RegistryError(f"MLflow registry: {first_line(error)}; nothing promoted") from None
+
+
+def _register_and_gate(run_info: dict, params: ExportParams) -> dict:
     mlflow = configure_mlflow()
     client = mlflow.MlflowClient()
     name = params.model_name
     # Re-exporting the same training run reuses its version instead of registering a twin.
-    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run['run_id']}'")
+    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_info['run_id']}'")
     if existing:
         version = max(existing, key=lambda v: int(v.version))
     else:
-        tags = {"silhouette": str(run["silhouette"]), "k": str(run["k"])}
-        version = mlflow.register_model(run["model_uri"], name, tags=tags)
+        tags = {"silhouette": str(run_info["silhouette"]), "k": str(run_info["k"])}
+        version = mlflow.register_model(run_info["model_uri"], name, tags=tags)
     client.set_registered_model_alias(name, params.candidate_alias, version.version)
     champion_version, champion_score = _champion_silhouette(client, name, params.alias)
     if champion_version == version.version:  # re-exporting the champion's own run: keep it
         decision = Decision(True, f"version {version.version} is already @{params.alias}")
     else:
-        decision = promotion_decision(run["silhouette"], champion_score, params.tolerance)
+        decision = promotion_decision(run_info["silhouette"], champion_score, params.tolerance)
     if decision.promote:
         client.set_registered_model_alias(name, params.alias, version.version)
     aliases = sorted(client.get_model_version(name, version.version).aliases)
@@ -59,9 +70,10 @@ def export(run: dict, params: ExportParams) -> dict:
         "name": name,
         "version": int(version.version),
         "model_uri": f"models:/{name}/{version.version}",
-        "run_id": run["run_id"],
+        "run_id": run_info["run_id"],
         "metrics": {
-            k: run[k] for k in ("k", "silhouette", "inertia", "davies_bouldin", "calinski_harabasz")
+            k: run_info[k]
+            for k in ("k", "silhouette", "inertia", "davies_bouldin", "calinski_harabasz")
         },
         "aliases": aliases,
         "promoted": decision.promote,
@@ -74,20 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     args = stage_parser(__doc__).parse_args(argv)
 
     def body() -> None:
-        params = load_params(args.params)
-        info = export(read_run_info(), params.export)
+        params = load_params(args.params).export
+        info = export(read_run_info(), params)
         write_json_atomic(MODEL_INFO, info)
         verdict = (
-            f"promoted to @{params.export.alias}"
+            f"promoted to @{params.alias}"
             if info["promoted"]
-            else f"NOT promoted to @{params.export.alias}"
+            else (f"NOT promoted to @{params.alias}")
         )
         print(
-            f"export: {info['name']} v{info['version']} @{params.export.candidate_alias}, "
+            f"export: {info['name']} v{info['version']} @{params.candidate_alias}, "
             f"{verdict}: {info['decision']}"
         )
 
-    return run_cli(body)
+    return run(body)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from custseg.cli import run_cli, stage_parser
 from custseg.config import load_params
-from custseg.data import load_customers
+from custseg.entrypoint import run, stage_parser
 from custseg.io import write_atomic
-
-OUTPUT = Path("data/customers.csv")
+from custseg.paths import CUSTOMERS
+from custseg.pipeline.data import load_customers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,11 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         params = load_params(args.params)
         customers = load_customers(params.simulate, params.base.seed)
-        write_atomic(OUTPUT, lambda tmp: customers.to_csv(tmp, index=False, lineterminator="\n"))
+        write_atomic(CUSTOMERS, lambda tmp: customers.to_csv(tmp, index=False, lineterminator="\n"))
         source = params.simulate.source or f"simulation (seed {params.base.seed})"
-        print(f"simulate: {len(customers)} customers from {source} -> {OUTPUT}")
+        print(f"simulate: {len(customers)} customers from {source} -> {CUSTOMERS}")
 
-    return run_cli(body)
+    return run(body)
 
 
 if __name__ == "__main__":

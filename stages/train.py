@@ -6,25 +6,31 @@ import hashlib
 import tempfile
 from pathlib import Path
 
-from custseg.cli import run_cli, stage_parser
-from custseg.config import ConfigError, Params, load_params
-from custseg.data import FEATURES, read_training_data
+from custseg.config import ConfigError, TrainParams, load_params
+from custseg.entrypoint import run, stage_parser
+from custseg.features import FEATURES
 from custseg.io import write_atomic, write_json_atomic
-from custseg.segments import choose_k, fit_segments, profile_segments, score_segments, sweep_k
+from custseg.paths import CUSTOMERS, K_SWEEP, TRAIN_METRICS, TRAIN_RUN
+from custseg.pipeline.charts import k_sweep_figure
+from custseg.pipeline.data import read_training_data
+from custseg.pipeline.segments import (
+    choose_k,
+    fit_segments,
+    profile_segments,
+    score_segments,
+    sweep_k,
+)
 from custseg.tracking import configure_mlflow
 
-DATA = Path("data/customers.csv")
-METRICS = Path("metrics/train.json")
-SWEEP_PLOT = Path("plots/k_sweep.csv")
-RUN_INFO = Path("models/train_run.json")
 
-
-def _check_size(n_rows: int, params: Params) -> None:
+def _check_size(n_rows: int, params: TrainParams) -> None:
     """Fail before tracking anything if the data cannot hold the requested clusters."""
-    k = params.train.k_range.min if params.train.n_clusters == "auto" else params.train.n_clusters
-    key = "train.k_range.min" if params.train.n_clusters == "auto" else "train.n_clusters"
+    k = params.k_range.min if params.n_clusters == "auto" else params.n_clusters
+    key = "train.k_range.min" if params.n_clusters == "auto" else "train.n_clusters"
     if n_rows <= k:
-        raise ConfigError(f"{key}: {k} clusters need more than {k} customers, {DATA} has {n_rows}")
+        raise ConfigError(
+            f"{key}: {k} clusters need more than {k} customers, {CUSTOMERS} has {n_rows}"
+        )
 
 
 def _pip_requirements() -> list[str]:
@@ -34,39 +40,36 @@ def _pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("scikit-learn", "numpy", "pandas", "skops")]
 
 
-def train(params: Params) -> dict:
-    customers = read_training_data(DATA)
+def train(params: TrainParams, seed: int) -> dict:
+    customers = read_training_data(CUSTOMERS)
     _check_size(len(customers), params)
     # Float features: the model's signature then accepts any numeric input, fractions included.
     X = customers[FEATURES].astype(float)
-    seed = params.base.seed
-    sweep, models = sweep_k(X, params.train, seed)
-    k = choose_k(sweep) if params.train.n_clusters == "auto" else params.train.n_clusters
+    sweep, models = sweep_k(X, params, seed)
+    k = choose_k(sweep) if params.n_clusters == "auto" else params.n_clusters
     if k in models:  # the sweep already fitted and scored this k
         model, scores = models[k], sweep.set_index("k").loc[k].to_dict()
     else:
-        model = fit_segments(X, k, params.train, seed)
-        scores = score_segments(X, model, params.train.silhouette_sample, seed)
+        model = fit_segments(X, k, params, seed)
+        scores = score_segments(X, model, params.silhouette_sample, seed)
     metrics = {"k": k, "n_customers": len(X), **scores}
     profile = profile_segments(X, model)
 
-    mlflow = configure_mlflow(params.train.experiment)
+    mlflow = configure_mlflow(params.experiment)
     from mlflow.models import infer_signature
 
-    from custseg.charts import k_sweep_figure
-
-    with mlflow.start_run(run_name=f"train k={k}") as run:
+    with mlflow.start_run(run_name=f"train k={k}") as tracked:
         mlflow.log_params(
             {
-                "n_clusters": params.train.n_clusters,
+                "n_clusters": params.n_clusters,
                 "k": k,
-                "init": params.train.init,
-                "n_init": params.train.n_init,
-                "max_iter": params.train.max_iter,
+                "init": params.init,
+                "n_init": params.n_init,
+                "max_iter": params.max_iter,
                 "seed": seed,
-                "k_range": f"{params.train.k_range.min}..{params.train.k_range.max}",
+                "k_range": f"{params.k_range.min}..{params.k_range.max}",
                 "n_customers": len(X),
-                "data_sha256": hashlib.sha256(DATA.read_bytes()).hexdigest(),
+                "data_sha256": hashlib.sha256(CUSTOMERS.read_bytes()).hexdigest(),
             }
         )
         for row in sweep.to_dict("records"):
@@ -92,9 +95,9 @@ def train(params: Params) -> dict:
         "sweep": sweep,
         "profile": profile,
         "run": {
-            "run_id": run.info.run_id,
+            "run_id": tracked.info.run_id,
             "model_uri": info.model_uri,
-            "experiment": params.train.experiment,
+            "experiment": params.experiment,
             **metrics,
         },
     }
@@ -104,12 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     args = stage_parser(__doc__).parse_args(argv)
 
     def body() -> None:
-        result = train(load_params(args.params))
+        params = load_params(args.params)
+        result = train(params.train, params.base.seed)
         write_atomic(
-            SWEEP_PLOT, lambda tmp: result["sweep"].to_csv(tmp, index=False, lineterminator="\n")
+            K_SWEEP, lambda tmp: result["sweep"].to_csv(tmp, index=False, lineterminator="\n")
         )
-        write_json_atomic(RUN_INFO, result["run"])
-        write_json_atomic(METRICS, result["metrics"])
+        write_json_atomic(TRAIN_RUN, result["run"])
+        write_json_atomic(TRAIN_METRICS, result["metrics"])
         m = result["metrics"]
         print(
             f"train: k={m['k']} silhouette={m['silhouette']:.4f} inertia={m['inertia']:.1f} "
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             ].to_string(index=False)
         )
 
-    return run_cli(body)
+    return run(body)
 
 
 if __name__ == "__main__":

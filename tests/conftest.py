@@ -1,6 +1,8 @@
 """Shared fixtures live in tests/fixtures/; each module is one kind of real service or sandbox."""
 
-from custseg.tracking import disable_telemetry
+import pytest
+
+from custseg.telemetry import disable_telemetry
 
 disable_telemetry()  # before any test imports MLflow, DVC, Streamlit or deepeval
 
@@ -10,3 +12,12 @@ pytest_plugins = [
     "tests.fixtures.llm",
     "tests.fixtures.app",
 ]
+# A test that uses one of these talks to a real LLM (the bundled model): it is marked `llm`, so
+# `pytest -m "not llm"` runs the rest in a few minutes.
+LLM_FIXTURES = {"llm_model_path", "local_provider", "llm_server", "ollama_stand_in"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if LLM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.llm)

@@ -1,7 +1,7 @@
 """Agents over a real Kafka broker with the real local model: conversations, faults, bad input.
 
 The session's broker and llama.cpp server are shared; each test gets its own topics and groups.
-Agent, submit and capture processes are the real CLIs (`python -m eval ...`).
+Agent, submit and capture processes are the real CLIs (`custseg agents | submit | capture`).
 """
 
 from __future__ import annotations
@@ -54,13 +54,12 @@ class Workdir:
             "CUSTSEG_LLM_BASE_URL": llm_url,
             "CUSTSEG_LLM_MODEL": DEFAULT_MODEL_ID,
             "OPENAI_API_KEY": llm_key,
-            "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
         }
         self.conversations = path / "data/conversations.jsonl"
 
     def cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "eval", *args]
+        return [sys.executable, "-m", "custseg", *args]
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -179,7 +178,7 @@ def test_bad_records_from_kcat_go_to_the_dlq(workdir: Workdir, agents) -> None:
             [
                 sys.executable,
                 "-c",
-                "from eval.envelope import task_envelope as t;"
+                "from custseg.agents.envelope import task_envelope as t;"
                 "print(t('a task').to_bytes().decode())",
             ],
             cwd=ROOT,

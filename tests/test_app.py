@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from custseg.serving import features_frame
+from custseg.serving.model import features_frame
 from custseg.tracking import configure_mlflow
 from tests.fixtures.project import write_params
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from custseg.serving import features_frame
-from eval.metrics import METRICS
+from custseg.evaluation.metrics import METRICS
+from custseg.serving.model import features_frame
 from tests.fixtures.project import ROOT
 
 pytestmark = pytest.mark.slow
@@ -30,11 +30,13 @@ BAD_CSV = "annual_income,spending_score\n60,50\nlots,40\n150,20\n"
 @pytest.fixture(scope="module")
 def app_url(trained_project: Path) -> Iterator[str]:
     """The app served from the trained sandbox; stopped by PID when the module is done."""
-    from tests.fixtures.app import ARTIFACTS, require_chromium, running_app, wait_healthy
+    from custseg.testing.browser import running_app, wait_healthy
+    from tests.fixtures.app import APP, ARTIFACTS, require_chromium
 
     require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
-    with running_app(trained_project, ARTIFACTS / "app-browser-server.log") as (url, process, _):
+    log = ARTIFACTS / "app-browser-server.log"
+    with running_app(APP, trained_project, log) as (url, process, _):
         wait_healthy(url, process)
         yield url
     assert process.poll() is not None, f"streamlit (pid {process.pid}) still running"
@@ -44,7 +46,7 @@ def app_url(trained_project: Path) -> Iterator[str]:
 def page(app_url: str):
     from playwright.sync_api import sync_playwright
 
-    from tests.fixtures.app import CHROMIUM, CHROMIUM_ARGS
+    from custseg.testing.browser import CHROMIUM, CHROMIUM_ARGS
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -81,7 +83,8 @@ def set_slider(page, label: str, value: int) -> None:
 @pytest.fixture
 def registered_model(trained_project: Path, monkeypatch: pytest.MonkeyPatch):
     """The model the app serves, loaded here from the sandbox's registry."""
-    from tests.fixtures.app import load_registered, project_env
+    from custseg.testing.sandbox import project_env
+    from tests.fixtures.app import load_registered
 
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     for key, value in project_env(trained_project).items():

@@ -1,4 +1,4 @@
-"""custseg.serving and custseg.app_charts without Streamlit: batch validation and scoring, model
+"""custseg.serving (model, batch, charts) without Streamlit: batch validation and scoring, model
 resolution against a real registry, and the figures."""
 
 from __future__ import annotations
@@ -12,25 +12,27 @@ import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
 
-from custseg.app_charts import display_sample, segment_counts_figure, segment_map
-from custseg.serving import (
+from custseg.serving.batch import (
     BatchError,
+    frame_to_csv_bytes,
+    parse_batch_csv,
+    score_batch,
+    score_csv,
+    segment_counts,
+    validate_batch,
+)
+from custseg.serving.charts import display_sample, segment_counts_figure, segment_map
+from custseg.serving.model import (
     ModelNotFoundError,
     describe_run,
     features_frame,
-    frame_to_csv_bytes,
     list_aliases,
     load_model,
     load_segment_profiles,
     mlflow_run_url,
-    parse_batch_csv,
     predict_segment,
     resolve_model,
-    score_batch,
-    score_csv,
-    segment_counts,
     segment_labels,
-    validate_batch,
 )
 
 LABELS = [f"{i} · name" for i in range(3)]

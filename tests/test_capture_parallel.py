@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from custseg.agents.capture import capture
 from custseg.config import ConfigError
-from custseg.kafka_broker import ensure_topics
-from eval.capture import capture
-from tests.fixtures.conversations import produce, send
+from custseg.kafka.admin import ensure_topics
+from custseg.testing.conversations import produce, send
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from custseg.config import ConfigError, Params, load_params, parse_params
-from stages import export, simulate, train
-from tests.fixtures.project import ROOT, write_params
+from tests.fixtures.project import ROOT, stage, write_params
+
+export, simulate, train = (stage("export"), stage("simulate"), stage("train"))
 
 
 def test_committed_params_are_valid_and_match_the_documented_defaults() -> None:
@@ -146,6 +147,6 @@ def test_every_stage_rejects_an_invalid_params_file_before_writing(
     project: Path, capsys: pytest.CaptureFixture
 ) -> None:
     write_params(project, export={"tolerance": -1})
-    for stage in (simulate, train, export):
-        _fails_cleanly(stage, capsys, "export.tolerance")
+    for module in (simulate, train, export):
+        _fails_cleanly(module, capsys, "export.tolerance")
     assert not any((project / d).exists() for d in ("data", "metrics", "models", "plots"))

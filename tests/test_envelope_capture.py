@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from kafka.structs import TopicPartition
 
-from eval.capture import Assembler, Watch, append, recover
-from eval.envelope import InvalidMessage, json_schema, parse_envelope, reply
-from tests.fixtures.conversations import MODEL, conversation
+from custseg.agents import envelope
+from custseg.agents.capture import Assembler, Watch, append, recover
+from custseg.agents.envelope import InvalidMessage, json_schema, parse_envelope, reply
+from custseg.testing.conversations import MODEL, conversation
 
 
 def test_replies_link_ids_deterministically() -> None:
@@ -88,9 +89,9 @@ def test_recover_cuts_a_torn_last_line(tmp_path: Path) -> None:
 
 
 def test_the_published_schema_matches_the_code() -> None:
-    published = Path(__file__).resolve().parents[1] / "eval" / "envelope.schema.json"
+    published = Path(envelope.__file__).with_name("envelope.schema.json")
     assert json.loads(published.read_text()) == json_schema(), (
-        "regenerate eval/envelope.schema.json from eval.envelope.json_schema()"
+        "regenerate custseg/agents/envelope.schema.json from json_schema()"
     )
 
 
@@ -110,7 +111,20 @@ def test_watch_stops_on_expected_idle_timeout_or_request() -> None:
     watch = Watch(written={"a"}, expect={"a", "b"})
     watch.wrote(["b"])
     assert watch.over()
-    assert Watch(written=set(), idle_s=0.01, last_message=time.monotonic() - 1).over()
+    silent = Watch(written=set(), idle_s=0.01, last_message=time.monotonic() - 1, ready=1)
+    assert silent.over()
     assert Watch(written=set(), timeout_s=0.01, started=time.monotonic() - 1).over()
     assert Watch(written=set(), asked=lambda: True).over()
     assert not Watch(written=set(), idle_s=60, timeout_s=60).over()
+
+
+def test_the_idle_clock_starts_once_every_reader_has_its_partitions() -> None:
+    watch = Watch(written=set(), idle_s=0.05, readers=2, last_message=time.monotonic() - 10)
+    assert not watch.over(), "silence before the partitions are assigned is a slow start"
+    watch.assigned()
+    time.sleep(0.1)
+    assert not watch.over(), "one reader of two is not yet listening"
+    watch.assigned()
+    assert not watch.over(), "the clock starts now"
+    time.sleep(0.1)
+    assert watch.over()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from eval.metrics import METRICS, positions
+from custseg.evaluation.metrics import METRICS, positions
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "app" / "views" / "evaluation.py"
@@ -49,11 +49,11 @@ def write_results(path: Path) -> list[str]:
 
 def test_page_explains_what_to_run_when_nothing_is_there(project: Path) -> None:
     at = run_page()
-    assert "python -m eval capture" in at.info[0].value
+    assert "custseg capture" in at.info[0].value
     (project / "data").mkdir(exist_ok=True)
     shutil.copy2(SMALL, project / "data" / "conversations.jsonl")
     at = run_page()
-    assert "python -m stages.evaluate" in at.info[0].value
+    assert "dvc repro eval" in at.info[0].value
 
 
 def test_page_shows_distribution_table_and_drill_down(project: Path) -> None:

@@ -18,13 +18,12 @@ from typing import Any
 import pytest
 
 from custseg.config import load_params
+from custseg.evaluation.metrics import METRICS, flatten
 from custseg.llm.local_server import LocalServer
 from custseg.llm.models import DEFAULT_MODEL_ID
 from custseg.llm.providers import LocalProvider, OpenAICompatibleProvider
-from eval.metrics import METRICS, flatten
-from stages.evaluate import evaluate
 from tests.fixtures.llm import forward_chat, reply, serve
-from tests.fixtures.project import OUTBOUND_CHECK
+from tests.fixtures.project import stage
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "tests" / "data" / "conversations_small.jsonl"
@@ -45,6 +44,11 @@ def eval_project(project: Path, judge_cache: Path, monkeypatch: pytest.MonkeyPat
     shutil.copy2(SMALL, project / "data" / "conversations.jsonl")
     monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(judge_cache))
     return project
+
+
+def evaluate(*args: Any, **kwargs: Any) -> Any:
+    """stages/evaluate.py's `evaluate`, run in this process."""
+    return stage("evaluate").evaluate(*args, **kwargs)
 
 
 def _mlflow_run(run_id: str) -> Any:
@@ -155,10 +159,11 @@ def test_a_failing_judge_metric_keeps_the_other_scores(
 
 
 def test_stage_entry_point_uses_the_configured_judge(
-    eval_project: Path, llm_server: LocalServer, judge_cache: Path
+    eval_project: Path, llm_server: LocalServer, judge_cache: Path, outbound_check: Path
 ) -> None:
-    """`python -m stages.evaluate` in a subprocess, judge chosen by CUSTSEG_LLM_* variables,
-    under outbound-check: no connection leaves the machine (telemetry off, judge on 127.0.0.1).
+    """`python stages/evaluate.py` (dvc.yaml's command) in a subprocess, judge chosen by
+    CUSTSEG_LLM_* variables, under outbound-check: no connection leaves the machine (telemetry
+    off, judge on 127.0.0.1).
 
     Runs after the first test filled the module's cache with the local provider's replies:
     the same model behind the OpenAI-compatible provider is asked for JSON differently (no
@@ -166,16 +171,14 @@ def test_stage_entry_point_uses_the_configured_judge(
     """
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
         "CUSTSEG_LLM_PROVIDER": "openai",
         "CUSTSEG_LLM_BASE_URL": f"{llm_server.url}/v1",
         "CUSTSEG_LLM_MODEL": DEFAULT_MODEL_ID,
         "OPENAI_API_KEY": llm_server.api_key,
         "CUSTSEG_JUDGE_CACHE": str(judge_cache),
     }
-    assert OUTBOUND_CHECK.is_file(), f"{OUTBOUND_CHECK} is missing (it sits beside the checkout)"
     done = subprocess.run(
-        [str(OUTBOUND_CHECK), "--", sys.executable, "-m", "stages.evaluate", "--no-progress"],
+        [str(outbound_check), "--", sys.executable, "stages/evaluate.py", "--no-progress"],
         env=env,
         capture_output=True,
         text=True,

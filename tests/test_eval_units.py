@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from custseg.config import ConfigError, parse_params
-from custseg.llm.base import ChatRequest, Completion, Provider, TokenLogprob, TopLogprob
-from eval.calibration import MIN_PAIRS, compare, load_calibration, pair_items
-from eval.judge import (
+from custseg.evaluation.calibration import MIN_PAIRS, compare, load_calibration, pair_items
+from custseg.evaluation.judge import (
     REASON_MAX_CHARS,
     CachedJudge,
     JudgeCache,
@@ -23,7 +22,7 @@ from eval.judge import (
     score_view,
     shown_reason,
 )
-from eval.metrics import (
+from custseg.evaluation.metrics import (
     HELPFULNESS,
     METRICS,
     PLAN_QUALITY,
@@ -40,6 +39,8 @@ from eval.metrics import (
     shared_header,
     split_conversations,
 )
+from custseg.llm.base import ChatRequest, Completion, Provider, TokenLogprob, TopLogprob
+from custseg.paths import CALIBRATION
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "tests" / "data" / "conversations_small.jsonl"
@@ -228,7 +229,7 @@ def test_relabel_names_the_fields() -> None:
 
 
 def test_calibration_set_is_complete_and_pairs_are_consistent() -> None:
-    pairs = load_calibration(ROOT / "eval" / "calibration.yaml")
+    pairs = load_calibration(ROOT / CALIBRATION)
     assert all(len(p) >= MIN_PAIRS for p in pairs.values())
     good, bad = pair_items("improvement", 0, pairs["improvement"][0], seed=42)
     assert good.where and bad.where and good.task == bad.task

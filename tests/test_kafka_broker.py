@@ -18,13 +18,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from custseg.kafka_broker import (
-    ENV_BOOTSTRAP,
-    KafkaBrokerError,
-    LocalBroker,
-    ensure_topics,
-    free_port,
-)
+from custseg.kafka.admin import ENV_BOOTSTRAP, KafkaBrokerError, ensure_topics
+from custseg.kafka.broker import LocalBroker, free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,11 +136,11 @@ def _cli_env(**extra: str) -> dict[str, str]:
 
 
 def test_cli_without_java_fails_in_one_line(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "custseg.kafka_broker", "up", "--data-dir", str(tmp_path)]
+    cmd = [sys.executable, "-m", "custseg", "kafka", "up", "--data-dir", str(tmp_path)]
     done = subprocess.run(
         cmd, cwd=ROOT, env=_cli_env(PATH="/nonexistent"), capture_output=True, text=True
     )
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: `java` not found (Kafka 4 needs Java 17+): "
         "apt-get install -y openjdk-17-jre-headless"
@@ -153,7 +148,7 @@ def test_cli_without_java_fails_in_one_line(tmp_path: Path) -> None:
 
 
 def test_cli_leaves_an_external_cluster_alone(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "custseg.kafka_broker", "up", "--data-dir", str(tmp_path)]
+    cmd = [sys.executable, "-m", "custseg", "kafka", "up", "--data-dir", str(tmp_path)]
     env = _cli_env(**{ENV_BOOTSTRAP: "broker.example:9092"})
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0

@@ -11,7 +11,7 @@ from deepeval.metrics.g_eval.utils import calculate_weighted_summed_score
 from deepeval.test_case import LLMTestCase, SingleTurnParams
 from pydantic import BaseModel, Field
 
-from custseg.llm.deepeval_judge import ProviderJudge
+from custseg.evaluation.adapter import ProviderJudge
 from custseg.llm.providers import LocalProvider
 
 

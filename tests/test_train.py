@@ -12,10 +12,12 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from custseg.config import SimulateParams, TrainParams
-from custseg.data import FEATURES, simulate_customers
-from custseg.segments import choose_k, fit_segments, profile_segments, sweep_k
-from stages import simulate, train
-from tests.fixtures.project import write_params
+from custseg.features import FEATURES
+from custseg.pipeline.data import simulate_customers
+from custseg.pipeline.segments import choose_k, fit_segments, profile_segments, sweep_k
+from tests.fixtures.project import stage, write_params
+
+simulate, train = (stage("simulate"), stage("train"))
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Page: score a CSV of customers (upload or paste) and download it with a segment per row.
 
-Upload and paste feed the same bytes to `custseg.serving.score_csv`, which only parses CSV
+Upload and paste feed the same bytes to `custseg.serving.batch.score_csv`, which only parses CSV
 text; the tests drive this page through the paste box and the browser test through the upload.
 """
 
@@ -11,16 +11,15 @@ import hashlib
 import streamlit as st
 import ui_common
 
-from custseg.app_charts import segment_counts_figure
-from custseg.serving import (
-    INCOME_RANGE,
+from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
+from custseg.serving.batch import (
     MAX_BATCH_BYTES,
     MAX_BATCH_ROWS,
-    SPENDING_RANGE,
     BatchError,
     BatchResult,
     score_csv,
 )
+from custseg.serving.charts import segment_counts_figure
 
 RESULT = "batch_result"  # (input digest, model key, BatchResult) of this session's last scoring
 PREVIEW_ROWS = 20
@@ -29,10 +28,10 @@ served = ui_common.served_model()
 
 st.title("Score a file of customers")
 st.markdown(
-    "A CSV with a header row and the columns `annual_income` "
-    f"({INCOME_RANGE[0]:g}–{INCOME_RANGE[1]:g} k$) and `spending_score` "
-    f"({SPENDING_RANGE[0]:g}–{SPENDING_RANGE[1]:g}); the Mall Customers headers "
-    "`Annual Income (k$)` and `Spending Score (1-100)` work too. Other columns are kept. "
+    f"A CSV with a header row and the columns `{INCOME}` "
+    f"({BOUNDS[INCOME][0]:g}–{BOUNDS[INCOME][1]:g} k$) and `{SPENDING}` "
+    f"({BOUNDS[SPENDING][0]:g}–{BOUNDS[SPENDING][1]:g}); the Mall Customers headers "
+    f"`{MALL_HEADERS[INCOME]}` and `{MALL_HEADERS[SPENDING]}` work too. Other columns are kept. "
     f"Up to {MAX_BATCH_ROWS:,} rows and {MAX_BATCH_BYTES // 2**20} MB."
 )
 uploaded = st.file_uploader("CSV file", type=["csv", "txt"], key="batch_file")

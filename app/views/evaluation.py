@@ -1,16 +1,16 @@
 """Page: GEval scores of the agents' conversations — distributions, reasons, and a drill-down.
 
-Reads `eval.results` (data/eval_results.jsonl, written by the `eval` stage) and
-`eval.conversations` (data/conversations.jsonl, written by `python -m eval capture`).
+Reads data/eval_results.jsonl (written by the `eval` stage) and data/conversations.jsonl
+(written by `custseg capture`).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from custseg.config import DEFAULT_PARAMS, ConfigError, load_params
-from eval.metrics import METRICS
-from eval.report import (
+from custseg.agents.topics import CHAIN
+from custseg.evaluation.metrics import METRICS
+from custseg.evaluation.report import (
     CAPTURE_COMMAND,
     EVAL_COMMAND,
     TABLE_COLUMNS,
@@ -21,6 +21,7 @@ from eval.report import (
     score_distribution_figure,
     score_wide,
 )
+from custseg.paths import CONVERSATIONS, EVAL_RESULTS
 
 st.title("Agent evaluation")
 st.caption(
@@ -28,26 +29,20 @@ st.caption(
     "probability-weighted 0–1 scores). `improvement` measures the final over the draft."
 )
 
-try:
-    paths = load_params(DEFAULT_PARAMS).eval
-except ConfigError as error:
-    st.error(str(error))
-    st.stop()
-
-if not paths.conversations.is_file():
+if not CONVERSATIONS.is_file():
     st.info(
-        f"No captured conversations at `{paths.conversations}` yet. Run the agents and "
+        f"No captured conversations at `{CONVERSATIONS}` yet. Run the agents and "
         f"`{CAPTURE_COMMAND}`, then `{EVAL_COMMAND}`."
     )
     st.stop()
-if not paths.results.is_file():
-    st.info(f"No evaluation results at `{paths.results}` yet. Run `{EVAL_COMMAND}`.")
+if not EVAL_RESULTS.is_file():
+    st.info(f"No evaluation results at `{EVAL_RESULTS}` yet. Run `{EVAL_COMMAND}`.")
     st.stop()
 
-frame = results_frame(read_jsonl(paths.results))
-conversations = conversation_index(read_jsonl(paths.conversations))
+frame = results_frame(read_jsonl(EVAL_RESULTS))
+conversations = conversation_index(read_jsonl(CONVERSATIONS))
 if frame.empty:
-    st.info(f"`{paths.results}` holds no scores. Run `{EVAL_COMMAND}`.")
+    st.info(f"`{EVAL_RESULTS}` holds no scores. Run `{EVAL_COMMAND}`.")
     st.stop()
 
 columns = st.columns(len(METRICS))
@@ -72,13 +67,13 @@ with st.expander("Every score with the judge's reason"):
 st.subheader("Conversation")
 ids = [cid for cid in dict.fromkeys(frame["correlation_id"]) if cid in conversations]
 if not ids:
-    st.info(f"The scored conversations are not in `{paths.conversations}`.")
+    st.info(f"The scored conversations are not in `{CONVERSATIONS}`.")
     st.stop()
 chosen = st.selectbox(
     "Conversation", ids, format_func=lambda cid: label(conversations[cid]), key="eval_conv"
 )
 conversation = conversations[chosen]
-for column, part in zip(st.columns(4), ("task", "plan", "draft", "final"), strict=True):
+for column, part in zip(st.columns(len(CHAIN)), CHAIN, strict=True):
     column.markdown(f"**{part.capitalize()}**")
     column.write(conversation.get(part) or "—")
 if conversation.get("review"):

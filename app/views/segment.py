@@ -6,9 +6,10 @@ import pandas as pd
 import streamlit as st
 import ui_common
 
-from custseg.app_charts import segment_map
-from custseg.data import FEATURES
-from custseg.serving import INCOME_RANGE, SETUP_COMMAND, SPENDING_RANGE, predict_segment
+from custseg.features import BOUNDS, FEATURES, INCOME, MALL_HEADERS, SPENDING
+from custseg.paths import CUSTOMERS
+from custseg.serving.charts import segment_map
+from custseg.serving.model import SETUP_COMMAND, predict_segment
 
 PREDICTED = "segment_predicted"  # set once the button was clicked; predictions then follow
 
@@ -16,17 +17,17 @@ served = ui_common.served_model()
 
 st.sidebar.header("Customer")
 income = st.sidebar.slider(
-    "Annual Income (k$)", int(INCOME_RANGE[0]), int(INCOME_RANGE[1]), 60, 1, key="income"
+    MALL_HEADERS[INCOME], *(int(b) for b in BOUNDS[INCOME]), 60, 1, key="income"
 )
 spending = st.sidebar.slider(
-    "Spending Score (1-100)", int(SPENDING_RANGE[0]), int(SPENDING_RANGE[1]), 50, 1, key="spending"
+    MALL_HEADERS[SPENDING], *(int(b) for b in BOUNDS[SPENDING]), 50, 1, key="spending"
 )
 if st.sidebar.button("Predict Customer Cluster", key="predict", type="primary"):
     st.session_state[PREDICTED] = True
 
 st.title("Which segment is this customer in?")
 st.caption(
-    f"K-means with k = {served.n_clusters}, trained on the customers in data/customers.csv and "
+    f"K-means with k = {served.n_clusters}, trained on the customers in {CUSTOMERS} and "
     "served from the MLflow model registry."
 )
 
@@ -64,7 +65,7 @@ with right:
     view = ui_common.training_view(served)
     if view is None:
         st.warning(
-            f"{ui_common.TRAINING_DATA} not found: the map shows only the segment centers "
+            f"{CUSTOMERS} not found: the map shows only the segment centers "
             f"(run `{SETUP_COMMAND}` to create it)."
         )
         view = pd.DataFrame({FEATURES[0]: [], FEATURES[1]: [], "segment": []})

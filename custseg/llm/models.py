@@ -122,7 +122,7 @@ def known_model(model_id: str) -> KnownModel:
 
 
 def fetch_command(model_id: str) -> str:
-    return f"python -m custseg.llm fetch --model {model_id}"
+    return f"custseg llm fetch --model {model_id}"
 
 
 def sidecar_path(path: Path) -> Path:

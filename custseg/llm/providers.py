@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from custseg.config import DEFAULT_PARAMS, load_params
+from custseg.config import load_params
 from custseg.llm.base import (
     ChatRequest,
     Completion,
@@ -28,6 +28,7 @@ from custseg.llm.http import HTTPRequestError, post_json
 from custseg.llm.local_server import LocalServer, local_server
 from custseg.llm.models import require_model
 from custseg.llm.settings import LLMSettings, resolve_settings
+from custseg.paths import PARAMS
 
 
 def _logprob_entries(entries: Any) -> tuple[TokenLogprob, ...] | None:
@@ -303,6 +304,6 @@ def make_provider(settings: LLMSettings) -> Provider:
     )
 
 
-def load_provider(params_path: Path | str = DEFAULT_PARAMS) -> Provider:
+def load_provider(params_path: Path | str = PARAMS) -> Provider:
     """The provider configured by params.yaml's `llm:` section and CUSTSEG_LLM_* variables."""
     return make_provider(resolve_settings(load_params(params_path).llm))

@@ -1,0 +1,5 @@
+"""`python -m custseg ...` is the `custseg` command."""
+
+from custseg.cli import main
+
+raise SystemExit(main())

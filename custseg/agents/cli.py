@@ -1,0 +1,165 @@
+"""`custseg submit | agents | capture`: send tasks, run the agents, keep their conversations."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import sys
+import threading
+from pathlib import Path
+
+from tqdm import tqdm
+
+from custseg import paths
+from custseg.agents.topics import chain_topics
+from custseg.config import ConfigError, load_params
+from custseg.entrypoint import params_option
+
+ROLE_CHOICES = ("all", "planner", "writer", "reviewer")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """The agents' commands of the `custseg` CLI."""
+    params = params_option()
+    text = "send tasks to the Planner; print one correlation id per task"
+    submit = commands.add_parser("submit", help=text, description=text, parents=[params])
+    submit.add_argument("tasks", nargs="*", help=f"task texts (default: those in {paths.TASKS})")
+    submit.add_argument("--file", type=Path, help="a YAML list of tasks to send instead")
+    submit.add_argument("--ids-out", type=Path, help="also write the correlation ids here")
+    submit.set_defaults(run=cmd_submit)
+
+    text = "run the Planner, Writer and Reviewer over Kafka until SIGTERM / Ctrl-C"
+    agents = commands.add_parser("agents", help=text, description=text, parents=[params])
+    agents.add_argument(
+        "--role",
+        choices=ROLE_CHOICES,
+        action="append",
+        help="role to run (repeatable; default: all three)",
+    )
+    agents.set_defaults(run=cmd_agents)
+
+    text = "append every complete conversation to a JSONL file, once"
+    cap = commands.add_parser("capture", help=text, description=text, parents=[params])
+    cap.add_argument("--out", type=Path, default=paths.CONVERSATIONS, help="the JSONL file")
+    cap.add_argument("--group", help="consumer group (default: <agents.group_prefix>.capture)")
+    cap.add_argument(
+        "--expect", type=Path, help="a file of correlation ids (from submit --ids-out) to wait for"
+    )
+    cap.add_argument(
+        "--idle", type=float, default=None, help="stop after this many seconds without a message"
+    )
+    cap.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    cap.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="processes, each reading partitions p %% N == k of every topic (default: "
+        "agents.capture_workers, else one per partition; topics need equal partition counts)",
+    )
+    cap.set_defaults(run=cmd_capture)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _progress(desc: str, unit: str, total: int | None = None) -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr)
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from custseg.agents.client import connect, read_tasks, submit_tasks
+
+    params = load_params(args.params).agents
+    tasks = args.tasks or read_tasks(args.file or paths.TASKS)
+    bootstrap = connect(params)
+    envelopes = submit_tasks(
+        bootstrap,
+        params.topics.tasks,
+        tasks,
+        lambda futures: tqdm(futures, desc="submit", unit="task", file=sys.stderr),
+    )
+    ids = "".join(f"{e.correlation_id}\n" for e in envelopes)
+    if args.ids_out:
+        args.ids_out.write_text(ids)
+    print(ids, end="")
+
+
+def cmd_agents(args: argparse.Namespace) -> None:
+    from custseg.agents.client import connect
+    from custseg.agents.runtime import run_agents
+    from custseg.llm import make_provider, resolve_settings
+
+    params = load_params(args.params)
+    bootstrap = connect(params.agents)
+    llm = make_provider(resolve_settings(params.llm))
+    chosen = args.role or ["all"]
+    roles = ["planner", "writer", "reviewer"] if "all" in chosen else sorted(set(chosen))
+    print(
+        f"agents: {', '.join(roles)} on {bootstrap} with {llm.describe}; Ctrl-C/SIGTERM stops",
+        file=sys.stderr,
+    )
+    workers = run_agents(
+        roles,
+        llm,
+        params.agents,
+        bootstrap,
+        _stop_on_signals(),
+        on_event=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    for w in workers:
+        overhead = (
+            f", overhead beyond the LLM median {statistics.median(w.stats.overhead_s) * 1e3:.1f} ms"
+            if w.stats.overhead_s
+            else ""
+        )
+        print(
+            f"{w.role.name}: {w.stats.handled} answered, {w.stats.duplicates} duplicates "
+            f"skipped, {w.stats.dead_letters} dead-lettered{overhead}",
+            file=sys.stderr,
+        )
+
+
+def cmd_capture(args: argparse.Namespace) -> None:
+    from custseg.agents.capture import capture, recover
+    from custseg.agents.client import connect
+
+    params = load_params(args.params).agents
+    bootstrap = connect(params)
+    expect = set(args.expect.read_text().split()) if args.expect else None
+    stop = _stop_on_signals()
+    out = args.out
+    with _progress("capture", "conv", len(expect) if expect else None) as bar:
+        result = capture(
+            bootstrap,
+            chain_topics(params.topics),
+            out,
+            args.group or f"{params.group_prefix}.capture",
+            expect=expect,
+            idle_s=args.idle,
+            timeout_s=args.timeout,
+            should_stop=stop.is_set,
+            workers=args.workers or params.workers,
+            on_written=lambda _cid: bar.update(1),
+        )
+    print(
+        f"capture: {len(result.written)} conversation(s) appended to {out}, "
+        f"{len(result.incomplete)} incomplete held, {result.invalid} invalid record(s) skipped",
+        file=sys.stderr,
+    )
+    for cid, parts in sorted(result.incomplete.items()):
+        print(f"  incomplete {cid}: missing {', '.join(parts)}", file=sys.stderr)
+    if expect and not expect <= set(result.written) | recover(out):
+        missing = len(expect - recover(out))
+        raise ConfigError(
+            f"capture: {missing} expected conversation(s) not complete before the timeout"
+        )

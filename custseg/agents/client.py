@@ -1,0 +1,64 @@
+"""What every user of the agents' topics does first: reach the cluster with the project's topics
+created; and what a user of the agents does: read tasks and submit them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import yaml
+
+from custseg.agents.envelope import Envelope, task_envelope
+from custseg.agents.topics import topic_partitions
+from custseg.config import AgentsParams, ConfigError
+from custseg.kafka.admin import bootstrap_servers, ensure_topics
+
+
+def connect(params: AgentsParams, timeout_s: float = 10) -> str:
+    """The cluster to use ($KAFKA_BOOTSTRAP_SERVERS or the local broker), with every agent topic
+    created; a KafkaBrokerError (one line) if it does not answer."""
+    bootstrap = bootstrap_servers()
+    ensure_topics(bootstrap, topic_partitions(params), timeout_s=timeout_s)
+    return bootstrap
+
+
+def read_tasks(path: Path) -> list[str]:
+    """A YAML list of task strings (or of {task: ...} mappings)."""
+    if not path.is_file():
+        raise ConfigError(f"tasks file not found: {path}")
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML") from None
+    if isinstance(items, list):
+        tasks = [i.get("task") if isinstance(i, dict) else i for i in items]
+    if (
+        not isinstance(items, list)
+        or not tasks
+        or not all(isinstance(t, str) and t.strip() for t in tasks)
+    ):
+        raise ConfigError(f"{path}: must be a non-empty list of task strings")
+    return [t.strip() for t in tasks]
+
+
+def submit_tasks(
+    bootstrap: str,
+    topic: str,
+    tasks: Iterable[str],
+    progress: Callable[[list], Iterable] = iter,
+) -> list[Envelope]:
+    """Send one task envelope per task, keyed by its correlation id; return them once acked."""
+    from custseg.agents.runtime import make_producer
+
+    producer = make_producer(bootstrap)
+    try:
+        envelopes = [task_envelope(task) for task in tasks]
+        futures = [
+            producer.send(topic, key=e.correlation_id.encode(), value=e.to_bytes())
+            for e in envelopes
+        ]
+        for future in progress(futures):
+            future.get(timeout=30)
+    finally:
+        producer.close()
+    return envelopes

@@ -1,0 +1,144 @@
+"""The JSON envelope every agent message travels in, validated on both ends."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from custseg.agents.topics import MessageType
+
+SCHEMA_VERSION = 1
+AgentName = Literal["user", "planner", "writer", "reviewer"]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# Deterministic reply ids: a reply to the same event always gets the same id, so a redelivered
+# input (at-least-once) yields a recognisable duplicate, never a second conversation branch.
+_REPLY_NAMESPACE = uuid.UUID("6f1c1b1e-57c0-4b59-9a5e-0c8e2a7d9f10")
+# What each message type must carry in `content`.
+REQUIRED_CONTENT: dict[MessageType, tuple[str, ...]] = {
+    "task": ("task",),
+    "plan": ("task", "plan"),
+    "draft": ("task", "plan", "draft"),
+    "final": ("task", "draft", "final", "review"),
+}
+
+
+class InvalidMessage(ValueError):
+    """A record that is not a valid envelope; the message says what is wrong, in one line."""
+
+
+class ModelInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    provider: str
+    name: str
+    params: dict[str, Any] = {}
+
+
+# msgspec rather than pydantic: the capture validates every record it reads, and msgspec decodes
+# and validates an envelope in ~2 µs against pydantic's ~8 µs (a bare consumer spends ~15 µs).
+class Envelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, gc=False):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: Id
+    correlation_id: Id
+    causation_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    type: MessageType
+    agent: AgentName
+    produced_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    model: ModelInfo | None = None
+    content: dict[str, str]
+    attempt: Annotated[int, msgspec.Meta(ge=1)] = 1
+    error: str | None = None
+
+    def to_bytes(self) -> bytes:
+        """The record value, validated as the consumers will validate it (both ends check)."""
+        raw = _ENCODER.encode(self)
+        parse_envelope(raw)
+        return raw
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(Envelope)
+_AT = re.compile(r"(?P<msg>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?")
+_FIELD = re.compile(r"Object (?P<what>missing required|contains unknown) field `(?P<name>[^`]+)`")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def reply_id(answered: Envelope, agent: str) -> str:
+    return uuid.uuid5(_REPLY_NAMESPACE, f"{agent}:{answered.event_id}").hex
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def task_envelope(task: str, correlation_id: str | None = None) -> Envelope:
+    """A new conversation: its first message, from the user."""
+    return Envelope(
+        event_id=new_id(),
+        correlation_id=correlation_id or new_id(),
+        type="task",
+        agent="user",
+        produced_at=now(),
+        content={"task": task},
+    )
+
+
+def reply(
+    answered: Envelope,
+    type_: MessageType,
+    agent: AgentName,
+    content: dict[str, str],
+    model: ModelInfo,
+) -> Envelope:
+    """The reply to `answered`: same conversation, caused by it, with a deterministic id."""
+    return Envelope(
+        event_id=reply_id(answered, agent),
+        correlation_id=answered.correlation_id,
+        causation_id=answered.event_id,
+        type=type_,
+        agent=agent,
+        produced_at=now(),
+        model=model,
+        content=content,
+        attempt=answered.attempt,
+    )
+
+
+def parse_envelope(raw: bytes | None) -> Envelope:
+    """Decode and validate one record value; raise InvalidMessage naming the first problem."""
+    if raw is None:
+        raise InvalidMessage("empty record (no value)")
+    try:
+        envelope = _DECODER.decode(raw)
+    except msgspec.ValidationError as error:
+        raise InvalidMessage(_reason(str(error))) from None
+    except msgspec.DecodeError as error:
+        reason = str(error).removeprefix("JSON is malformed: ")
+        raise InvalidMessage(f"not JSON: {reason}") from None
+    required = REQUIRED_CONTENT[envelope.type]
+    if not all(map(envelope.content.get, required)):  # map and all run in C: the hot path
+        missing = [k for k in required if not envelope.content.get(k)]
+        raise InvalidMessage(f"invalid envelope: content of a {envelope.type} lacks {missing}")
+    return envelope
+
+
+def _reason(error: str) -> str:
+    """msgspec's "message - at `$.path`" as "invalid envelope: path: message"."""
+    at = _AT.fullmatch(error)
+    message, where = at["msg"], at["path"] or ""
+    if field := _FIELD.fullmatch(message):
+        where = f"{where}.{field['name']}" if where else field["name"]
+        message = "field required" if field["what"] == "missing required" else "unknown field"
+    elif not where and message.startswith("Expected `object`"):
+        return f"not a JSON object: {message.rpartition('got ')[2].strip('`')}"
+    return f"invalid envelope: {where or '<root>'}: {message}"
+
+
+def json_schema() -> dict[str, Any]:
+    """The envelope's JSON schema (published as custseg/agents/envelope.schema.json)."""
+    return msgspec.json.schema(Envelope)

@@ -1,0 +1,52 @@
+"""What every entry point shares (stages and `custseg` commands): the one `--params` option and
+the one place a UserError becomes `error: <one line>` and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from custseg.config import UserError
+from custseg.paths import PARAMS
+from custseg.telemetry import disable_telemetry
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def params_option() -> argparse.ArgumentParser:
+    """A parent parser holding `--params`, for `parents=[...]` of any command's parser."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--params", type=Path, default=PARAMS, help=f"params file (default: {PARAMS})"
+    )
+    return parent
+
+
+def stage_parser(description: str | None) -> argparse.ArgumentParser:
+    """A DVC stage's command line: `--help` and `--params`."""
+    return argparse.ArgumentParser(description=description, parents=[params_option()])
+
+
+def run(body: Callable[[], int | None]) -> int:
+    """Run an entry point's body; return its exit code: the body's (default 0), 2 on a
+    UserError, 130 on Ctrl-C."""
+    disable_telemetry()
+    try:
+        return body() or 0
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def command_group(
+    commands: argparse._SubParsersAction, name: str, summary: str, description: str
+) -> argparse._SubParsersAction:
+    """A `custseg <name> ACTION` group; returns where its actions are added."""
+    group = commands.add_parser(name, help=summary, description=description)
+    return group.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -1,0 +1,271 @@
+"""The GEval judge: a score-first template, an on-disk cache, and call counting.
+
+`CachedJudge` is `custseg.evaluation.adapter.ProviderJudge` with every judge call looked up in
+a `JudgeCache` first, keyed by everything that changes the reply (prompt, model, temperature,
+max_tokens, top_logprobs, output schema). Re-scoring unchanged conversations costs no call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from custseg.telemetry import disable_telemetry
+
+disable_telemetry()  # before deepeval is imported: it reads its opt-out at import and exit
+
+from deepeval.metrics.g_eval.g_eval import GEvalTemplate  # noqa: E402
+from deepeval.models.utils import EvaluationCost  # noqa: E402
+from pydantic import BaseModel, Field  # noqa: E402
+
+from custseg.evaluation.adapter import ProviderJudge, as_chat_completion  # noqa: E402
+from custseg.io import write_text_atomic  # noqa: E402
+from custseg.llm.base import Completion, Provider, TokenLogprob, TopLogprob  # noqa: E402
+
+CACHE_ENV = "CUSTSEG_JUDGE_CACHE"
+DEFAULT_CACHE_DIR = Path("~/.cache/custseg/judge")
+CACHE_VERSION = 1  # bump when the stored entry format changes
+REASON_MAX_CHARS = 48  # the grammar ends a longer reason here: generated tokens are the slow part
+REPLY_FORMAT = (
+    'Reply with JSON only: {{"score": <integer {low}-{high}>, "reason": "<one short phrase>"}}.'
+)
+
+
+class ScoreFirst(BaseModel):
+    """The judge's reply. Score first: a small model then cannot copy a digit from its reason
+    into the score, and the score's token is the first digit of the reply (see `score_view`)."""
+
+    score: int = Field(ge=0, le=10)
+    reason: str = Field(max_length=REASON_MAX_CHARS)
+
+
+def shown_reason(reason: str | None) -> str | None:
+    """The judge's reason as stored: one cut off by the length cap ends at its last whole word,
+    marked with an ellipsis."""
+    if reason is None or len(reason) < REASON_MAX_CHARS:
+        return reason
+    whole = reason.rstrip()  # a space at the cut: the last word was complete
+    if whole == reason and " " in whole:
+        whole = whole[: whole.rfind(" ")]
+    whole = whole.rstrip(" ,;:-")
+    return whole if whole.endswith((".", "!", "?")) else f"{whole}…"
+
+
+def cache_dir(param: Path | str | None = None) -> Path:
+    """Where judge replies are kept: $CUSTSEG_JUDGE_CACHE, else `eval.cache_dir`, else
+    ~/.cache/custseg/judge (a user directory, so it survives fresh clones)."""
+    chosen = os.environ.get(CACHE_ENV, "").strip() or param or DEFAULT_CACHE_DIR
+    return Path(chosen).expanduser()
+
+
+def cache_key(kind: str, prompt: str, settings: dict[str, Any]) -> str:
+    """sha256 over (kind, prompt, settings) as canonical JSON."""
+    payload = json.dumps(
+        {"v": CACHE_VERSION, "kind": kind, "prompt": prompt, "settings": settings},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class JudgeCache:
+    """One small JSON file per key under `root/<2 hex>/<key>.json`, written atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._path(key).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None  # a corrupt entry is just a miss
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        write_text_atomic(self._path(key), json.dumps(value, ensure_ascii=False))
+
+
+def completion_to_dict(completion: Completion) -> dict[str, Any]:
+    return {
+        "text": completion.text,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "latency_s": completion.latency_s,
+        "model": completion.model,
+        "finish_reason": completion.finish_reason,
+        "logprobs": None
+        if completion.logprobs is None
+        else [
+            [t.token, t.logprob, [[x.token, x.logprob] for x in t.top_logprobs]]
+            for t in completion.logprobs
+        ],
+    }
+
+
+def completion_from_dict(data: dict[str, Any]) -> Completion:
+    logprobs = data.get("logprobs")
+    return Completion(
+        text=data["text"],
+        prompt_tokens=data["prompt_tokens"],
+        completion_tokens=data["completion_tokens"],
+        latency_s=data["latency_s"],
+        model=data["model"],
+        finish_reason=data.get("finish_reason", "stop"),
+        logprobs=None
+        if logprobs is None
+        else tuple(
+            TokenLogprob(tok, lp, tuple(TopLogprob(t, p) for t, p in tops))
+            for tok, lp, tops in logprobs
+        ),
+    )
+
+
+def score_view(completion: Completion) -> Completion:
+    """The completion with logprobs cut just after the score's first digit token.
+
+    deepeval searches the logprobs *backwards* for the score's token; with a score-first reply
+    a digit in the reason would be found first. Cut there, the search finds the score (or, for
+    a two-token "10", nothing, and deepeval falls back to the integer score).
+    """
+    if not completion.logprobs:
+        return completion
+    for index, token in enumerate(completion.logprobs):
+        if token.token.strip().isdecimal():
+            return replace(completion, logprobs=completion.logprobs[: index + 1])
+    return completion
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    hits: int = 0
+    seconds: float = 0.0  # judge time actually spent (misses only)
+
+
+class CachedJudge(ProviderJudge):
+    """A `ProviderJudge` whose calls go through a `JudgeCache`; counts calls and hits.
+
+    Only successful replies are stored, so a failed call is retried on the next run.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        cache: JudgeCache | None,
+        *,
+        max_tokens: int = 96,
+        top_logprobs: int = 20,
+    ) -> None:
+        super().__init__(provider, raw_schema=ScoreFirst, max_tokens=max_tokens)
+        self.cache = cache
+        self.top_logprobs = top_logprobs
+        self.stats = CallStats()
+        self.last_latency_s = 0.0  # of the reply last returned (the original call's, if cached)
+        self._lock = threading.Lock()
+
+    def settings(self, kind: str, schema: type[BaseModel] | None, top_logprobs: int | None) -> dict:
+        """Everything besides the prompt that shapes the reply."""
+        return {
+            "model": self.provider.model,
+            "temperature": self.provider.temperature,
+            "max_tokens": self.max_tokens,
+            "top_logprobs": top_logprobs,
+            "schema": self.provider.json_schema(schema) if schema else None,
+            "kind": kind,
+        }
+
+    def _cached(self, kind: str, prompt: str, settings: dict, call: Any) -> dict[str, Any]:
+        key = cache_key(kind, prompt, settings)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            with self._lock:
+                self.stats.hits += 1
+            self.last_latency_s = float(hit.get("latency_s", 0.0))
+            return hit
+        with self._lock:
+            self.stats.calls += 1
+        value = call()
+        self.last_latency_s = float(value.get("latency_s", 0.0))
+        with self._lock:
+            self.stats.seconds += self.last_latency_s
+        if self.cache is not None:
+            self.cache.put(key, value)
+        return value
+
+    def generate(self, prompt: str, schema: type[BaseModel] | None = None, **_: Any) -> Any:
+        def call() -> dict[str, Any]:
+            if schema is None:
+                completion = self.provider.complete(
+                    self._messages(prompt), max_tokens=self.max_tokens
+                )
+            else:
+                _, completion = self.provider.complete_json(
+                    self._messages(prompt), schema, max_tokens=self.max_tokens
+                )
+            return completion_to_dict(completion)
+
+        kind = "json" if schema else "text"
+        data = self._cached(kind, prompt, self.settings(kind, schema, None), call)
+        return schema.model_validate_json(data["text"]) if schema else data["text"]
+
+    def generate_raw_response(
+        self, prompt: str, top_logprobs: int = 20, **_: Any
+    ) -> tuple[SimpleNamespace, EvaluationCost]:
+        if not self.provider.supports_logprobs:
+            raise AttributeError(f"{self.provider.name} provider returns no logprobs")
+
+        def call() -> dict[str, Any]:
+            completion = self.provider.complete_with_logprobs(
+                self._messages(prompt),
+                top_logprobs=top_logprobs,
+                schema=self.raw_schema,
+                max_tokens=self.max_tokens,
+            )
+            return completion_to_dict(completion)
+
+        settings = self.settings("raw", self.raw_schema, top_logprobs)
+        completion = completion_from_dict(self._cached("raw", prompt, settings, call))
+        cost = EvaluationCost(0.0, completion.prompt_tokens, completion.completion_tokens)
+        return as_chat_completion(score_view(completion)), cost
+
+
+def relabel(test_case_content: str, labels: dict[str, str | None]) -> str:
+    """deepeval's 'Input:' / 'Actual Output:' headings renamed to what they hold here; a
+    heading mapped to None is dropped (its content carries its own labels)."""
+    lines = []
+    for line in test_case_content.splitlines():
+        heading = line[:-1] if line.endswith(":") else None
+        if heading in labels:
+            if labels[heading] is not None:
+                lines.append(f"{labels[heading]}:")
+        else:
+            lines.append(line)
+    return "\n".join(lines).strip()
+
+
+def score_first_template(header: str, labels: dict[str, str | None], question: str) -> type:
+    """A GEvalTemplate for judges with a prompt cache: `header` (every metric's steps, the
+    score range and the reply format: the same text for all metrics) first, then the case,
+    then `question` naming the metric. The reply is asked score first, with no example score
+    to copy, and the case's fields are named after what they hold (task, plan, answer…)."""
+
+    class ScoreFirstTemplate(GEvalTemplate):
+        @staticmethod
+        def generate_evaluation_results(
+            evaluation_steps: str,
+            test_case_content: str,
+            score_range: tuple[int, int] = (0, 10),
+            **_: Any,
+        ) -> str:
+            if evaluation_steps not in header or f"{score_range[1]} means" not in header:
+                raise ValueError("the shared header does not hold this metric's steps or range")
+            return f"{header}{relabel(test_case_content, labels)}\n\n{question}\nJSON:"
+
+    return ScoreFirstTemplate

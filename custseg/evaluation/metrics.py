@@ -1,0 +1,366 @@
+"""GEval metrics for captured agent conversations: definitions, scoring, aggregation.
+
+Four scores per complete conversation, from three GEval definitions with fixed evaluation
+steps (so deepeval makes no steps-generation call):
+
+- plan_quality       task → the Planner's plan
+- helpfulness_draft  task → the Writer's draft   (the `helpfulness` GEval)
+- helpfulness_final  task → the Reviewer's final (the same GEval)
+- improvement        pairwise: draft and final shown as answers A and B, positions drawn by a
+                     seeded RNG per conversation; the judge rates "is B better than A?" and the
+                     score is mapped back so it always measures final-over-draft.
+
+Every prompt starts with the same header (all metrics' steps), then the case, then a question
+naming the metric. Scored conversation by conversation (`scoring_order`), consecutive prompts
+share the header and the task, and the pairwise prompt extends the helpfulness prompt of the
+answer it shows first, so a judge with a prompt cache (llama.cpp, hosted APIs) reads each
+conversation about once.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from custseg.agents.topics import CHAIN
+from custseg.config import Params
+from custseg.evaluation.judge import (
+    REPLY_FORMAT,
+    CachedJudge,
+    JudgeCache,
+    cache_dir,
+    score_first_template,
+    shown_reason,
+)
+from custseg.llm import Provider, make_provider, resolve_settings
+
+TIE_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class GEvalSpec:
+    """One GEval definition: fixed steps, what the test case's fields are called, and the
+    question after the case that tells the judge which steps to follow."""
+
+    name: str
+    heading: str  # the steps' title in the shared header (neutral: no hint which answer is final)
+    steps: tuple[str, ...]
+    labels: dict[str, str | None]
+    question: str
+
+
+PLAN_QUALITY = GEvalSpec(
+    "Plan Quality",
+    "Plan Quality",
+    (
+        "Check that the plan is about the task's exact request and the customer segments it names.",
+        "Check that the plan's steps are concrete and lead to the deliverable the task asks for.",
+        "A plan about another topic, or generic filler, scores 0-2; "
+        "a relevant, concrete plan scores 8-10.",
+    ),
+    {"Input": "Task", "Actual Output": "Plan"},
+    "Score the plan with the Plan Quality steps.",
+)
+HELPFULNESS = GEvalSpec(
+    "Helpfulness",
+    "Helpfulness",
+    (
+        "Check that the answer does what the task asks, for the customer segments it names.",
+        "Check that the answer is specific, correct and usable by a marketing team.",
+        "An off-topic, wrong or evasive answer scores 0-2; "
+        "a direct, specific, correct answer scores 8-10.",
+    ),
+    # "Answer A", as in the pairwise prompt: that one then extends this one (shared prefix).
+    {"Input": "Task", "Actual Output": "Answer A"},
+    "Score Answer A with the Helpfulness steps.",
+)
+IMPROVEMENT = GEvalSpec(
+    "Final-vs-Draft Improvement",
+    "Answer B versus Answer A",
+    (
+        "Compare Answer B with Answer A as replies to the task: relevance, correctness, "
+        "specificity.",
+        "Score 8-10 if Answer B is clearly better than Answer A, 5 if they are equally good, "
+        "0-2 if Answer B is clearly worse than Answer A.",
+    ),
+    {"Input": "Task", "Actual Output": None},  # the output is "Answer A: … Answer B: …"
+    "Score Answer B against Answer A with the Answer B versus Answer A steps.",
+)
+SPECS = {"plan_quality": PLAN_QUALITY, "helpfulness": HELPFULNESS, "improvement": IMPROVEMENT}
+SCORE_RANGE = (0, 10)
+
+
+def shared_header(specs: Iterable[GEvalSpec] = SPECS.values()) -> str:
+    """The prompt text every metric shares: each one's numbered steps (as deepeval numbers
+    them), the score range and the reply format."""
+    from deepeval.metrics.g_eval.utils import number_evaluation_steps
+
+    low, high = SCORE_RANGE
+    sections = "\n".join(f"{s.heading}:\n{number_evaluation_steps(list(s.steps))}" for s in specs)
+    return (
+        "You are a strict evaluator. Each case below ends with a question naming the steps "
+        "to judge it by.\n\n"
+        f"{sections}\n"
+        f"{high} means every step is fully met; {low} means none is.\n"
+        f"{REPLY_FORMAT.format(low=low, high=high)}\n\n"
+    )
+
+
+# Result metric → (GEval definition, threshold key in params `eval.thresholds`).
+METRICS: dict[str, str] = {
+    "plan_quality": "plan_quality",
+    "helpfulness_draft": "helpfulness",
+    "helpfulness_final": "helpfulness",
+    "improvement": "improvement",
+}
+
+
+def make_geval(spec: GEvalSpec, judge: CachedJudge, threshold: float) -> Any:
+    """A deepeval GEval for `spec` on `judge`: fixed steps, score-first template, no async."""
+    from deepeval.metrics import GEval
+    from deepeval.test_case import SingleTurnParams
+
+    return GEval(
+        name=spec.name,
+        evaluation_steps=list(spec.steps),
+        evaluation_params=[SingleTurnParams.INPUT, SingleTurnParams.ACTUAL_OUTPUT],
+        model=judge,
+        threshold=threshold,
+        top_logprobs=judge.top_logprobs,
+        evaluation_template=score_first_template(shared_header(), spec.labels, spec.question),
+        async_mode=False,
+        verbose_mode=False,
+    )
+
+
+# --- pairwise positions ------------------------------------------------------------------
+
+
+def final_position(seed: int, item_id: str) -> str:
+    """'A' or 'B': where the final answer is shown; fixed for a given (seed, item)."""
+    return random.Random(f"{seed}:{item_id}").choice("AB")
+
+
+def positions(seed: int, item_id: str) -> dict[str, str]:
+    """{"A": "draft"|"final", "B": the other}, as recorded in the results."""
+    if final_position(seed, item_id) == "B":
+        return {"A": "draft", "B": "final"}
+    return {"A": "final", "B": "draft"}
+
+
+def pairwise_text(draft: str, final: str, where: dict[str, str]) -> str:
+    answers = {"draft": draft, "final": final}
+    return f"Answer A:\n{answers[where['A']]}\n\nAnswer B:\n{answers[where['B']]}"
+
+
+def final_over_draft(b_over_a: float, where: dict[str, str]) -> float:
+    """The judge's "B better than A" score (0–1) as "final better than draft"."""
+    return b_over_a if where["B"] == "final" else 1.0 - b_over_a
+
+
+# --- conversations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conversations:
+    complete: list[dict[str, Any]]
+    skipped: list[dict[str, str]]  # {"correlation_id", "why"}
+
+
+def missing_parts(record: dict[str, Any]) -> list[str]:
+    return [p for p in CHAIN if not isinstance(record.get(p), str) or not record[p].strip()]
+
+
+def split_conversations(lines: Iterable[str]) -> Conversations:
+    """Complete conversations, and the rest (incomplete or unreadable lines) with why."""
+    complete, skipped = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            skipped.append({"correlation_id": f"line {number}", "why": "not valid JSON"})
+            continue
+        if not isinstance(record, dict):
+            skipped.append({"correlation_id": f"line {number}", "why": "not a JSON object"})
+            continue
+        cid = str(record.get("correlation_id") or f"line {number}")
+        if missing := missing_parts(record):
+            skipped.append({"correlation_id": cid, "why": f"missing {', '.join(missing)}"})
+            continue
+        complete.append({**record, "correlation_id": cid})
+    return Conversations(complete, skipped)
+
+
+def read_conversations(path: Path) -> Conversations:
+    return split_conversations(Path(path).read_text().splitlines())
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One judge question: which metric, about what, with which test case."""
+
+    item_id: str
+    metric: str
+    task: str
+    output: str
+    where: dict[str, str] | None = None  # pairwise positions
+
+
+def conversation_items(conv: dict[str, Any], seed: int) -> list[Item]:
+    cid, task = conv["correlation_id"], conv["task"]
+    where = positions(seed, cid)
+    return [
+        Item(cid, "plan_quality", task, conv["plan"]),
+        Item(cid, "helpfulness_draft", task, conv["draft"]),
+        Item(cid, "helpfulness_final", task, conv["final"]),
+        Item(cid, "improvement", task, pairwise_text(conv["draft"], conv["final"], where), where),
+    ]
+
+
+@dataclass
+class Scorer:
+    """Scores Items with one GEval per definition on one cached judge."""
+
+    judge: CachedJudge
+    thresholds: dict[str, float]
+    _gevals: dict[str, Any] = field(default_factory=dict)
+
+    def geval(self, metric: str) -> Any:
+        spec_key = METRICS[metric]
+        if spec_key not in self._gevals:
+            self._gevals[spec_key] = make_geval(
+                SPECS[spec_key], self.judge, self.thresholds[spec_key]
+            )
+        return self._gevals[spec_key]
+
+    def score(self, item: Item) -> dict[str, Any]:
+        """One result row; a judge failure becomes `error` (score None), never an exception."""
+        from deepeval.test_case import LLMTestCase
+
+        threshold = self.thresholds[METRICS[item.metric]]
+        row: dict[str, Any] = {
+            "correlation_id": item.item_id,
+            "metric": item.metric,
+            "score": None,
+            "judge_score": None,
+            "passed": None,
+            "threshold": threshold,
+            "reason": None,
+            "judge_model": self.judge.get_model_name(),
+            "latency_s": 0.0,
+            "error": None,
+            "positions": item.where,
+        }
+        started = time.perf_counter()
+        try:
+            metric = self.geval(item.metric)
+            judge_score = float(
+                metric.measure(
+                    LLMTestCase(input=item.task, actual_output=item.output),
+                    _show_indicator=False,
+                )
+            )
+        except Exception as error:  # an LLMError, bad JSON, a timeout: this item only
+            row["error"] = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+            row["latency_s"] = round(time.perf_counter() - started, 3)
+            return row
+        score = final_over_draft(judge_score, item.where) if item.where else judge_score
+        row.update(
+            score=round(score, 6),
+            judge_score=round(judge_score, 6),
+            passed=score >= threshold,
+            reason=shown_reason(metric.reason),
+            # The original call's judge time, also when answered from the cache (deterministic).
+            latency_s=round(self.judge.last_latency_s, 3),
+        )
+        return row
+
+
+def scoring_order(items: list[Item]) -> list[int]:
+    """Indices of `items` in the order that lets a prompt cache reuse the most: conversation by
+    conversation; the plan, the answer shown second in the pair, the answer shown first, then
+    the pair itself, whose prompt starts as the previous one does (header, task, answer A)."""
+    first_shown = {i.item_id: i.where["A"] for i in items if i.where}
+    conversation = {item_id: n for n, item_id in enumerate(dict.fromkeys(i.item_id for i in items))}
+
+    def rank(index: int) -> tuple[int, int]:
+        item = items[index]
+        if item.metric == "plan_quality":
+            step = 0
+        elif item.metric == "improvement":
+            step = 3
+        else:  # helpfulness_draft / helpfulness_final
+            step = 2 if item.metric.endswith(f"_{first_shown.get(item.item_id)}") else 1
+        return conversation[item.item_id], step
+
+    return sorted(range(len(items)), key=rank)
+
+
+def score_items(
+    scorer: Scorer,
+    items: list[Item],
+    progress: Callable[[Iterable[int]], Iterator[int]] = iter,
+) -> list[dict[str, Any]]:
+    """Rows in the order of `items`, scored in `scoring_order`."""
+    rows: list[dict[str, Any]] = [{} for _ in items]
+    for index in progress(scoring_order(items)):
+        rows[index] = scorer.score(items[index])
+    return rows
+
+
+# --- aggregation -------------------------------------------------------------------------------
+
+
+def aggregate(rows: list[dict[str, Any]], n_conversations: int, n_skipped: int) -> dict[str, Any]:
+    """metrics/eval.json: per metric mean score and pass rate; scored/error/skipped counts."""
+    summary: dict[str, Any] = {
+        "conversations": n_conversations,
+        "skipped": n_skipped,
+        "scored": sum(r["error"] is None for r in rows),
+        "errors": sum(r["error"] is not None for r in rows),
+    }
+    for metric in METRICS:
+        mine = [r for r in rows if r["metric"] == metric]
+        ok = [r for r in mine if r["error"] is None]
+        summary[metric] = {
+            "mean": round(sum(r["score"] for r in ok) / len(ok), 6) if ok else None,
+            "pass_rate": round(sum(bool(r["passed"]) for r in ok) / len(ok), 6) if ok else None,
+            "scored": len(ok),
+            "errors": len(mine) - len(ok),
+        }
+    return summary
+
+
+def flatten(summary: dict[str, Any]) -> dict[str, float]:
+    """`{"plan_quality": {"mean": x}}` → `{"plan_quality.mean": x}`, numbers only (for MLflow)."""
+    flat: dict[str, float] = {}
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    flat[f"{key}.{sub}"] = float(v)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[key] = float(value)
+    return flat
+
+
+def build_scorer(params: Params, provider: Provider | None = None) -> Scorer:
+    """The Scorer `params` describe: the `llm:` judge unless `provider` is given, cached under
+    `eval.cache_dir` / $CUSTSEG_JUDGE_CACHE."""
+    judge = CachedJudge(
+        provider or make_provider(resolve_settings(params.llm)),
+        JudgeCache(cache_dir(params.eval.cache_dir)),
+        max_tokens=params.eval.max_tokens,
+        top_logprobs=params.eval.top_logprobs,
+    )
+    return Scorer(judge, params.eval.thresholds.model_dump())

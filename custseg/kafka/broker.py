@@ -1,0 +1,387 @@
+"""The project's own Apache Kafka broker: one KRaft node on 127.0.0.1 for development, tests
+and demos.
+
+There is no Kafka package on PyPI or Debian, so the broker jars come from Maven: `pom.xml`
+beside this module (package data, with `server.properties` and `log4j2.yaml`) is copied to a
+cache directory keyed by its digest, where Maven fills `libs/` once per machine and pom.
+`LocalBroker` formats a KRaft data dir, starts one combined broker+controller JVM bound to
+127.0.0.1, waits until it answers a metadata request and stops it by PID.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from custseg.kafka.admin import DEFAULT_PORT, KafkaBrokerError, broker_answers
+
+DEFAULT_CONTROLLER_PORT = 9093
+CACHE_ENV = "CUSTSEG_KAFKA_CACHE"  # where the jars go; default ~/.cache/custseg/kafka
+STATE_ENV = "CUSTSEG_KAFKA_STATE"  # the CLI's broker data and logs; default ~/.local/state/...
+# The brief's heap; C1-only JIT and the serial GC start a small dev broker faster and smaller
+# (measured by bench/bench_broker.py).
+JVM_OPTS = ("-Xms256m", "-Xmx512m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+TOOL_JVM_OPTS = ("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+LOG_TAIL_LINES = 25
+
+
+def resource_text(name: str) -> str:
+    """A file shipped beside this module: pom.xml, server.properties or log4j2.yaml."""
+    return resources.files(__package__).joinpath(name).read_text()
+
+
+def pom_digest() -> str:
+    return hashlib.sha256(resource_text("pom.xml").encode()).hexdigest()
+
+
+def jars_home() -> Path:
+    """Where this pom's jars live: $CUSTSEG_KAFKA_CACHE (or ~/.cache/custseg/kafka)/<digest>/.
+
+    Keyed by the pom, so a fresh clone reuses them and a changed pom never meets stale jars.
+    """
+    root = os.environ.get(CACHE_ENV, "").strip() or "~/.cache/custseg/kafka"
+    return Path(root).expanduser() / pom_digest()[:16]
+
+
+def state_home() -> Path:
+    """The CLI's broker (`custseg kafka up`): one per user, found again from any directory."""
+    custom = os.environ.get(STATE_ENV, "").strip()
+    if custom:
+        return Path(custom).expanduser()
+    state = os.environ.get("XDG_STATE_HOME", "").strip() or "~/.local/state"
+    return Path(state).expanduser() / "custseg" / "kafka"
+
+
+# --- jars ---------------------------------------------------------------------------------
+
+
+def _require(tool: str, why: str) -> str:
+    """Path of an executable, or a one-line error naming the Debian package to install."""
+    path = shutil.which(tool)
+    if path is None:
+        package = {"java": "openjdk-17-jre-headless", "mvn": "maven"}.get(tool, tool)
+        raise KafkaBrokerError(f"`{tool}` not found ({why}): apt-get install -y {package}")
+    return path
+
+
+def jars_ready(home: Path | None = None) -> bool:
+    """True when Maven filled `home/libs` from the current pom.xml (the stamp holds its digest)."""
+    stamp = (home or jars_home()) / "libs" / ".pom-sha256"
+    return stamp.is_file() and stamp.read_text().strip() == pom_digest()
+
+
+def fetch_jars(home: Path | None = None, force: bool = False) -> Path:
+    """Fill `home/libs` (default: `jars_home()`) with the broker's jars unless already done;
+    return the libs directory.
+
+    A lock file keeps two processes (parallel tests, a `make kafka-up` during tests) from
+    filling it at the same time.
+    """
+    home = home or jars_home()
+    libs = home / "libs"
+    libs.mkdir(parents=True, exist_ok=True)
+    with open(libs / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if jars_ready(home) and not force:
+            return libs
+        mvn = _require("mvn", "needed once to fetch the Kafka jars")
+        for old in libs.glob("*.jar"):  # a half-finished earlier fetch must not stay behind
+            old.unlink()
+        (home / "pom.xml").write_text(resource_text("pom.xml"))
+        cmd = [mvn, "-q", "-B", "dependency:copy-dependencies", "-DoutputDirectory=libs"]
+        done = subprocess.run(cmd, cwd=home, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = _tail_text(done.stdout + done.stderr, LOG_TAIL_LINES)
+            raise KafkaBrokerError(f"mvn could not fetch the Kafka jars:\n{tail}")
+        (libs / ".pom-sha256").write_text(pom_digest() + "\n")
+        return libs
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Parse a Java .properties file (the simple `key=value` subset Kafka configs use)."""
+    props: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "!")) and "=" in line:
+            key, value = line.split("=", 1)
+            props[key.strip()] = value.strip()
+    return props
+
+
+def render_properties(base: str, overrides: Mapping[str, str]) -> str:
+    """The shipped `server.properties` text with `overrides` applied (replaced in place, or
+    appended)."""
+    lines, seen = [], set()
+    for line in base.splitlines():
+        key = line.split("=", 1)[0].strip()
+        if "=" in line and not line.lstrip().startswith("#") and key in overrides:
+            line = f"{key}={overrides[key]}"
+            seen.add(key)
+        lines.append(line)
+    lines += [f"{k}={v}" for k, v in overrides.items() if k not in seen]
+    return "\n".join(lines) + "\n"
+
+
+def network_overrides(port: int, controller_port: int, log_dirs: Path) -> dict[str, str]:
+    """The keys that differ between broker instances: ports and the data directory."""
+    return {
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
+        "log.dirs": str(log_dirs),
+    }
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, as `StorageTool random-uuid`.
+
+    Made here rather than by the tool to save one JVM start (~0.5 s).
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):  # Kafka avoids ids that look like a CLI flag
+            return cid
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def _tail_text(text: str, lines: int) -> str:
+    """The last `lines` lines, without Java stack frames (they would crowd out the cause)."""
+    kept = [ln for ln in text.rstrip().splitlines() if not ln.lstrip().startswith(("at ", "..."))]
+    return "\n".join(kept[-lines:])
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as fh:  # read only the end of a possibly large log
+        fh.seek(max(0, fh.seek(0, os.SEEK_END) - 64_000))
+        return _tail_text(fh.read().decode(errors="replace"), lines)
+
+
+def pid_alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _is_kafka(pid: int) -> bool:
+    """Guard against a stale PID file naming a PID reused by another program."""
+    try:
+        return b"kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True if something accepts TCP connections on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+@dataclass
+class LocalBroker:
+    """One single-node KRaft broker process on 127.0.0.1, with its data in `data_dir`.
+
+    `data_dir` holds the effective `server.properties` and `log4j2.yaml`, the PID file and
+    `kraft/` (Kafka's log.dirs); `log_dir` holds `server.log` and the JVM's `stdout.log`;
+    `jars` is the Maven-filled libs/ directory (default: the user cache, see `jars_home`).
+    """
+
+    data_dir: Path
+    port: int = DEFAULT_PORT
+    controller_port: int = DEFAULT_CONTROLLER_PORT
+    log_dir: Path | None = None
+    jars: Path | None = None
+    jvm_opts: tuple[str, ...] = JVM_OPTS
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @classmethod
+    def ephemeral(cls, data_dir: Path, **kwargs: Any) -> LocalBroker:
+        """A broker on free loopback ports, e.g. one per test session in a temp dir."""
+        port, controller_port = free_port(), free_port()
+        while controller_port == port:  # two closed probes may get the same port back
+            controller_port = free_port()
+        return cls(data_dir, port=port, controller_port=controller_port, **kwargs)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        self.log_dir = Path(self.log_dir or self.data_dir / "logs").resolve()
+
+    @property
+    def logs(self) -> Path:
+        """Where server.log and stdout.log go (`log_dir`, default `data_dir/logs`)."""
+        return self.log_dir or self.data_dir / "logs"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def server_log(self) -> Path:
+        return self.logs / "server.log"
+
+    def pid(self) -> int | None:
+        """PID of the running broker from the PID file, or None (a stale file is removed)."""
+        if self.process is not None and self.process.poll() is None:
+            return self.process.pid
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if pid_alive(pid) and _is_kafka(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def write_config(self) -> Path:
+        """Render the effective server.properties (and copy the log config) for this instance."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        overrides = network_overrides(self.port, self.controller_port, self.data_dir / "kraft")
+        text = render_properties(resource_text("server.properties"), overrides)
+        self.properties_file.write_text(text)
+        (self.data_dir / "log4j2.yaml").write_text(resource_text("log4j2.yaml"))
+        return self.properties_file
+
+    def format_storage(self, java: str) -> bool:
+        """Format the KRaft storage once; returns False when it was already formatted."""
+        if (self.data_dir / "kraft" / "meta.properties").is_file():
+            return False
+        cmd = [java, *TOOL_JVM_OPTS, "-cp", self._classpath(), "kafka.tools.StorageTool", "format"]
+        cmd += ["--standalone", "-g", "-t", new_cluster_id(), "-c", str(self.properties_file)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = _tail_text(done.stdout + done.stderr, LOG_TAIL_LINES)
+            raise KafkaBrokerError(f"kafka StorageTool format failed:\n{tail}")
+        return True
+
+    def _classpath(self) -> str:
+        return str((self.jars or jars_home() / "libs") / "*")
+
+    def start(self, timeout_s: float = 90.0) -> LocalBroker:
+        """Fetch jars if needed, format on first start, launch the JVM and wait until ready."""
+        if (pid := self.pid()) is not None:
+            raise KafkaBrokerError(f"a broker already runs from {self.data_dir} (pid {pid})")
+        java = _require("java", "Kafka 4 needs Java 17+")
+        self.jars = self.jars or fetch_jars()
+        for port in (self.port, self.controller_port):
+            if port_open(port):
+                raise KafkaBrokerError(f"port 127.0.0.1:{port} is already in use")
+        self.write_config()
+        self.format_storage(java)
+        self._launch(java)
+        self._wait_ready(timeout_s)
+        return self
+
+    def _launch(self, java: str) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            java,
+            *self.jvm_opts,
+            "-Djava.awt.headless=true",
+            # IPv4 sockets: loopback then shows as 127.0.0.1, not ::ffff:127.0.0.1, to audits.
+            "-Djava.net.preferIPv4Stack=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+            f"-Dkafka.logs.dir={self.logs}",
+            "-cp",
+            self._classpath(),
+            "kafka.Kafka",
+            str(self.properties_file),
+        ]
+        with open(self.logs / "stdout.log", "ab") as out:
+            # Own session: Ctrl-C in the terminal that ran `make kafka-up` must not kill it.
+            self.process = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        self.pid_file.write_text(f"{self.process.pid}\n")
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        """Poll until the port is open and a metadata request lists the broker."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                self._fail(f"exited with code {self.process.returncode} during start-up")
+            if port_open(self.port) and broker_answers(self.bootstrap):
+                return
+            time.sleep(0.2)
+        self.stop()
+        self._fail(f"did not answer within {timeout_s:g} s")
+
+    def _fail(self, what: str) -> None:
+        server_tail = _tail(self.server_log)
+        # stdout.log repeats log4j's warnings; keep only what it adds (JVM and log4j errors).
+        stdout_tail = _tail(self.logs / "stdout.log", 10).splitlines()
+        extra = [ln for ln in stdout_tail if ln not in server_tail]
+        raise KafkaBrokerError(
+            f"Kafka broker at {self.bootstrap} {what}; last lines of {self.server_log} "
+            f"and stdout.log:\n" + "\n".join([server_tail or "(no server log)", *extra])
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """SIGTERM the broker, SIGKILL it after `timeout_s`; False if it was not running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)  # controlled shutdown: flushes logs, closes segments
+        if not self._wait_exit(pid, timeout_s):
+            os.kill(pid, signal.SIGKILL)
+            self._wait_exit(pid, 10.0)
+        self.pid_file.unlink(missing_ok=True)
+        self.process = None
+        return True
+
+    def _wait_exit(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.pid == pid:
+                if self.process.poll() is not None:  # reaps our own child
+                    return True
+            elif not pid_alive(pid):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def __enter__(self) -> LocalBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,103 @@
+"""`custseg kafka up | down | status | fetch`: the project's local broker from the shell.
+
+With `KAFKA_BOOTSTRAP_SERVERS` naming another cluster, up/down/status only say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+from custseg.entrypoint import command_group
+from custseg.kafka.admin import DEFAULT_BOOTSTRAP, DEFAULT_PORT, ENV_BOOTSTRAP, broker_answers
+from custseg.kafka.broker import (
+    DEFAULT_CONTROLLER_PORT,
+    LocalBroker,
+    fetch_jars,
+    read_properties,
+    state_home,
+)
+
+EXIT_NOT_RUNNING = 3  # `status` when no broker runs, as LSB init scripts report it
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """The `kafka` command group of the `custseg` CLI."""
+    actions = command_group(
+        commands,
+        "kafka",
+        "the project's local Apache Kafka broker (KRaft, 127.0.0.1)",
+        "Start, stop or inspect the project's local Apache Kafka broker. "
+        f"Does nothing but say so when {ENV_BOOTSTRAP} names an external cluster.",
+    )
+    for name, text in (
+        ("up", "fetch the jars if needed, format, start, wait until it answers"),
+        ("down", "stop it (SIGTERM by PID, SIGKILL after 30 s)"),
+        ("status", f"running or not, and where (exit {EXIT_NOT_RUNNING}: not running)"),
+        ("fetch", "only fetch the jars with Maven (once per machine and pom)"),
+    ):
+        action = actions.add_parser(name, help=text, description=text)
+        if name != "fetch":
+            _broker_options(action)
+        action.set_defaults(run=_run)
+
+
+def _broker_options(parser: argparse.ArgumentParser) -> None:
+    home = state_home()
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="PLAINTEXT port")
+    parser.add_argument(
+        "--controller-port", type=int, default=DEFAULT_CONTROLLER_PORT, help="KRaft port"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=home / "data", help=f"data, PID file (default {home})"
+    )
+    parser.add_argument("--log-dir", type=Path, default=home / "logs", help="broker logs")
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for 'up'")
+
+
+def _configured_ports(data_dir: Path) -> tuple[int, int] | None:
+    """Ports of the broker last rendered in data_dir, so down/status find it without flags."""
+    props_file = data_dir / "server.properties"
+    if not props_file.is_file():
+        return None
+    props = read_properties(props_file)
+    port = int(props["advertised.listeners"].rsplit(":", 1)[1])
+    controller = int(props["controller.quorum.bootstrap.servers"].rsplit(":", 1)[1])
+    return port, controller
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # it logs every refused connection
+    if args.action == "fetch":
+        print(f"Kafka jars ready in {fetch_jars()}")
+        return 0
+    if external := os.environ.get(ENV_BOOTSTRAP, "").strip():
+        print(f"{ENV_BOOTSTRAP}={external}: using that external cluster, not starting or stopping")
+        return 0
+    broker = LocalBroker(args.data_dir, args.port, args.controller_port, args.log_dir)
+    if args.action != "up" and (ports := _configured_ports(broker.data_dir)):
+        broker.port, broker.controller_port = ports
+    pid = broker.pid()
+    if args.action == "up":
+        if pid is not None:
+            print(f"already running (pid {pid}) at {broker.bootstrap}; data in {broker.data_dir}")
+            return 0
+        started = time.monotonic()
+        broker.start(args.timeout)
+        took = time.monotonic() - started
+        print(f"Kafka broker up at {broker.bootstrap} (pid {broker.pid()}, {took:.1f} s)")
+        if broker.bootstrap != DEFAULT_BOOTSTRAP:
+            print(f"clients: export {ENV_BOOTSTRAP}={broker.bootstrap}")
+        return 0
+    if args.action == "down":
+        print("stopped" if broker.stop() else "not running")
+        return 0
+    if pid is None:
+        print("not running")
+        return EXIT_NOT_RUNNING
+    state = "answering" if broker_answers(broker.bootstrap) else "NOT answering"
+    print(f"running (pid {pid}) at {broker.bootstrap}, {state}; log {broker.server_log}")
+    return 0

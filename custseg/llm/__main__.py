@@ -1,5 +1,0 @@
-import sys
-
-from custseg.llm.cli import main
-
-sys.exit(main())

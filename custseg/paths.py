@@ -1,0 +1,20 @@
+"""Where the pipeline reads and writes, relative to the project root (where DVC runs stages).
+
+dvc.yaml names the same files as deps and outs; a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+CUSTOMERS = Path("data/customers.csv")  # simulate → train; the app's segment map
+TRAIN_RUN = Path("models/train_run.json")  # train → export: the MLflow run and its model
+MODEL_INFO = Path("models/model_info.json")  # export: the registered version and the decision
+TRAIN_METRICS = Path("metrics/train.json")
+K_SWEEP = Path("plots/k_sweep.csv")
+TASKS = Path("eval/tasks.yaml")  # the agents' sample tasks (`custseg submit`)
+CONVERSATIONS = Path("data/conversations.jsonl")  # `custseg capture` → eval
+EVAL_RESULTS = Path("data/eval_results.jsonl")
+EVAL_METRICS = Path("metrics/eval.json")
+CALIBRATION = Path("eval/calibration.yaml")  # the judge's labeled pairs (`custseg eval calibrate`)

@@ -1,0 +1,99 @@
+"""KMeans segmentation: fit, sweep k, pick k, and describe segments in words."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
+from custseg.config import ConfigError, TrainParams
+from custseg.features import FEATURES, INCOME, SPENDING
+
+SWEEP_COLUMNS = ["k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz"]
+
+
+def fit_segments(X: pd.DataFrame, k: int, params: TrainParams, seed: int) -> KMeans:
+    """Plain scikit-learn KMeans with the configured settings (nothing added on the hot path)."""
+    if len(X) < k:
+        raise ConfigError(
+            f"train.n_clusters: {k} clusters need at least {k} customers, got {len(X)}"
+        )
+    model = KMeans(
+        n_clusters=k,
+        init=params.init,
+        n_init=params.n_init,
+        max_iter=params.max_iter,
+        random_state=seed,
+    )
+    return model.fit(X[FEATURES])
+
+
+def score_segments(X: pd.DataFrame, model: KMeans, sample_size: int, seed: int) -> dict[str, float]:
+    """Inertia, silhouette (on a seeded sample when large), Davies–Bouldin, Calinski–Harabasz."""
+    labels = model.labels_
+    values = X[FEATURES].to_numpy(dtype=float)
+    sample = None if len(values) <= sample_size else sample_size
+    return {
+        "inertia": float(model.inertia_),
+        "silhouette": float(
+            silhouette_score(values, labels, sample_size=sample, random_state=seed)
+        ),
+        "davies_bouldin": float(davies_bouldin_score(values, labels)),
+        "calinski_harabasz": float(calinski_harabasz_score(values, labels)),
+    }
+
+
+def sweep_k(
+    X: pd.DataFrame, params: TrainParams, seed: int
+) -> tuple[pd.DataFrame, dict[int, KMeans]]:
+    """Fit and score every k in `params.k_range` (that the data can support)."""
+    rows, models = [], {}
+    for k in range(params.k_range.min, min(params.k_range.max, len(X) - 1) + 1):
+        model = fit_segments(X, k, params, seed)
+        models[k] = model
+        rows.append({"k": k, **score_segments(X, model, params.silhouette_sample, seed)})
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS), models
+
+
+def choose_k(sweep: pd.DataFrame) -> int:
+    """The k with the best silhouette (the smallest such k on a tie)."""
+    if sweep.empty:
+        raise ConfigError("train.k_range: no k in the range fits the data")
+    best = sweep["silhouette"].max()
+    return int(sweep.loc[sweep["silhouette"] == best, "k"].min())
+
+
+def _level(value: float, low: float, high: float) -> str:
+    return "low" if value < low else "high" if value > high else "average"
+
+
+def name_segment(income: float, spending: float, thresholds: dict[str, tuple[float, float]]) -> str:
+    """A readable name such as 'high income · low spending' from tercile thresholds."""
+    return (
+        f"{_level(income, *thresholds[INCOME])} income · "
+        f"{_level(spending, *thresholds[SPENDING])} spending"
+    )
+
+
+def profile_segments(X: pd.DataFrame, model: KMeans) -> pd.DataFrame:
+    """One row per segment: size, share, mean income and spending, center and a readable name."""
+    thresholds = {c: tuple(np.quantile(X[c], [1 / 3, 2 / 3])) for c in FEATURES}
+    labels = pd.Series(model.labels_, index=X.index, name="segment")
+    grouped = X[FEATURES].groupby(labels)
+    profile = pd.DataFrame(
+        {
+            "segment": range(model.n_clusters),
+            "size": grouped.size().reindex(range(model.n_clusters), fill_value=0).to_numpy(),
+            "mean_income": grouped[INCOME].mean().reindex(range(model.n_clusters)).to_numpy(),
+            "mean_spending": grouped[SPENDING].mean().reindex(range(model.n_clusters)).to_numpy(),
+            "center_income": model.cluster_centers_[:, 0],
+            "center_spending": model.cluster_centers_[:, 1],
+        }
+    )
+    profile["share"] = profile["size"] / len(X)
+    profile["name"] = [
+        name_segment(i, s, thresholds)
+        for i, s in zip(profile["center_income"], profile["center_spending"], strict=True)
+    ]
+    return profile.round(4)

@@ -1,0 +1,97 @@
+"""The app served for a real browser: `make app`'s command line on a free port, its health
+check, and Debian's Chromium with flags that keep it on 127.0.0.1 (never a downloaded browser)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from custseg.testing.sandbox import project_env
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_HINT = "chromium not found at /usr/bin/chromium: run `apt-get install -y chromium`"
+# Flags tested on this machine; Playwright adds --headless and a temporary profile.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # The app is on 127.0.0.1: resolve no host names at all (no DNS query leaves the machine).
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
+# Variables that choose what the app serves: a test or benchmark starts without them.
+APP_ENV_KEYS = ("CUSTSEG_MODEL_ALIAS", "CUSTSEG_MODEL_NAME", "MLFLOW_UI_URL")
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def streamlit_command(app: Path, port: int) -> list[str]:
+    """`make app`'s command line for the entry point `app`, on another port."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.headless", "true", "--server.address", "127.0.0.1",
+        "--server.port", str(port), "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 90.0) -> float:
+    """Poll `/_stcore/health` until it answers "ok"; return the seconds waited."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout_s:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return time.perf_counter() - start
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} not healthy after {timeout_s:g} s")
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """SIGTERM the server by PID, SIGKILL it if it lingers."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout_s)
+
+
+@contextmanager
+def running_app(
+    app: Path, project: Path, log: Path
+) -> Iterator[tuple[str, subprocess.Popen, float]]:
+    """`streamlit run <app>` on a free loopback port in `project`; yields (url, process, start
+    time). The server is stopped by its PID on exit, whatever happens."""
+    port = free_port()
+    env = {**os.environ, **project_env(project)}
+    for key in APP_ENV_KEYS:
+        env.pop(key, None)
+    started = time.perf_counter()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            streamlit_command(app, port), cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield f"http://127.0.0.1:{port}", process, started
+    finally:
+        stop_process(process)

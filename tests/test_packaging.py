@@ -1,0 +1,105 @@
+"""One installable distribution: a built wheel holds every module and the package data, and,
+installed without the checkout, imports and runs its commands from any directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.project import ROOT
+
+pytestmark = pytest.mark.slow
+IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info")
+COMMANDS = [
+    ["--help"],
+    ["submit", "--help"],
+    ["agents", "--help"],
+    ["capture", "--help"],
+    ["eval", "calibrate", "--help"],
+    ["llm", "fetch", "--help"],
+    ["kafka", "up", "--help"],
+    ["mlflow", "template", "--help"],
+]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, built from a copy of the sources (a build writes build/ beside them)."""
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "custseg", source / "custseg", ignore=IGNORED)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(out), str(source)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [built] = out.glob("custseg-*.whl")
+    return built
+
+
+def test_the_wheel_holds_every_module_and_the_package_data(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    sources = {
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "custseg").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert sources <= names, f"missing from the wheel: {sorted(sources - names)}"
+    assert not {n for n in names if n.split("/")[0] in ("stages", "tests", "eval", "app")}
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new venv outside the checkout with the wheel installed (not editable); the project's
+    dependencies come from this interpreter's site-packages, the project itself does not."""
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    [site_dir] = (venv / "lib").glob("python*/site-packages")
+    # A plain path line: the dependencies, without the editable install's import hook.
+    (site_dir / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+         "--no-deps", "--no-index", "-q", str(wheel)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return venv
+
+
+def _elsewhere(*command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_installed_package_imports_from_another_directory(installed: Path, tmp_path: Path) -> None:
+    python = str(installed / "bin" / "python")
+    code = (
+        "import custseg, custseg.agents.runtime, custseg.agents.capture, custseg.evaluation.metrics"
+        ", custseg.kafka.broker, custseg.serving.batch, custseg.pipeline.segments\n"
+        "from custseg.kafka.broker import resource_text\n"
+        "assert 'kafka_2.13' in resource_text('pom.xml')\n"
+        "print(custseg.__file__)"
+    )
+    done = _elsewhere(python, "-c", code, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    where = Path(done.stdout.strip())
+    assert where.is_relative_to(installed), f"imported {where}, not the installed wheel"
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
+def test_console_scripts_answer_help_from_another_directory(
+    installed: Path, tmp_path: Path, args: list[str]
+) -> None:
+    done = _elsewhere(str(installed / "bin" / "custseg"), *args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: custseg")
+    assert not any(tmp_path.iterdir()), "--help wrote files"
