@@ -21,6 +21,7 @@ from tests.fixtures.project import ROOT
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
 PACKAGE = ROOT / "custseg"
+CODE = ("stages/", "custseg")  # dep paths that are code, not data
 # What each stage reads and writes besides code, as custseg.paths names it.
 DATA = {
     "simulate": ({paths.CUSTOMERS}, set()),
@@ -124,7 +125,7 @@ def test_every_module_a_stage_runs_is_one_of_its_deps(stage: str) -> None:
 def test_stage_data_paths_are_custseg_paths(stage: str) -> None:
     spec = STAGES[stage]
     outs = {Path(p) for p in names(spec.get("outs", []) + spec.get("metrics", []))}
-    data_deps = {Path(p) for p in names(spec["deps"]) if not p.startswith(("stages/", "custseg"))}
+    data_deps = {Path(p) for p in names(spec["deps"]) if not p.startswith(CODE)}
     assert (outs, data_deps) == DATA[stage]
 
 
@@ -139,6 +140,37 @@ def _git_sandbox(dest: Path) -> Path:
     return dest
 
 
+def _dvc_status(project: Path) -> dict:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    done = subprocess.run(
+        ["dvc", "status", "--json"], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _modified_deps(status: dict, stage: str) -> set[str]:
+    return {
+        dep
+        for entry in status.get(stage, [])
+        if isinstance(entry, dict)
+        for dep, state in entry.get("changed deps", {}).items()
+        if state == "modified"
+    }
+
+
+def test_the_committed_dvc_lock_matches_the_code(tmp_path: Path) -> None:
+    """Code changed without `dvc repro` leaves the committed metrics stale: caught here."""
+    status = _dvc_status(_git_sandbox(tmp_path / "project"))
+    stale = {
+        stage: sorted(d for d in _modified_deps(status, stage) if d.startswith(CODE))
+        for stage in STAGES
+    }
+    stale = {stage: deps for stage, deps in stale.items() if deps}
+    assert not stale, f"dvc.lock is stale for {stale}: run `dvc repro` and commit dvc.lock"
+
+
 def test_dvc_reports_an_edit_to_any_module_a_stage_runs(tmp_path: Path) -> None:
     """One comment added to every module a stage runs: `dvc status` names each as a changed dep
     of that stage (DVC itself sees the edit: no module can hide behind a missing dep)."""
@@ -147,20 +179,8 @@ def test_dvc_reports_an_edit_to_any_module_a_stage_runs(tmp_path: Path) -> None:
     for file in set().union(*runs.values()):
         copy = project / file.relative_to(ROOT)
         copy.write_text(copy.read_text() + "# edited by test_dvc_deps\n")
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    done = subprocess.run(
-        ["dvc", "status", "--json"], cwd=project, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    status = json.loads(done.stdout)
+    status = _dvc_status(project)
     for stage, files in runs.items():
-        changed = {
-            dep
-            for entry in status.get(stage, [])
-            if isinstance(entry, dict)
-            for dep, state in entry.get("changed deps", {}).items()
-            if state == "modified"
-        }
+        changed = _modified_deps(status, stage)
         unseen = sorted(str(f.relative_to(ROOT)) for f in files if not covered(f, sorted(changed)))
         assert not unseen, f"dvc status does not see edits to {unseen} as changes of {stage}"
