@@ -14,7 +14,8 @@ from custseg.paths import PARAMS
 
 class UserError(Exception):
     """Something the user can fix: every entry point prints it as `error: <one line>` and exits
-    with code 2 (see custseg.entrypoint). ConfigError, LLMError and KafkaBrokerError are kinds."""
+    with code 2 (see custseg.entrypoint). ConfigError, LLMError, KafkaBrokerError and
+    RegistryError are kinds of it."""
 
 
 class ConfigError(UserError, ValueError):
