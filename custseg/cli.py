@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Sequence
 
 from custseg.agents import cli as agents_cli
-from custseg.entrypoint import command_group, run
+from custseg.entrypoint import add_command, command_group, run
 from custseg.evaluation import cli as evaluation_cli
 from custseg.kafka import cli as kafka_cli
 from custseg.llm import cli as llm_cli
@@ -39,8 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     llm_cli.add_commands(commands)
     kafka_cli.add_commands(commands)
     actions = command_group(commands, "mlflow", "MLflow set-up", "MLflow set-up for this project.")
-    text = "build the migrated empty store that every new sqlite store copies (once per version)"
-    actions.add_parser("template", help=text, description=text).set_defaults(run=_mlflow_template)
+    add_command(
+        actions,
+        "template",
+        "build the migrated empty store that every new sqlite store copies (once per version)",
+        _mlflow_template,
+    )
     return root
 
 

@@ -44,6 +44,23 @@ def run(body: Callable[[], int | None]) -> int:
         return EXIT_INTERRUPTED
 
 
+def add_command(
+    commands: argparse._SubParsersAction,
+    name: str,
+    summary: str,
+    run: Callable[[argparse.Namespace], int | None],
+    *,
+    params: bool = False,
+) -> argparse.ArgumentParser:
+    """One `custseg` (sub)command: `summary` as its help and description, `run(args)` as what it
+    does, and `--params` when it reads params.yaml. Returns the parser for its own options."""
+    parser = commands.add_parser(
+        name, help=summary, description=summary, parents=[params_option()] if params else []
+    )
+    parser.set_defaults(run=run)
+    return parser
+
+
 def command_group(
     commands: argparse._SubParsersAction, name: str, summary: str, description: str
 ) -> argparse._SubParsersAction:

@@ -30,13 +30,9 @@ def read_tasks(path: Path) -> list[str]:
         items = yaml.safe_load(path.read_text()) or []
     except yaml.YAMLError:
         raise ConfigError(f"{path}: not valid YAML") from None
-    if isinstance(items, list):
-        tasks = [i.get("task") if isinstance(i, dict) else i for i in items]
-    if (
-        not isinstance(items, list)
-        or not tasks
-        or not all(isinstance(t, str) and t.strip() for t in tasks)
-    ):
+    listed = items if isinstance(items, list) else []
+    tasks = [i.get("task") if isinstance(i, dict) else i for i in listed]
+    if not tasks or not all(isinstance(t, str) and t.strip() for t in tasks):
         raise ConfigError(f"{path}: must be a non-empty list of task strings")
     return [t.strip() for t in tasks]
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from custseg import paths
 from custseg.config import ConfigError, load_params
-from custseg.entrypoint import command_group, params_option
+from custseg.entrypoint import add_command, command_group
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -25,8 +25,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "the GEval judge: calibrate it (scoring itself is `dvc repro eval`)",
         "Check the GEval judge. Scoring the conversations is the DVC stage `eval`.",
     )
-    text = f"score the labeled pairs of {paths.CALIBRATION} and report the ranking accuracy"
-    cal = actions.add_parser("calibrate", help=text, description=text, parents=[params_option()])
+    cal = add_command(
+        actions,
+        "calibrate",
+        f"score the labeled pairs of {paths.CALIBRATION} and report the ranking accuracy",
+        cmd_calibrate,
+        params=True,
+    )
     cal.add_argument("--file", type=Path, default=paths.CALIBRATION, help="the labeled pairs")
     cal.add_argument(
         "--metric",
@@ -39,7 +44,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     cal.add_argument(
         "--min-accuracy", type=float, default=0.0, help="exit 2 if any metric is below this"
     )
-    cal.set_defaults(run=cmd_calibrate)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:

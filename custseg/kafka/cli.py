@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from custseg.entrypoint import command_group
+from custseg.entrypoint import add_command, command_group
 from custseg.kafka.admin import DEFAULT_BOOTSTRAP, DEFAULT_PORT, ENV_BOOTSTRAP, broker_answers
 from custseg.kafka.broker import (
     DEFAULT_CONTROLLER_PORT,
@@ -39,10 +39,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         ("status", f"running or not, and where (exit {EXIT_NOT_RUNNING}: not running)"),
         ("fetch", "only fetch the jars with Maven (once per machine and pom)"),
     ):
-        action = actions.add_parser(name, help=text, description=text)
+        action = add_command(actions, name, text, _run)
         if name != "fetch":
             _broker_options(action)
-        action.set_defaults(run=_run)
 
 
 def _broker_options(parser: argparse.ArgumentParser) -> None:

