@@ -184,6 +184,8 @@ def model_panel(served: ServedModel) -> None:
             f"k = **{served.n_clusters}** · silhouette **{silhouette}**  \n"
             f"trained {trained}  \nrun `{ref.run_id}`"
         )
+        # Built only from validated hex digests and numbers: nothing here is free text.
+        st.caption(run.lineage.describe() if run.lineage else "data and commit: not recorded")
         url = mlflow_run_url(os.environ.get(ENV_UI_URL), run.experiment_id, ref.run_id)
         if url:
             st.link_button("Open the run in MLflow", url)

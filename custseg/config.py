@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
 from custseg.paths import PARAMS
@@ -113,8 +121,13 @@ class ExportParams(_Section):
     model_name: str = Field("customer-segments", min_length=1, pattern=r"^[\w.-]+$")
     alias: str = Field("champion", pattern=r"^[A-Za-z_][\w-]*$")
     candidate_alias: str = Field("candidate", pattern=r"^[A-Za-z_][\w-]*$")
-    # A candidate becomes champion unless its silhouette is worse by more than this.
+    # A candidate becomes champion unless, on its own data, its silhouette is worse than the
+    # champion's by more than this.
     tolerance: float = Field(0.01, ge=0, le=2)
+    # Stability: the least adjusted Rand index between the two models' segments (None: off).
+    min_ari: float | None = Field(None, ge=-1, le=1)
+    # Promote even when the gate says no (or the champion cannot score this data).
+    force: StrictBool = False
 
 
 class LLMParams(_Section):

@@ -12,6 +12,7 @@ CUSTOMERS = Path("data/customers.csv")  # simulate → train; the app's segment 
 TRAIN_RUN = Path("models/train_run.json")  # train → export: the MLflow run and its model
 MODEL_INFO = Path("models/model_info.json")  # export: the registered version and the decision
 TRAIN_METRICS = Path("metrics/train.json")
+EXPORT_METRICS = Path("metrics/export.json")  # the gate's decision and scores, for dvc exp show
 K_SWEEP = Path("plots/k_sweep.csv")
 TASKS = Path("eval/tasks.yaml")  # the agents' sample tasks (`custseg submit`)
 CONVERSATIONS = Path("data/conversations.jsonl")  # `custseg capture` → eval

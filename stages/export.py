@@ -5,34 +5,54 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from custseg.config import ConfigError, ExportParams, first_line, load_params
 from custseg.entrypoint import run, stage_parser
+from custseg.features import FEATURES
 from custseg.io import write_json_atomic
-from custseg.paths import MODEL_INFO, TRAIN_RUN
+from custseg.paths import CUSTOMERS, EXPORT_METRICS, MODEL_INFO, TRAIN_RUN
+from custseg.pipeline.data import read_training_data
+from custseg.pipeline.lineage import file_sha256, flat_tags
 from custseg.pipeline.registry import (
+    Comparison,
     Decision,
     RegistryError,
+    compare_on_data,
     current_champion,
     promotion_decision,
 )
 from custseg.tracking import configure_mlflow
 
+RUN_KEYS = ("run_id", "model_uri", "silhouette", "silhouette_sample", "seed", "lineage")
+
 
 def read_run_info(path: Path = TRAIN_RUN) -> dict:
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found; run `dvc repro train` first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"{path}: not JSON ({first_line(error)}); run `dvc repro train`"
+        ) from None
+    missing = [key for key in RUN_KEYS if not isinstance(info, dict) or key not in info]
+    if not missing and not isinstance(info["lineage"], dict):
+        missing = ["lineage"]
+    if missing:
+        raise ConfigError(f"{path}: no {', '.join(missing)}; run `dvc repro train`")
+    return info
 
 
-def _champion_silhouette(client, name: str, alias: str) -> tuple[str | None, float | None]:
-    champion = current_champion(client, name, alias)
-    if champion is None:
-        return None, None
-    score = champion.tags.get("silhouette")
-    if score is None:  # registered by something else: read the metric off its run
-        score = client.get_run(champion.run_id).data.metrics.get("silhouette")
-    return champion.version, None if score is None else float(score)
+def read_candidate_data(run_info: dict, path: Path = CUSTOMERS) -> pd.DataFrame:
+    """The data the candidate was trained on: the file must still be the one train read."""
+    trained_on = str((run_info["lineage"].get("data") or {}).get("sha256", ""))
+    if not path.is_file() or file_sha256(path) != trained_on:
+        raise ConfigError(
+            f"{path}: not the data the candidate was trained on (SHA-256 {trained_on[:12]}…); "
+            "run `dvc repro train`"
+        )
+    return read_training_data(path)[FEATURES].astype(float)
 
 
 def export(run_info: dict, params: ExportParams) -> dict:
@@ -40,13 +60,27 @@ def export(run_info: dict, params: ExportParams) -> dict:
     step stops here with one line (RegistryError) and moves no alias after it."""
     from mlflow.exceptions import MlflowException
 
+    customers = read_candidate_data(run_info)
     try:
-        return _register_and_gate(run_info, params)
+        return _register_and_gate(run_info, params, customers)
     except MlflowException as error:
         raise RegistryError(f"MLflow registry: {first_line(error)}; nothing promoted") from None
 
 
-def _register_and_gate(run_info: dict, params: ExportParams) -> dict:
+def _compare(mlflow, run_info: dict, champion, customers: pd.DataFrame) -> Comparison:
+    """Both models on the candidate's data; a champion that does not load cannot score it."""
+    candidate = mlflow.sklearn.load_model(run_info["model_uri"])
+    try:
+        model = mlflow.sklearn.load_model(f"models:/{champion.name}/{champion.version}")
+    except Exception as error:  # a foreign flavour or missing files: the decision says which
+        problem = f"its model does not load as scikit-learn: {first_line(error)}"
+        return Comparison(run_info["silhouette"], unscorable=problem)
+    return compare_on_data(
+        candidate, model, customers, run_info["silhouette_sample"], run_info["seed"]
+    )
+
+
+def _register_and_gate(run_info: dict, params: ExportParams, customers: pd.DataFrame) -> dict:
     mlflow = configure_mlflow()
     client = mlflow.MlflowClient()
     name = params.model_name
@@ -55,14 +89,37 @@ def _register_and_gate(run_info: dict, params: ExportParams) -> dict:
     if existing:
         version = max(existing, key=lambda v: int(v.version))
     else:
-        tags = {"silhouette": str(run_info["silhouette"]), "k": str(run_info["k"])}
-        version = mlflow.register_model(run_info["model_uri"], name, tags=tags)
+        lineage_tags = flat_tags(run_info["lineage"])
+        version = mlflow.register_model(run_info["model_uri"], name, tags=lineage_tags)
     client.set_registered_model_alias(name, params.candidate_alias, version.version)
-    champion_version, champion_score = _champion_silhouette(client, name, params.alias)
-    if champion_version == version.version:  # re-exporting the champion's own run: keep it
+    champion = current_champion(client, name, params.alias)
+    comparison = None
+    if champion is not None and champion.version == version.version:
         decision = Decision(True, f"version {version.version} is already @{params.alias}")
     else:
-        decision = promotion_decision(run_info["silhouette"], champion_score, params.tolerance)
+        if champion is not None:
+            comparison = _compare(mlflow, run_info, champion, customers)
+        decision = promotion_decision(
+            comparison, params.tolerance, min_ari=params.min_ari, force=params.force
+        )
+    gate = {
+        "promoted": decision.promote,
+        "decision": decision.reason,
+        "champion_version": None if champion is None else int(champion.version),
+        "candidate_silhouette": None if comparison is None else comparison.candidate_silhouette,
+        "champion_silhouette": None if comparison is None else comparison.champion_silhouette,
+        "ari": None if comparison is None else comparison.ari,
+        "force": params.force,
+        "data_rows": len(customers),
+    }
+    # The decision is recorded on the version before any alias moves: the registry page shows
+    # why each version is (or is not) the champion.
+    for key, value in flat_tags(gate, "gate.").items():
+        client.set_model_version_tag(name, version.version, key, value)
+    verdict = "promoted" if decision.promote else "not promoted"
+    client.update_model_version(
+        name, version.version, description=f"{verdict} to @{params.alias}: {decision.reason}"
+    )
     if decision.promote:
         client.set_registered_model_alias(name, params.alias, version.version)
     aliases = sorted(client.get_model_version(name, version.version).aliases)
@@ -78,7 +135,24 @@ def _register_and_gate(run_info: dict, params: ExportParams) -> dict:
         "aliases": aliases,
         "promoted": decision.promote,
         "decision": decision.reason,
-        "previous_champion": None if champion_version is None else int(champion_version),
+        "previous_champion": gate["champion_version"],
+        "gate": gate,
+        "lineage": run_info["lineage"],
+    }
+
+
+def gate_metrics(info: dict) -> dict:
+    """The flat numbers `dvc exp show` lists per experiment (None values are left out)."""
+    gate = info["gate"]
+    return {
+        "version": info["version"],
+        "promoted": gate["promoted"],
+        "decision": gate["decision"],
+        **{
+            key: gate[key]
+            for key in ("candidate_silhouette", "champion_silhouette", "ari", "champion_version")
+            if gate[key] is not None
+        },
     }
 
 
@@ -89,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params).export
         info = export(read_run_info(), params)
         write_json_atomic(MODEL_INFO, info)
+        write_json_atomic(EXPORT_METRICS, gate_metrics(info))
         verdict = (
             f"promoted to @{params.alias}"
             if info["promoted"]

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 
-from custseg.config import ConfigError, TrainParams, load_params
+from custseg.config import ConfigError, Params, TrainParams, load_params
 from custseg.entrypoint import run, stage_parser
 from custseg.features import FEATURES
 from custseg.io import write_atomic, write_json_atomic
 from custseg.paths import CUSTOMERS, K_SWEEP, TRAIN_METRICS, TRAIN_RUN
 from custseg.pipeline.charts import k_sweep_figure
 from custseg.pipeline.data import read_training_data
+from custseg.pipeline.lineage import flat_tags, lineage
 from custseg.pipeline.segments import (
     choose_k,
     fit_segments,
@@ -40,7 +40,8 @@ def _pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("scikit-learn", "numpy", "pandas", "skops")]
 
 
-def train(params: TrainParams, seed: int) -> dict:
+def train(all_params: Params) -> dict:
+    params, seed = all_params.train, all_params.base.seed
     customers = read_training_data(CUSTOMERS)
     _check_size(len(customers), params)
     # Float features: the model's signature then accepts any numeric input, fractions included.
@@ -54,6 +55,7 @@ def train(params: TrainParams, seed: int) -> dict:
         scores = score_segments(X, model, params.silhouette_sample, seed)
     metrics = {"k": k, "n_customers": len(X), **scores}
     profile = profile_segments(X, model)
+    origin = lineage(all_params, CUSTOMERS, len(X))
 
     mlflow = configure_mlflow(params.experiment)
     from mlflow.models import infer_signature
@@ -69,9 +71,11 @@ def train(params: TrainParams, seed: int) -> dict:
                 "seed": seed,
                 "k_range": f"{params.k_range.min}..{params.k_range.max}",
                 "n_customers": len(X),
-                "data_sha256": hashlib.sha256(CUSTOMERS.read_bytes()).hexdigest(),
+                "data_sha256": origin["data"]["sha256"],
+                "engine": origin["engine"],
             }
         )
+        mlflow.set_tags(flat_tags(origin))
         for row in sweep.to_dict("records"):
             with mlflow.start_run(run_name=f"k={int(row['k'])}", nested=True):
                 mlflow.log_param("k", int(row["k"]))
@@ -98,6 +102,10 @@ def train(params: TrainParams, seed: int) -> dict:
             "run_id": tracked.info.run_id,
             "model_uri": info.model_uri,
             "experiment": params.experiment,
+            # export scores the champion on this data with the same silhouette sample
+            "silhouette_sample": params.silhouette_sample,
+            "seed": seed,
+            "lineage": origin,
             **metrics,
         },
     }
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         params = load_params(args.params)
-        result = train(params.train, params.base.seed)
+        result = train(params)
         write_atomic(
             K_SWEEP, lambda tmp: result["sweep"].to_csv(tmp, index=False, lineterminator="\n")
         )

@@ -7,6 +7,7 @@ so the batch page is driven through its paste box, which feeds the same bytes to
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,9 @@ def test_page_layout_before_any_prediction(served_project: Path) -> None:
     assert "click **Predict Customer Cluster**" in at.info[0].value
     assert at.get("plotly_chart"), "the segment map is missing"
     assert "customer-segments` v1 · @champion" in all_text(at)
+    data_sha = hashlib.sha256((served_project / "data/customers.csv").read_bytes()).hexdigest()
+    # The sandbox is not a git checkout: the commit is unknown, said so.
+    assert f"data {data_sha[:12]} (200 rows) · commit unknown" in all_text(at)
 
 
 @pytest.mark.parametrize(("income", "spending"), [(120, 15), (20, 90), (60, 50), (140, 100)])

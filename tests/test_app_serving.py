@@ -3,13 +3,17 @@ resolution against a real registry, and the figures."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn.cluster import KMeans
 
 from custseg.serving.batch import (
@@ -23,6 +27,7 @@ from custseg.serving.batch import (
 )
 from custseg.serving.charts import display_sample, segment_counts_figure, segment_map
 from custseg.serving.model import (
+    Lineage,
     ModelNotFoundError,
     describe_run,
     features_frame,
@@ -36,6 +41,7 @@ from custseg.serving.model import (
 )
 
 LABELS = [f"{i} · name" for i in range(3)]
+LINEAGE_TAGS = ["data.sha256", "data.rows", "git.commit", "git.dirty"]
 
 # The app fixtures (served_project, ...) until tests/conftest.py lists this module.
 
@@ -200,6 +206,27 @@ def test_labels_are_unique_even_when_names_repeat() -> None:
     assert segment_labels(profile) == ["0 · same", "1 · same"]
 
 
+@given(st.dictionaries(st.sampled_from(LINEAGE_TAGS), st.text(max_size=80)))
+def test_lineage_shows_only_digests_and_numbers(tags: dict[str, str]) -> None:
+    lineage = Lineage.from_tags(tags)
+    if lineage is None:
+        return
+    shown = lineage.describe()
+    assert re.fullmatch(r"data [0-9a-f]{7,12} \((\?|[\d,]+) rows\) · commit .*", shown)
+    commit = shown.split(" · commit ", 1)[1]
+    assert re.fullmatch(r"unknown|[0-9a-f]{7}( \(uncommitted changes\))?", commit)
+
+
+def test_lineage_from_train_tags() -> None:
+    tags = {"data.sha256": "ab" * 32, "data.rows": "1200", "git.commit": "c" * 40}
+    lineage = Lineage.from_tags({**tags, "git.dirty": "true"})
+    assert (
+        lineage.describe() == f"data {'ab' * 6} (1,200 rows) · commit ccccccc (uncommitted changes)"
+    )
+    assert Lineage.from_tags({}) is None
+    assert Lineage.from_tags({"data.sha256": "[x](http://a)"}) is None
+
+
 def test_mlflow_run_url() -> None:
     assert mlflow_run_url(None, "1", "abc") is None
     assert mlflow_run_url("  ", "1", "abc") is None
@@ -223,6 +250,8 @@ def test_resolve_and_load_the_champion(served_project: Path, registered_model_lo
     run = describe_run(ref.run_id)
     assert run.k == model.n_clusters == 5
     assert 0 < run.silhouette < 1 and run.trained_at is not None
+    data = (served_project / "data/customers.csv").read_bytes()
+    assert run.lineage == Lineage(hashlib.sha256(data).hexdigest(), 200, None, None)
     profile = load_segment_profiles(run, model.n_clusters)
     assert profile["segment"].tolist() == [0, 1, 2, 3, 4]
     assert all(" income · " in name for name in profile["name"])

@@ -40,6 +40,9 @@ def test_committed_params_are_valid_and_match_the_documented_defaults() -> None:
         ({"simulate": {"n_customers": 0}}, "simulate.n_customers: "),
         ({"train": {"init": "kmeans"}}, "train.init: "),
         ({"export": {"tolerance": -0.1}}, "export.tolerance: "),
+        ({"export": {"force": "yes"}}, "export.force: "),
+        ({"export": {"force": 1}}, "export.force: "),
+        ({"export": {"min_ari": 1.5}}, "export.min_ari: "),
         ({"trian": {"n_clusters": 3}}, "trian: unknown key"),
         ({"llm": {"provider": "gpt"}}, "llm.provider: "),
         (

@@ -26,7 +26,7 @@ CODE = ("stages/", "custseg")  # dep paths that are code, not data
 DATA = {
     "simulate": ({paths.CUSTOMERS}, set()),
     "train": ({paths.TRAIN_RUN, paths.K_SWEEP, paths.TRAIN_METRICS}, {paths.CUSTOMERS}),
-    "export": ({paths.MODEL_INFO}, {paths.TRAIN_RUN}),
+    "export": ({paths.MODEL_INFO, paths.EXPORT_METRICS}, {paths.TRAIN_RUN, paths.CUSTOMERS}),
     "eval": ({paths.EVAL_RESULTS, paths.EVAL_METRICS}, {paths.CONVERSATIONS}),
 }
 # Prints the project modules that importing a stage script loads, in a fresh interpreter.

@@ -60,6 +60,11 @@ def test_repro_registers_a_champion_then_the_gate_decides(repo: Path, outbound_c
     first = _model_info(repo)
     assert (first["version"], first["promoted"]) == (1, True)
     assert first["aliases"] == ["candidate", "champion"]
+    # Lineage: the commit `dvc repro` ran on, a clean tree (DVC's outputs are git-ignored).
+    head = _run("git", "rev-parse", "HEAD", cwd=repo).strip()
+    assert first["lineage"]["git"] == {"commit": head, "dirty": False}
+    tags = mlflow.MlflowClient().get_model_version(NAME, "1").tags
+    assert (tags["git.commit"], tags["git.dirty"]) == (head, "false")
 
     champion = mlflow.sklearn.load_model(f"models:/{NAME}@champion")
     customers = pd.read_csv(repo / "data/customers.csv")[FEATURES].astype(float)
@@ -88,8 +93,16 @@ def test_repro_registers_a_champion_then_the_gate_decides(repo: Path, outbound_c
     third = _model_info(repo)
     assert third["version"] == 3 and third["promoted"] is False
     assert third["aliases"] == ["candidate"]
+    # An experiment runs on the workspace with its params applied: dirty by design.
+    assert third["lineage"]["git"] == {"commit": head, "dirty": True}
     assert _champion_version() == champion_before
     # Both experiments are there to compare, with their params and metrics.
     shown = _run("dvc", "exp", "show", "--no-pager", "--json", cwd=repo)
     assert shown.count('"n_clusters": 3') >= 1 and f'"n_clusters": {worst_k}' in shown
     assert shown.count('"silhouette"') >= 3
+    # ... and the gate's decision with both scores (metrics/export.json) beside them.
+    table = _run("dvc", "exp", "show", "--no-pager", "--csv", cwd=repo)
+    header = table.splitlines()[0].split(",")
+    for column in ("promoted", "decision", "candidate_silhouette", "champion_silhouette", "ari"):
+        assert column in header, header
+    assert f"{third['gate']['champion_silhouette']}" in table

@@ -3,37 +3,159 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
 
-from custseg.pipeline.registry import current_champion, promotion_decision
+from custseg.features import FEATURES
+from custseg.pipeline.registry import (
+    Comparison,
+    compare_on_data,
+    current_champion,
+    promotion_decision,
+)
+from custseg.pipeline.segments import sample_silhouette
 from custseg.testing.sandbox import run_pipeline
 from tests.fixtures.project import stage, write_params
 
 NAME = "customer-segments"
 
 
+def _scores(candidate: float, champion: float, ari: float = 1.0) -> Comparison:
+    return Comparison(candidate, champion, ari)
+
+
 def test_first_model_is_always_promoted() -> None:
-    decision = promotion_decision(0.1, None, tolerance=0.0)
+    decision = promotion_decision(None, tolerance=0.0)
     assert decision.promote and decision.reason == "no champion yet"
 
 
 def test_within_tolerance_is_promoted_and_beyond_is_not() -> None:
-    assert promotion_decision(0.395, 0.40, tolerance=0.01).promote
-    assert promotion_decision(0.39, 0.40, tolerance=0.01).promote
-    assert not promotion_decision(0.389, 0.40, tolerance=0.01).promote
-    assert promotion_decision(0.45, 0.40, tolerance=0.0).promote
-    assert not promotion_decision(0.3999, 0.40, tolerance=0.0).promote
+    assert promotion_decision(_scores(0.395, 0.40), tolerance=0.01).promote
+    assert promotion_decision(_scores(0.39, 0.40), tolerance=0.01).promote
+    assert not promotion_decision(_scores(0.389, 0.40), tolerance=0.01).promote
+    assert promotion_decision(_scores(0.45, 0.40), tolerance=0.0).promote
+    assert not promotion_decision(_scores(0.3999, 0.40), tolerance=0.0).promote
 
 
 def test_the_reason_says_why() -> None:
-    reason = promotion_decision(0.30, 0.40, tolerance=0.05).reason
-    assert reason == "silhouette 0.3000 < champion 0.4000 − tolerance 0.05"
+    reason = promotion_decision(_scores(0.30, 0.40, ari=0.5), tolerance=0.05).reason
+    assert reason == (
+        "silhouette 0.3000 < champion 0.4000 − tolerance 0.05, both on this data; ARI 0.500"
+    )
+    reason = promotion_decision(_scores(0.50, 0.40, ari=0.5), tolerance=0.05, min_ari=0.8).reason
+    assert reason.endswith("ARI 0.500 < min_ari 0.8")
+
+
+def test_a_champion_that_cannot_score_the_data_is_kept_unless_forced() -> None:
+    cannot = Comparison(0.6, unscorable="it takes 3 features, this data has 2")
+    kept = promotion_decision(cannot, tolerance=0.01)
+    assert not kept.promote
+    assert kept.reason == (
+        "the champion cannot score this data: it takes 3 features, this data has 2; "
+        "set export.force: true to promote anyway"
+    )
+    forced = promotion_decision(cannot, tolerance=0.01, force=True)
+    assert forced.promote and forced.reason.endswith("; promoted by export.force")
+
+
+scores = st.floats(-1, 1, allow_nan=False)
+
+
+@given(
+    candidate=scores,
+    champion=scores,
+    ari=st.floats(-0.5, 1, allow_nan=False),
+    tolerance=st.floats(0, 2, allow_nan=False),
+    min_ari=st.none() | st.floats(-1, 1, allow_nan=False),
+    force=st.booleans(),
+)
+def test_the_gate_promotes_exactly_when_its_rules_allow(
+    candidate: float,
+    champion: float,
+    ari: float,
+    tolerance: float,
+    min_ari: float | None,
+    force: bool,
+) -> None:
+    decision = promotion_decision(
+        Comparison(candidate, champion, ari), tolerance, min_ari=min_ari, force=force
+    )
+    allowed = candidate >= champion - tolerance and (min_ari is None or ari >= min_ari)
+    assert decision.promote is (allowed or force)
+    assert decision.reason.endswith("promoted by export.force") is (force and not allowed)
+    assert "\n" not in decision.reason
+
+
+def _blobs(centers: list[tuple[float, float]], n: int, seed: int, std: float = 3.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    points = np.vstack([rng.normal(c, std, size=(n, 2)) for c in centers])
+    return pd.DataFrame(points, columns=FEATURES)
+
+
+def test_compare_on_data_scores_both_labelings_of_the_same_rows() -> None:
+    X = _blobs([(20, 20), (20, 80), (80, 20), (80, 80)], 60, seed=1)
+    four = KMeans(4, n_init=3, random_state=0).fit(X)
+    two = KMeans(2, n_init=3, random_state=0).fit(X)
+    same = compare_on_data(four, four, X, sample_size=100, seed=7)
+    assert same.candidate_silhouette == same.champion_silhouette and same.ari == 1.0
+    versus = compare_on_data(two, four, X, sample_size=100, seed=7)
+    assert versus.champion_silhouette == same.champion_silhouette
+    assert versus.candidate_silhouette < versus.champion_silhouette
+    assert 0 < versus.ari < 1 and versus.unscorable is None
+
+
+def test_a_champion_on_other_features_cannot_score() -> None:
+    X = _blobs([(20, 20), (80, 80)], 30, seed=2)
+    candidate = KMeans(2, n_init=1, random_state=0).fit(X)
+    other = X.assign(age=40.0).rename(columns={FEATURES[0]: "income_eur"})
+    foreign = KMeans(2, n_init=1, random_state=0).fit(other)
+    result = compare_on_data(candidate, foreign, X, sample_size=100, seed=0)
+    assert result.champion_silhouette is None and result.ari is None
+    assert result.unscorable.startswith("it was trained on features ['income_eur'")
+
+    class Broken:
+        def predict(self, _X: pd.DataFrame) -> None:
+            raise RuntimeError("no\nway")
+
+    broken = compare_on_data(candidate, Broken(), X, sample_size=100, seed=0)
+    assert broken.unscorable == "its predict failed: no"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(3, 400),
+    k=st.integers(1, 6),
+    sample=st.integers(2, 300),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_sample_silhouette_is_sklearns_number_on_the_same_sample(
+    n: int, k: int, sample: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(n, 2))
+    labels = rng.integers(0, k, n)
+    got = sample_silhouette(values, labels, sample, seed)
+    rows = np.random.RandomState(seed).permutation(n)[:sample] if n > sample else slice(None)
+    distinct = len(np.unique(labels[rows]))
+    sample_size = sample if n > sample else None
+    if distinct < 2:
+        assert got == -1.0
+    elif distinct >= len(values[rows]):
+        assert got == 0.0
+    else:
+        assert got == silhouette_score(values, labels, sample_size=sample_size, random_state=seed)
 
 
 def test_only_a_missing_alias_means_no_champion(project: Path) -> None:
@@ -80,3 +202,112 @@ def test_a_registry_error_stops_export_with_nothing_promoted(
     assert str(champion.version) == "1", "a registry error must never move the champion"
     assert (project / "models/model_info.json").read_text() == info
     assert json.loads(info)["version"] == 1
+
+
+# --- the gate on real data in a real registry ------------------------------------------------
+
+# Five groups laid out unlike the simulated customers, so neither data set's model fits the other.
+REAL_CENTERS = [(20, 40), (40, 60), (60, 80), (80, 20), (100, 40)]
+
+
+def _write_real_customers(path: Path) -> None:
+    """A customers CSV with Mall Customers headers: five well-separated groups."""
+    frame = _blobs(REAL_CENTERS, 40, seed=5, std=5.0).round(1)
+    frame.insert(0, "CustomerID", range(1, len(frame) + 1))
+    frame.columns = ["CustomerID", "Annual Income (k$)", "Spending Score (1-100)"]
+    frame.to_csv(path, index=False)
+
+
+def _export_after(project: Path, **sections: dict) -> dict:
+    """Apply params, run the stages DVC would rerun (simulate, train, export), read the result."""
+    write_params(project, **sections)
+    for name in ("simulate", "train", "export"):
+        assert stage(name).main([]) == 0, name
+    return json.loads((project / "models/model_info.json").read_text())
+
+
+def _version_tags(version: int) -> dict[str, str]:
+    return MlflowClient().get_model_version(NAME, str(version)).tags
+
+
+@pytest.mark.slow
+def test_the_gate_compares_like_with_like_across_data_sets(project: Path) -> None:
+    _write_real_customers(project / "real.csv")
+    simulated = _export_after(project)
+    assert simulated["promoted"] and simulated["decision"] == "no champion yet"
+
+    # Real customers: the simulated champion is scored on them too, and loses.
+    real = _export_after(project, simulate={"source": "real.csv"})
+    gate = real["gate"]
+    assert real["promoted"] and gate["champion_version"] == 1
+    assert gate["candidate_silhouette"] > gate["champion_silhouette"] + 0.01
+    assert gate["champion_silhouette"] != simulated["metrics"]["silhouette"]
+    assert gate["candidate_silhouette"] == pytest.approx(real["metrics"]["silhouette"])
+
+    # Back to simulated data: the old gate compared this model's silhouette (on easy-looking
+    # simulated data) with the champion's on its own well-separated data and refused it.
+    back = _export_after(project, simulate={"source": None})
+    assert back["metrics"]["silhouette"] < real["metrics"]["silhouette"] - 0.01
+    assert back["promoted"], back["decision"]
+    assert back["gate"]["champion_version"] == 2
+    assert back["gate"]["candidate_silhouette"] > back["gate"]["champion_silhouette"]
+
+    # A genuinely worse model of the same data is refused, and promoted only when forced.
+    _export_after(project, simulate={"source": "real.csv"})  # v4: the real-data champion
+    worse = _export_after(project, train={"n_clusters": 2})
+    assert not worse["promoted"] and worse["aliases"] == ["candidate"]
+    assert worse["decision"].startswith(f"silhouette {worse['gate']['candidate_silhouette']:.4f} <")
+    assert 0 < worse["gate"]["ari"] < 1
+    assert _champion() == 4
+    write_params(project, export={"force": True})
+    assert stage("export").main([]) == 0
+    forced = json.loads((project / "models/model_info.json").read_text())
+    assert forced["version"] == worse["version"] and forced["promoted"]
+    assert forced["decision"].endswith("; promoted by export.force")
+    assert _champion() == worse["version"]
+
+    # Every version carries its lineage and the decision as tags; metrics/export.json has both
+    # scores for `dvc exp show`.
+    data_sha = hashlib.sha256((project / "data/customers.csv").read_bytes()).hexdigest()
+    tags = _version_tags(forced["version"])
+    assert tags["data.sha256"] == data_sha == forced["lineage"]["data"]["sha256"]
+    assert tags["data.rows"] == "200" and tags["engine"] == "sklearn"
+    assert tags["params.simulate.source"] == "real.csv"
+    assert tags["params.train.n_clusters"] == "2" and tags["params.base.seed"] == "42"
+    assert tags["git.commit"] == "null", "the sandbox is not a git checkout"
+    assert tags["gate.promoted"] == "true" and tags["gate.force"] == "true"
+    assert float(tags["gate.champion_silhouette"]) == forced["gate"]["champion_silhouette"]
+    assert _version_tags(2)["params.simulate.source"] == "real.csv"
+    assert _version_tags(3)["params.simulate.source"] == "null"
+    assert _version_tags(1)["gate.decision"] == "no champion yet"
+    described = MlflowClient().get_model_version(NAME, str(worse["version"])).description
+    assert described.startswith("promoted to @champion: silhouette")
+    shown = json.loads((project / "metrics/export.json").read_text())
+    assert shown["promoted"] is True and shown["version"] == forced["version"]
+    assert shown["candidate_silhouette"] == forced["gate"]["candidate_silhouette"]
+    assert shown["champion_silhouette"] == forced["gate"]["champion_silhouette"]
+
+
+def _champion() -> int:
+    return int(MlflowClient().get_model_version_by_alias(NAME, "champion").version)
+
+
+@pytest.mark.slow
+def test_a_champion_on_other_features_is_kept_unless_forced(project: Path) -> None:
+    import mlflow
+
+    X = _blobs([(20, 20), (80, 80)], 30, seed=3).assign(age=30.0)
+    with mlflow.start_run():
+        logged = mlflow.sklearn.log_model(KMeans(2, n_init=1, random_state=0).fit(X), name="m")
+    foreign = mlflow.register_model(logged.model_uri, NAME)
+    MlflowClient().set_registered_model_alias(NAME, "champion", foreign.version)
+
+    kept = _export_after(project)
+    assert not kept["promoted"] and _champion() == int(foreign.version)
+    assert kept["decision"] == (
+        "the champion cannot score this data: it was trained on features "
+        "['annual_income', 'spending_score', 'age'], this data has "
+        "['annual_income', 'spending_score']; set export.force: true to promote anyway"
+    )
+    forced = _export_after(project, export={"force": True})
+    assert forced["promoted"] and _champion() == forced["version"]

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from sklearn.metrics import adjusted_rand_score
 
 from custseg.config import UserError, first_line
+from custseg.features import FEATURES
+from custseg.pipeline.segments import sample_silhouette
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -18,24 +23,79 @@ class Decision:
     reason: str
 
 
-def promotion_decision(
-    candidate_silhouette: float, champion_silhouette: float | None, tolerance: float
-) -> Decision:
-    """Promote when there is no champion, or the candidate is not worse by more than `tolerance`."""
-    if champion_silhouette is None:
-        return Decision(True, "no champion yet")
-    floor = champion_silhouette - tolerance
-    if candidate_silhouette >= floor:
-        return Decision(
-            True,
-            f"silhouette {candidate_silhouette:.4f} ≥ champion {champion_silhouette:.4f} "
-            f"− tolerance {tolerance:g}",
-        )
-    return Decision(
-        False,
-        f"silhouette {candidate_silhouette:.4f} < champion {champion_silhouette:.4f} "
-        f"− tolerance {tolerance:g}",
+@dataclass(frozen=True)
+class Comparison:
+    """Candidate and champion scored on the candidate's data: the same rows, the same seeded
+    silhouette sample. `unscorable` says why the champion could not label this data at all."""
+
+    candidate_silhouette: float
+    champion_silhouette: float | None = None
+    ari: float | None = None  # adjusted Rand index between the two labelings
+    unscorable: str | None = None
+
+
+def _feature_mismatch(model: Any) -> str | None:
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None and list(names) != FEATURES:
+        return f"it was trained on features {list(names)}, this data has {FEATURES}"
+    n_features = getattr(model, "n_features_in_", len(FEATURES))
+    if n_features != len(FEATURES):
+        return f"it takes {n_features} features, this data has {len(FEATURES)}"
+    return None
+
+
+def compare_on_data(
+    candidate: Any, champion: Any, X: pd.DataFrame, sample_size: int, seed: int
+) -> Comparison:
+    """Label `X` with both models and score each labeling the same way (pure: no registry)."""
+    values = X[FEATURES].to_numpy(dtype=float)
+    candidate_labels = candidate.predict(X[FEATURES])
+    candidate_score = sample_silhouette(values, candidate_labels, sample_size, seed)
+    if (mismatch := _feature_mismatch(champion)) is not None:
+        return Comparison(candidate_score, unscorable=mismatch)
+    try:
+        champion_labels = champion.predict(X[FEATURES])
+    except Exception as error:  # a foreign model: whatever it raises, it cannot score this data
+        return Comparison(candidate_score, unscorable=f"its predict failed: {first_line(error)}")
+    return Comparison(
+        candidate_score,
+        sample_silhouette(values, champion_labels, sample_size, seed),
+        float(adjusted_rand_score(champion_labels, candidate_labels)),
     )
+
+
+def promotion_decision(
+    comparison: Comparison | None,
+    tolerance: float,
+    *,
+    min_ari: float | None = None,
+    force: bool = False,
+) -> Decision:
+    """Promote when there is no champion, or when, on the candidate's data, the candidate's
+    silhouette is not worse than the champion's by more than `tolerance` (and the two labelings
+    agree to at least `min_ari`, when set). `force` promotes whatever the scores say."""
+    if comparison is None:
+        return Decision(True, "no champion yet")
+    if comparison.unscorable is not None:
+        reason = f"the champion cannot score this data: {comparison.unscorable}"
+        if force:
+            return Decision(True, f"{reason}; promoted by export.force")
+        return Decision(False, f"{reason}; set export.force: true to promote anyway")
+    candidate, champion = comparison.candidate_silhouette, comparison.champion_silhouette
+    assert champion is not None and comparison.ari is not None
+    good_enough = candidate >= champion - tolerance
+    reason = (
+        f"silhouette {candidate:.4f} {'≥' if good_enough else '<'} champion {champion:.4f} "
+        f"− tolerance {tolerance:g}, both on this data; ARI {comparison.ari:.3f}"
+    )
+    stable = min_ari is None or comparison.ari >= min_ari
+    if min_ari is not None:
+        reason += f" {'≥' if stable else '<'} min_ari {min_ari:g}"
+    if good_enough and stable:
+        return Decision(True, reason)
+    if force:
+        return Decision(True, f"{reason}; promoted by export.force")
+    return Decision(False, reason)
 
 
 class RegistryError(UserError):

@@ -29,16 +29,33 @@ def fit_segments(X: pd.DataFrame, k: int, params: TrainParams, seed: int) -> KMe
     return model.fit(X[FEATURES])
 
 
+def sample_silhouette(values: np.ndarray, labels: np.ndarray, sample_size: int, seed: int) -> float:
+    """Silhouette on a seeded sample of `sample_size` rows when the data is larger: the same rows
+    for the same data, size and seed, so two labelings of one data set compare like with like.
+
+    The rows are the ones `silhouette_score(sample_size=, random_state=seed)` would draw. Edge
+    labelings get silhouette's own limits instead of an error: one segment separates nothing
+    (-1), a segment per row scores 0 (a singleton's silhouette).
+    """
+    labels = np.asarray(labels)
+    if len(values) > sample_size:
+        rows = np.random.RandomState(seed).permutation(len(values))[:sample_size]
+        values, labels = values[rows], labels[rows]
+    n_labels = len(np.unique(labels))
+    if n_labels < 2:
+        return -1.0
+    if n_labels >= len(values):
+        return 0.0
+    return float(silhouette_score(values, labels))
+
+
 def score_segments(X: pd.DataFrame, model: KMeans, sample_size: int, seed: int) -> dict[str, float]:
     """Inertia, silhouette (on a seeded sample when large), Davies–Bouldin, Calinski–Harabasz."""
     labels = model.labels_
     values = X[FEATURES].to_numpy(dtype=float)
-    sample = None if len(values) <= sample_size else sample_size
     return {
         "inertia": float(model.inertia_),
-        "silhouette": float(
-            silhouette_score(values, labels, sample_size=sample, random_state=seed)
-        ),
+        "silhouette": sample_silhouette(values, labels, sample_size, seed),
         "davies_bouldin": float(davies_bouldin_score(values, labels)),
         "calinski_harabasz": float(calinski_harabasz_score(values, labels)),
     }

@@ -7,6 +7,7 @@ MLflow is imported lazily (2–5 s) so importing this module stays cheap.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 
 from custseg.config import first_line
 from custseg.features import INCOME, SPENDING
+from custseg.pipeline.lineage import describe_git
 from custseg.tracking import configure_mlflow, registry_uri
 
 if TYPE_CHECKING:
@@ -67,6 +69,42 @@ class RunInfo:
     k: int | None
     silhouette: float | None
     metrics: dict[str, float] = field(default_factory=dict)
+    lineage: Lineage | None = None
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What the model was trained on, from the run's tags (train writes them)."""
+
+    data_sha256: str
+    data_rows: int | None
+    git_commit: str | None
+    git_dirty: bool | None
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> Lineage | None:
+        """None for a run without lineage; anything malformed reads as unknown, never shown raw."""
+        sha = tags.get("data.sha256", "")
+        if not _HEX.fullmatch(sha):
+            return None
+        rows = tags.get("data.rows", "")
+        commit = tags.get("git.commit", "")
+        return cls(
+            data_sha256=sha,
+            data_rows=int(rows) if rows.isdigit() else None,
+            git_commit=commit if _HEX.fullmatch(commit) else None,
+            git_dirty={"true": True, "false": False}.get(tags.get("git.dirty", "")),
+        )
+
+    def describe(self) -> str:
+        rows = "? rows" if self.data_rows is None else f"{self.data_rows:,} rows"
+        return (
+            f"data {self.data_sha256[:12]} ({rows}) · commit "
+            f"{describe_git(self.git_commit, self.git_dirty)}"
+        )
+
+
+_HEX = re.compile(r"[0-9a-f]{7,64}")
 
 
 def mlflow_client() -> MlflowClient:
@@ -186,6 +224,7 @@ def describe_run(run_id: str, client: MlflowClient | None = None) -> RunInfo:
         k=int(k) if k is not None and str(k).isdigit() else None,
         silhouette=metrics.get("silhouette"),
         metrics=metrics,
+        lineage=Lineage.from_tags(dict(run.data.tags)),
     )
 
 

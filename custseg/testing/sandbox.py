@@ -69,6 +69,9 @@ def forget_mlflow_process_state() -> None:
 
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
+    # set_experiment also keeps the id in a module global, which would point the next store's
+    # runs at an experiment it does not have (MLflow has no public reset).
+    mlflow.tracking.fluent._active_experiment_id = None
     for key in ("MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
         os.environ.pop(key, None)
 
