@@ -11,6 +11,9 @@ export DO_NOT_TRACK := 1
 export DEEPEVAL_TELEMETRY_OPT_OUT := YES
 export STREAMLIT_BROWSER_GATHER_USAGE_STATS := false
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
+export NPM_CONFIG_UPDATE_NOTIFIER := false
+export NPM_CONFIG_FUND := false
+export NPM_CONFIG_AUDIT := false
 export PATH := $(abspath $(BIN)):$(PATH)
 UI_PORT ?= 5000
 APP_PORT ?= 8501
@@ -33,7 +36,20 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/custseg mlflow template  # MLflow's schema migrations, once per machine and version
 	touch $@
 
-install: $(STAMP)  ## create .venv from requirements.lock and install the project (when either changed)
+# DVC's plots page renders offline: Vega, Vega-Lite and vega-embed at the versions (and integrity
+# hashes) in vendor/vega/package-lock.json, inlined into the page template DVC uses.
+VEGA := vendor/vega
+VEGA_STAMP := $(VEGA)/node_modules/.package-lock.json
+PLOTS_TEMPLATE := .dvc/plots/offline.html
+
+$(VEGA_STAMP): $(VEGA)/package-lock.json
+	npm ci --prefix $(VEGA) --ignore-scripts --loglevel=error
+	touch $@
+
+$(PLOTS_TEMPLATE): $(VEGA_STAMP) $(STAMP) custseg/pipeline/plots_page.py
+	$(BIN)/custseg plots template
+
+install: $(STAMP) $(PLOTS_TEMPLATE)  ## create .venv from requirements.lock, install the project, build the offline plots page
 
 lock:  ## renew requirements.lock from pyproject.toml's ranges, keeping current pins (UPGRADE=1 moves them)
 	test -x .uv/bin/uv || { $(PYTHON) -m venv .uv && .uv/bin/pip install -q uv==$(UV_VERSION); }
@@ -41,7 +57,9 @@ lock:  ## renew requirements.lock from pyproject.toml's ranges, keeping current 
 		--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		--custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade) -o requirements.lock
 
+# The params check first: a YAML syntax error gets one line here instead of DVC's parser dump.
 run: install  ## set-up + dvc repro on params.yaml
+	$(BIN)/python stages/check_params.py
 	$(BIN)/dvc repro
 
 test: install  ## the whole test suite (real MLflow, DVC, ...)
@@ -53,7 +71,7 @@ lint: install  ## ruff lint + format check
 bench: install  ## benchmarks in bench/ (ratios against baselines measured in the same run)
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
-ui: install  ## MLflow UI on 127.0.0.1:$(UI_PORT)
+ui: install  ## MLflow UI on 127.0.0.1 (port UI_PORT=5000)
 	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)"
 	$(BIN)/mlflow server --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns \
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
@@ -67,14 +85,18 @@ llm-check: install  ## send one prompt through the configured LLM provider
 # Broker up, agents, submit eval/tasks.yaml, capture the conversations, stop the agents.
 agents-demo: model kafka-up  ## the three agents over Kafka on the sample tasks → data/conversations.jsonl
 	@mkdir -p logs
-	@$(BIN)/custseg agents > logs/agents.log 2>&1 & agents=$$!; \
+	@export $(ENV_BOOTSTRAP)=$${$(ENV_BOOTSTRAP):-127.0.0.1:$(KAFKA_PORT)}; \
+	$(BIN)/custseg agents > logs/agents.log 2>&1 & agents=$$!; \
 	trap 'kill $$agents 2>/dev/null; wait $$agents' EXIT; \
 	echo "agents running (pid $$agents, log logs/agents.log)"; \
 	$(BIN)/custseg submit --ids-out logs/demo-ids.txt >/dev/null && \
 	$(BIN)/custseg capture --expect logs/demo-ids.txt --timeout 3600
 
-# The local Kafka broker (KRaft, 127.0.0.1); with KAFKA_BOOTSTRAP_SERVERS set these targets only
-# say that the external cluster is used. Data and logs: ~/.local/state/custseg/kafka by default.
+# The local Kafka broker (KRaft, 127.0.0.1). KAFKA_PORT is the one port setting: agents-demo and
+# the custseg commands use it too. With KAFKA_BOOTSTRAP_SERVERS set, kafka-up starts nothing;
+# kafka-down and kafka-status still act on the project's own broker.
+# Data and logs: ~/.local/state/custseg/kafka by default.
+ENV_BOOTSTRAP := KAFKA_BOOTSTRAP_SERVERS
 KAFKA_PORT ?= 9092
 KAFKA_CONTROLLER_PORT ?= 9093
 KAFKA_CLI = $(BIN)/custseg kafka $(1) --port $(KAFKA_PORT) --controller-port $(KAFKA_CONTROLLER_PORT) \
@@ -89,11 +111,11 @@ kafka-down:  ## stop the local Kafka broker (SIGTERM by PID)
 kafka-status:  ## is the local Kafka broker running, and at which address
 	@$(call KAFKA_CLI,status) || [ $$? -eq 3 ]
 
-app: install  ## Streamlit app on 127.0.0.1:$(APP_PORT) (needs a registered model: make run)
+app: install  ## Streamlit app on 127.0.0.1 (port APP_PORT=8501; needs a registered model: make run)
 	@echo "App: http://127.0.0.1:$(APP_PORT)"
 	MLFLOW_UI_URL=$${MLFLOW_UI_URL-http://127.0.0.1:$(UI_PORT)} $(BIN)/streamlit run app/Home.py \
 		--server.headless true --server.address 127.0.0.1 --server.port $(APP_PORT) \
 		--browser.gatherUsageStats false
 
-clean:  ## remove local MLflow stores and DVC outputs (keeps .venv)
-	rm -rf mlflow.db mlruns data/customers.csv models/*.json metrics/*.json plots/*.csv
+clean:  ## remove the local MLflow store and the outputs git does not track (keeps .venv, caches)
+	rm -rf mlflow.db mlruns dvc_plots logs data/customers.csv models/*.json models/params.ok

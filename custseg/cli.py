@@ -5,6 +5,7 @@ custseg eval calibrate                 trust in the GEval judge
 custseg llm fetch | models | serve | check
 custseg kafka up | down | status | fetch
 custseg mlflow template                MLflow's migrated empty store, once per machine
+custseg plots template                 DVC's plots page with Vega inlined (offline)
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ def _mlflow_template(_args: argparse.Namespace) -> None:
     print(f"MLflow store template {state}: {path} (${TEMPLATE_DIR_ENV} moves it)")
 
 
+def _plots_template(_args: argparse.Namespace) -> None:
+    from custseg.pipeline.plots_page import write_template
+
+    path = write_template()
+    print(f"DVC plots page template: {path} ({path.stat().st_size // 1024} KiB, no network needed)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="custseg",
@@ -44,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         "template",
         "build the migrated empty store that every new sqlite store copies (once per version)",
         _mlflow_template,
+    )
+    actions = command_group(commands, "plots", "DVC plots set-up", "DVC plots set-up.")
+    add_command(
+        actions,
+        "template",
+        "build .dvc/plots/offline.html from vendor/vega (run from the project root)",
+        _plots_template,
     )
     return root
 

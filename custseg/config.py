@@ -222,6 +222,8 @@ def _describe(error: ValidationError, source: str) -> str:
     if first["type"] == "extra_forbidden":
         return f"{source}: {key}: unknown key"
     message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "model_type":  # e.g. `base:` left empty (None) or given a value
+        message = "must be a section of `key: value` lines"
     got = first.get("input")
     return f"{source}: {key}: {message}" + ("" if isinstance(got, dict) else f" (got {got!r})")
 
@@ -250,3 +252,27 @@ def load_params(path: Path | str = PARAMS) -> Params:
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
     return parse_params(raw, str(path))
+
+
+def _has_key(raw: dict, dotted: str) -> bool:
+    node: object = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def check_params_file(path: Path | str, dvc_params: list[str]) -> Params:
+    """Validate params.yaml as a whole, and check that every key DVC's stages track
+    (`dvc_params`, e.g. "base.seed", "export") is present: DVC fails on a missing one only after
+    it has started a stage. Raises ConfigError naming the first problem in one line."""
+    params = load_params(path)
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    missing = [key for key in dvc_params if not _has_key(raw, key)]
+    if missing:
+        raise ConfigError(
+            f"{path}: {missing[0]}: missing (dvc.yaml's stages track it"
+            + (f"; also missing: {', '.join(missing[1:])})" if missing[1:] else ")")
+        )
+    return params

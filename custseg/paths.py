@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
+DVC_YAML = Path("dvc.yaml")
+PARAMS_CHECKED = Path("models/params.ok")  # stage `params`: every stage waits for this check
 CUSTOMERS = Path("data/customers.csv")  # simulate → train; the app's segment map
 TRAIN_RUN = Path("models/train_run.json")  # train → export: the MLflow run and its model
 MODEL_INFO = Path("models/model_info.json")  # export: the registered version and the decision

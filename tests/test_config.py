@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from custseg.config import ConfigError, Params, load_params, parse_params
+from custseg.config import ConfigError, Params, check_params_file, load_params, parse_params
 from tests.fixtures.project import ROOT, stage, write_params
 
 export, simulate, train = (stage("export"), stage("simulate"), stage("train"))
@@ -153,3 +156,86 @@ def test_every_stage_rejects_an_invalid_params_file_before_writing(
     for module in (simulate, train, export):
         _fails_cleanly(module, capsys, "export.tolerance")
     assert not any((project / d).exists() for d in ("data", "metrics", "models", "plots"))
+
+
+# --- the `params` stage: the whole file, before DVC runs anything -----------------------------
+
+check_params = stage("check_params")
+DVC_PARAMS = check_params.tracked_params(yaml.safe_load((ROOT / "dvc.yaml").read_text()))
+
+
+def test_the_check_covers_every_key_dvc_tracks() -> None:
+    assert DVC_PARAMS == ["base.seed", "simulate", "train", "export", "eval", "llm"]
+    assert check_params_file(ROOT / "params.yaml", DVC_PARAMS) == Params()
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda p: p.update(exprot=p.pop("export")), "params.yaml: exprot: unknown key"),
+        (lambda p: p.pop("export"), "params.yaml: export: missing (dvc.yaml's stages track it)"),
+        (lambda p: p["base"].pop("seed"), "params.yaml: base.seed: missing"),
+        (lambda p: p.update(extra=1), "params.yaml: extra: unknown key"),
+        (
+            lambda p: p.update(base=None),
+            "params.yaml: base: must be a section of `key: value` lines (got None)",
+        ),
+    ],
+    ids=["misspelled section", "missing section", "missing key", "unknown key", "empty section"],
+)
+def test_the_params_stage_names_the_problem_and_writes_nothing(
+    project: Path, capsys: pytest.CaptureFixture, edit, expected: str
+) -> None:
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    edit(raw)
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert expected in _fails_cleanly(check_params, capsys, expected)
+    assert not (project / "models/params.ok").exists()
+
+
+def test_a_yaml_syntax_error_is_one_line(project: Path, capsys: pytest.CaptureFixture) -> None:
+    (project / "params.yaml").write_text("train:\n  n_clusters: [3\n")
+    _fails_cleanly(check_params, capsys, "params.yaml: not valid YAML at line 3")
+
+
+def _mutations() -> st.SearchStrategy:
+    """Edits a careless user makes: any tracked key deleted, set to junk, or a new key anywhere."""
+    junk = st.none() | st.integers() | st.text(max_size=8) | st.lists(st.integers(), max_size=2)
+    paths = st.sampled_from(
+        ["base", "base.seed", "simulate", "simulate.income", "simulate.income.mean", "train",
+         "train.k_range", "train.n_clusters", "export", "export.tolerance", "eval", "llm",
+         "llm.provider", "agents", "agents.partitions"]
+    )  # fmt: skip
+    return st.lists(
+        st.tuples(st.sampled_from(["delete", "set", "add"]), paths, junk), min_size=1, max_size=3
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(mutations=_mutations())
+def test_any_mutated_params_file_is_accepted_whole_or_refused_in_one_line(
+    tmp_path_factory: pytest.TempPathFactory, mutations: list
+) -> None:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for action, path, value in mutations:
+        *parents, leaf = path.split(".")
+        node = raw
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        if action == "delete":
+            node.pop(leaf, None)
+        elif action == "set":
+            node[leaf] = value
+        else:
+            node[f"{leaf}_x"] = value
+    path = tmp_path_factory.mktemp("params") / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    try:
+        params = check_params_file(path, DVC_PARAMS)
+    except ConfigError as error:
+        message = str(error)
+        assert message.startswith(f"{path}: ") and "\n" not in message
+        return
+    assert isinstance(params, Params)  # accepted: every section a stage reads is valid

@@ -23,11 +23,19 @@ STAGES = DVC_YAML["stages"]
 PACKAGE = ROOT / "custseg"
 CODE = ("stages/", "custseg")  # dep paths that are code, not data
 # What each stage reads and writes besides code, as custseg.paths names it.
+# Every stage but `params` also waits for its marker (PARAMS_CHECKED).
 DATA = {
-    "simulate": ({paths.CUSTOMERS}, set()),
-    "train": ({paths.TRAIN_RUN, paths.K_SWEEP, paths.TRAIN_METRICS}, {paths.CUSTOMERS}),
-    "export": ({paths.MODEL_INFO, paths.EXPORT_METRICS}, {paths.TRAIN_RUN, paths.CUSTOMERS}),
-    "eval": ({paths.EVAL_RESULTS, paths.EVAL_METRICS}, {paths.CONVERSATIONS}),
+    "params": ({paths.PARAMS_CHECKED}, {paths.PARAMS}),
+    "simulate": ({paths.CUSTOMERS}, {paths.PARAMS_CHECKED}),
+    "train": (
+        {paths.TRAIN_RUN, paths.K_SWEEP, paths.TRAIN_METRICS},
+        {paths.CUSTOMERS, paths.PARAMS_CHECKED},
+    ),
+    "export": (
+        {paths.MODEL_INFO, paths.EXPORT_METRICS},
+        {paths.TRAIN_RUN, paths.CUSTOMERS, paths.PARAMS_CHECKED},
+    ),
+    "eval": ({paths.EVAL_RESULTS, paths.EVAL_METRICS}, {paths.CONVERSATIONS, paths.PARAMS_CHECKED}),
 }
 # Prints the project modules that importing a stage script loads, in a fresh interpreter.
 LOADED = """

@@ -19,7 +19,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from custseg.kafka.admin import ENV_BOOTSTRAP, KafkaBrokerError, ensure_topics
-from custseg.kafka.broker import LocalBroker, free_port
+from custseg.kafka.broker import LocalBroker, free_port, running_local_bootstrap
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,14 +152,14 @@ def test_cli_leaves_an_external_cluster_alone(tmp_path: Path) -> None:
     env = _cli_env(**{ENV_BOOTSTRAP: "broker.example:9092"})
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
-    assert "using that external cluster" in done.stdout
+    assert "using that cluster, not starting a local broker" in done.stdout
     assert not any(tmp_path.iterdir())
 
 
-def _make(target: str, variables: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _make(target: str, variables: dict[str, str], **env: str) -> subprocess.CompletedProcess[str]:
     cmd = ["make", "--no-print-directory", target, *(f"{k}={v}" for k, v in variables.items())]
     return subprocess.run(
-        cmd, cwd=ROOT, env=_cli_env(), capture_output=True, text=True, timeout=180
+        cmd, cwd=ROOT, env=_cli_env(**env), capture_output=True, text=True, timeout=180
     )
 
 
@@ -180,12 +180,16 @@ def test_make_kafka_up_status_down_cycle(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stderr
         assert f"at 127.0.0.1:{port}, answering" in status.stdout
         assert ensure_topics(f"127.0.0.1:{port}", {"make.cycle": 1}) == ["make.cycle"]
+        # Clients find it on its port without being told (one port setting).
+        assert running_local_bootstrap(tmp_path / "data") == f"127.0.0.1:{port}"
     finally:
-        down = _make("kafka-down", variables)
+        # The variable naming another cluster does not stop `down` from stopping ours.
+        down = _make("kafka-down", variables, **{ENV_BOOTSTRAP: "elsewhere.invalid:9092"})
     assert down.returncode == 0, down.stderr
     assert down.stdout.strip() == "stopped"
     assert "not running" in _make("kafka-status", variables).stdout
     assert not (tmp_path / "data" / "broker.pid").exists()
+    assert running_local_bootstrap(tmp_path / "data") is None
     assert (tmp_path / "logs" / "server.log").stat().st_size > 0
 
 

@@ -106,3 +106,57 @@ def test_repro_registers_a_champion_then_the_gate_decides(repo: Path, outbound_c
     for column in ("promoted", "decision", "candidate_silhouette", "champion_silhouette", "ari"):
         assert column in header, header
     assert f"{third['gate']['champion_silhouette']}" in table
+
+
+OUTPUTS = [
+    "data/customers.csv",
+    "models/train_run.json",
+    "models/model_info.json",
+    "metrics/train.json",
+    "metrics/export.json",
+    "plots/k_sweep.csv",
+]
+
+
+def _fails(*command: str, cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode != 0, f"{' '.join(command)} should have failed:\n{done.stdout}"
+    return done.stdout + done.stderr
+
+
+def test_a_failed_run_keeps_the_last_good_outputs(repo: Path) -> None:
+    _run("dvc", "repro", "export", cwd=repo)
+    good = {name: (repo / name).read_bytes() for name in OUTPUTS}
+    params = (repo / "params.yaml").read_text()
+    (repo / "bad.csv").write_text("Annual Income (k$),Spending Score (1-100)\n10,20\nlots,40\n")
+    broken = {
+        # refused by the `params` stage, before any other stage starts
+        "misspelled section": params.replace("\nexport:", "\nexprot:"),
+        "unknown key": params + "trian:\n  n_clusters: 3\n",
+        # refused by a stage at run time: DVC has started it, its outputs persist
+        "bad source rows": params.replace("source: null", "source: bad.csv"),
+        "too many clusters": params.replace("n_clusters: 5", "n_clusters: 500"),
+    }
+    expected = {
+        "misspelled section": "error: params.yaml: exprot: unknown key",
+        "unknown key": "error: params.yaml: trian: unknown key",
+        "bad source rows": "non-numeric value(s), first at data row 2: 'lots'",
+        "too many clusters": "train.n_clusters: 500 clusters need more than 500 customers",
+    }
+    for case, text in broken.items():
+        (repo / "params.yaml").write_text(text)
+        log = _fails("dvc", "repro", "export", cwd=repo)
+        assert expected[case] in log, f"{case}:\n{log}"
+        errors = [line for line in log.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, f"{case}: {errors}"
+        now = {name: (repo / name).read_bytes() for name in OUTPUTS if (repo / name).exists()}
+        assert now == good, f"{case}: an output changed or vanished"
+    # Back to the good params: only the check is redone (it passed on a file that then failed a
+    # stage; DVC's run cache restores it); every other stage is up to date with its outputs.
+    (repo / "params.yaml").write_text(params)
+    log = _run("dvc", "repro", "export", cwd=repo)
+    assert "Stage 'params' is cached" in log or "Running stage 'params'" in log, log
+    for name in ("simulate", "train", "export"):
+        assert f"Stage '{name}' didn't change, skipping" in log, log
+    assert {name: (repo / name).read_bytes() for name in OUTPUTS} == good

@@ -23,8 +23,13 @@ class KafkaBrokerError(UserError):
 
 
 def bootstrap_servers() -> str:
-    """Return the cluster to use: `$KAFKA_BOOTSTRAP_SERVERS`, else the local default."""
-    return os.environ.get(ENV_BOOTSTRAP, "").strip() or DEFAULT_BOOTSTRAP
+    """The cluster to use: `$KAFKA_BOOTSTRAP_SERVERS`, else the project's running local broker
+    (whatever port `custseg kafka up` gave it), else 127.0.0.1:9092."""
+    from custseg.kafka.broker import running_local_bootstrap  # broker imports this module
+
+    return (
+        os.environ.get(ENV_BOOTSTRAP, "").strip() or running_local_bootstrap() or DEFAULT_BOOTSTRAP
+    )
 
 
 @contextlib.contextmanager

@@ -385,3 +385,28 @@ class LocalBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def configured_ports(data_dir: Path) -> tuple[int, int] | None:
+    """Ports of the broker last rendered in data_dir, so down/status find it without flags."""
+    props_file = data_dir / "server.properties"
+    if not props_file.is_file():
+        return None
+    props = read_properties(props_file)
+    try:
+        port = int(props["advertised.listeners"].rsplit(":", 1)[1])
+        controller = int(props["controller.quorum.bootstrap.servers"].rsplit(":", 1)[1])
+    except (KeyError, IndexError, ValueError):
+        return None
+    return port, controller
+
+
+def running_local_bootstrap(data_dir: Path | None = None) -> str | None:
+    """The address of the broker `custseg kafka up` started (default state dir), if it runs:
+    clients then follow `make kafka-up KAFKA_PORT=…` without being told the port again."""
+    data_dir = data_dir or state_home() / "data"
+    ports = configured_ports(data_dir)
+    if ports is None:
+        return None
+    broker = LocalBroker(data_dir, *ports)
+    return broker.bootstrap if broker.pid() is not None else None

@@ -1,6 +1,7 @@
 """`custseg kafka up | down | status | fetch`: the project's local broker from the shell.
 
-With `KAFKA_BOOTSTRAP_SERVERS` naming another cluster, up/down/status only say so.
+With `KAFKA_BOOTSTRAP_SERVERS` set, `up` starts nothing; down and status act on the project's own
+broker whatever the variable says.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from custseg.kafka.admin import DEFAULT_BOOTSTRAP, DEFAULT_PORT, ENV_BOOTSTRAP, 
 from custseg.kafka.broker import (
     DEFAULT_CONTROLLER_PORT,
     LocalBroker,
+    configured_ports,
     fetch_jars,
-    read_properties,
     state_home,
 )
 
@@ -31,7 +32,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "kafka",
         "the project's local Apache Kafka broker (KRaft, 127.0.0.1)",
         "Start, stop or inspect the project's local Apache Kafka broker. "
-        f"Does nothing but say so when {ENV_BOOTSTRAP} names an external cluster.",
+        f"With {ENV_BOOTSTRAP} set, `up` starts nothing; `down` and `status` act on the "
+        "project's own broker whatever it says.",
     )
     for name, text in (
         ("up", "fetch the jars if needed, format, start, wait until it answers"),
@@ -57,27 +59,19 @@ def _broker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for 'up'")
 
 
-def _configured_ports(data_dir: Path) -> tuple[int, int] | None:
-    """Ports of the broker last rendered in data_dir, so down/status find it without flags."""
-    props_file = data_dir / "server.properties"
-    if not props_file.is_file():
-        return None
-    props = read_properties(props_file)
-    port = int(props["advertised.listeners"].rsplit(":", 1)[1])
-    controller = int(props["controller.quorum.bootstrap.servers"].rsplit(":", 1)[1])
-    return port, controller
-
-
 def _run(args: argparse.Namespace) -> int:
     logging.getLogger("kafka").setLevel(logging.ERROR)  # it logs every refused connection
     if args.action == "fetch":
         print(f"Kafka jars ready in {fetch_jars()}")
         return 0
-    if external := os.environ.get(ENV_BOOTSTRAP, "").strip():
-        print(f"{ENV_BOOTSTRAP}={external}: using that external cluster, not starting or stopping")
+    external = os.environ.get(ENV_BOOTSTRAP, "").strip()
+    if external and args.action == "up":
+        print(f"{ENV_BOOTSTRAP}={external}: using that cluster, not starting a local broker")
         return 0
+    # down and status always look at the project's own broker: the variable may name it, or
+    # name another cluster while the project's broker still runs.
     broker = LocalBroker(args.data_dir, args.port, args.controller_port, args.log_dir)
-    if args.action != "up" and (ports := _configured_ports(broker.data_dir)):
+    if args.action != "up" and (ports := configured_ports(broker.data_dir)):
         broker.port, broker.controller_port = ports
     pid = broker.pid()
     if args.action == "up":
@@ -89,7 +83,9 @@ def _run(args: argparse.Namespace) -> int:
         took = time.monotonic() - started
         print(f"Kafka broker up at {broker.bootstrap} (pid {broker.pid()}, {took:.1f} s)")
         if broker.bootstrap != DEFAULT_BOOTSTRAP:
-            print(f"clients: export {ENV_BOOTSTRAP}={broker.bootstrap}")
+            print(
+                f"custseg commands find it there; other clients: {ENV_BOOTSTRAP}={broker.bootstrap}"
+            )
         return 0
     if args.action == "down":
         print("stopped" if broker.stop() else "not running")

@@ -26,7 +26,7 @@ PROJECT_FILES = [
     ".dvc/.gitignore",
     ".gitignore",
 ]
-PIPELINE = ("simulate", "train", "export")
+PIPELINE = ("check_params", "simulate", "train", "export")
 # MLflow variables a sandbox must not inherit from the calling shell.
 MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME")
 
