@@ -20,6 +20,7 @@ import pytest
 import yaml
 from kafka import KafkaConsumer
 
+from custseg.agents.roles import META_TALK, OTHER_SCRIPT, tidy_final
 from custseg.llm.models import DEFAULT_MODEL_ID
 from tests.fixtures.project import ROOT
 
@@ -158,6 +159,11 @@ def test_three_tasks_become_three_linked_conversations(workdir: Workdir, agents)
     for conversation in lines:
         assert_linked(conversation)
         assert conversation["events"]["final"]["model"]["name"] == DEFAULT_MODEL_ID
+        # The real model's final is the answer alone: no talk of the review, no other script,
+        # no JSON debris.
+        final = conversation["final"]
+        assert not (META_TALK.search(final) or OTHER_SCRIPT.search(final)), final
+        assert final == tidy_final(final) and not final.endswith(("}", "]")), final
     assert {c["task"] for c in lines} == set(TASKS)
 
     # A restarted capture (same group) and a brand-new one (re-reads everything) add nothing.

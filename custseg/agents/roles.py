@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,10 +34,73 @@ ROLES: dict[str, Role] = {
 
 
 class Review(BaseModel):
-    """The reviewer's structured reply."""
+    """The reviewer's structured reply: the critique and the answer kept apart."""
 
     review: str = Field(description="two sentences: what the draft got wrong or missed")
-    final: str = Field(description="the improved answer to the task")
+    final: str = Field(
+        description="only the improved answer itself, as the team would send it: no words about "
+        "the draft, the review or the reviewer"
+    )
+
+
+# Sentences about the process rather than the answer (what a small model adds to its final).
+META_TALK = re.compile(
+    r"\b(reviewer|reviewed|the draft|this (revised|improved|updated|final|new) "
+    r"(answer|version|response|draft|text)|would help the (reviewer|team review))\b",
+    re.IGNORECASE,
+)
+# Chinese, Japanese and Korean script: the bundled model sometimes drifts into it mid-sentence.
+OTHER_SCRIPT = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]")
+# Pieces of an answer: sentences (split after . ! ?) and lines, separators kept.
+_PIECES = re.compile(r"((?<=[.!?])[ \t]+|\n+)")
+_ENDED = re.compile(r"[.!?:][)\]\"'*]*$|^\W*$")
+_LIST_MARKER = re.compile(r"^\s*(\d+[.)]|[-*•])\s*$")
+
+
+def _trim_edges(text: str) -> str:
+    """Whitespace and the stray brackets a JSON reply leaves at either end (pairs stay)."""
+    text, changed = text.strip(), True
+    while changed:
+        changed = False
+        for opener, closer in ("{}", "[]"):
+            surplus = text.count(closer) - text.count(opener)
+            stray = closer if surplus > 0 else opener  # the kind there is one too many of
+            if surplus and text.endswith(stray):
+                text, changed = text[:-1].rstrip(), True
+            elif surplus and text.startswith(stray):
+                text, changed = text[1:].lstrip(), True
+    return text
+
+
+def _pieces(text: str) -> list[tuple[str, str]]:
+    parts = _PIECES.split(text)
+    return [(parts[i], parts[i + 1] if i + 1 < len(parts) else "") for i in range(0, len(parts), 2)]
+
+
+def tidy_final(text: str, cut: bool = False) -> str:
+    """The Reviewer's final as the answer alone: stray brackets off, sentences about the review
+    or in another script dropped, and, when the reply was `cut` at its length cap, trimmed back
+    to its last complete sentence. Never adds text; falls back to the stripped input rather
+    than return nothing."""
+    stripped = _trim_edges(text)
+    kept: list[tuple[str, str]] = []
+    for piece, sep in _pieces(stripped):
+        if not (META_TALK.search(piece) or OTHER_SCRIPT.search(piece)):
+            kept.append((piece, sep))
+        elif kept and "\n" in sep and "\n" not in kept[-1][1]:
+            kept[-1] = (kept[-1][0], sep)  # a dropped line's break still separates its neighbours
+    if cut and kept and not _ENDED.search(kept[-1][0].rstrip()):
+        ended = [i for i, (p, _) in enumerate(kept) if _ENDED.search(p.rstrip()) and p.strip()]
+        if ended:
+            kept = kept[: ended[-1] + 1]
+    while True:  # a dangling list number, then brackets it exposes, until nothing changes
+        while kept and _LIST_MARKER.match(kept[-1][0]):
+            kept.pop()
+        joined = "".join(p + sep for p, sep in kept).strip()
+        tidy = _trim_edges(joined)
+        if tidy == joined:
+            return tidy or stripped
+        kept = _pieces(tidy)
 
 
 INSTRUCTIONS: dict[str, str] = {
@@ -45,8 +109,9 @@ INSTRUCTIONS: dict[str, str] = {
     "writer": "You are the Writer. Follow the plan and write a clear, specific answer to the task "
     "in at most 150 words. Output only the answer.",
     "reviewer": "You are the Reviewer. Check the draft for relevance to the task, correctness and "
-    "clarity. Reply in JSON with a short `review` and an improved `final` answer (at most 150 "
-    "words) that fixes what you found.",
+    "clarity. Reply in JSON with a short `review` and an improved `final` answer (at most 90 "
+    "words) that fixes what you found. The `final` is only the answer, in English, as the team "
+    "would send it: never mention the draft, the review or yourself.",
 }
 
 
@@ -79,10 +144,12 @@ def answer(role: Role, incoming: Envelope, llm: Provider, max_tokens: int) -> En
         review, _ = llm.complete_json(
             prompt("reviewer", task, draft=draft), Review, max_tokens=max_tokens
         )
+        # A final as long as the schema allows was cut there by the grammar, maybe mid-word.
+        cut = len(review.final) >= getattr(llm, "max_string_length", 10**9) - 1
         content = {
             "task": task,
             "draft": draft,
-            "final": review.final.strip(),
+            "final": tidy_final(review.final, cut=cut),
             "review": review.review.strip(),
         }
     return reply(incoming, role.produces, role.name, content, model)
