@@ -43,7 +43,7 @@ VEGA_STAMP := $(VEGA)/node_modules/.package-lock.json
 PLOTS_TEMPLATE := .dvc/plots/offline.html
 
 $(VEGA_STAMP): $(VEGA)/package-lock.json
-	npm ci --prefix $(VEGA) --ignore-scripts --loglevel=error
+	npm ci --prefix $(VEGA) --ignore-scripts --prefer-offline --loglevel=error
 	touch $@
 
 $(PLOTS_TEMPLATE): $(VEGA_STAMP) $(STAMP) custseg/pipeline/plots_page.py

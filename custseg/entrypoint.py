@@ -67,3 +67,10 @@ def command_group(
     """A `custseg <name> ACTION` group; returns where its actions are added."""
     group = commands.add_parser(name, help=summary, description=description)
     return group.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+def duration(seconds: float) -> str:
+    """A time estimate as people read it: '45 s', '9.5 min', '2.1 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"

@@ -11,7 +11,8 @@ from typing import Any
 from tqdm import tqdm
 
 from custseg.config import ConfigError, Params, load_params
-from custseg.entrypoint import run, stage_parser
+from custseg.entrypoint import duration, run, stage_parser
+from custseg.evaluation.judge import mean_call_seconds, seed_text
 from custseg.evaluation.metrics import (
     aggregate,
     build_scorer,
@@ -22,7 +23,7 @@ from custseg.evaluation.metrics import (
 )
 from custseg.io import write_json_atomic, write_text_atomic
 from custseg.llm import Provider
-from custseg.paths import CONVERSATIONS, EVAL_METRICS, EVAL_RESULTS
+from custseg.paths import CONVERSATIONS, EVAL_METRICS, EVAL_RESULTS, JUDGE_SEED
 from custseg.tracking import configure_mlflow
 
 
@@ -34,6 +35,17 @@ class EvalOutcome:
     hits: int  # judge replies found in the cache
     run_id: str | None
     skipped: list[dict[str, str]]
+
+
+def estimate(n_scores: int, n_conversations: int, per_call_s: float | None) -> str:
+    """What the stage is about to do and, from the judge's measured cost, how long at most."""
+    head = f"eval: {n_scores} score(s) for {n_conversations} conversation(s)"
+    if per_call_s is None:
+        return f"{head}; no measured judge call to estimate from"
+    return (
+        f"{head}; ~{per_call_s:.1f} s a judge call here, so at most "
+        f"~{duration(n_scores * per_call_s)} (cached replies cost nothing)"
+    )
 
 
 def evaluate(
@@ -50,8 +62,9 @@ def evaluate(
             "`make agents-demo`, or `custseg agents`, `custseg submit`, `custseg capture`)"
         )
     conversations = read_conversations(source)
-    scorer = build_scorer(params, provider)
+    scorer = build_scorer(params, provider, seed=JUDGE_SEED)
     items = [i for c in conversations.complete for i in conversation_items(c, params.base.seed)]
+    print(estimate(len(items), len(conversations.complete), mean_call_seconds(scorer.judge.cache)))
     rows = score_items(
         scorer,
         items,
@@ -62,6 +75,9 @@ def evaluate(
 
     write_text_atomic(EVAL_RESULTS, "".join(json.dumps(r) + "\n" for r in rows))
     write_json_atomic(EVAL_METRICS, summary)
+    # Exactly the replies these conversations needed: committed, they spare a fresh clone's
+    # `dvc repro eval -f` every judge call.
+    write_text_atomic(JUDGE_SEED, seed_text(scorer.judge.cache.used))
     stats = scorer.judge.stats
     run_id = log_run(params, rows, summary, scorer.judge.get_model_name(), stats.calls, stats.hits)
     return EvalOutcome(rows, summary, stats.calls, stats.hits, run_id, conversations.skipped)

@@ -35,7 +35,10 @@ DATA = {
         {paths.MODEL_INFO, paths.EXPORT_METRICS},
         {paths.TRAIN_RUN, paths.CUSTOMERS, paths.PARAMS_CHECKED},
     ),
-    "eval": ({paths.EVAL_RESULTS, paths.EVAL_METRICS}, {paths.CONVERSATIONS, paths.PARAMS_CHECKED}),
+    "eval": (
+        {paths.EVAL_RESULTS, paths.EVAL_METRICS, paths.JUDGE_SEED},
+        {paths.CONVERSATIONS, paths.PARAMS_CHECKED},
+    ),
 }
 # Prints the project modules that importing a stage script loads, in a fresh interpreter.
 LOADED = """

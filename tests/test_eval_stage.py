@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,8 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from custseg.config import load_params
+from custseg.evaluation.judge import (
+    JudgeCache,
+    completion_from_dict,
+    read_seed,
+    score_view,
+    seed_text,
+)
 from custseg.evaluation.metrics import METRICS, flatten
 from custseg.llm.local_server import LocalServer
 from custseg.llm.models import DEFAULT_MODEL_ID
@@ -192,3 +202,52 @@ def test_stage_entry_point_uses_the_configured_judge(
     assert summary["errors"] == 0 and summary["scored"] == N_COMPLETE * len(METRICS)
     rows = [json.loads(line) for line in Path("data/eval_results.jsonl").read_text().splitlines()]
     assert {row["judge_model"] for row in rows} == {f"openai:{DEFAULT_MODEL_ID}"}
+
+
+def test_a_fresh_clone_rescores_the_committed_conversations_with_no_judge_call(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The committed judge replies (data/judge_cache.jsonl) travel with the repository: an
+    empty user cache and no model file at all, and the committed results come out again."""
+    (project / "data").mkdir(exist_ok=True)
+    for name in ("data/conversations.jsonl", "data/judge_cache.jsonl"):
+        shutil.copy2(ROOT / name, project / name)
+    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tmp_path / "empty-judge-cache"))
+    monkeypatch.setenv("CUSTSEG_MODEL_DIR", str(tmp_path / "no-model"))  # a call would fail
+    assert stage("evaluate").main(["--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "judge calls made: 0, cache hits: 48" in out, out
+    for name in ("data/eval_results.jsonl", "data/judge_cache.jsonl", "metrics/eval.json"):
+        assert (project / name).read_bytes() == (ROOT / name).read_bytes(), name
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+SEED = read_seed(ROOT / "data/judge_cache.jsonl")
+KEY, VALUE = next(iter(SEED.items()))
+SEED_LINES = st.one_of(
+    st.text(max_size=80),
+    JSON_VALUES.map(json.dumps),
+    # a real reply with one field replaced by anything
+    st.sampled_from(list(VALUE)).flatmap(
+        lambda field: JSON_VALUES.map(
+            lambda junk: json.dumps({"key": KEY, "value": {**VALUE, field: junk}})
+        )
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(SEED_LINES, max_size=5))
+def test_a_damaged_seed_costs_calls_never_a_crash(lines: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "seed.jsonl")
+        path.write_text("\n".join([*lines, seed_text({"kept": VALUE}).strip()]) + "\n")
+        seed = read_seed(path)
+        assert seed["kept"] == VALUE, "a good line survives its bad neighbours"
+        for stored in seed.values():  # whatever is kept, the judge can read back
+            score_view(completion_from_dict(stored))
+        assert JudgeCache(Path(tmp, "cache"), seed).get("kept") == VALUE

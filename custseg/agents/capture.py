@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -136,6 +137,34 @@ def recover(path: Path) -> set[str]:
         cut_torn_tail(f.fileno())
         data = f.read()
     return {json.loads(line)["correlation_id"] for line in data.splitlines() if line.strip()}
+
+
+def _utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def seconds_per_conversation(path: Path, batch_gap_s: float = 60.0) -> float | None:
+    """The measured cost behind capture's estimate: the last batch of conversations in `path`
+    (tasks started within `batch_gap_s` of each other, as `submit` sends them), from its first
+    task to its last final, divided by its size. None without a readable earlier batch."""
+    spans = []
+    for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
+        try:
+            row = json.loads(line)
+            spans.append((_utc(row["started_at"]), _utc(row["completed_at"])))
+        except (ValueError, KeyError, TypeError, RecursionError):
+            continue  # the estimate uses what it can read
+    spans.sort()
+    batch = spans[-1:]
+    for span in reversed(spans[:-1]):
+        if (batch[0][0] - span[0]).total_seconds() > batch_gap_s:
+            break
+        batch.insert(0, span)
+    if not batch:
+        return None
+    took = (max(end for _, end in batch) - batch[0][0]).total_seconds()
+    return took / len(batch) if took > 0 else None
 
 
 def cut_torn_tail(fd: int, chunk: int = 1 << 16) -> None:

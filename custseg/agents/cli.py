@@ -14,7 +14,7 @@ from tqdm import tqdm
 from custseg import paths
 from custseg.agents.topics import chain_topics
 from custseg.config import ConfigError, load_params
-from custseg.entrypoint import add_command
+from custseg.entrypoint import add_command, duration
 
 ROLE_CHOICES = ("all", "planner", "writer", "reviewer")
 
@@ -136,8 +136,19 @@ def cmd_agents(args: argparse.Namespace) -> None:
         )
 
 
+def capture_estimate(n: int, per_conversation_s: float | None, timeout_s: float) -> str:
+    """What capture is about to wait for, and for how long, from the last measured batch."""
+    head = f"capture: waiting for {n} conversation(s) (timeout {timeout_s:g} s)"
+    if per_conversation_s is None:
+        return f"{head}; no earlier batch to estimate from"
+    return (
+        f"{head}; the last batch took ~{per_conversation_s:.0f} s a conversation here, "
+        f"so expect ~{duration(n * per_conversation_s)}"
+    )
+
+
 def cmd_capture(args: argparse.Namespace) -> None:
-    from custseg.agents.capture import capture, recover
+    from custseg.agents.capture import capture, recover, seconds_per_conversation
     from custseg.agents.client import connect
 
     params = load_params(args.params).agents
@@ -146,6 +157,8 @@ def cmd_capture(args: argparse.Namespace) -> None:
     stop = _stop_on_signals()
     out = args.out
     total = len(expect) if expect else None
+    if expect:
+        print(capture_estimate(len(expect), seconds_per_conversation(out), args.timeout))
     with tqdm(total=total, desc="capture", unit="conv", file=sys.stderr) as bar:
         result = capture(
             bootstrap,

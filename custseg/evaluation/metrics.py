@@ -34,6 +34,7 @@ from custseg.evaluation.judge import (
     CachedJudge,
     JudgeCache,
     cache_dir,
+    read_seed,
     score_first_template,
     shown_reason,
 )
@@ -354,12 +355,14 @@ def flatten(summary: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-def build_scorer(params: Params, provider: Provider | None = None) -> Scorer:
+def build_scorer(
+    params: Params, provider: Provider | None = None, seed: Path | None = None
+) -> Scorer:
     """The Scorer `params` describe: the `llm:` judge unless `provider` is given, cached under
-    `eval.cache_dir` / $CUSTSEG_JUDGE_CACHE."""
+    `eval.cache_dir` / $CUSTSEG_JUDGE_CACHE, with the replies in the `seed` file as fallback."""
     judge = CachedJudge(
         provider or make_provider(resolve_settings(params.llm)),
-        JudgeCache(cache_dir(params.eval.cache_dir)),
+        JudgeCache(cache_dir(params.eval.cache_dir), read_seed(seed) if seed else None),
         max_tokens=params.eval.max_tokens,
         top_logprobs=params.eval.top_logprobs,
     )

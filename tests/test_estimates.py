@@ -1,0 +1,73 @@
+"""Long commands say up front what they will do and how long it should take, from measured costs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from custseg.agents.capture import seconds_per_conversation
+from custseg.agents.cli import capture_estimate
+from custseg.entrypoint import duration
+from custseg.evaluation.judge import JudgeCache, mean_call_seconds
+from tests.fixtures.project import ROOT, stage
+
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+def _conversation(start_s: float, end_s: float) -> str:
+    return json.dumps(
+        {
+            "started_at": (T0 + timedelta(seconds=start_s)).isoformat(),
+            "completed_at": (T0 + timedelta(seconds=end_s)).isoformat(),
+        }
+    )
+
+
+def test_durations_read_like_people_say_them() -> None:
+    assert [duration(s) for s in (4, 89, 90, 570, 5399, 7560)] == [
+        "4 s", "89 s", "1.5 min", "9.5 min", "90.0 min", "2.1 h"
+    ]  # fmt: skip
+
+
+def test_the_last_batch_sets_the_pace(tmp_path: Path) -> None:
+    path = tmp_path / "conversations.jsonl"
+    old = [_conversation(0, 500)]  # a day earlier, another machine's pace: not counted
+    batch = [_conversation(86_400 + i, 86_400 + 30 * (i + 1)) for i in range(4)]
+    path.write_text("\n".join([*old, "not json", '{"started_at": 5}', *batch]) + "\n")
+    assert seconds_per_conversation(path) == 30.0
+    assert capture_estimate(12, 30.0, 3600) == (
+        "capture: waiting for 12 conversation(s) (timeout 3600 s); the last batch took ~30 s "
+        "a conversation here, so expect ~6.0 min"
+    )
+    assert seconds_per_conversation(tmp_path / "none.jsonl") is None
+    assert capture_estimate(3, None, 60).endswith("no earlier batch to estimate from")
+
+
+@given(st.lists(st.text(max_size=60) | st.binary(max_size=60).map(repr), max_size=8))
+def test_any_file_gives_an_estimate_or_none(lines: list[str]) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "c.jsonl")
+        path.write_text("\n".join(lines))
+        value = seconds_per_conversation(path)
+        assert value is None or value > 0
+
+
+def test_the_committed_conversations_give_a_pace() -> None:
+    assert seconds_per_conversation(ROOT / "data/conversations.jsonl") > 0
+
+
+def test_the_eval_stage_estimates_from_the_judges_measured_latency(tmp_path: Path) -> None:
+    cache = JudgeCache(tmp_path, {"a": {"latency_s": 6.0}, "b": {"latency_s": 8.0}})
+    assert mean_call_seconds(cache) == 7.0
+    assert mean_call_seconds(JudgeCache(tmp_path / "empty")) is None
+    line = stage("evaluate").estimate(48, 12, 7.0)
+    assert line == (
+        "eval: 48 score(s) for 12 conversation(s); ~7.0 s a judge call here, so at most "
+        "~5.6 min (cached replies cost nothing)"
+    )

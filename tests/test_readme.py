@@ -1,0 +1,180 @@
+"""Every `bash` block of the README, as written, in a fresh clone and a new shell.
+
+The commands are extracted from README.md (so they cannot drift) and run in order by `bash -c`
+in a `git clone` of this checkout (its tracked changes included), with a PATH that does not
+hold the project's venv: a block works only if the README itself activates it. Set-up is the
+README's too (`make run`), except that the clone's `.venv` is this checkout's (a symlink, its
+install stamp kept current), which spares a second install of ~200 packages. Servers are
+started in the background, checked and stopped by process group; the LLM behind the agents is
+a stand-in (seconds, not minutes), the broker and every port are the test's own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from custseg.kafka.broker import free_port
+from tests.fixtures.project import ROOT
+
+pytestmark = pytest.mark.slow
+
+# `make test` is this suite: running it from inside itself would recurse.
+NOT_RUN = {"make test"}
+SHELL_STATE = ("source ", "export ")  # lines that set up the shell for the lines after them
+COMMAND_TIMEOUT_S = 600
+
+
+def readme_commands(text: str) -> list[str]:
+    """Each command line of the README's ```bash blocks, comments and blank lines dropped."""
+    commands = []
+    for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL):
+        for line in block.splitlines():
+            command = re.sub(r"\s+#.*$", "", line).strip()
+            if command and not command.startswith("#"):
+                commands.append(command)
+    return commands
+
+
+def test_the_readme_commands_are_what_this_test_runs() -> None:
+    commands = readme_commands((ROOT / "README.md").read_text())
+    assert commands[:2] == ["make run", "make test"], "the README starts with the two commands"
+    assert "source .venv/bin/activate" in commands
+    unknown = [c for c in commands if c.split()[0] not in ("make", "dvc", "custseg", "source")]
+    assert not unknown, f"teach this test how to run {unknown}"
+
+
+def _http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    return check
+
+
+def _log_says(log: Path, text: str) -> Callable[[], bool]:
+    return lambda: log.is_file() and text in log.read_text(errors="replace")
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A fresh clone, the environment of a new shell, and the broker stopped afterwards."""
+    path = tmp_path / "clone"
+    # --shared: the clone sees every object here, the snapshot of uncommitted changes too.
+    subprocess.run(["git", "clone", "-q", "--shared", str(ROOT), str(path)], check=True)
+    # A developer's uncommitted (staged or tracked) changes too: CI's checkout has none.
+    snapshot = subprocess.run(
+        ["git", "stash", "create"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if snapshot:
+        subprocess.run(["git", "checkout", "-q", snapshot], cwd=path, check=True)
+    (path / ".venv").symlink_to(ROOT / ".venv")
+    stamp = (ROOT / ".venv/.install-stamp").stat().st_mtime
+    for name in ("pyproject.toml", "requirements.lock"):  # `make install` is already done
+        os.utime(path / name, (stamp - 60, stamp - 60))
+    venv_bin = str(ROOT / ".venv/bin")
+    path_dirs = [d for d in os.environ["PATH"].split(os.pathsep) if d != venv_bin]
+    drop = ("VIRTUAL_ENV", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "KAFKA_BOOTSTRAP_SERVERS")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("MAKE")}
+    env.update(
+        PATH=os.pathsep.join(path_dirs),
+        KAFKA_PORT=str(free_port()),
+        KAFKA_CONTROLLER_PORT=str(free_port()),
+        CUSTSEG_KAFKA_STATE=str(tmp_path / "kafka-state"),
+        UI_PORT=str(free_port()),
+        APP_PORT=str(free_port()),
+        # An empty judge cache: the eval stage must live on the replies the repository carries.
+        CUSTSEG_JUDGE_CACHE=str(tmp_path / "judge-cache"),
+    )
+    yield path, env
+    subprocess.run(["make", "--no-print-directory", "kafka-down"], cwd=path, env=env, timeout=120)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the command's process group (make and what it started), then SIGKILL."""
+    with_group = os.getpgid(process.pid)
+    os.killpg(with_group, signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(with_group, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def test_every_readme_block_runs_as_written(
+    clone: tuple[Path, dict[str, str]], outbound_check: Path, stand_in_llm: str
+) -> None:
+    path, env = clone
+    # The agents' LLM is the stand-in; the judge stays the bundled model's configuration, whose
+    # replies for the committed conversations the repository carries (no model is loaded).
+    agents_env = {**env, "CUSTSEG_LLM_PROVIDER": "openai", "CUSTSEG_LLM_BASE_URL": stand_in_llm}
+    agent_commands = {"make agents-demo", "custseg agents"}
+    logs = path.parent / "logs"
+    logs.mkdir()
+    # Commands that serve until stopped, and how to tell they are up.
+    servers = {
+        "make ui": _http_ok(f"http://127.0.0.1:{env['UI_PORT']}/health"),
+        "make app": _http_ok(f"http://127.0.0.1:{env['APP_PORT']}/_stcore/health"),
+        "custseg agents": _log_says(logs / "custseg agents.log", "Ctrl-C/SIGTERM stops"),
+    }
+    shell_state: list[str] = []
+    running: list[subprocess.Popen] = []
+    try:
+        for command in readme_commands((ROOT / "README.md").read_text()):
+            if command in NOT_RUN:
+                continue
+            if command.startswith(SHELL_STATE):
+                shell_state.append(command)
+                continue
+            script = " && ".join([*shell_state, command])
+            if command in servers:
+                log = (logs / f"{command}.log").open("w")
+                process = subprocess.Popen(
+                    ["bash", "-c", script], cwd=path, stdout=log, stderr=log,
+                    env=agents_env if command in agent_commands else env,
+                    start_new_session=True,
+                )  # fmt: skip
+                running.append(process)
+                deadline = time.monotonic() + 120
+                while not servers[command]():
+                    assert process.poll() is None, (
+                        f"{command} exited: {(logs / f'{command}.log').read_text()}"
+                    )
+                    assert time.monotonic() < deadline, f"{command} not up after 120 s"
+                    time.sleep(0.5)
+                continue
+            argv = ["bash", "-c", script]
+            if command == "make run":  # the main command: nothing may leave the machine
+                argv = [str(outbound_check), "--", *argv]
+            done = subprocess.run(
+                argv,
+                cwd=path,
+                env=agents_env if command in agent_commands else env,
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_TIMEOUT_S,
+            )
+            output = done.stdout + done.stderr
+            assert done.returncode == 0, f"`{command}` failed:\n{output[-4000:]}"
+            if command == "make run":
+                assert "0 non-loopback destination(s)" in output, output[-2000:]
+                assert "judge calls made: 0, cache hits: 48" in output, output[-2000:]
+    finally:
+        for process in running:
+            _stop(process)
+    # What the blocks were for: experiments to compare, an offline plots page, conversations.
+    assert (path / "dvc_plots/index.html").is_file()
+    conversations = (path / "data/conversations.jsonl").read_text().splitlines()
+    committed = (ROOT / "data/conversations.jsonl").read_text().splitlines()
+    assert len(conversations) == len(committed) + 13, "12 sample tasks and the README's own task"
