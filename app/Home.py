@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 import ui_common  # beside this file: `streamlit run` puts the entry point's folder on the path
 
-st.set_page_config(page_title="Customer segments", page_icon=":material/groups:", layout="wide")
+st.set_page_config(page_title="Customer segments", page_icon="👥", layout="wide")
 
 PAGES = [
     st.Page(

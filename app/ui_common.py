@@ -19,6 +19,7 @@ from custseg.config import ConfigError, ExportParams, load_params
 from custseg.features import FEATURES
 from custseg.paths import CUSTOMERS, PARAMS
 from custseg.pipeline.data import read_training_data
+from custseg.serving.batch import Ranges, training_ranges
 from custseg.serving.charts import display_sample
 from custseg.serving.model import (
     SETUP_COMMAND,
@@ -34,6 +35,7 @@ from custseg.serving.model import (
     mlflow_run_url,
     resolve_model,
     segment_labels,
+    version_ref,
 )
 from custseg.telemetry import disable_telemetry
 from custseg.tracking import tracking_uri
@@ -43,6 +45,7 @@ disable_telemetry()
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 ALIAS_KEY = "model_alias"
+ALIASES_SEEN = "model_aliases_seen"  # {alias: version} as the sidebar showed them this run
 ENV_ALIAS = "CUSTSEG_MODEL_ALIAS"
 ENV_NAME = "CUSTSEG_MODEL_NAME"
 ENV_UI_URL = "MLFLOW_UI_URL"
@@ -101,6 +104,8 @@ def model_selector() -> None:
         aliases = list_aliases(model_name())
     except ServingError:
         aliases = {}  # the page that needs the model reports the problem
+    # The page serves the version this very query found: the box and the panel cannot differ.
+    st.session_state[ALIASES_SEEN] = aliases
     options = sorted(set(aliases) | {default}, key=lambda a: (a != default, a))
     if st.session_state.get(ALIAS_KEY) not in options:  # an alias removed meanwhile
         st.session_state.pop(ALIAS_KEY, None)
@@ -135,7 +140,11 @@ def served_model() -> ServedModel:
     """The model behind the selected alias, or an actionable message and a stopped page."""
     try:
         # No client up front: creating one would create (and migrate) a missing sqlite store.
-        ref = resolve_model(model_name(), selected_alias())
+        alias, seen = selected_alias(), st.session_state.get(ALIASES_SEEN) or {}
+        if alias in seen:
+            ref = version_ref(model_name(), alias, seen[alias])
+        else:  # not found by the selector: resolve_model names what is missing
+            ref = resolve_model(model_name(), alias)
         model = _load_model(ref.cache_key, ref)
         run = _run_info(tracking_uri(), ref.run_id)
         profile = _profile(tracking_uri(), ref.run_id, int(model.n_clusters), run)
@@ -161,6 +170,17 @@ def _training_view(
     view = customers.copy()
     view["segment"] = _model.predict(features_frame(view[FEATURES[0]], view[FEATURES[1]]))
     return view
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _training_ranges(path: str, mtime_ns: int) -> Ranges:
+    return training_ranges(read_training_data(path))
+
+
+def training_data_ranges() -> Ranges | None:
+    """(min, max) of each feature in the training customers (None without the data file)."""
+    path = CUSTOMERS.resolve()
+    return _training_ranges(str(path), path.stat().st_mtime_ns) if path.is_file() else None
 
 
 def training_view(served: ServedModel) -> pd.DataFrame | None:

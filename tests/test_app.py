@@ -46,7 +46,9 @@ def expected_segment(model, income: float, spending: float) -> int:
 
 def all_text(at: AppTest) -> str:
     parts = [
-        e.value for kind in ("error", "info", "markdown", "caption", "code") for e in at.get(kind)
+        e.value
+        for kind in ("error", "info", "markdown", "caption", "code", "text", "warning")
+        for e in at.get(kind)
     ]
     return "\n".join(str(p) for p in parts)
 
@@ -161,6 +163,19 @@ def test_a_newly_promoted_champion_is_served_without_restart(
     assert at.metric[0].delta == "out of 3 clusters"
     assert at.metric[0].value == f"Cluster {expected_segment(v2, 100, 20)}"
     assert "v2 · @champion" in all_text(at)
+    # The sidebar's alias box shows the version the panel serves (one registry answer per run).
+    box = at.selectbox(key="model_alias")
+    assert box.format_func(box.value) == "@champion → v2"
+
+
+def test_the_customer_survives_leaving_the_page(served_project: Path, registered_model_loader):
+    model = registered_model_loader()
+    at = predict(start_app(), 100, 20)
+    at.switch_page(BATCH_PAGE).run()
+    at.switch_page("views/segment.py").run()
+    assert not at.exception, at.exception
+    assert (at.slider(key="income").value, at.slider(key="spending").value) == (100, 20)
+    assert at.metric[0].value == f"Cluster {expected_segment(model, 100, 20)}"
 
 
 def test_missing_model_files_and_training_data_are_explained(project: Path, pipeline) -> None:
@@ -196,7 +211,11 @@ def test_batch_page_scores_a_csv(served_project: Path, registered_model_loader) 
         f"c{i},{inc},{sp}\n" for i, (inc, sp) in enumerate(rows)
     )
     at = batch_page(start_app(), text)
-    assert "Scored 4 customers from the pasted text" in at.success[0].value
+    assert "Scored 4 customers with `customer-segments` v1" in at.success[0].value
+    shown = all_text(at)
+    assert "File: the pasted text" in shown
+    # 15 k$ and 140 k$ lie outside the simulated customers' incomes: said, not hidden.
+    assert "2 customer(s) lie outside the training data (annual_income " in shown
     expected = model.predict(features_frame([r[0] for r in rows], [r[1] for r in rows]))
     counts = at.dataframe[0].value
     assert (
@@ -211,14 +230,30 @@ def test_batch_page_scores_a_csv(served_project: Path, registered_model_loader) 
 def test_batch_page_rejects_a_malformed_csv_with_line_numbers(served_project: Path) -> None:
     text = "annual_income,spending_score\n60,50\nabc,40\n70,\n200,50\n"
     at = batch_page(start_app(), text)
-    assert "the pasted text cannot be scored" in at.error[0].value
+    assert "This file cannot be scored" in at.error[0].value
     problems = all_text(at)
+    assert "the pasted text\n- " in problems
     assert "'annual_income': 1 missing or non-numeric value(s) at line(s) 3 (first: 'abc')" in (
         problems
     )
     assert "'spending_score': 1 missing or non-numeric value(s) at line(s) 4" in problems
     assert "'annual_income': 1 value(s) outside 15–140 at line(s) 5 (first: 200)" in problems
     assert not at.get("download_button")
+
+
+def test_batch_page_shows_hostile_headers_as_text(served_project: Path) -> None:
+    at = batch_page(
+        start_app(), "[click](http://203.0.113.9/x),![t](http://203.0.113.9/t.png)\n1,2\n"
+    )
+    assert "'[click](http://203.0.113.9/x)'" in "\n".join(t.value for t in at.text)
+    assert not any("203.0.113.9" in m.value for m in at.markdown), "never rendered as Markdown"
+
+
+def test_segment_page_warns_outside_the_training_data(served_project: Path) -> None:
+    at = predict(start_app(), 140, 50)  # the simulated incomes stop well below 140 k$
+    assert any("outside the training data" in w.value for w in at.warning)
+    at = predict(at, 60, 50)
+    assert not at.warning
 
 
 def test_batch_page_names_missing_columns(served_project: Path) -> None:

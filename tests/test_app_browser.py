@@ -53,6 +53,16 @@ def page(app_url: str):
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
             page.set_default_timeout(TIMEOUT_MS)
+            # Every request a page makes that is not to the app itself (checked by the last test).
+            page.outside_requests = []
+            page.on(
+                "request",
+                lambda request: (
+                    None
+                    if request.url.startswith((app_url, "data:", "blob:"))
+                    else page.outside_requests.append(request.url)
+                ),
+            )
             yield page
         finally:
             browser.close()
@@ -137,15 +147,19 @@ def test_batch_page_uploads_scores_and_downloads(page, app_url: str, registered_
     page.get_by_text("Score a file of customers").wait_for()
     upload = page.locator('[data-testid="stFileUploader"] input[type="file"]')
     upload.set_input_files({"name": "bad.csv", "mimeType": "text/csv", "buffer": BAD_CSV.encode()})
-    page.get_by_text("bad.csv cannot be scored").wait_for()
+    page.get_by_text("This file cannot be scored").wait_for()
+    page.locator('[data-testid="stText"]').first.wait_for()
+    wait_idle(page)
     body = page.locator('[data-testid="stMain"]').inner_text()
+    assert "bad.csv" in body
     assert "'annual_income': 1 missing or non-numeric value(s) at line(s) 3" in body
     assert "'annual_income': 1 value(s) outside 15–140 at line(s) 4 (first: 150)" in body
 
     upload.set_input_files(
         {"name": "customers.csv", "mimeType": "text/csv", "buffer": GOOD_CSV.encode()}
     )
-    page.get_by_text("Scored 3 customers from customers.csv").wait_for()
+    page.get_by_text("Scored 3 customers with").wait_for()
+    page.get_by_text("File: customers.csv").wait_for()
     wait_idle(page)
     # Tables and charts load lazily: wait for them, not a fixed time, before the screenshot.
     page.get_by_role("button", name="Download the scored CSV").wait_for()
@@ -206,3 +220,59 @@ def test_evaluation_page_shows_the_committed_scores(page, app_url: str, trained_
     finally:
         for copy in copies:
             copy.unlink(missing_ok=True)
+
+
+HOSTILE = "203.0.113.9"  # TEST-NET-3: never routed; any request to it is a leak
+
+
+def test_uploaded_names_and_headers_are_shown_as_text(page, app_url: str) -> None:
+    page.goto(f"{app_url}/batch")
+    page.get_by_text("Score a file of customers").wait_for()
+    header = f"[click here](http://{HOSTILE}/x),![t](http://{HOSTILE}/track.png),<b>bold</b>"
+    upload = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+    upload.set_input_files(
+        {
+            "name": f"[x](http://{HOSTILE}/name).csv",
+            "mimeType": "text/csv",
+            "buffer": f"{header}\n1,2,3\n".encode(),
+        }
+    )
+    page.get_by_text("This file cannot be scored").wait_for()
+    page.locator('[data-testid="stText"]').first.wait_for()
+    wait_idle(page)
+    main = page.locator('[data-testid="stMain"]')
+    text = main.inner_text()
+    assert f"'[click here](http://{HOSTILE}/x)'" in text and "'<b>bold</b>'" in text
+    assert f"[x](http://{HOSTILE}/name).csv" in text
+    assert main.locator(f'a[href*="{HOSTILE}"], img[src*="{HOSTILE}"], b').count() == 0
+
+
+def test_downloaded_cells_cannot_run_as_formulas(page, app_url: str) -> None:
+    formulas = [
+        '=HYPERLINK("http://203.0.113.9/x","click")',
+        "=1+2",
+        "@SUM(1+1)",
+        "+SUM(A1:A2)",
+        "=cmd|' /C calc'!A0",
+        "-12",
+    ]
+    rows = "".join(f'"{f.replace(chr(34), chr(34) * 2)}",60,50\n' for f in formulas)
+    data = f"=customer,annual_income,spending_score\n{rows}"
+    page.goto(f"{app_url}/batch")
+    page.get_by_text("Score a file of customers").wait_for()
+    upload = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+    upload.set_input_files({"name": "f.csv", "mimeType": "text/csv", "buffer": data.encode()})
+    page.get_by_role("button", name="Download the scored CSV").wait_for()
+    wait_idle(page)
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download the scored CSV").click()
+    table = list(csv.reader(io.StringIO(Path(download_info.value.path()).read_text())))
+    assert table[0][0] == "'=customer"
+    cells = [row[0] for row in table[1:]]
+    assert cells == ["'" + f for f in formulas[:-1]] + ["-12"]
+    assert [row[1] for row in table[1:]] == ["60"] * len(formulas), "numbers stay numbers"
+
+
+def test_no_page_loaded_anything_from_outside(page) -> None:
+    """Icons, fonts and scripts come from the app: nothing left 127.0.0.1 in this module."""
+    assert page.outside_requests == []

@@ -17,12 +17,15 @@ from hypothesis import strategies as st
 from sklearn.cluster import KMeans
 
 from custseg.serving.batch import (
+    PLAIN_NUMBER,
     BatchError,
     frame_to_csv_bytes,
+    neutralise_cell,
     parse_batch_csv,
     score_batch,
     score_csv,
     segment_counts,
+    training_ranges,
     validate_batch,
 )
 from custseg.serving.charts import display_sample, segment_counts_figure, segment_map
@@ -106,7 +109,6 @@ def test_only_the_first_few_lines_are_listed() -> None:
         (b"  \n", "the file is empty"),
         (b"annual_income,spending_score\n", "the file has a header but no data rows"),
         (b"annual_income,spending_score\n1,2\n3,4,5,6\n", "not a well-formed CSV"),
-        (b"annual_income,spending_score\n\xff\xfe60,50\n", "the file is not UTF-8 text"),
         (pickle.dumps({"annual_income": 1}), "this is a binary file, not CSV text"),
     ],
 )
@@ -307,3 +309,67 @@ def test_display_sample_caps_points() -> None:
 def test_counts_figure() -> None:
     fig = segment_counts_figure(segment_counts(np.array([0, 1, 1]), LABELS))
     assert list(fig.data[0].y) == LABELS and list(fig.data[0].x) == [1, 2, 0]
+
+
+# --- files people really have, and safe downloads ------------------------------------------
+
+SAFE_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@given(st.text(max_size=40))
+def test_a_neutralised_cell_never_starts_a_formula(value: str) -> None:
+    safe = neutralise_cell(value)
+    assert safe in (value, "'" + value)
+    if safe.startswith(SAFE_START):
+        assert PLAIN_NUMBER.fullmatch(safe), "only plain numbers may keep a leading sign"
+
+
+def test_downloads_neutralise_text_and_keep_numbers(kmeans: KMeans) -> None:
+    hostile = ['=HYPERLINK("http://x","y")', "=1+2", "@SUM(1+1)", "+SUM(A1:A2)", "\tx", "-12"]
+    lines = "".join(f'"{h.replace(chr(34), chr(34) * 2)}",60,50\n' for h in hostile)
+    result = score_csv(f"=name,annual_income,spending_score\n{lines}".encode(), kmeans, LABELS)
+    table = pd.read_csv(io.BytesIO(result.to_csv_bytes()), dtype=str, keep_default_na=False)
+    assert list(table.columns)[:3] == ["'=name", "annual_income", "spending_score"]
+    assert table["'=name"].tolist() == ["'" + h for h in hostile[:-1]] + ["-12"]
+    assert table["annual_income"].tolist() == ["60"] * len(hostile)
+    assert result.scored["=name"].tolist() == hostile, "the page's own table is untouched"
+
+
+def test_bytes_no_encoding_makes_numbers_name_the_line() -> None:
+    # Not UTF-8: read as Windows-1252, where the bytes are letters, so the value is named.
+    assert problems(b"annual_income,spending_score\n\xff\xfe60,50\n") == [
+        "'annual_income': 1 missing or non-numeric value(s) at line(s) 2 (first: 'ÿþ60')"
+    ]
+
+
+def test_windows_1252_and_semicolon_files_are_read_and_said_so(kmeans: KMeans) -> None:
+    text = "Kunde;Annual Income (k$);Spending Score (1-100)\nJosé Müller;60,5;50\nÅsa;70;20\n"
+    result = score_csv(text.encode("cp1252"), kmeans, LABELS)
+    assert result.scored["Kunde"].tolist() == ["José Müller", "Åsa"]
+    assert result.scored["Annual Income (k$)"].tolist() == [60.5, 70.0]
+    assert result.notes == ("Read as Windows-1252 text, ';' (decimal comma)-separated.",)
+    tabs = score_csv(b"annual_income\tspending_score\n60\t50\n", kmeans, LABELS)
+    assert tabs.notes == ("Read as tab-separated.",)
+    assert score_csv(b"annual_income,spending_score\n60,50\n", kmeans, LABELS).notes == ()
+
+
+def test_a_users_segment_column_is_kept_under_another_name(kmeans: KMeans) -> None:
+    data = b"annual_income,spending_score,segment,input_segment\n60,50,gold,x\n"
+    result = score_csv(data, kmeans, LABELS)
+    assert result.scored["input_segment_2"].tolist() == ["gold"]
+    assert result.scored["input_segment"].tolist() == ["x"]
+    assert result.scored["segment"].tolist() == kmeans.predict(features_frame(60, 50)).tolist()
+    assert result.notes == (
+        "The file's own column 'segment' is kept as 'input_segment_2'; 'segment' is now the "
+        "model's.",
+    )
+
+
+def test_customers_outside_the_training_data_are_counted(kmeans: KMeans) -> None:
+    ranges = training_ranges(features_frame([28, 104], [1, 100]))
+    data = b"annual_income,spending_score\n111,50\n60,50\n20,10\n"
+    result = score_csv(data, kmeans, LABELS, ranges)
+    assert result.notes == (
+        "2 customer(s) lie outside the training data (annual_income 28–104, spending_score "
+        "1–100): their segments are extrapolations.",
+    )

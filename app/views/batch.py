@@ -61,18 +61,24 @@ if cached is not None and cached[:2] == (digest, served.ref.cache_key):
 else:
     try:
         with st.spinner("Scoring…"):
-            result = score_csv(data, served.model, served.labels)
+            result = score_csv(data, served.model, served.labels, ui_common.training_data_ranges())
     except BatchError as error:
         st.session_state.pop(RESULT, None)
-        st.error(f"{source} cannot be scored:", icon=":material/error:")
-        st.markdown("\n".join(f"- {problem}" for problem in error.problems))
+        # The problems quote the file (headers, values) and the name is the user's: plain text,
+        # never Markdown, so a header such as "[x](http://…)" cannot become a link or an image.
+        st.error("This file cannot be scored:", icon=":material/error:")
+        st.text(f"{source}\n" + "\n".join(f"- {problem}" for problem in error.problems))
         st.stop()
     st.session_state[RESULT] = (digest, served.ref.cache_key, result)
 
 st.success(
-    f"Scored {len(result.scored):,} customers from {source} with `{served.ref.name}` "
-    f"v{served.ref.version} (@{served.ref.alias})."
+    f"Scored {len(result.scored):,} customers with `{served.ref.name}` "
+    f"v{served.ref.version} (@{served.ref.alias}).",
+    icon=":material/check_circle:",
 )
+st.text(f"File: {source}")
+for note in result.notes:
+    st.text(note)
 left, right = st.columns([1, 1], gap="large")
 with left:
     st.subheader("Customers per segment")

@@ -73,11 +73,12 @@ chosen = st.selectbox(
     "Conversation", ids, format_func=lambda cid: label(conversations[cid]), key="eval_conv"
 )
 conversation = conversations[chosen]
+# Tasks are typed by users and the rest written by an LLM: all shown as text, never Markdown.
 for column, part in zip(st.columns(len(CHAIN)), CHAIN, strict=True):
     column.markdown(f"**{part.capitalize()}**")
-    column.write(conversation.get(part) or "—")
+    column.text(conversation.get(part) or "—")
 if conversation.get("review"):
-    st.caption(f"Reviewer's note: {conversation['review']}")
+    st.text(f"Reviewer's note: {conversation['review']}")
 mine = frame[frame["correlation_id"] == chosen]
 for row in mine.itertuples():
     failed = isinstance(row.error, str)  # pandas holds "no error" as NaN, which is truthy
@@ -87,4 +88,5 @@ for row in mine.itertuples():
         if isinstance(row.positions, dict)
         else ""
     )
-    st.markdown(f"**{row.metric}** {score}{where} — {row.error if failed else row.reason}")
+    st.markdown(f"**{row.metric}** {score}{where}")
+    st.text(row.error if failed else row.reason)

@@ -8,20 +8,27 @@ import ui_common
 
 from custseg.features import BOUNDS, FEATURES, INCOME, MALL_HEADERS, SPENDING
 from custseg.paths import CUSTOMERS
+from custseg.serving.batch import describe_ranges, outside_ranges
 from custseg.serving.charts import segment_map
-from custseg.serving.model import SETUP_COMMAND, predict_segment
+from custseg.serving.model import SETUP_COMMAND, features_frame, predict_segment
 
 PREDICTED = "segment_predicted"  # set once the button was clicked; predictions then follow
 
 served = ui_common.served_model()
 
 st.sidebar.header("Customer")
+# Streamlit drops a widget's value when its page is left; re-seed the sliders from a copy that
+# survives, so coming back shows the customer whose prediction is still on the page.
+for key, default in {"income": 60, "spending": 50}.items():
+    if key not in st.session_state:  # first visit, or back from another page
+        st.session_state[key] = st.session_state.get(f"kept_{key}", default)
 income = st.sidebar.slider(
-    MALL_HEADERS[INCOME], *(int(b) for b in BOUNDS[INCOME]), 60, 1, key="income"
+    MALL_HEADERS[INCOME], *(int(b) for b in BOUNDS[INCOME]), step=1, key="income"
 )
 spending = st.sidebar.slider(
-    MALL_HEADERS[SPENDING], *(int(b) for b in BOUNDS[SPENDING]), 50, 1, key="spending"
+    MALL_HEADERS[SPENDING], *(int(b) for b in BOUNDS[SPENDING]), step=1, key="spending"
 )
+st.session_state["kept_income"], st.session_state["kept_spending"] = income, spending
 if st.sidebar.button("Predict Customer Cluster", key="predict", type="primary"):
     st.session_state[PREDICTED] = True
 
@@ -49,6 +56,14 @@ with left:
             delta_color="off",
             delta_arrow="off",
         )
+        ranges = ui_common.training_data_ranges()
+        customer = features_frame(income, spending)
+        if ranges and outside_ranges(customer, ranges).any():
+            st.warning(
+                f"This customer lies outside the training data ({describe_ranges(ranges)}): "
+                "the segment is an extrapolation.",
+                icon=":material/warning:",
+            )
         row = served.profile.iloc[segment]
         st.subheader(str(row["name"]).capitalize())
         if row.notna()[["size", "mean_income", "mean_spending"]].all():

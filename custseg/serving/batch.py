@@ -6,6 +6,7 @@ Uploaded files are only ever parsed as CSV text: nothing a user sends is unpickl
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -58,10 +59,37 @@ def _lines(mask: np.ndarray) -> str:
     return ", ".join(str(r) for r in rows) + more
 
 
+# What spreadsheets export besides UTF-8: Excel's "CSV" on Windows is Windows-1252 (a superset
+# of Latin-1's printable range); Latin-1 decodes any byte, so it is the last resort.
+ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
+DELIMITERS = (",", ";", "\t")  # `;` where the decimal mark is a comma (most of Europe)
+
+
+def decode_text(data: bytes) -> tuple[str, str]:
+    """The bytes as text and the encoding that read them (UTF-8 first)."""
+    for encoding in ENCODINGS:
+        try:
+            return data.decode(encoding), encoding
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError("latin-1 decodes every byte")  # pragma: no cover
+
+
+def sniff_delimiter(header: str) -> str:
+    """The delimiter the header line uses most (a comma when it uses none)."""
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
 def parse_batch_csv(
     data: bytes, max_rows: int = MAX_BATCH_ROWS, max_bytes: int = MAX_BATCH_BYTES
 ) -> pd.DataFrame:
-    """Parse uploaded bytes as UTF-8 CSV text with a header row; raise BatchError if unusable."""
+    """Parse uploaded bytes as CSV text with a header row; raise BatchError if unusable.
+
+    UTF-8, Windows-1252 or Latin-1 text; `,`, `;` (then a decimal comma is read as a point) or
+    tab separated. How the file was read is in `frame.attrs["read_as"]` when not UTF-8 and `,`.
+    """
     if len(data) > max_bytes:
         raise BatchError(
             [f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB"]
@@ -70,12 +98,16 @@ def parse_batch_csv(
         raise BatchError(["the file is empty"])
     if b"\x00" in data[:8192]:  # NUL bytes: a binary file (pickle, zip, …), not CSV text
         raise BatchError(["this is a binary file, not CSV text"])
+    text, encoding = decode_text(data)
+    delimiter = sniff_delimiter(text.lstrip().split("\n", 1)[0])
     try:
         frame = pd.read_csv(
-            io.BytesIO(data), encoding="utf-8-sig", nrows=max_rows + 1, skipinitialspace=True
+            io.StringIO(text),
+            sep=delimiter,
+            decimal="," if delimiter == ";" else ".",
+            nrows=max_rows + 1,
+            skipinitialspace=True,
         )
-    except UnicodeDecodeError:
-        raise BatchError(["the file is not UTF-8 text"]) from None
     except pd.errors.EmptyDataError:
         raise BatchError(["the file has no header row"]) from None
     except pd.errors.ParserError as error:
@@ -84,6 +116,14 @@ def parse_batch_csv(
         raise BatchError(["the file has a header but no data rows"])
     if len(frame) > max_rows:
         raise BatchError([f"more than {max_rows:,} rows; split the file"])
+    notes = []
+    if encoding != "utf-8-sig":
+        notes.append(f"{'Windows-1252' if encoding == 'cp1252' else 'Latin-1'} text")
+    if delimiter != ",":
+        named = "tab" if delimiter == "\t" else "';' (decimal comma)"
+        notes.append(f"{named}-separated")
+    if notes:
+        frame.attrs["read_as"] = ", ".join(notes)
     return frame
 
 
@@ -121,16 +161,36 @@ def validate_batch(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(values, columns=FEATURES)
 
 
+OUTPUT_COLUMNS = ("segment", "segment_name")
+
+
+def kept_name(column: str, taken: Iterable[str]) -> str:
+    """A new name for a user's column that an output column would overwrite."""
+    taken = set(taken)
+    name, n = f"input_{column}", 2
+    while name in taken:
+        name, n = f"input_{column}_{n}", n + 1
+    return name
+
+
 def score_batch(
     model: Any, features: pd.DataFrame, original: pd.DataFrame, labels: list[str]
 ) -> pd.DataFrame:
-    """The uploaded rows with `segment` (id) and `segment_name` appended, in the same order."""
+    """The uploaded rows with `segment` (id) and `segment_name` appended, in the same order.
+    A user's own column of either name is kept, renamed `input_<name>` (see `renamed_inputs`)."""
     segments = model.predict(features)
     scored = original.copy(deep=False)  # the user's columns are not modified: no copy needed
+    scored = scored.rename(columns=renamed_inputs(scored.columns))
     scored["segment"] = segments
     # A categorical shares one string per segment instead of a million Python strings.
     scored["segment_name"] = pd.Categorical.from_codes(segments, categories=labels)
     return scored
+
+
+def renamed_inputs(columns: Iterable[str]) -> dict[str, str]:
+    """The user's columns that clash with the output columns, and their new names."""
+    columns = [str(c) for c in columns]
+    return {c: kept_name(c, columns) for c in OUTPUT_COLUMNS if c in columns}
 
 
 def segment_counts(segments: np.ndarray | pd.Series, labels: list[str]) -> pd.DataFrame:
@@ -154,9 +214,38 @@ class BatchResult:
     scored: pd.DataFrame
     counts: pd.DataFrame
 
+    notes: tuple[str, ...] = ()  # what the page should tell about how the file was read
+
     def to_csv_bytes(self) -> bytes:
-        """The scored rows as UTF-8 CSV, for download."""
-        return frame_to_csv_bytes(self.scored)
+        """The scored rows as UTF-8 CSV, for download, safe to open in a spreadsheet."""
+        return frame_to_csv_bytes(spreadsheet_safe(self.scored))
+
+
+# OWASP's CSV injection rule: a cell starting with one of these is a formula to a spreadsheet.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def neutralise_cell(value: str) -> str:
+    """`value` with a leading apostrophe if a spreadsheet would run it as a formula. Plain
+    numbers written as text ("-12", "+3.5") stay as they are: they are data, not formulas."""
+    if not value.startswith(FORMULA_STARTS) or PLAIN_NUMBER.fullmatch(value):
+        return value
+    return "'" + value
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with every text cell and column name neutralised; numeric columns untouched."""
+    safe = frame.rename(columns=lambda c: neutralise_cell(str(c)))
+    for column in safe.columns:
+        values = safe[column]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            safe[column] = values.cat.rename_categories(
+                [neutralise_cell(str(c)) for c in values.cat.categories]
+            )
+        elif values.dtype == object or pd.api.types.is_string_dtype(values):
+            safe[column] = values.map(lambda v: neutralise_cell(v) if isinstance(v, str) else v)
+    return safe
 
 
 def frame_to_csv_bytes(frame: pd.DataFrame) -> bytes:
@@ -187,9 +276,44 @@ def frame_to_csv_bytes(frame: pd.DataFrame) -> bytes:
     return header.getvalue().encode() + body.getvalue()
 
 
-def score_csv(data: bytes, model: Any, labels: list[str], **limits: int) -> BatchResult:
-    """Parse, validate and score an uploaded CSV: the batch page runs exactly this."""
+Ranges = dict[str, tuple[float, float]]
+
+
+def training_ranges(customers: pd.DataFrame) -> Ranges:
+    """Each feature's (min, max) in the training data: outside it a segment is a guess."""
+    return {f: (float(customers[f].min()), float(customers[f].max())) for f in FEATURES}
+
+
+def outside_ranges(features: pd.DataFrame, ranges: Ranges) -> np.ndarray:
+    """Which rows fall outside the training data's range on any feature."""
+    outside = np.zeros(len(features), dtype=bool)
+    for feature, (low, high) in ranges.items():
+        values = features[feature].to_numpy(dtype=float)
+        outside |= (values < low) | (values > high)
+    return outside
+
+
+def describe_ranges(ranges: Ranges) -> str:
+    return ", ".join(f"{f} {low:g}–{high:g}" for f, (low, high) in ranges.items())
+
+
+def score_csv(
+    data: bytes, model: Any, labels: list[str], ranges: Ranges | None = None, **limits: int
+) -> BatchResult:
+    """Parse, validate and score an uploaded CSV: the batch page runs exactly this. With the
+    training data's `ranges`, rows outside them are counted in a note."""
     original = parse_batch_csv(data, **limits)
     features = validate_batch(original)
     scored = score_batch(model, features, original, labels)
-    return BatchResult(scored, segment_counts(scored["segment"].to_numpy(), labels))
+    notes = [f"Read as {original.attrs['read_as']}."] if "read_as" in original.attrs else []
+    if ranges and (outside := int(outside_ranges(features, ranges).sum())):
+        notes.append(
+            f"{outside:,} customer(s) lie outside the training data ({describe_ranges(ranges)}): "
+            "their segments are extrapolations."
+        )
+    notes += [
+        f"The file's own column {old!r} is kept as {new!r}; {old!r} is now the model's."
+        for old, new in renamed_inputs(original.columns).items()
+    ]
+    counts = segment_counts(scored["segment"].to_numpy(), labels)
+    return BatchResult(scored, counts, tuple(notes))

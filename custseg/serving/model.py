@@ -177,6 +177,21 @@ def resolve_model(name: str, alias: str, client: MlflowClient | None = None) -> 
     return ModelRef(name, alias, str(version.version), version.run_id or "", uri)
 
 
+def version_ref(
+    name: str, alias: str, version: str, client: MlflowClient | None = None
+) -> ModelRef:
+    """The ModelRef of a version already found under `alias` (e.g. by `list_aliases`), so what
+    a page shows and what it serves come from one registry answer."""
+    from mlflow.exceptions import MlflowException
+
+    client = client or mlflow_client()
+    try:
+        found = client.get_model_version(name, version)
+    except MlflowException as error:
+        raise ServingError(f"MLflow registry {registry_uri()}: {first_line(error)}") from None
+    return ModelRef(name, alias, str(found.version), found.run_id or "", registry_uri())
+
+
 def _model_exists(client: MlflowClient, name: str) -> bool:
     from mlflow.exceptions import MlflowException
 
