@@ -18,7 +18,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 UI_PORT ?= 5000
 APP_PORT ?= 8501
 
-.PHONY: help install lock run test lint bench ui app clean model llm-check agents-demo \
+.PHONY: help install lock run test lint bench ui app serve clean model llm-check agents-demo \
 	kafka-up kafka-down kafka-status
 
 help:  ## list the targets
@@ -110,6 +110,10 @@ kafka-down:  ## stop the local Kafka broker (SIGTERM by PID)
 
 kafka-status:  ## is the local Kafka broker running, and at which address
 	@$(call KAFKA_CLI,status) || [ $$? -eq 3 ]
+
+SERVE_PORT ?= 5001
+serve: install  ## MLflow's REST scoring server on @champion, 127.0.0.1 (port SERVE_PORT=5001)
+	$(BIN)/custseg serve --port $(SERVE_PORT)
 
 app: install  ## Streamlit app on 127.0.0.1 (port APP_PORT=8501; needs a registered model: make run)
 	@echo "App: http://127.0.0.1:$(APP_PORT)"

@@ -6,6 +6,7 @@ custseg llm fetch | models | serve | check
 custseg kafka up | down | status | fetch
 custseg mlflow template                MLflow's migrated empty store, once per machine
 custseg plots template                 DVC's plots page with Vega inlined (offline)
+custseg serve                          REST scoring: MLflow's server on the registered model
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ def _plots_template(_args: argparse.Namespace) -> None:
     print(f"DVC plots page template: {path} ({path.stat().st_size // 1024} KiB, no network needed)")
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from custseg.config import UserError, load_params
+    from custseg.serving.model import ServingError
+    from custseg.serving.rest import serve
+
+    export = load_params(args.params).export
+    try:
+        serve(args.name or export.model_name, args.alias or export.alias, args.port)
+    except ServingError as error:
+        raise UserError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="custseg",
@@ -60,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
         "build .dvc/plots/offline.html from vendor/vega (run from the project root)",
         _plots_template,
     )
+    from custseg.serving.rest import DEFAULT_PORT
+
+    serve = add_command(
+        commands,
+        "serve",
+        "MLflow's REST scoring server (POST /invocations) on the registered model, 127.0.0.1",
+        _serve,
+        params=True,
+    )
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    serve.add_argument("--alias", help="default: params.yaml export.alias (champion)")
+    serve.add_argument("--name", help="default: params.yaml export.model_name")
     return root
 
 

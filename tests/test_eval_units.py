@@ -172,10 +172,13 @@ def test_cache_key_covers_prompt_and_settings(tmp_path: Path) -> None:
 
     cache = JudgeCache(tmp_path / "judge")
     assert cache.get(key) is None
-    cache.put(key, {"text": "x"})
-    assert cache.get(key) == {"text": "x"}
-    (tmp_path / "judge" / key[:2] / f"{key}.json").write_text("{broken")
-    assert cache.get(key) is None  # a corrupt entry is a miss, not a crash
+    reply = completion_to_dict(Completion("x", 3, 1, 0.5, "m"))
+    cache.put(key, reply)
+    assert cache.get(key) == reply
+    entry = tmp_path / "judge" / key[:2] / f"{key}.json"
+    for damaged in ("{broken", '{"text": "x"}', '{"text": 1, "prompt_tokens": "a"}', "[]"):
+        entry.write_text(damaged)
+        assert cache.get(key) is None, damaged  # a reply the judge cannot read is a miss
 
 
 def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

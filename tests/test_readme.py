@@ -169,7 +169,10 @@ def test_every_readme_block_runs_as_written(
             assert done.returncode == 0, f"`{command}` failed:\n{output[-4000:]}"
             if command == "make run":
                 assert "0 non-loopback destination(s)" in output, output[-2000:]
-                assert "judge calls made: 0, cache hits: 48" in output, output[-2000:]
+                # eval is up to date in a clone (its lock matches), or re-scores from the
+                # replies the repository carries: never a judge call.
+                judged = "judge calls made: 0, cache hits: 48" in output
+                assert judged or "Stage 'eval' didn't change" in output, output[-2000:]
     finally:
         for process in running:
             _stop(process)

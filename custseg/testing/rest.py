@@ -1,0 +1,70 @@
+"""`custseg serve` started for a test or a benchmark: a free loopback port in a sandbox project,
+healthy before use, its process group stopped after (MLflow's server runs uvicorn children)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from custseg.testing.browser import free_port
+from custseg.testing.sandbox import MLFLOW_ENV, project_env
+
+
+@contextmanager
+def running_scoring_server(project: Path, log: Path, timeout_s: float = 120.0) -> Iterator[str]:
+    """Yield the server's base URL once GET /ping answers 200."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_ENV} | project_env(project)
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "custseg", "serve", "--port", str(port)],
+            cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _pings(url):
+            if process.poll() is not None:
+                raise RuntimeError(f"custseg serve exited: {log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url}/ping not answering after {timeout_s:g} s")
+            time.sleep(0.25)
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+
+def _pings(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def post_json(url: str, body: bytes) -> tuple[int, dict]:
+    """POST `body` to /invocations; (status, parsed JSON reply) whatever the status."""
+    import json
+    import urllib.error
+
+    request = urllib.request.Request(
+        f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
