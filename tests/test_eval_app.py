@@ -71,5 +71,6 @@ def test_page_shows_distribution_table_and_drill_down(project: Path) -> None:
     at = picker.set_value(ids[1]).run()
     assert not at.exception, at.exception
     shown = "\n".join(m.value for m in at.markdown)
-    assert "85k$" in shown  # the second conversation's task
-    assert "plan_quality** error" in shown and "LLMError: HTTP 503" in shown
+    texts = "\n".join(t.value for t in at.text)  # user and LLM text: never Markdown
+    assert "85k$" in texts and "85k$" not in shown  # the second conversation's task
+    assert "plan_quality** error" in shown and "LLMError: HTTP 503" in texts
