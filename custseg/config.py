@@ -240,18 +240,21 @@ def parse_params(raw: object, source: str = str(PARAMS)) -> Params:
         raise ConfigError(_describe(error, source)) from None
 
 
-def load_params(path: Path | str = PARAMS) -> Params:
-    """Read and validate params.yaml; raise ConfigError with one line naming the bad key."""
-    path = Path(path)
+def _read_yaml(path: Path) -> object:
+    """The file's YAML as loaded; ConfigError (one line) when it is missing or not YAML."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
-    return parse_params(raw, str(path))
+
+
+def load_params(path: Path | str = PARAMS) -> Params:
+    """Read and validate params.yaml; raise ConfigError with one line naming the bad key."""
+    return parse_params(_read_yaml(Path(path)), str(path))
 
 
 def _has_key(raw: dict, dotted: str) -> bool:
@@ -267,9 +270,9 @@ def check_params_file(path: Path | str, dvc_params: list[str]) -> Params:
     """Validate params.yaml as a whole, and check that every key DVC's stages track
     (`dvc_params`, e.g. "base.seed", "export") is present: DVC fails on a missing one only after
     it has started a stage. Raises ConfigError naming the first problem in one line."""
-    params = load_params(path)
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    missing = [key for key in dvc_params if not _has_key(raw, key)]
+    raw = _read_yaml(Path(path))
+    params = parse_params(raw, str(path))  # a mapping of sections, or ConfigError
+    missing = [key for key in dvc_params if not _has_key(raw or {}, key)]
     if missing:
         raise ConfigError(
             f"{path}: {missing[0]}: missing (dvc.yaml's stages track it"

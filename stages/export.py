@@ -106,9 +106,11 @@ def _register_and_gate(run_info: dict, params: ExportParams, customers: pd.DataF
         "promoted": decision.promote,
         "decision": decision.reason,
         "champion_version": None if champion is None else int(champion.version),
-        "candidate_silhouette": None if comparison is None else comparison.candidate_silhouette,
-        "champion_silhouette": None if comparison is None else comparison.champion_silhouette,
-        "ari": None if comparison is None else comparison.ari,
+        # no comparison (no champion, or it is this version): no scores
+        **{
+            score: getattr(comparison, score, None)
+            for score in ("candidate_silhouette", "champion_silhouette", "ari")
+        },
         "force": params.force,
         "data_rows": len(customers),
     }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import time
 import urllib.request
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from custseg.kafka.broker import free_port
+from custseg.testing.browser import stop_process
 from tests.fixtures.project import ROOT
 
 pytestmark = pytest.mark.slow
@@ -101,17 +101,6 @@ def clone(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     subprocess.run(["make", "--no-print-directory", "kafka-down"], cwd=path, env=env, timeout=120)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the command's process group (make and what it started), then SIGKILL."""
-    with_group = os.getpgid(process.pid)
-    os.killpg(with_group, signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(with_group, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 def test_every_readme_block_runs_as_written(
     clone: tuple[Path, dict[str, str]], outbound_check: Path, stand_in_llm: str
 ) -> None:
@@ -175,7 +164,7 @@ def test_every_readme_block_runs_as_written(
                 assert judged or "Stage 'eval' didn't change" in output, output[-2000:]
     finally:
         for process in running:
-            _stop(process)
+            stop_process(process, 60, group=True)
     # What the blocks were for: experiments to compare, an offline plots page, conversations.
     assert (path / "dvc_plots/index.html").is_file()
     conversations = (path / "data/conversations.jsonl").read_text().splitlines()

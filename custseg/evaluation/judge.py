@@ -117,9 +117,7 @@ def mean_call_seconds(cache: JudgeCache, sample: int = 200) -> float | None:
             with contextlib.suppress(OSError, ValueError):
                 if isinstance(reply := json.loads(path.read_text()), dict):
                     replies.append(reply)
-    seconds = [
-        r["latency_s"] for r in replies if isinstance(r, dict) and _is_number(r.get("latency_s"))
-    ]
+    seconds = [r["latency_s"] for r in replies if _is_number(r.get("latency_s"))]
     return sum(seconds) / len(seconds) if seconds else None
 
 

@@ -65,15 +65,18 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 90.0) -
     raise TimeoutError(f"{url} not healthy after {timeout_s:g} s")
 
 
-def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
-    """SIGTERM the server by PID, SIGKILL it if it lingers."""
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout_s)
+def stop_process(process: subprocess.Popen, timeout_s: float = 15.0, group: bool = False) -> None:
+    """SIGTERM the server by PID, SIGKILL it if it lingers. `group`: signal its whole process
+    group (started with start_new_session=True), e.g. `make` or MLflow and the children they run."""
+    if process.poll() is not None:
+        return
+    send = (lambda sig: os.killpg(process.pid, sig)) if group else process.send_signal
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait(timeout_s)
 
 
 @contextmanager

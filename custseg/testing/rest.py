@@ -3,17 +3,18 @@ healthy before use, its process group stopped after (MLflow's server runs uvicor
 
 from __future__ import annotations
 
+import json
 import os
-import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from custseg.testing.browser import free_port
+from custseg.testing.browser import free_port, stop_process
 from custseg.testing.sandbox import MLFLOW_ENV, project_env
 
 
@@ -38,13 +39,7 @@ def running_scoring_server(project: Path, log: Path, timeout_s: float = 120.0) -
             time.sleep(0.25)
         yield url
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        stop_process(process, 30, group=True)
 
 
 def _pings(url: str) -> bool:
@@ -57,9 +52,6 @@ def _pings(url: str) -> bool:
 
 def post_json(url: str, body: bytes) -> tuple[int, dict]:
     """POST `body` to /invocations; (status, parsed JSON reply) whatever the status."""
-    import json
-    import urllib.error
-
     request = urllib.request.Request(
         f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}
     )
