@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from custseg.agents.roles import META_TALK, OTHER_SCRIPT, tidy_final
@@ -62,6 +62,7 @@ texts = st.lists(st.tuples(words, separators), max_size=30).map(
 
 
 @given(texts, st.booleans())
+@example("1. This revised answer. Offer ", True)  # the cut left only a list number: not stable
 def test_tidy_final_only_removes_and_is_stable(text: str, cut: bool) -> None:
     tidy = tidy_final(text, cut=cut)
     assert _is_subsequence(tidy, text), "tidy_final must never add or reorder text"

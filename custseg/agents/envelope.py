@@ -60,8 +60,12 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(Envelope)
-_AT = re.compile(r"(?P<msg>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?")
-_FIELD = re.compile(r"Object (?P<what>missing required|contains unknown) field `(?P<name>[^`]+)`")
+# DOTALL: a field name or path may hold any character, newlines included.
+_AT = re.compile(r"(?P<msg>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?", re.DOTALL)
+_FIELD = re.compile(
+    r"Object (?P<what>missing required|contains unknown) field `(?P<name>[^`]+)`", re.DOTALL
+)
+MAX_REASON_CHARS = 500
 
 
 def new_id() -> str:
@@ -116,15 +120,24 @@ def parse_envelope(raw: bytes | None) -> Envelope:
     try:
         envelope = _DECODER.decode(raw)
     except msgspec.ValidationError as error:
-        raise InvalidMessage(_reason(str(error))) from None
+        raise InvalidMessage(one_line(_reason(str(error)))) from None
     except msgspec.DecodeError as error:
         reason = str(error).removeprefix("JSON is malformed: ")
-        raise InvalidMessage(f"not JSON: {reason}") from None
+        raise InvalidMessage(one_line(f"not JSON: {reason}")) from None
+    except (RecursionError, MemoryError, ValueError, TypeError) as error:  # any other refusal
+        raise InvalidMessage(f"unreadable record: {type(error).__name__}") from None
     required = REQUIRED_CONTENT[envelope.type]
     if not all(map(envelope.content.get, required)):  # map and all run in C: the hot path
         missing = [k for k in required if not envelope.content.get(k)]
         raise InvalidMessage(f"invalid envelope: content of a {envelope.type} lacks {missing}")
     return envelope
+
+
+def one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """`text` as one printable line of at most `limit` characters: control characters (from a
+    hostile field name, say) are escaped, so a reason can never break a log or a report line."""
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit * 2])
+    return escaped if len(escaped) <= limit else escaped[: limit - 1] + "…"
 
 
 def _reason(error: str) -> str:

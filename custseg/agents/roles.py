@@ -80,9 +80,13 @@ def _pieces(text: str) -> list[tuple[str, str]]:
 def tidy_final(text: str, cut: bool = False) -> str:
     """The Reviewer's final as the answer alone: stray brackets off, sentences about the review
     or in another script dropped, and, when the reply was `cut` at its length cap, trimmed back
-    to its last complete sentence. Never adds text; falls back to the stripped input rather
-    than return nothing."""
+    to its last complete sentence. Never adds text; rather than return nothing it skips the
+    trim back, then falls back to the stripped input (so tidying a tidy text changes nothing)."""
     stripped = _trim_edges(text)
+    return _tidied(stripped, cut) or (cut and _tidied(stripped, False)) or stripped
+
+
+def _tidied(stripped: str, cut: bool) -> str:
     kept: list[tuple[str, str]] = []
     for piece, sep in _pieces(stripped):
         if not (META_TALK.search(piece) or OTHER_SCRIPT.search(piece)):
@@ -99,7 +103,7 @@ def tidy_final(text: str, cut: bool = False) -> str:
         joined = "".join(p + sep for p, sep in kept).strip()
         tidy = _trim_edges(joined)
         if tidy == joined:
-            return tidy or stripped
+            return tidy
         kept = _pieces(tidy)
 
 

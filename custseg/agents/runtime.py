@@ -9,6 +9,7 @@ keeps one copy.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 import time
@@ -20,7 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from custseg.agents.envelope import Envelope, InvalidMessage, now, parse_envelope
+from custseg.agents.envelope import Envelope, InvalidMessage, now, one_line, parse_envelope
 from custseg.agents.roles import ROLES, Role, answer
 from custseg.agents.topics import topic_of
 from custseg.config import AgentsParams
@@ -33,16 +34,25 @@ LLM_ATTEMPTS = 3
 LLM_RETRY_PAUSE_S = 5.0
 
 
+# A dead letter must always fit in a Kafka request (1 MB by default) whatever it quotes: the input's
+# value is kept up to this many bytes (JSON escaping can grow them 6×), its key up to MAX_KEY_BYTES.
+MAX_QUOTED_BYTES = 64 * 1024
+MAX_KEY_BYTES = 1024
+
+
 def dead_letter(record, reason: str, agent: str) -> bytes:
-    """The dead-letter record: the reason, where the input came from and its raw bytes."""
+    """The dead-letter record: the reason, where the input came from and its raw bytes (the
+    first MAX_QUOTED_BYTES of them, with the size and SHA-256 of the whole value)."""
     raw = record.value or b""
+    quoted = raw[:MAX_QUOTED_BYTES]
     try:
-        value, encoding = raw.decode(), "utf-8"
+        value, encoding = quoted.decode(), "utf-8"
     except UnicodeDecodeError:
-        value, encoding = base64.b64encode(raw).decode(), "base64"
+        value, encoding = base64.b64encode(quoted).decode(), "base64"
+    key = record.key[:MAX_KEY_BYTES].decode(errors="replace") if record.key else None
     return json.dumps(
         {
-            "reason": reason,
+            "reason": one_line(reason),
             "agent": agent,
             "at": now().isoformat(),
             "source": {
@@ -50,9 +60,12 @@ def dead_letter(record, reason: str, agent: str) -> bytes:
                 "partition": record.partition,
                 "offset": record.offset,
             },
-            "key": record.key.decode(errors="replace") if record.key else None,
+            "key": key,
             "value": value,
             "encoding": encoding,
+            "value_bytes": len(raw),
+            "value_sha256": hashlib.sha256(raw).hexdigest(),
+            "truncated": len(raw) > len(quoted),
         }
     ).encode()
 
@@ -121,7 +134,7 @@ class AgentWorker:
                 for tp, records in consumer.poll(timeout_ms=300).items():
                     for record in records:
                         started, answered = time.perf_counter(), len(self.stats.llm_s)
-                        if not self.handle(record):  # not done: read it again after a pause
+                        if not self.handle_safely(record):  # not done: read it again later
                             consumer.seek(tp, record.offset)
                             self.stop.wait(
                                 LLM_RETRY_PAUSE_S * self.failures[(tp.partition, record.offset)]
@@ -148,6 +161,19 @@ class AgentWorker:
         if isinstance(result, Exception):
             self.on_event(f"{self.role.name}: commit failed (inputs redelivered): {result}")
 
+    def handle_safely(self, record) -> bool:
+        """`handle`, with a last line of defence: a record that makes it fail in a way nobody
+        foresaw is dead-lettered with the error, instead of crashing the agent and, as its
+        offset is never committed, crashing it again after every restart. Kafka errors (the
+        broker, not the record) still propagate."""
+        try:
+            return self.handle(record)
+        except KafkaError:
+            raise
+        except Exception as error:  # any record-caused failure, see above
+            self._dead_letter(record, f"unexpected {type(error).__name__}: {error}")
+            return True
+
     def handle(self, record) -> bool:
         """Answer one record or dead-letter it with the reason; False: try it again later."""
         try:
@@ -164,7 +190,8 @@ class AgentWorker:
             return True
         try:
             outgoing, llm_s = self._answer(incoming)
-        except LLMError as error:
+            value = outgoing.to_bytes()  # an empty or broken reply fails here: like a failed call
+        except (LLMError, InvalidMessage) as error:
             where = (record.partition, record.offset)
             failures = self.failures[where] = self.failures.get(where, 0) + 1
             if failures < LLM_ATTEMPTS:
@@ -175,7 +202,7 @@ class AgentWorker:
                 return False
             self._dead_letter(record, f"llm failed {failures} times: {error}")
             return True
-        self._send(self.out_topic, incoming.correlation_id.encode(), outgoing.to_bytes())
+        self._send(self.out_topic, incoming.correlation_id.encode(), value)
         self._remember(incoming.event_id)
         self.stats.handled += 1
         self.stats.llm_s.append(llm_s)
@@ -186,7 +213,8 @@ class AgentWorker:
         return True
 
     def _dead_letter(self, record, reason: str) -> None:
-        self._send(self.params.topics.dlq, record.key, dead_letter(record, reason, self.role.name))
+        key = record.key if record.key is None or len(record.key) <= MAX_KEY_BYTES else None
+        self._send(self.params.topics.dlq, key, dead_letter(record, reason, self.role.name))
         self.stats.dead_letters += 1
         self.on_event(f"{self.role.name}: dead-lettered {record.topic}@{record.offset}: {reason}")
 
