@@ -10,18 +10,24 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import streamlit as st
+from streamlit import config, runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from custseg.config import ConfigError, ExportParams, load_params
 from custseg.features import FEATURES
 from custseg.paths import CUSTOMERS, PARAMS
 from custseg.pipeline.data import read_training_data
 from custseg.serving.batch import Ranges, training_ranges
-from custseg.serving.charts import display_sample
+from custseg.serving.charts import display_sample, segment_map_spec
+from custseg.serving.memory import start_releasing
 from custseg.serving.model import (
     SETUP_COMMAND,
     ModelNotFoundError,
@@ -34,12 +40,13 @@ from custseg.serving.model import (
     load_model,
     load_segment_profiles,
     mlflow_run_url,
+    registry_stamp,
     resolve_model,
     segment_labels,
     version_ref,
 )
 from custseg.telemetry import disable_telemetry
-from custseg.tracking import tracking_uri
+from custseg.tracking import registry_uri, tracking_uri
 
 disable_telemetry()
 # MLflow's tqdm bars would otherwise fill the server log on every artifact read.
@@ -51,6 +58,9 @@ ENV_ALIAS = "CUSTSEG_MODEL_ALIAS"
 ENV_NAME = "CUSTSEG_MODEL_NAME"
 ENV_UI_URL = "MLFLOW_UI_URL"
 MAX_MAP_POINTS = 5_000
+# How stale the alias box may be on a store whose changes cannot be seen (a tracking server);
+# a local sqlite registry is re-read as soon as its file changes.
+REGISTRY_TTL_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,62 @@ class ServedModel:
     @property
     def n_clusters(self) -> int:
         return int(self.model.n_clusters)
+
+
+# Large per-session results live here, not in st.session_state: Streamlit keeps a closed tab's
+# session (state and all) until its TTL has passed *and* another visitor connects, so on a quiet
+# server a 1M-row upload stayed in memory indefinitely. The memory thread drops the results of
+# sessions that are no longer connected (a reconnecting tab simply scores its file again).
+_RESULTS: dict[str, Any] = {}
+_RESULTS_LOCK = threading.Lock()
+_INACTIVE_SINCE: dict[str, float] = {}  # session id → when first seen disconnected
+
+
+def _session_id() -> str:
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else ""
+
+
+def keep_result(value: Any) -> None:
+    """Keep `value` for this session's later reruns (one value a session)."""
+    with _RESULTS_LOCK:
+        _RESULTS[_session_id()] = value
+
+
+def kept_result() -> Any:
+    """What this session kept with `keep_result`, or None."""
+    with _RESULTS_LOCK:
+        return _RESULTS.get(_session_id())
+
+
+def forget_result() -> None:
+    with _RESULTS_LOCK:
+        _RESULTS.pop(_session_id(), None)
+
+
+def drop_what_closed_sessions_hold() -> None:
+    """Results of sessions no longer connected, and uploads of sessions that cannot come back."""
+    if not runtime.exists():  # e.g. under AppTest: no server, no sessions to outlive
+        return
+    server = runtime.get_instance()
+    with _RESULTS_LOCK:
+        for session in [s for s in _RESULTS if not server.is_active_session(s)]:
+            del _RESULTS[session]
+    # Streamlit frees a session's uploads when the session shuts down, but a tab closed for good
+    # only expires from the reconnect cache, without a shutdown: its uploads stayed forever.
+    uploads = server.uploaded_file_mgr
+    ttl_s = config.get_option("server.disconnectedSessionTTL")
+    now = time.monotonic()
+    for session in list(getattr(uploads, "file_storage", {})):
+        if server.is_active_session(session):
+            _INACTIVE_SINCE.pop(session, None)
+        elif now - _INACTIVE_SINCE.setdefault(session, now) > ttl_s:  # past any reconnect
+            uploads.remove_session_files(session)
+            del _INACTIVE_SINCE[session]
+
+
+# Freed memory goes back to the OS every few seconds, after closed sessions' results are dropped.
+start_releasing(before=drop_what_closed_sessions_hold)
 
 
 @functools.lru_cache(maxsize=8)
@@ -98,11 +164,27 @@ def selected_alias() -> str:
     return st.session_state.get(ALIAS_KEY) or default_alias()
 
 
+def _stamp() -> tuple[int, int]:
+    return registry_stamp(registry_uri(), REGISTRY_TTL_S, time.time())
+
+
+# Registry answers shared by every session until the store may have changed: querying it on
+# every rerun cost ~20 ms of server CPU a click. Errors are not cached (they raise).
+@st.cache_data(max_entries=16, show_spinner=False)
+def _aliases(uri: str, name: str, stamp: tuple[int, int]) -> dict[str, str]:
+    return list_aliases(name)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _version_ref(uri: str, name: str, alias: str, version: str, stamp: tuple[int, int]) -> ModelRef:
+    return version_ref(name, alias, version)
+
+
 def model_selector() -> None:
     """Sidebar select of the registered model's aliases (the default alias listed first)."""
     default = default_alias()
     try:
-        aliases = list_aliases(model_name())
+        aliases = _aliases(registry_uri(), model_name(), _stamp())
     except ServingError:
         aliases = {}  # the page that needs the model reports the problem
     # The page serves the version this very query found: the box and the panel cannot differ.
@@ -148,7 +230,7 @@ def served_model() -> ServedModel:
         # No client up front: creating one would create (and migrate) a missing sqlite store.
         alias, seen = selected_alias(), st.session_state.get(ALIASES_SEEN) or {}
         if alias in seen:
-            ref = version_ref(model_name(), alias, seen[alias])
+            ref = _version_ref(registry_uri(), model_name(), alias, seen[alias], _stamp())
         else:  # not found by the selector: resolve_model names what is missing
             ref = resolve_model(model_name(), alias)
         model = _load_model(ref.cache_key, ref)
@@ -168,14 +250,33 @@ def show_model_error(error: ServingError) -> None:
         st.code(SETUP_COMMAND, language="bash")
 
 
-@st.cache_data(max_entries=4, show_spinner="Scoring the training customers…")
-def _training_view(
-    path: str, mtime_ns: int, model_key: tuple[str, ...], max_points: int, _model: Any
-) -> pd.DataFrame:
-    customers = display_sample(read_training_data(path), max_points)
-    view = customers.copy()
-    view["segment"] = _model.predict(features_frame(view[FEATURES[0]], view[FEATURES[1]]))
-    return view
+@dataclass(frozen=True)
+class SegmentMap:
+    """The segment map of a model without the customer (a plotly figure dict, shared by every
+    session: read, never changed) and how many training customers it shows."""
+
+    spec: dict
+    points: int
+    data_found: bool
+
+
+# A resource, not data: the same dict is handed to every session instead of a pickled copy.
+@st.cache_resource(max_entries=4, show_spinner="Scoring the training customers…")
+def _segment_map(
+    path: str, mtime_ns: int, model_key: tuple[str, ...], max_points: int, _served: ServedModel
+) -> SegmentMap:
+    if mtime_ns < 0:
+        customers = pd.DataFrame({FEATURES[0]: [], FEATURES[1]: []})
+    else:
+        customers = display_sample(read_training_data(path), max_points)
+    model = _served.model
+    segments = (
+        model.predict(features_frame(customers[FEATURES[0]], customers[FEATURES[1]]))
+        if len(customers)
+        else np.array([], dtype=int)
+    )
+    spec = segment_map_spec(customers, segments, model.cluster_centers_, _served.labels)
+    return SegmentMap(spec, len(customers), mtime_ns >= 0)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -189,14 +290,12 @@ def training_data_ranges() -> Ranges | None:
     return _training_ranges(str(path), path.stat().st_mtime_ns) if path.is_file() else None
 
 
-def training_view(served: ServedModel) -> pd.DataFrame | None:
-    """A display sample of the training customers with the served model's segments (None if
-    the data file is missing: the map then shows only the centers)."""
+def segment_map(served: ServedModel) -> SegmentMap:
+    """The served model's map of the training customers (only the centers without the data
+    file), built once per model version and data file."""
     path = CUSTOMERS.resolve()
-    if not path.is_file():
-        return None
-    key = served.ref.cache_key
-    return _training_view(str(path), path.stat().st_mtime_ns, key, MAX_MAP_POINTS, served.model)
+    mtime = path.stat().st_mtime_ns if path.is_file() else -1
+    return _segment_map(str(path), mtime, served.ref.cache_key, MAX_MAP_POINTS, served)
 
 
 def model_panel(served: ServedModel) -> None:

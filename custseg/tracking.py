@@ -52,7 +52,7 @@ def model_uri(name: str, alias: str) -> str:
 def sqlite_path(uri: str) -> Path | None:
     """The file behind a `sqlite:///` URI (None for any other store)."""
     prefix = "sqlite:///"
-    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+    return Path(uri[len(prefix) :].split("?", 1)[0]) if uri.startswith(prefix) else None
 
 
 def template_path() -> Path:

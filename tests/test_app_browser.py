@@ -276,3 +276,47 @@ def test_downloaded_cells_cannot_run_as_formulas(page, app_url: str) -> None:
 def test_no_page_loaded_anything_from_outside(page) -> None:
     """Icons, fonts and scripts come from the app: nothing left 127.0.0.1 in this module."""
     assert page.outside_requests == []
+
+
+def test_concurrent_sessions_each_get_their_own_customer(app_url: str, registered_model) -> None:
+    """20 sessions over Streamlit's own websocket protocol (what the browser's code sends, no
+    rendering), each with generated slider values, all clicking at once: every session is
+    answered with the registered model's segment for its own customer."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
+    from custseg.testing.streamlit_ws import Session
+
+    rng = np.random.default_rng(20)
+    customers = [
+        (int(rng.integers(*BOUNDS[INCOME], endpoint=True)),
+         int(rng.integers(*BOUNDS[SPENDING], endpoint=True)))
+        for _ in range(20)
+    ]  # fmt: skip
+
+    async def predict_all() -> list:
+        sessions = await asyncio.gather(*(Session.open(app_url) for _ in customers))
+        try:
+            await asyncio.gather(*(session.run() for session in sessions))
+            return await asyncio.gather(
+                *(
+                    session.run(
+                        click="Predict Customer Cluster",
+                        sliders={MALL_HEADERS[INCOME]: income, MALL_HEADERS[SPENDING]: spending},
+                    )
+                    for session, (income, spending) in zip(sessions, customers, strict=True)
+                )
+            )
+        finally:
+            await asyncio.gather(*(session.close() for session in sessions))
+
+    # Playwright's sync API owns this thread's event loop: run the sessions' loop in another.
+    with ThreadPoolExecutor(1) as thread:
+        runs = thread.submit(asyncio.run, predict_all()).result()
+    expected = registered_model.predict(features_frame(*map(list, zip(*customers, strict=True))))
+    shown = [[metric.body for metric in run.elements.get("metric", [])] for run in runs]
+    assert shown == [[f"Cluster {segment}"] for segment in expected]
+    assert {run.status for run in runs} == {"FINISHED_SUCCESSFULLY"}

@@ -3,16 +3,20 @@ resolution against a real registry, and the figures."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
+import os
 import pickle
 import re
+import weakref
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.cluster import KMeans
 
@@ -28,7 +32,13 @@ from custseg.serving.batch import (
     training_ranges,
     validate_batch,
 )
-from custseg.serving.charts import display_sample, segment_counts_figure, segment_map
+from custseg.serving.charts import (
+    display_sample,
+    segment_counts_figure,
+    segment_map,
+    segment_map_spec,
+    with_customer,
+)
 from custseg.serving.model import (
     Lineage,
     ModelNotFoundError,
@@ -39,6 +49,7 @@ from custseg.serving.model import (
     load_segment_profiles,
     mlflow_run_url,
     predict_segment,
+    registry_stamp,
     resolve_model,
     segment_labels,
 )
@@ -301,6 +312,44 @@ def test_segment_map_traces(kmeans: KMeans) -> None:
     assert all("customer %{customdata}" in t.hovertemplate for t in fig.data[:-2])
 
 
+@settings(max_examples=30, deadline=None)  # ~40 ms an example: plotly validates the figure
+@given(
+    income=st.floats(-1e6, 1e6, allow_nan=False),
+    spending=st.floats(-1e6, 1e6, allow_nan=False),
+    segment=st.none() | st.integers(0, len(LABELS) - 1),
+)
+def test_the_star_is_added_without_changing_the_shared_map(
+    kmeans: KMeans, income: float, spending: float, segment: int | None
+) -> None:
+    """The app shares one map spec between sessions and adds each customer's star unvalidated:
+    the result is what plotly's validation would accept unchanged, and the spec stays as it was."""
+    customers = features_frame([20, 130, 60], [90, 5, 50])
+    spec = segment_map_spec(customers, kmeans.predict(customers), kmeans.cluster_centers_, LABELS)
+    before = pickle.dumps(spec)
+    figure = with_customer(spec, LABELS, (income, spending), segment)
+    assert pickle.dumps(spec) == before
+    as_dict = figure.to_dict()
+    assert go.Figure(as_dict).to_dict() == as_dict  # validating it changes nothing
+    star = as_dict["data"][-1]
+    assert list(star["x"]) == [income] and star["name"] == "this customer"
+    figure.data[0].marker.size = 1  # a session changing its copy leaves the shared spec alone
+    assert pickle.dumps(spec) == before
+
+
+def test_registry_stamp_follows_the_sqlite_file_and_the_clock(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    assert registry_stamp(uri, 3.0, 10.0) == (-1, 3)  # no file yet
+    db.write_bytes(b"x")
+    first = registry_stamp(uri, 3.0, 10.0)
+    assert first[0] > 0 and registry_stamp(uri, 3.0, 11.9) == first  # same file, same window
+    os.utime(db, ns=(first[0] + 1_000, first[0] + 1_000))  # any write moves the stamp
+    assert registry_stamp(uri, 3.0, 10.0) != first
+    # A server store cannot be watched: its answers live for one window at most.
+    assert registry_stamp("http://127.0.0.1:5000", 3.0, 10.0) == (-1, 3)
+    assert registry_stamp("http://127.0.0.1:5000", 3.0, 12.0) == (-1, 4)
+
+
 def test_display_sample_caps_points() -> None:
     frame = pd.DataFrame({"a": range(10)})
     assert len(display_sample(frame, 4)) == 4 and display_sample(frame, 20) is frame
@@ -322,6 +371,17 @@ def test_a_neutralised_cell_never_starts_a_formula(value: str) -> None:
     assert safe in (value, "'" + value)
     if safe.startswith(SAFE_START):
         assert PLAIN_NUMBER.fullmatch(safe), "only plain numbers may keep a leading sign"
+
+
+def test_a_download_does_not_keep_its_result_alive(kmeans: KMeans) -> None:
+    result = score_csv(b"annual_income,spending_score\n60,50\n20,90\n", kmeans, LABELS)
+    build, scored = result.csv_when_asked(), weakref.ref(result.scored)
+    assert build() == result.to_csv_bytes()
+    del result
+    gc.collect()
+    assert scored() is None, "the download callable kept the scored rows alive"
+    with pytest.raises(BatchError, match="expired"):
+        build()
 
 
 def test_downloads_neutralise_text_and_keep_numbers(kmeans: KMeans) -> None:
@@ -373,3 +433,19 @@ def test_customers_outside_the_training_data_are_counted(kmeans: KMeans) -> None
         "2 customer(s) lie outside the training data (annual_income 28–104, spending_score "
         "1–100): their segments are extrapolations.",
     )
+
+
+def test_the_memory_thread_drops_what_is_unused_then_returns_free_memory() -> None:
+    import threading
+
+    from custseg.serving.memory import release_free_memory, resident_bytes, start_releasing
+
+    dropped = threading.Event()
+    thread = start_releasing(0.05, dropped.set)
+    assert thread.daemon and dropped.wait(5), "the hook was not called"
+    big = bytearray(200 * 2**20)  # 200 MiB touched, freed, handed back
+    big[::4096] = b"x" * len(big[::4096])
+    before = resident_bytes()
+    del big
+    assert release_free_memory(), "glibc's malloc_trim is what Debian (and CI) runs"
+    assert resident_bytes() < before - 150 * 2**20

@@ -21,7 +21,6 @@ from custseg.serving.batch import (
 )
 from custseg.serving.charts import segment_counts_figure
 
-RESULT = "batch_result"  # (input digest, model key, BatchResult) of this session's last scoring
 PREVIEW_ROWS = 20
 
 served = ui_common.served_model()
@@ -55,7 +54,7 @@ else:
 
 # Reruns (e.g. the download click) reuse this session's result instead of rescoring.
 digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-cached = st.session_state.get(RESULT)
+cached = ui_common.kept_result()  # (input digest, model key, BatchResult) of the last scoring
 if cached is not None and cached[:2] == (digest, served.ref.cache_key):
     result: BatchResult = cached[2]
 else:
@@ -63,13 +62,13 @@ else:
         with st.spinner("Scoring…"):
             result = score_csv(data, served.model, served.labels, ui_common.training_data_ranges())
     except BatchError as error:
-        st.session_state.pop(RESULT, None)
+        ui_common.forget_result()
         # The problems quote the file (headers, values) and the name is the user's: plain text,
         # never Markdown, so a header such as "[x](http://…)" cannot become a link or an image.
         st.error("This file cannot be scored:", icon=":material/error:")
         st.text(f"{source}\n" + "\n".join(f"- {problem}" for problem in error.problems))
         st.stop()
-    st.session_state[RESULT] = (digest, served.ref.cache_key, result)
+    ui_common.keep_result((digest, served.ref.cache_key, result))
 
 st.success(
     f"Scored {len(result.scored):,} customers with `{served.ref.name}` "
@@ -89,7 +88,7 @@ with left:
     )
     st.download_button(
         "Download the scored CSV",
-        data=result.to_csv_bytes,  # a callable: the CSV is only built when clicked
+        data=result.csv_when_asked(),  # the CSV is only built when clicked
         file_name="scored_customers.csv",
         mime="text/csv",
         key="batch_download",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 import ui_common
 
-from custseg.features import BOUNDS, FEATURES, INCOME, MALL_HEADERS, SPENDING
+from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
 from custseg.paths import CUSTOMERS
 from custseg.serving.batch import describe_ranges, outside_ranges
-from custseg.serving.charts import segment_map
+from custseg.serving.charts import with_customer
 from custseg.serving.model import SETUP_COMMAND, features_frame, predict_segment
 
 PREDICTED = "segment_predicted"  # set once the button was clicked; predictions then follow
@@ -77,21 +76,13 @@ with left:
     ui_common.model_panel(served)
 
 with right:
-    view = ui_common.training_view(served)
-    if view is None:
+    segment_map = ui_common.segment_map(served)
+    if not segment_map.data_found:
         st.warning(
             f"{CUSTOMERS} not found: the map shows only the segment centers "
             f"(run `{SETUP_COMMAND}` to create it)."
         )
-        view = pd.DataFrame({FEATURES[0]: [], FEATURES[1]: [], "segment": []})
-    figure = segment_map(
-        view,
-        view["segment"].to_numpy(dtype=int),
-        served.model.cluster_centers_,
-        served.labels,
-        point=(income, spending),
-        point_segment=segment,
-    )
+    figure = with_customer(segment_map.spec, served.labels, (income, spending), segment)
     st.plotly_chart(figure, key="segment_map", width="stretch")
-    if len(view) >= ui_common.MAX_MAP_POINTS:
+    if segment_map.points >= ui_common.MAX_MAP_POINTS:
         st.caption(f"A random sample of {ui_common.MAX_MAP_POINTS:,} customers is shown.")

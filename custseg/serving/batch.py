@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,6 +220,20 @@ class BatchResult:
     def to_csv_bytes(self) -> bytes:
         """The scored rows as UTF-8 CSV, for download, safe to open in a spreadsheet."""
         return frame_to_csv_bytes(spreadsheet_safe(self.scored))
+
+    def csv_when_asked(self) -> Callable[[], bytes]:
+        """`to_csv_bytes` for a download button that builds the file only when clicked, holding
+        the result weakly: Streamlit keeps such callables until another session's run ends,
+        which would keep a closed session's whole upload (~56 MB for 1M rows) alive."""
+        result = weakref.ref(self)
+
+        def build() -> bytes:
+            alive = result()
+            if alive is None:  # the session that scored it is gone
+                raise BatchError(["this result has expired: score the file again"])
+            return alive.to_csv_bytes()
+
+        return build
 
 
 # OWASP's CSV injection rule: a cell starting with one of these is a formula to a spreadsheet.

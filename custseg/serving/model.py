@@ -19,7 +19,7 @@ import pandas as pd
 from custseg.config import first_line
 from custseg.features import INCOME, SPENDING
 from custseg.pipeline.lineage import describe_git
-from custseg.tracking import configure_mlflow, registry_uri
+from custseg.tracking import configure_mlflow, registry_uri, sqlite_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -118,10 +118,17 @@ def missing_sqlite_store(uri: str) -> Path | None:
     Checked first because MLflow would otherwise create and migrate an empty database (~6 s)
     just to report that it holds no model.
     """
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-    return None if path.is_file() else path
+    path = sqlite_path(uri)
+    return None if path is None or path.is_file() else path
+
+
+def registry_stamp(uri: str, ttl_s: float, now: float) -> tuple[int, int]:
+    """A cache-key part that changes whenever the registry at `uri` may have changed: the
+    sqlite file's modification time (any write changes it) and the `ttl_s`-long window `now`
+    falls in, which bounds how stale an answer from any other store can be."""
+    path = sqlite_path(uri)
+    mtime = path.stat().st_mtime_ns if path is not None and path.is_file() else -1
+    return mtime, int(now // ttl_s)
 
 
 def list_aliases(name: str, client: MlflowClient | None = None) -> dict[str, str]:

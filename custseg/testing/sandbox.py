@@ -25,6 +25,7 @@ PROJECT_FILES = [
     ".dvc/config",
     ".dvc/.gitignore",
     ".gitignore",
+    ".streamlit/config.toml",  # the app runs as `make app` runs it (no source watcher)
 ]
 PIPELINE = ("check_params", "simulate", "train", "export")
 # MLflow variables a sandbox must not inherit from the calling shell.
