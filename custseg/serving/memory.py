@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import threading
 from collections.abc import Callable
 from functools import cache
 
 TRIM_EVERY_S = 20.0
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -51,8 +53,11 @@ def start_releasing(
 
     def loop() -> None:
         while not stop.wait(every_s):
-            if before is not None:
-                before()
+            try:
+                if before is not None:
+                    before()
+            except Exception:  # a failing hook must not end the releasing for good
+                log.exception("dropping unused memory failed; will try again")
             release_free_memory()
 
     stop = threading.Event()
