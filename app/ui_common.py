@@ -40,6 +40,7 @@ from custseg.serving.model import (
     load_model,
     load_segment_profiles,
     mlflow_run_url,
+    mtime_ns,
     registry_stamp,
     resolve_model,
     segment_labels,
@@ -146,8 +147,7 @@ def _export_params_at(path: str, mtime_ns: int) -> tuple[str, str]:
 def _export_params() -> tuple[str, str]:
     """(model name, alias) from params.yaml, re-read only when the file changes."""
     path = PARAMS.resolve()
-    mtime = path.stat().st_mtime_ns if path.is_file() else -1
-    return _export_params_at(str(path), mtime)
+    return _export_params_at(str(path), mtime_ns(path))
 
 
 def model_name() -> str:
@@ -294,8 +294,7 @@ def segment_map(served: ServedModel) -> SegmentMap:
     """The served model's map of the training customers (only the centers without the data
     file), built once per model version and data file."""
     path = CUSTOMERS.resolve()
-    mtime = path.stat().st_mtime_ns if path.is_file() else -1
-    return _segment_map(str(path), mtime, served.ref.cache_key, MAX_MAP_POINTS, served)
+    return _segment_map(str(path), mtime_ns(path), served.ref.cache_key, MAX_MAP_POINTS, served)
 
 
 def model_panel(served: ServedModel) -> None:

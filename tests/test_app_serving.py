@@ -35,7 +35,6 @@ from custseg.serving.batch import (
 from custseg.serving.charts import (
     display_sample,
     segment_counts_figure,
-    segment_map,
     segment_map_spec,
     with_customer,
 )
@@ -301,7 +300,8 @@ def test_segment_map_traces(kmeans: KMeans) -> None:
     customers = features_frame([20, 130, 60], [90, 5, 50])
     customers.insert(0, "customer_id", [7, 8, 9])
     segments = kmeans.predict(customers[["annual_income", "spending_score"]])
-    fig = segment_map(customers, segments, kmeans.cluster_centers_, LABELS, (60, 50), 1)
+    spec = segment_map_spec(customers, segments, kmeans.cluster_centers_, LABELS)
+    fig = with_customer(spec, LABELS, (60, 50), 1)
     names = [trace.name for trace in fig.data]
     assert names[-2:] == ["segment centers", "this customer"]
     assert set(names[:-2]) == {LABELS[s] for s in segments}  # segment names in the legend

@@ -25,27 +25,14 @@ def display_sample(frame: pd.DataFrame, max_points: int, seed: int = 0) -> pd.Da
     return frame.sample(n=max_points, random_state=seed).sort_index()
 
 
-def segment_map(
-    customers: pd.DataFrame,
-    segments: np.ndarray,
-    centers: np.ndarray,
-    labels: list[str],
-    point: tuple[float, float] | None = None,
-    point_segment: int | None = None,
-) -> go.Figure:
-    """Customers coloured by segment, segment centers as black X and `point` as a yellow star.
-
-    `customers` holds the feature columns (and `customer_id` if known); `segments` is the
-    model's prediction for each row; `labels[s]` names segment s in the legend and hovers.
-    """
-    spec = segment_map_spec(customers, segments, centers, labels)
-    return with_customer(spec, labels, point, point_segment)
-
-
 def segment_map_spec(
     customers: pd.DataFrame, segments: np.ndarray, centers: np.ndarray, labels: list[str]
 ) -> dict:
-    """The segment map without the customer, validated, as a plain figure dict.
+    """Customers coloured by segment and segment centers as black X, validated, as a plain
+    figure dict; `with_customer` adds the customer as a yellow star.
+
+    `customers` holds the feature columns (and `customer_id` if known); `segments` is the
+    model's prediction for each row; `labels[s]` names segment s in the legend and hovers.
 
     The app builds it once per model and adds each rerun's star with `with_customer`: building
     and validating the whole figure again cost ~25 ms of server CPU a click.

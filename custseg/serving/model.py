@@ -127,8 +127,13 @@ def registry_stamp(uri: str, ttl_s: float, now: float) -> tuple[int, int]:
     sqlite file's modification time (any write changes it) and the `ttl_s`-long window `now`
     falls in, which bounds how stale an answer from any other store can be."""
     path = sqlite_path(uri)
-    mtime = path.stat().st_mtime_ns if path is not None and path.is_file() else -1
-    return mtime, int(now // ttl_s)
+    return (mtime_ns(path) if path is not None else -1), int(now // ttl_s)
+
+
+def mtime_ns(path: Path) -> int:
+    """`path`'s modification time in ns, -1 when it is not a file: a cache-key part that
+    changes whenever the file is written (or appears)."""
+    return path.stat().st_mtime_ns if path.is_file() else -1
 
 
 def list_aliases(name: str, client: MlflowClient | None = None) -> dict[str, str]:
