@@ -152,6 +152,7 @@ class TopicNames(_Section):
     drafts: str = "agent.drafts"
     finals: str = "agent.finals"
     dlq: str = "agent.dlq"
+    retries: str = "agent.retries"  # inputs whose LLM call failed, read again once due
 
 
 class RoleTokens(_Section):

@@ -7,21 +7,18 @@ Agent, submit and capture processes are the real CLIs (`custseg agents | submit 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from kafka import KafkaConsumer
 
 from custseg.agents.roles import META_TALK, OTHER_SCRIPT, tidy_final
 from custseg.llm.models import DEFAULT_MODEL_ID
+from tests.fixtures.agents import Workdir, assert_linked, stop, wait_for
 from tests.fixtures.project import ROOT
 
 pytestmark = pytest.mark.slow
@@ -32,99 +29,16 @@ TASKS = [
 ]
 
 
-class Workdir:
-    """A directory with its own params.yaml (unique topics and groups) and the env to run in."""
-
-    def __init__(self, path: Path, bootstrap: str, llm_url: str, llm_key: str) -> None:
-        self.path, self.bootstrap = path, bootstrap
-        tag = uuid.uuid4().hex[:8]
-        self.topics = {k: f"{tag}.agent.{k}" for k in ("tasks", "plans", "drafts", "finals", "dlq")}
-        params = yaml.safe_load((ROOT / "params.yaml").read_text())
-        params["agents"].update(
-            topics=self.topics,
-            group_prefix=f"test-{tag}",
-            partitions=2,
-            max_tokens={"planner": 40, "writer": 48, "reviewer": 200},
-        )
-        (path / "params.yaml").write_text(yaml.safe_dump(params))
-        self.env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            # Every agent process shares the session's one llama.cpp server.
-            "CUSTSEG_LLM_PROVIDER": "openai",
-            "CUSTSEG_LLM_BASE_URL": llm_url,
-            "CUSTSEG_LLM_MODEL": DEFAULT_MODEL_ID,
-            "OPENAI_API_KEY": llm_key,
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.conversations = path / "data/conversations.jsonl"
-
-    def cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "custseg", *args]
-
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            self.cli(*args),
-            cwd=self.path,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def start(self, *args: str, log: str) -> subprocess.Popen:
-        return subprocess.Popen(
-            self.cli(*args),
-            cwd=self.path,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=(self.path / log).open("w"),
-        )
-
-    def submit(self, *tasks: str) -> list[str]:
-        done = self.run("submit", *tasks)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.split()
-
-    def capture(self, ids: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
-        expect = self.path / f"expect-{uuid.uuid4().hex[:6]}.txt"
-        expect.write_text("\n".join(ids))
-        return self.run(
-            "capture", "--expect", str(expect), "--timeout", str(timeout), timeout=timeout + 60
-        )
-
-    def lines(self) -> list[dict]:
-        if not self.conversations.exists():
-            return []
-        return [json.loads(line) for line in self.conversations.read_text().splitlines()]
-
-    def read_topic(self, name: str) -> list:
-        consumer = KafkaConsumer(
-            self.topics[name],
-            bootstrap_servers=self.bootstrap,
-            auto_offset_reset="earliest",
-            consumer_timeout_ms=3000,
-        )
-        records = list(consumer)
-        consumer.close()
-        return records
-
-
 @pytest.fixture
 def workdir(tmp_path: Path, kafka_bootstrap: str, llm_server) -> Workdir:
-    return Workdir(tmp_path, kafka_bootstrap, llm_server.url, llm_server.api_key)
-
-
-def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    process.send_signal(sig)
-    return process.wait(timeout=120)
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    # Every agent process shares the session's one llama.cpp server.
+    llm_env = {
+        "CUSTSEG_LLM_PROVIDER": "openai",
+        "CUSTSEG_LLM_BASE_URL": llm_server.url,
+        "CUSTSEG_LLM_MODEL": DEFAULT_MODEL_ID,
+        "OPENAI_API_KEY": llm_server.api_key,
+    }
+    return Workdir(tmp_path, kafka_bootstrap, llm_env)
 
 
 @pytest.fixture
@@ -133,20 +47,6 @@ def agents(workdir: Workdir) -> Iterator[subprocess.Popen]:
     yield process
     if process.poll() is None:
         stop(process)
-
-
-def assert_linked(conversation: dict) -> None:
-    events = conversation["events"]
-    assert events["plan"]["causation_id"] == events["task"]["event_id"]
-    assert events["draft"]["causation_id"] == events["plan"]["event_id"]
-    assert events["final"]["causation_id"] == events["draft"]["event_id"]
-    assert [events[t]["agent"] for t in ("task", "plan", "draft", "final")] == [
-        "user",
-        "planner",
-        "writer",
-        "reviewer",
-    ]
-    assert all(conversation[k].strip() for k in ("task", "plan", "draft", "final", "review"))
 
 
 def test_three_tasks_become_three_linked_conversations(workdir: Workdir, agents) -> None:

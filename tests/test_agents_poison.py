@@ -8,11 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections import namedtuple
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kafka.errors import KafkaConnectionError
 
 from custseg.agents.envelope import (
     MAX_REASON_CHARS,
@@ -21,11 +23,19 @@ from custseg.agents.envelope import (
     task_envelope,
 )
 from custseg.agents.roles import ROLES
-from custseg.agents.runtime import LLM_ATTEMPTS, AgentWorker, dead_letter
+from custseg.agents.runtime import (
+    LLM_ATTEMPTS,
+    RETRY_HEADER,
+    AgentStopped,
+    AgentWorker,
+    dead_letter,
+    run_agents,
+)
+from custseg.agents.topics import home_partition
 from custseg.config import AgentsParams
 from custseg.llm.base import Completion
 
-Record = namedtuple("Record", "topic partition offset key value")
+Record = namedtuple("Record", "topic partition offset key value headers", defaults=[()])
 KAFKA_MAX_REQUEST = 1_048_576
 GOOD = json.loads(task_envelope("Plan a launch", "c" * 32).to_bytes())
 
@@ -96,26 +106,49 @@ class EmptyLLM:
         return Completion(" \n", 1, 1, 0.0, "empty")
 
 
-class Sent(list):
-    def send(self, topic, key=None, value=None):
-        self.append((topic, key, value))
-        return self
+def planner(llm) -> AgentWorker:
+    return AgentWorker(ROLES["planner"], llm, AgentsParams(), "", threading.Event(), print)
 
-    def get(self, timeout=None):
-        return None
+
+def at_home(correlation_id: str) -> int:
+    return home_partition(correlation_id, AgentsParams().partitions)
 
 
 def test_an_empty_llm_reply_is_retried_then_dead_lettered() -> None:
-    sent, events = Sent(), []
-    worker = AgentWorker(
-        ROLES["planner"], EmptyLLM(), AgentsParams(), "", sent, threading.Event(), events.append
-    )
-    record = Record("tasks", 0, 3, b"c" * 32, task_envelope("Plan a launch", "c" * 32).to_bytes())
-    answers = [worker.handle(record) for _ in range(LLM_ATTEMPTS)]
-    assert answers == [False] * (LLM_ATTEMPTS - 1) + [True]  # retried, then given up
-    assert [topic for topic, _, _ in sent] == [AgentsParams().topics.dlq]
-    reason = json.loads(sent[0][2])["reason"]
-    assert f"failed {LLM_ATTEMPTS} times" in reason and "plan" in reason
+    """A failed answer goes to the retry topic (its partition is not held up), attempt by
+    attempt, then to the dead letters naming the original record."""
+    cid = "c" * 32
+    value = task_envelope("Plan a launch", cid).to_bytes()
+    record = Record("agent.tasks", at_home(cid), 3, cid.encode(), value, [])
+    worker = planner(EmptyLLM())
+    outcomes = [worker.decide(record)]
+    while outcomes[-1].kind == "retry":
+        ((again,),) = [outcomes[-1].sends]
+        assert (again.topic, again.partition, again.value) == (
+            AgentsParams().topics.retries,
+            at_home(cid),
+            value,
+        )
+        note = json.loads(dict(again.headers)[RETRY_HEADER])
+        assert note["role"] == "planner" and note["due"] > time.time()
+        outcomes.append(
+            worker.decide(Record(again.topic, again.partition, 0, again.key, value, again.headers))
+        )
+        # Another role reading the retry topic leaves it alone.
+        writer = AgentWorker(ROLES["writer"], EmptyLLM(), AgentsParams(), "", threading.Event())
+        assert (
+            writer.decide(
+                Record(again.topic, again.partition, 0, again.key, value, again.headers)
+            ).kind
+            == "not mine"
+        )
+    assert [o.kind for o in outcomes] == ["retry"] * (LLM_ATTEMPTS - 1) + ["dead-lettered"]
+    ((letter,),) = [outcomes[-1].sends]
+    assert letter.topic == AgentsParams().topics.dlq and letter.partition == at_home(cid)
+    body = json.loads(letter.value)
+    assert f"failed {LLM_ATTEMPTS} times" in body["reason"] and "plan" in body["reason"]
+    assert body["envelope"]["correlation_id"] == cid and body["envelope"]["type"] == "task"
+    assert body["source"] == {"topic": "agent.tasks", "partition": at_home(cid), "offset": 3}
 
 
 class BrokenLLM(EmptyLLM):
@@ -124,12 +157,116 @@ class BrokenLLM(EmptyLLM):
 
 
 def test_an_unforeseen_failure_dead_letters_the_record_instead_of_crashing() -> None:
-    sent = Sent()
-    worker = AgentWorker(
-        ROLES["planner"], BrokenLLM(), AgentsParams(), "", sent, threading.Event(), print
+    task = task_envelope("Plan a launch")
+    record = Record("tasks", at_home(task.correlation_id), 9, None, task.to_bytes())
+    outcome = planner(BrokenLLM()).decide_safely(record)
+    assert outcome.kind == "dead-lettered"  # done with: its offset can be committed
+    ((letter,),) = [outcome.sends]
+    assert letter.topic == AgentsParams().topics.dlq and letter.key is None
+    assert (
+        json.loads(letter.value)["reason"]
+        == "unexpected ZeroDivisionError: a failure nobody foresaw"
     )
-    record = Record("tasks", 1, 9, None, task_envelope("Plan a launch").to_bytes())
-    assert worker.handle_safely(record) is True  # done with: its offset can be committed
-    ((topic, key, value),) = sent
-    assert topic == AgentsParams().topics.dlq and key is None
-    assert json.loads(value)["reason"] == "unexpected ZeroDivisionError: a failure nobody foresaw"
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=st.none() | st.binary(max_size=40), partition=st.integers(0, 2))
+def test_a_record_off_its_home_partition_is_moved_there_unchanged(key, partition: int) -> None:
+    """Whatever key and partition a client gave a task, it is answered on its home partition."""
+    task = task_envelope("Plan a launch")
+    record = Record("tasks", partition, 5, key, task.to_bytes())
+    outcome = planner(BrokenLLM()).decide_safely(record)  # an LLM call fails: none is made
+    home = at_home(task.correlation_id)
+    if partition == home:
+        assert outcome.kind == "dead-lettered"  # it was answered (and the LLM failed)
+        return
+    assert outcome.kind == "moved"
+    ((moved,),) = [outcome.sends]
+    assert (moved.topic, moved.partition, moved.key, moved.value) == (
+        AgentsParams().topics.tasks,
+        home,
+        task.correlation_id.encode(),
+        record.value,
+    )
+
+
+@settings(max_examples=200)
+@given(st.text(min_size=1, max_size=64), st.integers(1, 64))
+def test_the_home_partition_is_kafkas_default_for_the_key(
+    correlation_id: str, partitions: int
+) -> None:
+    """The agents place every reply by `home_partition`; Java and kafka-python clients keyed by
+    the correlation id choose the same partition."""
+    from kafka.partitioner.default import DefaultPartitioner
+
+    class Cluster:
+        def topics(self):
+            return {"t"}
+
+        def partitions_for_topic(self, topic):
+            return set(range(partitions))
+
+        available_partitions_for_topic = partitions_for_topic
+
+    key = correlation_id.encode()
+    expected = DefaultPartitioner().partition("t", key, key, None, None, Cluster())
+    assert home_partition(correlation_id, partitions) == expected
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(JSON, st.dictionaries(st.sampled_from(sorted(GOOD)), JSON, max_size=12)))
+def test_any_json_is_answered_or_dead_lettered_never_raised(body) -> None:
+    """Arbitrary JSON, and envelopes whose fields hold arbitrary JSON, through the poison path:
+    one outcome per record (a dead letter that fits, with a one-line reason), never an error."""
+    raw = json.dumps(body).encode()
+    outcome = planner(BrokenLLM()).decide_safely(Record("agent.tasks", 0, 1, None, raw))
+    assert outcome.kind in {"dead-lettered", "moved"}  # an LLM call fails; none is answered
+    if outcome.kind == "dead-lettered":
+        ((letter,),) = [outcome.sends]
+        reason = json.loads(letter.value)["reason"]
+        assert reason.isprintable() and len(reason) <= MAX_REASON_CHARS
+        assert len(letter.value) < KAFKA_MAX_REQUEST
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_mutated_envelope_is_answered_or_dead_lettered(data) -> None:
+    """A valid task with bytes flipped, cut or repeated: decoded or refused in one line."""
+    raw = bytearray(task_envelope("Plan a launch").to_bytes())
+    for _ in range(data.draw(st.integers(1, 5))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        edit = data.draw(st.sampled_from(["flip", "cut", "repeat"]))
+        if edit == "flip":
+            raw[at] = data.draw(st.integers(0, 255))
+        elif edit == "cut":
+            del raw[at:]
+            if not raw:
+                break
+        else:
+            raw[at:at] = raw[at : at + 20] * data.draw(st.integers(1, 50))
+    outcome = planner(BrokenLLM()).decide_safely(Record("agent.tasks", 0, 1, None, bytes(raw)))
+    assert outcome.kind in {"dead-lettered", "moved"}
+
+
+def test_a_worker_that_cannot_go_on_stops_the_process_in_one_line(monkeypatch) -> None:
+    """The broker gone, the producer fenced: run_agents raises AgentStopped (exit 2 from the
+    CLI) naming the role, and stops the other roles, instead of returning as if asked to."""
+
+    def broker_gone(self) -> None:
+        if self.role.name == "writer":
+            raise KafkaConnectionError("socket disconnected\nretrying")
+        self.stop.wait()
+
+    monkeypatch.setattr(AgentWorker, "_run", broker_gone)
+    with pytest.raises(AgentStopped) as stopped:
+        run_agents(["planner", "writer"], EmptyLLM(), AgentsParams(), "", threading.Event())
+    assert str(stopped.value) == (
+        "writer stopped: KafkaConnectionError: socket disconnected\\nretrying"
+    )

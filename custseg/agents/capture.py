@@ -2,6 +2,11 @@
 
 Offsets are committed only up to the oldest message of a conversation still being assembled, so a
 restart re-reads what it needs; conversations already in the file are recognised and skipped.
+It reads `read_committed`: only what the agents' transactions committed, one version of each
+reply. A record off its conversation's home partition is skipped (the agents move it home). A
+dead letter that names a record the conversation holds closes it as failed: one line in the
+`.failed.jsonl` file beside the output, with the reason, so its offsets are released.
+Only one capture writes a file at a time (a lock file beside it).
 
 The capture assigns itself the agent topics' partitions instead of joining its group: the four
 parts of a conversation must meet in one reader, so a rebalance can only hurt, and without group
@@ -13,6 +18,7 @@ p % workers == k of every topic (see `slice_partitions`), in its own process.
 from __future__ import annotations
 
 import fcntl
+import functools
 import gc
 import json
 import multiprocessing
@@ -34,10 +40,21 @@ from kafka import KafkaConsumer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from custseg.agents.envelope import Envelope, InvalidMessage, parse_envelope
-from custseg.agents.topics import CHAIN
+from custseg.agents.topics import CHAIN, home_partition
 from custseg.config import ConfigError
 
 POLL_MS = 20  # also how soon a worker notices the stop
+# The home partition of each conversation seen (four records each): murmur2 is pure Python.
+_home = functools.lru_cache(maxsize=1 << 16)(home_partition)
+
+
+def failed_path(out: Path) -> Path:
+    """Where conversations closed by a dead letter are recorded: beside `out`."""
+    return out.with_name(f"{out.stem}.failed{out.suffix}")
+
+
+def lock_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.lock")
 
 
 def conversation_record(chain: dict[str, Envelope]) -> dict:
@@ -68,7 +85,9 @@ def conversation_record(chain: dict[str, Envelope]) -> dict:
 
 def find_chain(parts: list[Envelope]) -> dict[str, Envelope] | None:
     """A task → plan → draft → final chain linked by causation ids, if one is complete."""
-    answers = {(e.causation_id, e.type): e for e in parts}
+    answers: dict[tuple[str | None, str], Envelope] = {}
+    for e in parts:  # the first copy read wins, should a reply ever exist twice
+        answers.setdefault((e.causation_id, e.type), e)
     for task in (e for e in parts if e.type == "task"):
         chain, parent = {"task": task}, task
         for step in CHAIN[1:]:
@@ -107,11 +126,24 @@ class Assembler:
         chain = find_chain([e for e, _, _ in parts])
         if chain is None:
             return None
-        del self.pending[cid]
-        for _, part_tp, part_offset in parts:
+        return self._close(cid, conversation_record(chain))
+
+    def add_dead_letter(self, letter: dict, tp: TopicPartition, offset: int) -> dict | None:
+        """Add a dead letter, read after the record it names; return the failure record if that
+        record is part of a pending conversation (read from the letter's source topic)."""
+        self.consumed[tp] = offset + 1
+        about = letter["envelope"]
+        cid, source = about["correlation_id"], (letter["source"]["topic"], about["event_id"])
+        parts = self.pending.get(cid, ())
+        if source not in {(part_tp.topic, e.event_id) for e, part_tp, _ in parts}:
+            return None  # written already, or not a record this capture holds
+        return self._close(cid, failure_record(cid, self.pending[cid], letter))
+
+    def _close(self, cid: str, record: dict) -> dict:
+        for _, part_tp, part_offset in self.pending.pop(cid):
             del self.held[part_tp][part_offset]
         self.written.add(cid)
-        return conversation_record(chain)
+        return record
 
     def skip(self, tp: TopicPartition, offset: int) -> None:
         self.consumed[tp] = offset + 1
@@ -129,14 +161,54 @@ class Assembler:
         return missing
 
 
+def failure_record(
+    cid: str, parts: list[tuple[Envelope, TopicPartition, int]], letter: dict
+) -> dict:
+    """The line recorded for a conversation a dead letter closed: how far it got, and why."""
+    return {
+        "correlation_id": cid,
+        "status": "failed",
+        "reason": letter["reason"],
+        "agent": letter["agent"],
+        "failed_at": letter["at"],
+        "dead_lettered": {"topic": letter["source"]["topic"], **letter["envelope"]},
+        "reached": [t for t in CHAIN if any(e.type == t for e, _, _ in parts)],
+    }
+
+
 def recover(path: Path) -> set[str]:
-    """Correlation ids already captured; a torn last line (crash mid-write) is cut off."""
+    """Correlation ids already captured, or closed as failed."""
+    return ids_in(path) | ids_in(failed_path(path))
+
+
+def ids_in(path: Path) -> set[str]:
+    """The correlation ids of a JSONL file's lines; a torn last line (crash mid-write) is cut."""
     if not path.exists():
         return set()
     with path.open("r+b") as f:
         cut_torn_tail(f.fileno())
         data = f.read()
     return {json.loads(line)["correlation_id"] for line in data.splitlines() if line.strip()}
+
+
+def read_dead_letter(raw: bytes | None) -> dict | None:
+    """A dead letter that names a conversation's record (the agents write those), else None."""
+    try:
+        letter = json.loads(raw or b"")
+        about = letter["envelope"]
+        source = letter["source"]
+        if (
+            isinstance(about["correlation_id"], str)
+            and isinstance(about["event_id"], str)
+            and isinstance(source["topic"], str)
+            and type(source["partition"]) is int
+            and type(source["offset"]) is int
+            and all(isinstance(letter[k], str) for k in ("reason", "agent", "at"))
+        ):
+            return letter
+    except (ValueError, KeyError, TypeError, RecursionError):
+        pass
+    return None
 
 
 def _utc(text: str) -> datetime:
@@ -210,6 +282,8 @@ class CaptureResult:
     incomplete: dict[str, list[str]]
     invalid: int
     messages: int
+    failed: list[str] = field(default_factory=list)  # closed by a dead letter
+    moved: int = 0  # records off their home partition, skipped (the agents move them home)
 
 
 @dataclass
@@ -288,12 +362,14 @@ def read_slice(
     topics: list[str],
     out: Path,
     group: str,
+    dlq: str | None,
     worker: int,
     workers: int,
     captured: set[str],
     watch: Watch | _Relay,
 ) -> CaptureResult:
-    """One worker: join its slice of partitions, append complete conversations, commit."""
+    """One worker: join its slice of partitions, append complete conversations (and those a
+    dead letter closed), commit."""
     assembler = Assembler(written=captured)
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -301,39 +377,59 @@ def read_slice(
         client_id=f"custseg-capture-{worker}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",  # what the agents' transactions committed, only
         max_poll_records=5000,
     )
     try:
-        consumer.assign(slice_partitions(consumer, topics, worker, workers))
+        consumer.assign(
+            slice_partitions(consumer, [*topics, *([dlq] if dlq else [])], worker, workers)
+        )
+        counts = {t: len(consumer.partitions_for_topic(t)) for t in topics}
+        kinds = dict(zip(topics, CHAIN, strict=True))  # `topics` are the chain's, in order
     except Exception:
         consumer.close(autocommit=False)
         raise
     watch.assigned()
-    written, invalid, messages = [], 0, 0
-    parse, add = parse_envelope, assembler.add  # the hot loop's lookups, bound once
+    result = CaptureResult([], {}, 0, 0)
+    letters = DeadLetters(consumer, assembler)
+    parse, add, home = parse_envelope, assembler.add, _home  # the hot loop's, bound once
     try:
         # a+: appends, and can read the tail back (see append)
         with out.open("a+b") as sink, _rare_collections():
             while not watch.over():
+                letters.resume_due()
                 batch = consumer.poll(timeout_ms=POLL_MS)
-                new = []
-                for tp, records in batch.items():
-                    messages += len(records)
+                new, closed = [], []
+                # Dead letters last: each is read after the record it names (see DeadLetters).
+                for tp, records in sorted(batch.items(), key=lambda item: item[0].topic == dlq):
+                    result.messages += len(records)
+                    if tp.topic == dlq:
+                        closed += letters.read(tp, records)
+                        continue
+                    kind, partitions = kinds[tp.topic], counts[tp.topic]
                     for record in records:
                         try:
                             envelope = parse(record.value)
+                            if envelope.type != kind:  # a plan sent to the tasks topic, say
+                                raise InvalidMessage(envelope.type)
                         except InvalidMessage:
-                            invalid += 1  # the agents dead-letter it; nothing to join here
+                            result.invalid += 1  # the agents dead-letter it: no conversation
                             assembler.skip(tp, record.offset)
                             continue
-                        if (done := add(envelope, tp, record.offset)) is not None:
-                            new.append(done)
-                if new:
-                    # Written and fsynced before the commit moves past their offsets.
-                    append(sink, b"".join(msgspec.json.encode(r) + b"\n" for r in new))
-                    ids = [r["correlation_id"] for r in new]
-                    written += ids
-                    watch.wrote(ids)
+                        if tp.partition != home(envelope.correlation_id, partitions):
+                            result.moved += 1  # read again on its home partition
+                            assembler.skip(tp, record.offset)
+                        elif (done := add(envelope, tp, record.offset)) is not None:
+                            (closed if "status" in done else new).append(done)
+                # Written and fsynced before the commit moves past their offsets.
+                for lines, file, ids in (
+                    (new, sink, result.written),
+                    (closed, None, result.failed),
+                ):
+                    if lines:
+                        _write(file, failed_path(out), lines)
+                        ids += [r["correlation_id"] for r in lines]
+                        watch.wrote([r["correlation_id"] for r in lines])
                 if batch:
                     watch.heard()
                     # Asynchronous: a later commit supersedes an earlier one; the last is awaited.
@@ -341,7 +437,56 @@ def read_slice(
         consumer.commit(_offsets(assembler))
     finally:
         consumer.close(autocommit=False)
-    return CaptureResult(written, assembler.missing(), invalid, messages)
+    result.incomplete = assembler.missing()
+    return result
+
+
+class DeadLetters:
+    """Reads the dead-letter partitions in step with the rest: a letter is taken only once the
+    record it names has been read (the consumer's position on the source partition is past
+    it), else its partition waits there, paused. So a restart that catches up on a long tasks
+    backlog cannot see a task's dead letter before the task, and no letter pins an offset."""
+
+    def __init__(self, consumer: KafkaConsumer, assembler: Assembler) -> None:
+        self.consumer, self.assembler = consumer, assembler
+        self.mine = set(consumer.assignment())
+        self.waiting: dict[TopicPartition, tuple[TopicPartition, int]] = {}
+
+    def read(self, tp: TopicPartition, records: list) -> list[dict]:
+        closed = []
+        for record in records:
+            letter = read_dead_letter(record.value)
+            source = letter and TopicPartition(
+                letter["source"]["topic"], letter["source"]["partition"]
+            )
+            if letter is None or source not in self.mine:  # no conversation of this reader
+                self.assembler.skip(tp, record.offset)
+                continue
+            if self.consumer.position(source) <= letter["source"]["offset"]:
+                self.consumer.seek(tp, record.offset)  # take it again once the source is read
+                self.consumer.pause(tp)
+                self.waiting[tp] = (source, letter["source"]["offset"])
+                break
+            if (failure := self.assembler.add_dead_letter(letter, tp, record.offset)) is not None:
+                closed.append(failure)
+        return closed
+
+    def resume_due(self) -> None:
+        due = [tp for tp, (src, at) in self.waiting.items() if self.consumer.position(src) > at]
+        for tp in due:
+            del self.waiting[tp]
+        if due:
+            self.consumer.resume(*due)
+
+
+def _write(sink: BinaryIO | None, other: Path, lines: list[dict]) -> None:
+    """Append `lines` to the open `sink`, or to the file `other` (the rare failure records)."""
+    data = b"".join(msgspec.json.encode(r) + b"\n" for r in lines)
+    if sink is not None:
+        append(sink, data)
+        return
+    with other.open("a+b") as file:
+        append(file, data)
 
 
 def _offsets(assembler: Assembler) -> dict[TopicPartition, OffsetAndMetadata]:
@@ -355,31 +500,49 @@ def capture(
     group: str,
     *,
     workers: int = 1,
+    dlq: str | None = None,
     expect: set[str] | None = None,
     idle_s: float | None = 10.0,
     timeout_s: float | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     on_written: Callable[[str], None] = lambda correlation_id: None,
 ) -> CaptureResult:
-    """Consume until every `expect`ed conversation is written, `idle_s` passes with no message,
-    `timeout_s` elapses or `should_stop()`; append complete conversations to `out`.
+    """Consume the chain's `topics` (task, plan, draft, final: `topics.chain_topics`) until every
+    `expect`ed conversation is written, `idle_s` passes with no message, `timeout_s` elapses or
+    `should_stop()`; append complete conversations to `out`.
 
-    `workers` > 1 reads the partitions in that many processes (see `slice_partitions`)."""
+    `workers` > 1 reads the partitions in that many processes (see `slice_partitions`). With
+    the `dlq` topic, a conversation a dead letter ends is closed as failed (see `failed_path`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    captured = recover(out)
-    watch = Watch(
-        written=set(captured),
-        expect=expect,
-        idle_s=idle_s,
-        timeout_s=timeout_s,
-        asked=should_stop,
-        on_written=on_written,
-        readers=workers,
-    )
-    topics = list(topics)
-    if workers == 1:
-        return read_slice(bootstrap, topics, out, group, 0, 1, captured, watch)
-    return _in_parallel(bootstrap, topics, out, group, workers, captured, watch)
+    with only_writer(out):
+        captured = recover(out)
+        watch = Watch(
+            written=set(captured),
+            expect=expect,
+            idle_s=idle_s,
+            timeout_s=timeout_s,
+            asked=should_stop,
+            on_written=on_written,
+            readers=workers,
+        )
+        args = (bootstrap, list(topics), out, group, dlq)
+        if workers == 1:
+            return read_slice(*args, 0, 1, captured, watch)
+        return _in_parallel(args, workers, captured, watch)
+
+
+@contextmanager
+def only_writer(out: Path) -> Iterator[None]:
+    """Hold the capture lock of `out` (a file beside it) or refuse in one line: two captures
+    appending to one file would each write the conversations the other did not see yet."""
+    with lock_path(out).open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"capture: another capture is writing {out} (it holds {lock_path(out)})"
+            ) from None
+        yield  # the lock goes with the file's closing, also when the process is killed
 
 
 class _Relay:
@@ -414,19 +577,10 @@ def _work(
         events.put((worker, "failed", error))  # re-raised by the parent, type and message intact
 
 
-def _in_parallel(
-    bootstrap: str,
-    topics: list[str],
-    out: Path,
-    group: str,
-    workers: int,
-    captured: set[str],
-    watch: Watch,
-) -> CaptureResult:
+def _in_parallel(args: tuple, workers: int, captured: set[str], watch: Watch) -> CaptureResult:
     # fork: the workers start in milliseconds, with this process's imports already done
     context = multiprocessing.get_context("fork")
     events, stop = context.Queue(), context.Event()
-    args = (bootstrap, topics, out, group)
     processes = [
         context.Process(target=_work, args=(args, captured, k, workers, events, stop), daemon=True)
         for k in range(workers)
@@ -469,4 +623,6 @@ def _in_parallel(
         incomplete={cid: parts for r in results for cid, parts in r.incomplete.items()},
         invalid=sum(r.invalid for r in results),
         messages=sum(r.messages for r in results),
+        failed=[cid for r in results for cid in r.failed],
+        moved=sum(r.moved for r in results),
     )

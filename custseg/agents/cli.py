@@ -54,7 +54,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         params=True,
     )
     cap.add_argument("--out", type=Path, default=paths.CONVERSATIONS, help="the JSONL file")
-    cap.add_argument("--group", help="consumer group (default: <agents.group_prefix>.capture)")
+    cap.add_argument(
+        "--group",
+        help="consumer group whose committed offsets it resumes from and moves on "
+        "(default: <agents.group_prefix>.capture; a new group reads every topic from the start)",
+    )
     cap.add_argument(
         "--expect", type=Path, help="a file of correlation ids (from submit --ids-out) to wait for"
     )
@@ -131,7 +135,8 @@ def cmd_agents(args: argparse.Namespace) -> None:
         )
         print(
             f"{w.role.name}: {w.stats.handled} answered, {w.stats.duplicates} duplicates "
-            f"skipped, {w.stats.dead_letters} dead-lettered{overhead}",
+            f"skipped, {w.stats.dead_letters} dead-lettered, {w.stats.moved} moved to their "
+            f"home partition{overhead}",
             file=sys.stderr,
         )
 
@@ -148,7 +153,13 @@ def capture_estimate(n: int, per_conversation_s: float | None, timeout_s: float)
 
 
 def cmd_capture(args: argparse.Namespace) -> None:
-    from custseg.agents.capture import capture, recover, seconds_per_conversation
+    from custseg.agents.capture import (
+        capture,
+        failed_path,
+        ids_in,
+        recover,
+        seconds_per_conversation,
+    )
     from custseg.agents.client import connect
 
     params = load_params(args.params).agents
@@ -170,17 +181,26 @@ def cmd_capture(args: argparse.Namespace) -> None:
             timeout_s=args.timeout,
             should_stop=stop.is_set,
             workers=args.workers or params.workers,
+            dlq=params.topics.dlq,
             on_written=lambda _cid: bar.update(1),
         )
+    failed = failed_path(out)
     print(
         f"capture: {len(result.written)} conversation(s) appended to {out}, "
-        f"{len(result.incomplete)} incomplete held, {result.invalid} invalid record(s) skipped",
+        f"{len(result.failed)} closed as failed (dead-lettered; in {failed}), "
+        f"{len(result.incomplete)} incomplete held, {result.invalid} invalid record(s) and "
+        f"{result.moved} off their home partition skipped",
         file=sys.stderr,
     )
     for cid, parts in sorted(result.incomplete.items()):
         print(f"  incomplete {cid}: missing {', '.join(parts)}", file=sys.stderr)
-    # The file, not this run's result: earlier runs may have written some of them.
+    # The files, not this run's result: earlier runs may have written some of them.
     if expect and (missing := expect - recover(out)):
         raise ConfigError(
             f"capture: {len(missing)} expected conversation(s) not complete before the timeout"
+        )
+    if expect and (dead := expect & ids_in(failed)):
+        raise ConfigError(
+            f"capture: {len(dead)} expected conversation(s) failed (a record was "
+            f"dead-lettered); the reasons are in {failed}"
         )

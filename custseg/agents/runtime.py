@@ -1,38 +1,66 @@
 """Agents on Kafka: each role consumes its input topic in its own group and replies downstream.
 
-At least once: the input's offset is committed (asynchronously) only after the reply (or dead
-letter) is acknowledged by the broker. Replies carry deterministic ids and each worker skips an
-input it has already answered, so a redelivery after a crash is recognisable and the capture
-keeps one copy.
+Exactly once: a worker writes its replies (and dead letters) and the offsets of the inputs they
+answer in one Kafka transaction, and every reader of the agent topics reads `read_committed`.
+Killed at any moment, a worker leaves all of a transaction or none of it: uncommitted inputs are
+answered again and only the committed answer is ever visible, so no reply exists in two versions.
+
+An input whose LLM call fails is not retried in place, where it would hold up every record
+behind it: a copy goes to the retry topic (in the same transaction as the input's offset), with
+its attempt and when it is due in a header; each worker reads that topic too and answers its own
+copies once due, pausing only the retry partition meanwhile. After LLM_ATTEMPTS it is
+dead-lettered, naming the original record, which closes its conversation in the capture.
+
+Every record is answered on its conversation's home partition (`topics.home_partition`): one
+found elsewhere (a null or foreign key, another client's partitioner) is moved there first, in
+the same kind of transaction, so the capture finds a conversation's four records together.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
+import os
+import signal
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from custseg.agents.envelope import Envelope, InvalidMessage, now, one_line, parse_envelope
 from custseg.agents.roles import ROLES, Role, answer
-from custseg.agents.topics import topic_of
-from custseg.config import AgentsParams
+from custseg.agents.topics import home_partition, topic_of
+from custseg.config import AgentsParams, ConfigError, UserError
 from custseg.llm import LLMError, Provider
 
-SEEN_LIMIT = 10_000  # inputs remembered per worker for de-duplication
+SEEN_LIMIT = 10_000  # inputs remembered per worker, to skip one submitted twice
 # An LLM failure is usually transient (a busy or restarting server): the input is tried again
-# this many times, with a growing pause, before it is dead-lettered.
+# this many times, LLM_RETRY_PAUSE_S × attempt later each time (from the retry topic), then
+# dead-lettered.
 LLM_ATTEMPTS = 3
 LLM_RETRY_PAUSE_S = 5.0
-
+RETRY_HEADER = "custseg-retry"  # JSON: role, attempt, due (epoch s), source (the original)
+# One transaction commits the inputs answered within this much time (at most MAX_BATCH): a fast
+# LLM amortises the commit's round trips over many records, a slow one commits each answer.
+BATCH_BUDGET_S = 0.5
+MAX_BATCH = 200
+# Group membership: a member that stops heartbeating (kill -9) loses its partitions after
+# SESSION_TIMEOUT_MS. kafka-python heartbeats from a background thread, so a long LLM call does
+# not count; 10 s tolerates a few missed heartbeats on a busy machine (the default is 45 s).
+SESSION_TIMEOUT_MS = 10_000
+HEARTBEAT_INTERVAL_MS = 3_000
+# A transaction spans only the sends and the commit (the LLM answers before it begins); the
+# coordinator aborts one left open by a killed worker after this, releasing its readers.
+TRANSACTION_TIMEOUT_MS = 10_000
 
 # A dead letter must always fit in a Kafka request (1 MB by default) whatever it quotes: the input's
 # value is kept up to this many bytes (JSON escaping can grow them 6×), its key up to MAX_KEY_BYTES.
@@ -40,9 +68,27 @@ MAX_QUOTED_BYTES = 64 * 1024
 MAX_KEY_BYTES = 1024
 
 
-def dead_letter(record, reason: str, agent: str) -> bytes:
-    """The dead-letter record: the reason, where the input came from and its raw bytes (the
-    first MAX_QUOTED_BYTES of them, with the size and SHA-256 of the whole value)."""
+# Chaos testing: with this set to N, the process kills itself (SIGKILL) at its Nth transaction,
+# after the replies were acknowledged by the broker and before the commit: the worst moment.
+CHAOS_KILL_ENV = "CUSTSEG_CHAOS_KILL_BEFORE_COMMIT"
+_transactions = itertools.count(1)
+
+
+def _chaos_point() -> None:
+    if (n := os.environ.get(CHAOS_KILL_ENV)) and next(_transactions) == int(n):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class AgentStopped(UserError):
+    """A worker cannot go on (the broker is gone, the producer fenced, …)."""
+
+
+def dead_letter(
+    record, reason: str, agent: str, envelope: Envelope | None = None, source: dict | None = None
+) -> bytes:
+    """The dead-letter record: the reason, where the input came from (`source`, else the
+    record's own place), the conversation it belongs to when it was readable, and its raw bytes
+    (the first MAX_QUOTED_BYTES of them, with the size and SHA-256 of the whole value)."""
     raw = record.value or b""
     quoted = raw[:MAX_QUOTED_BYTES]
     try:
@@ -55,10 +101,13 @@ def dead_letter(record, reason: str, agent: str) -> bytes:
             "reason": one_line(reason),
             "agent": agent,
             "at": now().isoformat(),
-            "source": {
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
+            "source": source or place(record),
+            "envelope": None
+            if envelope is None
+            else {
+                "correlation_id": envelope.correlation_id,
+                "event_id": envelope.event_id,
+                "type": envelope.type,
             },
             "key": key,
             "value": value,
@@ -70,16 +119,60 @@ def dead_letter(record, reason: str, agent: str) -> bytes:
     ).encode()
 
 
-def make_producer(bootstrap: str) -> KafkaProducer:
-    # acks=all + idempotence: a retried send never lands twice on the broker. No linger: an
-    # agent sends one reply and waits for its ack, so batching would only add latency.
+def place(record) -> dict:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+
+
+def retry_note(record) -> dict | None:
+    """The retry header of a record from the retry topic (None if it has none readable)."""
+    for name, value in getattr(record, "headers", None) or ():
+        if name == RETRY_HEADER:
+            try:
+                note = json.loads(value)
+                if isinstance(note, dict) and {"role", "attempt", "due", "source"} <= note.keys():
+                    return note
+            except (ValueError, TypeError, RecursionError):
+                return None
+    return None
+
+
+def make_producer(bootstrap: str, transactional_id: str | None = None) -> KafkaProducer:
+    # acks=all + idempotence: a retried send never lands twice on the broker. No linger: a
+    # worker commits its transaction right after its sends, so batching would only add latency.
+    extra = (
+        {"transactional_id": transactional_id, "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS}
+        if transactional_id
+        else {}
+    )
     return KafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
         enable_idempotence=True,
         linger_ms=0,
         client_id="custseg-agents",
+        **extra,
     )
+
+
+@dataclass(frozen=True)
+class Send:
+    topic: str
+    partition: int | None  # None: the producer's partitioner (a record with no conversation)
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one input comes to: the records written in the transaction that commits its offset
+    (none for a duplicate, or another role's retry)."""
+
+    kind: Literal["answered", "moved", "duplicate", "dead-lettered", "retry", "not mine"]
+    sends: tuple[Send, ...] = ()
+    event: str = ""  # reported once the transaction commits
+    event_id: str | None = None  # the answered input, remembered to skip a second copy
+    llm_s: float = 0.0
 
 
 @dataclass
@@ -87,12 +180,14 @@ class WorkerStats:
     handled: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    moved: int = 0
+    retries: int = 0
     llm_s: list[float] = field(default_factory=list)  # per answered record: the LLM call
     overhead_s: list[float] = field(default_factory=list)  # per record: wall time beyond the LLM
 
 
 class AgentWorker:
-    """One role's consume → answer → produce → commit loop."""
+    """One role's consume → answer → (replies + input offsets in one transaction) loop."""
 
     def __init__(
         self,
@@ -100,82 +195,190 @@ class AgentWorker:
         llm: Provider,
         params: AgentsParams,
         bootstrap: str,
-        producer: KafkaProducer,
         stop: threading.Event,
         on_event: Callable[[str], None] = print,
     ) -> None:
         self.role, self.llm, self.params, self.bootstrap = role, llm, params, bootstrap
-        self.producer, self.stop, self.on_event = producer, stop, on_event
+        self.stop, self.on_event = stop, on_event
         self.max_tokens = getattr(params.max_tokens, role.name)
         self.in_topic = topic_of(params.topics, role.consumes)
         self.out_topic = topic_of(params.topics, role.produces)
+        self.retry_topic = params.topics.retries
+        self.partitions = params.partitions  # of every agent topic; checked in run()
         self.seen: OrderedDict[str, None] = OrderedDict()
-        self.failures: dict[tuple[int, int], int] = {}  # (partition, offset) → LLM failures
         self.stats = WorkerStats()
+        self.error: BaseException | None = None  # why run() ended early, if it did
 
     def consumer(self) -> KafkaConsumer:
         return KafkaConsumer(
             self.in_topic,
+            self.retry_topic,
             bootstrap_servers=self.bootstrap,
             group_id=f"{self.params.group_prefix}.{self.role.name}",
             client_id=f"custseg-{self.role.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=1,
+            isolation_level="read_committed",  # never answer an aborted reply
+            max_poll_records=MAX_BATCH,
+            session_timeout_ms=SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
             # A local LLM call can take minutes on a busy CPU: don't get kicked out meanwhile.
             max_poll_interval_ms=900_000,
         )
 
     def run(self) -> None:
-        consumer = self.consumer()
-        done: dict = {}  # partition → the offset after its last finished record
+        """Consume until `stop` is set; on a fatal error, keep it in `self.error` and return."""
         try:
+            self._run()
+        except Exception as error:  # reported by run_agents, in one line
+            self.error = error
+            self.stop.set()
+
+    def _run(self) -> None:
+        consumer = self.consumer()
+        producer = None
+        try:
+            self.partitions = co_partitioned(
+                consumer, [self.in_topic, self.out_topic, self.params.topics.dlq, self.retry_topic]
+            )
+            producer = make_producer(
+                self.bootstrap,
+                f"{self.params.group_prefix}.{self.role.name}.{uuid.uuid4().hex[:12]}",
+            )
+            producer.init_transactions()
+            paused: dict[TopicPartition, float] = {}  # → when to read it again
             while not self.stop.is_set():
-                for tp, records in consumer.poll(timeout_ms=300).items():
-                    for record in records:
-                        started, answered = time.perf_counter(), len(self.stats.llm_s)
-                        if not self.handle_safely(record):  # not done: read it again later
-                            consumer.seek(tp, record.offset)
-                            self.stop.wait(
-                                LLM_RETRY_PAUSE_S * self.failures[(tp.partition, record.offset)]
-                            )
-                            break
-                        # Asynchronous: the reply is acknowledged already, so a lost commit only
-                        # means a redelivery, which the seen-set and reply ids absorb.
-                        done[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
-                        consumer.commit_async({tp: done[tp]}, callback=self._committed)
-                        # Parse, prompt, produce (acked), commit: all but the LLM call itself.
-                        llm_s = sum(self.stats.llm_s[answered:])
-                        self.stats.overhead_s.append(time.perf_counter() - started - llm_s)
+                self._resume_due(consumer, paused)
+                batch = consumer.poll(timeout_ms=300)
+                if batch:
+                    self.process(consumer, producer, batch, paused)
         finally:
-            try:
-                if done:
-                    consumer.commit(done)  # the last ones, synchronously, before leaving
-            except KafkaError as error:
-                self.on_event(
-                    f"{self.role.name}: final commit failed (inputs redelivered): {error}"
-                )
             consumer.close(autocommit=False)
+            if producer is not None:
+                producer.close(timeout=5)
 
-    def _committed(self, offsets, result) -> None:
-        if isinstance(result, Exception):
-            self.on_event(f"{self.role.name}: commit failed (inputs redelivered): {result}")
+    @staticmethod
+    def _resume_due(consumer: KafkaConsumer, paused: dict[TopicPartition, float]) -> None:
+        due = [tp for tp, at in paused.items() if at <= time.monotonic()]
+        for tp in due:
+            del paused[tp]
+        if due:
+            consumer.resume(*due)
 
-    def handle_safely(self, record) -> bool:
-        """`handle`, with a last line of defence: a record that makes it fail in a way nobody
+    def process(self, consumer, producer, batch: dict, paused: dict) -> None:
+        """Decide each polled record in order, then commit the decided ones in one transaction.
+        Records left (the time budget ran out, a stop, or a retry not due yet, which pauses its
+        partition until then) are sought back to, so a later poll returns them again."""
+        started = time.perf_counter()
+        outcomes: list[Outcome] = []
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        firsts = {tp: records[0].offset for tp, records in batch.items()}
+        for tp, records in batch.items():
+            for record in records:
+                if outcomes and (
+                    self.stop.is_set() or time.perf_counter() - started > BATCH_BUDGET_S
+                ):
+                    consumer.seek(tp, record.offset)
+                    break
+                wait_s = self._not_due_for(record)
+                if wait_s > 0:
+                    consumer.seek(tp, record.offset)
+                    consumer.pause(tp)
+                    paused[tp] = time.monotonic() + wait_s
+                    break
+                outcome = self.decide_safely(record)
+                outcomes.append(outcome)
+                offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+        if offsets:
+            self.commit(consumer, producer, outcomes, offsets, firsts)
+            self.stats.overhead_s += [
+                (time.perf_counter() - started - sum(o.llm_s for o in outcomes)) / len(outcomes)
+            ] * len(outcomes)
+
+    def commit(self, consumer, producer, outcomes, offsets, firsts) -> None:
+        """Write the outcomes' records and the inputs' offsets in one transaction. If it fails
+        (a rebalance took a partition, the broker restarted), it is aborted: nothing of it is
+        visible, and the inputs are read again from `firsts` where still ours."""
+        try:
+            producer.begin_transaction()
+            for send in (s for o in outcomes for s in o.sends):
+                producer.send(
+                    send.topic,
+                    key=send.key,
+                    value=send.value,
+                    partition=send.partition,
+                    headers=list(send.headers) or None,
+                )
+            producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
+            producer.flush()  # every reply acknowledged, none visible yet
+            _chaos_point()
+            producer.commit_transaction()
+        except KafkaError as error:
+            try:
+                producer.abort_transaction()
+            except KafkaError:
+                raise error from None  # the producer is unusable: the worker cannot go on
+            for outcome in outcomes:
+                if outcome.event_id:
+                    self.seen.pop(outcome.event_id, None)
+            mine = consumer.assignment()
+            for tp, offset in firsts.items():
+                if tp in mine:
+                    consumer.seek(tp, offset)
+            self.on_event(f"{self.role.name}: transaction aborted, inputs read again: {error}")
+            return
+        for outcome in outcomes:
+            self._count(outcome)
+
+    def _not_due_for(self, record) -> float:
+        """Seconds until this worker's retry copy is due (0: now, or not a retry of mine)."""
+        if record.topic != self.retry_topic:
+            return 0.0
+        note = retry_note(record)
+        if note is None or note["role"] != self.role.name:
+            return 0.0
+        try:
+            return max(0.0, float(note["due"]) - time.time())
+        except (TypeError, ValueError):
+            return 0.0
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome.kind == "answered":
+            self.stats.handled += 1
+            self.stats.llm_s.append(outcome.llm_s)
+        elif outcome.kind == "duplicate":
+            self.stats.duplicates += 1
+        elif outcome.kind == "dead-lettered":
+            self.stats.dead_letters += 1
+        elif outcome.kind == "moved":
+            self.stats.moved += 1
+        elif outcome.kind == "retry":
+            self.stats.retries += 1
+        if outcome.event:
+            self.on_event(outcome.event)
+
+    def decide_safely(self, record) -> Outcome:
+        """`decide`, with a last line of defence: a record that makes it fail in a way nobody
         foresaw is dead-lettered with the error, instead of crashing the agent and, as its
         offset is never committed, crashing it again after every restart. Kafka errors (the
         broker, not the record) still propagate."""
         try:
-            return self.handle(record)
+            return self.decide(record)
         except KafkaError:
             raise
         except Exception as error:  # any record-caused failure, see above
-            self._dead_letter(record, f"unexpected {type(error).__name__}: {error}")
-            return True
+            note = retry_note(record) if record.topic == self.retry_topic else None
+            reason = f"unexpected {type(error).__name__}: {error}"
+            return self.dead_letter(record, reason, source=note and note["source"])
 
-    def handle(self, record) -> bool:
-        """Answer one record or dead-letter it with the reason; False: try it again later."""
+    def decide(self, record) -> Outcome:
+        """What to do with one record: answer it, move it home, skip it, send it to the retry
+        topic or dead-letter it."""
+        note = None
+        if record.topic == self.retry_topic:
+            note = retry_note(record)
+            if note is None or note["role"] != self.role.name:
+                return Outcome("not mine")  # another role's retry: its worker answers it
         try:
             incoming = parse_envelope(record.value)
             if incoming.type != self.role.consumes:
@@ -183,53 +386,104 @@ class AgentWorker:
                     f"{self.role.name} answers {self.role.consumes}s, got a {incoming.type}"
                 )
         except InvalidMessage as error:
-            self._dead_letter(record, str(error))
-            return True
+            return self.dead_letter(record, str(error), source=note and note["source"])
+        cid = incoming.correlation_id
+        home = home_partition(cid, self.partitions)
+        if note is None and record.partition != home:
+            return Outcome(
+                "moved",
+                (Send(self.in_topic, home, cid.encode(), record.value),),
+                f"{self.role.name}: {cid[:8]} moved from partition {record.partition} to its "
+                f"home partition {home}",
+            )
         if incoming.event_id in self.seen:
-            self.stats.duplicates += 1
-            return True
+            return Outcome("duplicate")
+        attempt = int(note["attempt"]) if note else 1
         try:
-            outgoing, llm_s = self._answer(incoming)
+            started = time.perf_counter()
+            outgoing = answer(self.role, incoming, self.llm, self.max_tokens)
+            llm_s = time.perf_counter() - started
             value = outgoing.to_bytes()  # an empty or broken reply fails here: like a failed call
         except (LLMError, InvalidMessage) as error:
-            where = (record.partition, record.offset)
-            failures = self.failures[where] = self.failures.get(where, 0) + 1
-            if failures < LLM_ATTEMPTS:
-                self.on_event(
-                    f"{self.role.name}: {incoming.correlation_id[:8]} attempt "
-                    f"{failures}/{LLM_ATTEMPTS} failed, will retry: {error}"
-                )
-                return False
-            self._dead_letter(record, f"llm failed {failures} times: {error}")
-            return True
-        self._send(self.out_topic, incoming.correlation_id.encode(), value)
+            source = note["source"] if note else place(record)
+            if attempt >= LLM_ATTEMPTS:
+                reason = f"llm failed {attempt} times: {error}"
+                return self.dead_letter(record, reason, incoming, source)
+            return self.retry_later(record, incoming, attempt, source, error)
         self._remember(incoming.event_id)
-        self.stats.handled += 1
-        self.stats.llm_s.append(llm_s)
-        self.on_event(
-            f"{self.role.name}: {incoming.correlation_id[:8]} {self.role.consumes} → "
-            f"{self.role.produces} ({llm_s:.1f} s)"
+        return Outcome(
+            "answered",
+            (Send(self.out_topic, home, cid.encode(), value),),
+            f"{self.role.name}: {cid[:8]} {self.role.consumes} → {self.role.produces} "
+            f"({llm_s:.1f} s)",
+            incoming.event_id,
+            llm_s,
         )
-        return True
 
-    def _dead_letter(self, record, reason: str) -> None:
+    def retry_later(
+        self, record, incoming: Envelope, attempt: int, source: dict, error: Exception
+    ) -> Outcome:
+        """A copy of the input for the retry topic, due LLM_RETRY_PAUSE_S × attempt from now."""
+        pause_s = LLM_RETRY_PAUSE_S * attempt
+        note = {
+            "role": self.role.name,
+            "attempt": attempt + 1,
+            "due": time.time() + pause_s,
+            "source": source,
+        }
+        cid = incoming.correlation_id
+        return Outcome(
+            "retry",
+            (
+                Send(
+                    self.retry_topic,
+                    home_partition(cid, self.partitions),
+                    cid.encode(),
+                    record.value,
+                    ((RETRY_HEADER, json.dumps(note).encode()),),
+                ),
+            ),
+            f"{self.role.name}: {cid[:8]} attempt {attempt}/{LLM_ATTEMPTS} failed, retried in "
+            f"{pause_s:g} s: {one_line(str(error))}",
+        )
+
+    def dead_letter(
+        self,
+        record,
+        reason: str,
+        incoming: Envelope | None = None,
+        source: dict | None = None,
+    ) -> Outcome:
+        """The dead letter for `record`, on its conversation's home partition when it has one
+        (so the capture reading that partition closes the conversation)."""
         key = record.key if record.key is None or len(record.key) <= MAX_KEY_BYTES else None
-        self._send(self.params.topics.dlq, key, dead_letter(record, reason, self.role.name))
-        self.stats.dead_letters += 1
-        self.on_event(f"{self.role.name}: dead-lettered {record.topic}@{record.offset}: {reason}")
-
-    def _answer(self, incoming: Envelope) -> tuple[Envelope, float]:
-        started = time.perf_counter()
-        outgoing = answer(self.role, incoming, self.llm, self.max_tokens)
-        return outgoing, time.perf_counter() - started
-
-    def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self.producer.send(topic, key=key, value=value).get(timeout=60)
+        partition = (
+            None if incoming is None else home_partition(incoming.correlation_id, self.partitions)
+        )
+        letter = dead_letter(record, reason, self.role.name, incoming, source)
+        where = source or place(record)
+        return Outcome(
+            "dead-lettered",
+            (Send(self.params.topics.dlq, partition, key, letter),),
+            f"{self.role.name}: dead-lettered {where['topic']}@{where['offset']}: "
+            f"{one_line(reason)}",
+        )
 
     def _remember(self, event_id: str) -> None:
         self.seen[event_id] = None
         if len(self.seen) > SEEN_LIMIT:
             self.seen.popitem(last=False)
+
+
+def co_partitioned(consumer: KafkaConsumer, topics: list[str]) -> int:
+    """The partition count the topics share; a ConfigError naming them if they differ."""
+    counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
+    if len(set(counts.values())) != 1 or not all(counts.values()):
+        raise ConfigError(
+            "agent topics must exist with equal partition counts; found "
+            + ", ".join(f"{t}: {n}" for t, n in counts.items())
+        )
+    return next(iter(counts.values()))
 
 
 def run_agents(
@@ -240,21 +494,22 @@ def run_agents(
     stop: threading.Event,
     on_event: Callable[[str], None] = print,
 ) -> list[AgentWorker]:
-    """Run the given roles in threads of this process until `stop` is set; return the workers."""
-    producer = make_producer(bootstrap)
-    workers = [
-        AgentWorker(ROLES[r], llm, params, bootstrap, producer, stop, on_event) for r in roles
-    ]
+    """Run the given roles in threads of this process until `stop` is set; return the workers.
+    AgentStopped (one line) if a worker could not go on: the others are stopped too, so a
+    supervisor sees the process fail and restarts it, instead of half the agents running."""
+    workers = [AgentWorker(ROLES[r], llm, params, bootstrap, stop, on_event) for r in roles]
     threads = [threading.Thread(target=w.run, name=w.role.name, daemon=True) for w in workers]
     for thread in threads:
         thread.start()
     try:
-        # One role dying (e.g. the broker went away) stops the others: fail loudly, not half-way.
-        while all(t.is_alive() for t in threads) and not stop.is_set():
+        while not stop.is_set():
             stop.wait(0.5)
     finally:
         stop.set()
         for thread in threads:
             thread.join()
-        producer.close(timeout=10)
+    if failed := [w for w in workers if w.error is not None]:
+        error, name = failed[0].error, type(failed[0].error).__name__
+        text = str(error) if str(error).startswith(name) else f"{name}: {error}"
+        raise AgentStopped(one_line(f"{failed[0].role.name} stopped: {text}"))
     return workers

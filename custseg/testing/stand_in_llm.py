@@ -1,0 +1,93 @@
+"""A stand-in OpenAI-compatible LLM server: answers every chat at once, deterministically, in
+the shape each agent asks for (no model). For tests and benchmarks of the plumbing around the
+LLM (Kafka, retries, kills), where the real model would make a run take minutes. A task can
+carry cues: FAIL_CUE makes every call for it fail (HTTP 500), SLOW_CUE makes it take SLOW_S,
+VARY_CUE makes each answer differ (so a reply produced twice would show)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@contextmanager
+def serve(handle: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[str]:
+    """A throwaway HTTP server on 127.0.0.1 whose POSTs go to `handle`; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:  # keep pytest output clean
+            pass
+
+        def do_POST(self) -> None:
+            handle(self)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    """Answer a request with a JSON body."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+# Cues a task can carry for the stand-in: every call for it fails (HTTP 500), is slow, or
+# answers differently each time (so a reply produced twice would show).
+FAIL_CUE, SLOW_CUE, VARY_CUE = "[fail]", "[slow]", "[vary]"
+SLOW_S = 0.5
+
+
+def stand_in_content(body: dict[str, Any]) -> str:
+    """A fast, deterministic answer in the shape each agent asks for (JSON for a schema)."""
+    task = body["messages"][-1]["content"].split("\n", 1)[0].removeprefix("Task: ")
+    if VARY_CUE in task:
+        task += f" ({uuid.uuid4().hex[:8]})"
+    if body.get("response_format"):
+        return json.dumps(
+            {"review": "The draft is on topic; it lacked a measure.", "final": f"Answer: {task}"}
+        )
+    return f"1. Read the task: {task}\n2. Answer it with the segments."
+
+
+def stand_in_chat(handler: BaseHTTPRequestHandler) -> None:
+    body = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
+    asked = body["messages"][-1]["content"]
+    if FAIL_CUE in asked:
+        reply(handler, 500, json.dumps({"error": "stand-in told to fail"}).encode())
+        return
+    if SLOW_CUE in asked:
+        time.sleep(SLOW_S)
+    answer = {
+        "model": body.get("model", "stand-in"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": stand_in_content(body)},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 10},
+    }
+    reply(handler, 200, json.dumps(answer).encode())
+
+
+@contextmanager
+def stand_in_llm_server() -> Iterator[str]:
+    """Run the stand-in on a free 127.0.0.1 port; yields its base URL (…/v1)."""
+    with serve(stand_in_chat) as url:
+        yield f"{url}/v1"
