@@ -18,7 +18,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 UI_PORT ?= 5000
 APP_PORT ?= 8501
 
-.PHONY: help install lock run test lint bench ui app serve clean model llm-check agents-demo \
+.PHONY: help install lock run test lint bench ui app serve clean model llm-check agents-demo champion \
 	kafka-up kafka-down kafka-status
 
 help:  ## list the targets
@@ -82,8 +82,14 @@ model: install  ## fetch the bundled local LLM into the user cache (once; verifi
 llm-check: install  ## send one prompt through the configured LLM provider
 	$(BIN)/custseg llm check
 
+# The registered champion the agents are grounded in: the pipeline up to export (a no-op when
+# it is up to date).
+champion: install  ## train and register the model if needed (dvc repro export)
+	$(BIN)/python stages/check_params.py
+	$(BIN)/dvc repro export
+
 # Broker up, agents, submit eval/tasks.yaml, capture the conversations, stop the agents.
-agents-demo: model kafka-up  ## the three agents over Kafka on the sample tasks → data/conversations.jsonl
+agents-demo: model champion kafka-up  ## the three agents over Kafka on the sample tasks → data/conversations.jsonl
 	@mkdir -p logs
 	@export $(ENV_BOOTSTRAP)=$${$(ENV_BOOTSTRAP):-127.0.0.1:$(KAFKA_PORT)}; \
 	$(BIN)/custseg agents > logs/agents.log 2>&1 & agents=$$!; \

@@ -44,6 +44,8 @@ CRITERIA = {
     "input task.",
     "improvement": "Determine whether Answer B in the actual output is better than Answer A "
     "as a reply to the input task.",
+    "grounding": "Determine whether the actual output uses only the customer segments, and "
+    "figures, given in the input's segment profile.",
 }
 
 
@@ -117,7 +119,13 @@ def main() -> None:
     if not complete:  # nothing captured yet: the test file's conversations
         source = FALLBACK
         complete = read_conversations(source).complete[: args.n]
-    items = [i for c in complete for i in conversation_items(c, params.base.seed)]
+    # The judge's questions only: grounding_check needs no judge, on either side.
+    items = [
+        i
+        for c in complete
+        for i in conversation_items(c, params.base.seed)
+        if METRICS[i.metric] is not None
+    ]
     provider = load_provider(args.params)
     print(f"{len(complete)} conversation(s) from {source}, {len(items)} scores, {provider}")
     provider.complete([{"role": "user", "content": "Say OK."}], max_tokens=2)  # load it first

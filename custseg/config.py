@@ -194,6 +194,7 @@ class EvalThresholds(_Section):
     plan_quality: float = Field(0.5, ge=0, le=1)
     helpfulness: float = Field(0.5, ge=0, le=1)
     improvement: float = Field(0.5, ge=0, le=1)  # 0.5 = the final is as good as the draft
+    grounding: float = Field(0.5, ge=0, le=1)
 
 
 class EvalParams(_Section):

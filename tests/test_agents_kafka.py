@@ -18,7 +18,8 @@ import pytest
 
 from custseg.agents.roles import META_TALK, OTHER_SCRIPT, tidy_final
 from custseg.llm.models import DEFAULT_MODEL_ID
-from tests.fixtures.agents import Workdir, assert_linked, stop, wait_for
+from custseg.testing.sandbox import project_env
+from tests.fixtures.agents import Workdir, assert_grounded, assert_linked, stop, wait_for
 from tests.fixtures.project import ROOT
 
 pytestmark = pytest.mark.slow
@@ -30,9 +31,11 @@ TASKS = [
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, kafka_bootstrap: str, llm_server) -> Workdir:
-    # Every agent process shares the session's one llama.cpp server.
+def workdir(tmp_path: Path, kafka_bootstrap: str, llm_server, trained_project: Path) -> Workdir:
+    # Every agent process shares the session's one llama.cpp server; the answers are grounded
+    # in the session's trained project's champion.
     llm_env = {
+        **project_env(trained_project),
         "CUSTSEG_LLM_PROVIDER": "openai",
         "CUSTSEG_LLM_BASE_URL": llm_server.url,
         "CUSTSEG_LLM_MODEL": DEFAULT_MODEL_ID,
@@ -59,6 +62,7 @@ def test_three_tasks_become_three_linked_conversations(workdir: Workdir, agents)
     for conversation in lines:
         assert_linked(conversation)
         assert conversation["events"]["final"]["model"]["name"] == DEFAULT_MODEL_ID
+        assert_grounded(conversation)
         # The real model's final is the answer alone: no talk of the review, no other script,
         # no JSON debris.
         final = conversation["final"]

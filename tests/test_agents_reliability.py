@@ -23,15 +23,18 @@ from kafka import KafkaProducer
 from custseg.agents.envelope import InvalidMessage, parse_envelope, task_envelope
 from custseg.agents.runtime import CHAOS_KILL_ENV, LLM_ATTEMPTS
 from custseg.kafka.broker import LocalBroker
+from custseg.testing.sandbox import project_env
 from custseg.testing.stand_in_llm import FAIL_CUE, SLOW_CUE, VARY_CUE
-from tests.fixtures.agents import Workdir, assert_linked, stop, wait_for
+from tests.fixtures.agents import Workdir, assert_grounded, assert_linked, stop, wait_for
 
 pytestmark = pytest.mark.slow
 PARTITIONS = 3
 
 
-def stand_in_env(url: str) -> dict[str, str]:
+def stand_in_env(url: str, project: Path) -> dict[str, str]:
+    """The stand-in LLM, and the champion of a trained project to ground the answers in."""
     return {
+        **project_env(project),
         "CUSTSEG_LLM_PROVIDER": "openai",
         "CUSTSEG_LLM_BASE_URL": url,
         "CUSTSEG_LLM_MODEL": "stand-in",
@@ -40,12 +43,14 @@ def stand_in_env(url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, kafka_bootstrap: str, stand_in_llm: str) -> Workdir:
+def workdir(
+    tmp_path: Path, kafka_bootstrap: str, stand_in_llm: str, trained_project: Path
+) -> Workdir:
     # No retries inside the provider: the agents' own retries (via the retry topic) are tested.
     return Workdir(
         tmp_path,
         kafka_bootstrap,
-        stand_in_env(stand_in_llm),
+        stand_in_env(stand_in_llm, trained_project),
         partitions=PARTITIONS,
         llm={"max_retries": 0},
     )
@@ -148,6 +153,7 @@ def test_every_task_is_captured_whatever_its_key_and_every_bad_record_dead_lette
     assert sorted(c["correlation_id"] for c in lines) == sorted(ids), "each task exactly once"
     for conversation in lines:
         assert_linked(conversation)
+        assert_grounded(conversation)
     # The conversations are complete; the Planner may still be working through bad records.
     wait_for(lambda: len(workdir.read_topic("dlq")) >= len(bad), 120, "the dead letters")
     dead = [json.loads(r.value) for r in workdir.read_topic("dlq")]
@@ -224,7 +230,7 @@ def committed_by_id(workdir: Workdir, name: str) -> dict[str, dict]:
 
 
 def test_kills_and_a_broker_restart_leave_one_consistent_conversation_per_task(
-    tmp_path: Path, stand_in_llm: str
+    tmp_path: Path, stand_in_llm: str, trained_project: Path
 ) -> None:
     """Chaos: two agents processes and a capture, killed with SIGKILL at random moments and at
     the worst one (replies acknowledged, transaction not committed: CHAOS_KILL_ENV), and the
@@ -238,7 +244,7 @@ def test_kills_and_a_broker_restart_leave_one_consistent_conversation_per_task(
         workdir = Workdir(
             tmp_path / "work",
             broker.bootstrap,
-            stand_in_env(stand_in_llm),
+            stand_in_env(stand_in_llm, trained_project),
             partitions=PARTITIONS,
             llm={"max_retries": 0},
         )

@@ -135,9 +135,17 @@ def test_incomplete_and_unreadable_conversations_are_skipped() -> None:
     assert len(conversations.complete) == 2
     whys = [s["why"] for s in conversations.skipped]
     assert whys == ["missing final", "not valid JSON", "not a JSON object"]
-    items = conversation_items(conversations.complete[0], seed=42)
+    ungrounded = conversations.complete[0]  # captured before the agents were grounded
+    items = conversation_items(ungrounded, seed=42)
+    assert [i.metric for i in items] == list(METRICS)[:4]
+    assert items[-1].where == positions(42, ungrounded["correlation_id"])
+    segment = {"id": 0, "name": "low income · high spending", "size": 38, "share": 0.19}
+    grounded = {**ungrounded, "grounded_in": {"model": "m", "version": "3", "segments": [segment]}}
+    items = conversation_items(grounded, seed=42)
     assert [i.metric for i in items] == list(METRICS)
-    assert items[-1].where == positions(42, conversations.complete[0]["correlation_id"])
+    assert items[4].task.startswith('Model m v3, its only segments:\n- "low income · high')
+    assert items[4].task.endswith(f"Task: {ungrounded['task']}")
+    assert {i.output for i in items[4:]} == {ungrounded["final"]}
 
 
 def _row(metric: str, score: float | None, passed: bool | None, error: str | None = None):

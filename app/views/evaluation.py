@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from custseg.agents.topics import CHAIN
-from custseg.evaluation.metrics import METRICS
+from custseg.evaluation.metrics import METRICS, grounded_in
 from custseg.evaluation.report import (
     CAPTURE_COMMAND,
     EVAL_COMMAND,
@@ -26,7 +26,10 @@ from custseg.paths import CONVERSATIONS, EVAL_RESULTS
 st.title("Agent evaluation")
 st.caption(
     "Planner → Writer → Reviewer conversations scored by an LLM judge (deepeval GEval, "
-    "probability-weighted 0–1 scores). `improvement` measures the final over the draft."
+    "probability-weighted 0–1 scores). `improvement` measures the final over the draft; "
+    "`grounding` (the judge, given the segment profile) and `grounding_check` (no judge: the "
+    "segment names and figures the final cites, against the profile) whether the answer keeps "
+    "to the segments of the model that grounded it."
 )
 
 if not CONVERSATIONS.is_file():
@@ -79,6 +82,9 @@ for column, part in zip(st.columns(len(CHAIN)), CHAIN, strict=True):
     column.text(conversation.get(part) or "—")
 if conversation.get("review"):
     st.text(f"Reviewer's note: {conversation['review']}")
+if grounding := grounded_in(conversation):
+    names = "; ".join(s.name for s in grounding.segments)
+    st.text(f"Grounded in {grounding.model} v{grounding.version}: {names}")
 mine = frame[frame["correlation_id"] == chosen]
 for row in mine.itertuples():
     failed = isinstance(row.error, str)  # pandas holds "no error" as NaN, which is truthy

@@ -68,6 +68,7 @@ def conversation_record(chain: dict[str, Envelope]) -> dict:
         "draft": draft.content["draft"],
         "final": final.content["final"],
         "review": final.content["review"],
+        "grounded_in": final.grounded_in,  # the model whose segments the answer was given
         "started_at": task.produced_at,
         "completed_at": final.produced_at,
         "events": {
@@ -77,6 +78,7 @@ def conversation_record(chain: dict[str, Envelope]) -> dict:
                 "agent": e.agent,
                 "produced_at": e.produced_at,
                 "model": e.model,
+                "grounded_in": e.grounded_in,
             }
             for t, e in chain.items()
         },

@@ -107,16 +107,24 @@ def cmd_submit(args: argparse.Namespace) -> None:
 
 def cmd_agents(args: argparse.Namespace) -> None:
     from custseg.agents.client import connect
+    from custseg.agents.grounding import Champion
     from custseg.agents.runtime import run_agents
     from custseg.llm import make_provider, resolve_settings
 
     params = load_params(args.params)
+    # Grounded in the registered champion's segments, or refused in one line (`make run`).
+    champion = Champion(
+        params.export.model_name,
+        params.export.alias,
+        on_event=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     bootstrap = connect(params.agents)
     llm = make_provider(resolve_settings(params.llm))
     chosen = args.role or ["all"]
     roles = ["planner", "writer", "reviewer"] if "all" in chosen else sorted(set(chosen))
     print(
-        f"agents: {', '.join(roles)} on {bootstrap} with {llm.describe}; Ctrl-C/SIGTERM stops",
+        f"agents: {', '.join(roles)} on {bootstrap} with {llm.describe}, grounded in "
+        f"{champion.model} v{champion.grounding.version}; Ctrl-C/SIGTERM stops",
         file=sys.stderr,
     )
     workers = run_agents(
@@ -126,6 +134,7 @@ def cmd_agents(args: argparse.Namespace) -> None:
         bootstrap,
         _stop_on_signals(),
         on_event=lambda line: print(line, file=sys.stderr, flush=True),
+        champion=champion,
     )
     for w in workers:
         overhead = (

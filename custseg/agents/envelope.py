@@ -36,6 +36,29 @@ class ModelInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=Fals
     params: dict[str, Any] = {}
 
 
+Figure = Annotated[float, msgspec.Meta(ge=0)] | None
+
+
+class Segment(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """One segment of a registered model, as its training run profiled it."""
+
+    id: Annotated[int, msgspec.Meta(ge=0)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    size: Annotated[int, msgspec.Meta(ge=0)] | None = None  # customers
+    share: Figure = None  # of all customers, 0–1
+    mean_income: Figure = None  # k$
+    mean_spending: Figure = None  # score 1–100
+
+
+class GroundedIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """The registered model whose segments the reply's author was given, and those segments:
+    the facts an answer is checked against, kept with it."""
+
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    version: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    segments: Annotated[tuple[Segment, ...], msgspec.Meta(max_length=100)] = ()
+
+
 # msgspec rather than pydantic: the capture validates every record it reads, and msgspec decodes
 # and validates an envelope in ~2 µs against pydantic's ~8 µs (a bare consumer spends ~15 µs).
 class Envelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, gc=False):
@@ -47,6 +70,7 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     agent: AgentName
     produced_at: Annotated[datetime, msgspec.Meta(tz=True)]
     model: ModelInfo | None = None
+    grounded_in: GroundedIn | None = None
     content: dict[str, str]
     attempt: Annotated[int, msgspec.Meta(ge=1)] = 1
     error: str | None = None
@@ -98,6 +122,7 @@ def reply(
     agent: AgentName,
     content: dict[str, str],
     model: ModelInfo,
+    grounded_in: GroundedIn | None = None,
 ) -> Envelope:
     """The reply to `answered`: same conversation, caused by it, with a deterministic id."""
     return Envelope(
@@ -108,6 +133,7 @@ def reply(
         agent=agent,
         produced_at=now(),
         model=model,
+        grounded_in=grounded_in,
         content=content,
         attempt=answered.attempt,
     )
@@ -154,4 +180,4 @@ def _reason(error: str) -> str:
 
 def json_schema() -> dict[str, Any]:
     """The envelope's JSON schema (published as custseg/agents/envelope.schema.json)."""
-    return msgspec.json.schema(Envelope)
+    return msgspec.json.decode(msgspec.json.encode(msgspec.json.schema(Envelope)))  # as JSON

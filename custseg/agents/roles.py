@@ -8,14 +8,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from custseg.agents.envelope import Envelope, ModelInfo, reply
+from custseg.agents.envelope import Envelope, GroundedIn, ModelInfo, Segment, reply
 from custseg.agents.topics import MessageType
 from custseg.llm import Message, Provider
 
 RoleName = Literal["planner", "writer", "reviewer"]
 CONTEXT = (
     "You work in the marketing team of a retailer that segments its customers by annual income "
-    "(k$) and spending score (1-100) with KMeans, e.g. 'high income · low spending'."
+    "(k$) and spending score (1-100) with KMeans."
 )
 
 
@@ -119,17 +119,52 @@ INSTRUCTIONS: dict[str, str] = {
 }
 
 
-def prompt(role: RoleName, task: str, **context: str) -> list[Message]:
-    """The chat for `role`: shared context + its instructions, then the task and its inputs."""
+def describe_segment(segment: Segment) -> str:
+    facts = [
+        f"{segment.size:,} customers" if segment.size is not None else None,
+        f"{segment.share:.0%} of all" if segment.share is not None else None,
+        f"mean annual income {segment.mean_income:.0f} k$"
+        if segment.mean_income is not None
+        else None,
+        f"mean spending score {segment.mean_spending:.0f}"
+        if segment.mean_spending is not None
+        else None,
+    ]
+    return f'"{segment.name}": ' + ", ".join(f for f in facts if f)
+
+
+def grounding_context(grounding: GroundedIn) -> str:
+    """The segments as the agents are told them: the only ones that exist."""
+    lines = "\n".join(f"- {describe_segment(s)}" for s in grounding.segments)
+    return (
+        f"The retailer's customer segments today (model {grounding.model} v{grounding.version}; "
+        f"income in k$, spending score 1-100). These are the only segments; use their names and "
+        f"figures exactly and invent no others:\n{lines}"
+    )
+
+
+def prompt(
+    role: RoleName, task: str, grounding: GroundedIn | None = None, **context: str
+) -> list[Message]:
+    """The chat for `role`: shared context, the champion's segments, its instructions; then the
+    task and its inputs."""
     parts = [f"Task: {task}", *(f"{name.capitalize()}:\n{text}" for name, text in context.items())]
+    known = f"\n{grounding_context(grounding)}\n" if grounding else " "
     return [
-        {"role": "system", "content": f"{CONTEXT} {INSTRUCTIONS[role]}"},
+        {"role": "system", "content": f"{CONTEXT}{known}{INSTRUCTIONS[role]}"},
         {"role": "user", "content": "\n\n".join(parts)},
     ]
 
 
-def answer(role: Role, incoming: Envelope, llm: Provider, max_tokens: int) -> Envelope:
-    """Ask the LLM to do `role`'s job on `incoming` and wrap the result as the reply envelope."""
+def answer(
+    role: Role,
+    incoming: Envelope,
+    llm: Provider,
+    max_tokens: int,
+    grounding: GroundedIn | None = None,
+) -> Envelope:
+    """Ask the LLM to do `role`'s job on `incoming`, told the champion's segments (`grounding`),
+    and wrap the result as the reply envelope, which records the model version behind them."""
     task = incoming.content["task"]
     model = ModelInfo(
         provider=llm.name,
@@ -137,16 +172,17 @@ def answer(role: Role, incoming: Envelope, llm: Provider, max_tokens: int) -> En
         params={"temperature": llm.temperature, "max_tokens": max_tokens},
     )
     if role.name == "planner":
-        plan = llm.complete(prompt("planner", task), max_tokens=max_tokens).text.strip()
+        plan = llm.complete(prompt("planner", task, grounding), max_tokens=max_tokens).text.strip()
         content = {"task": task, "plan": plan}
     elif role.name == "writer":
         plan = incoming.content["plan"]
-        draft = llm.complete(prompt("writer", task, plan=plan), max_tokens=max_tokens).text.strip()
+        chat = prompt("writer", task, grounding, plan=plan)
+        draft = llm.complete(chat, max_tokens=max_tokens).text.strip()
         content = {"task": task, "plan": plan, "draft": draft}
     else:
         draft = incoming.content["draft"]
         review, _ = llm.complete_json(
-            prompt("reviewer", task, draft=draft), Review, max_tokens=max_tokens
+            prompt("reviewer", task, grounding, draft=draft), Review, max_tokens=max_tokens
         )
         # A final as long as the schema allows was cut there by the grammar, maybe mid-word.
         cut = len(review.final) >= getattr(llm, "max_string_length", 10**9) - 1
@@ -156,4 +192,4 @@ def answer(role: Role, incoming: Envelope, llm: Provider, max_tokens: int) -> En
             "final": tidy_final(review.final, cut=cut),
             "review": review.review.strip(),
         }
-    return reply(incoming, role.produces, role.name, content, model)
+    return reply(incoming, role.produces, role.name, content, model, grounding)

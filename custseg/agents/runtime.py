@@ -37,6 +37,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from custseg.agents.envelope import Envelope, InvalidMessage, now, one_line, parse_envelope
+from custseg.agents.grounding import Champion
 from custseg.agents.roles import ROLES, Role, answer
 from custseg.agents.topics import home_partition, topic_of
 from custseg.config import AgentsParams, ConfigError, UserError
@@ -197,9 +198,10 @@ class AgentWorker:
         bootstrap: str,
         stop: threading.Event,
         on_event: Callable[[str], None] = print,
+        champion: Champion | None = None,
     ) -> None:
         self.role, self.llm, self.params, self.bootstrap = role, llm, params, bootstrap
-        self.stop, self.on_event = stop, on_event
+        self.stop, self.on_event, self.champion = stop, on_event, champion
         self.max_tokens = getattr(params.max_tokens, role.name)
         self.in_topic = topic_of(params.topics, role.consumes)
         self.out_topic = topic_of(params.topics, role.produces)
@@ -262,8 +264,8 @@ class AgentWorker:
         due = [tp for tp, at in paused.items() if at <= time.monotonic()]
         for tp in due:
             del paused[tp]
-        if due:
-            consumer.resume(*due)
+        if mine := [tp for tp in due if tp in consumer.assignment()]:  # not lost to a rebalance
+            consumer.resume(*mine)
 
     def process(self, consumer, producer, batch: dict, paused: dict) -> None:
         """Decide each polled record in order, then commit the decided ones in one transaction.
@@ -401,7 +403,8 @@ class AgentWorker:
         attempt = int(note["attempt"]) if note else 1
         try:
             started = time.perf_counter()
-            outgoing = answer(self.role, incoming, self.llm, self.max_tokens)
+            grounding = self.champion.current() if self.champion else None
+            outgoing = answer(self.role, incoming, self.llm, self.max_tokens, grounding)
             llm_s = time.perf_counter() - started
             value = outgoing.to_bytes()  # an empty or broken reply fails here: like a failed call
         except (LLMError, InvalidMessage) as error:
@@ -493,11 +496,15 @@ def run_agents(
     bootstrap: str,
     stop: threading.Event,
     on_event: Callable[[str], None] = print,
+    champion: Champion | None = None,
 ) -> list[AgentWorker]:
     """Run the given roles in threads of this process until `stop` is set; return the workers.
-    AgentStopped (one line) if a worker could not go on: the others are stopped too, so a
-    supervisor sees the process fail and restarts it, instead of half the agents running."""
-    workers = [AgentWorker(ROLES[r], llm, params, bootstrap, stop, on_event) for r in roles]
+    Answers are grounded in the `champion`'s segments when given. AgentStopped (one line) if a
+    worker could not go on: the others are stopped too, so a supervisor sees the process fail
+    and restarts it, instead of half the agents running."""
+    workers = [
+        AgentWorker(ROLES[r], llm, params, bootstrap, stop, on_event, champion) for r in roles
+    ]
     threads = [threading.Thread(target=w.run, name=w.role.name, daemon=True) for w in workers]
     for thread in threads:
         thread.start()

@@ -9,6 +9,11 @@ steps (so deepeval makes no steps-generation call):
 - improvement        pairwise: draft and final shown as answers A and B, positions drawn by a
                      seeded RNG per conversation; the judge rates "is B better than A?" and the
                      score is mapped back so it always measures final-over-draft.
+- grounding          segment profile + task → the final (the `grounding` GEval): does it use only
+                     the segments the model has, with figures that match? For conversations
+                     whose envelopes carry the segments that grounded them.
+- grounding_check    the same question answered without a judge (custseg.evaluation.grounding):
+                     segment names and figures the final cites, checked against the profile.
 
 Every prompt starts with the same header (all metrics' steps), then the case, then a question
 naming the metric. Scored conversation by conversation (`scoring_order`), consecutive prompts
@@ -27,8 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from custseg.agents.envelope import GroundedIn
+from custseg.agents.roles import describe_segment
 from custseg.agents.topics import CHAIN
 from custseg.config import Params
+from custseg.evaluation.grounding import check_grounding
 from custseg.evaluation.judge import (
     REPLY_FORMAT,
     CachedJudge,
@@ -92,7 +102,26 @@ IMPROVEMENT = GEvalSpec(
     {"Input": "Task", "Actual Output": None},  # the output is "Answer A: … Answer B: …"
     "Score Answer B against Answer A with the Answer B versus Answer A steps.",
 )
-SPECS = {"plan_quality": PLAN_QUALITY, "helpfulness": HELPFULNESS, "improvement": IMPROVEMENT}
+GROUNDING = GEvalSpec(
+    "Grounding",
+    "Grounding",
+    (
+        "Check that every customer segment the answer names is one of the segments in the "
+        "segment profile, under the profile's name for it.",
+        "Check that every figure the answer gives about a segment (customers, share, mean "
+        "income, mean spending score) matches the segment profile.",
+        "An answer that invents a segment or contradicts a figure scores 0-2; "
+        "one that uses only the profile's segments and figures scores 8-10.",
+    ),
+    {"Input": "Segment profile and task", "Actual Output": "Answer"},
+    "Score the answer with the Grounding steps.",
+)
+SPECS = {
+    "plan_quality": PLAN_QUALITY,
+    "helpfulness": HELPFULNESS,
+    "improvement": IMPROVEMENT,
+    "grounding": GROUNDING,
+}
 SCORE_RANGE = (0, 10)
 
 
@@ -112,12 +141,15 @@ def shared_header(specs: Iterable[GEvalSpec] = SPECS.values()) -> str:
     )
 
 
-# Result metric → (GEval definition, threshold key in params `eval.thresholds`).
-METRICS: dict[str, str] = {
+# Result metric → its GEval definition and threshold key in params `eval.thresholds` (None: not
+# a judge's; grounding_check passes when the answer cites nothing the model does not have).
+METRICS: dict[str, str | None] = {
     "plan_quality": "plan_quality",
     "helpfulness_draft": "helpfulness",
     "helpfulness_final": "helpfulness",
     "improvement": "improvement",
+    "grounding": "grounding",
+    "grounding_check": None,
 }
 
 
@@ -215,17 +247,39 @@ class Item:
     task: str
     output: str
     where: dict[str, str] | None = None  # pairwise positions
+    grounding: GroundedIn | None = None  # the segments the answer is checked against
+
+
+def grounded_in(conv: dict[str, Any]) -> GroundedIn | None:
+    """The model version and segments that grounded the conversation's final, if it says."""
+    try:
+        grounding = msgspec.convert(conv.get("grounded_in"), GroundedIn | None)
+    except msgspec.ValidationError:
+        return None
+    return grounding if grounding and grounding.segments else None
+
+
+def profile_text(grounding: GroundedIn) -> str:
+    lines = "\n".join(f"- {describe_segment(s)}" for s in grounding.segments)
+    return f"Model {grounding.model} v{grounding.version}, its only segments:\n{lines}"
 
 
 def conversation_items(conv: dict[str, Any], seed: int) -> list[Item]:
     cid, task = conv["correlation_id"], conv["task"]
     where = positions(seed, cid)
-    return [
+    items = [
         Item(cid, "plan_quality", task, conv["plan"]),
         Item(cid, "helpfulness_draft", task, conv["draft"]),
         Item(cid, "helpfulness_final", task, conv["final"]),
         Item(cid, "improvement", task, pairwise_text(conv["draft"], conv["final"], where), where),
     ]
+    if grounding := grounded_in(conv):
+        shown = f"{profile_text(grounding)}\n\nTask: {task}"
+        items += [
+            Item(cid, "grounding", shown, conv["final"], grounding=grounding),
+            Item(cid, "grounding_check", task, conv["final"], grounding=grounding),
+        ]
+    return items
 
 
 @dataclass
@@ -248,6 +302,8 @@ class Scorer:
         """One result row; a judge failure becomes `error` (score None), never an exception."""
         from deepeval.test_case import LLMTestCase
 
+        if METRICS[item.metric] is None:
+            return checked_row(item)
         threshold = self.thresholds[METRICS[item.metric]]
         row: dict[str, Any] = {
             "correlation_id": item.item_id,
@@ -261,6 +317,7 @@ class Scorer:
             "latency_s": 0.0,
             "error": None,
             "positions": item.where,
+            "grounding": None,
         }
         started = time.perf_counter()
         try:
@@ -287,6 +344,33 @@ class Scorer:
         return row
 
 
+def checked_row(item: Item) -> dict[str, Any]:
+    """The grounding check's row: no judge, a score and a reason all the same."""
+    assert item.grounding is not None
+    check = check_grounding(item.output, item.task, item.grounding.segments)
+    return {
+        "correlation_id": item.item_id,
+        "metric": item.metric,
+        "score": round(check.score, 6),
+        "judge_score": None,
+        "passed": check.passed,
+        "threshold": 1.0,
+        "reason": check.reason(),
+        "judge_model": None,
+        "latency_s": 0.0,
+        "error": None,
+        "positions": None,
+        "grounding": {
+            "model": item.grounding.model,
+            "version": item.grounding.version,
+            "segments": check.segments,
+            "invented": check.invented,
+            "figures": check.figures,
+            "wrong": check.wrong,
+        },
+    }
+
+
 def scoring_order(items: list[Item]) -> list[int]:
     """Indices of `items` in the order that lets a prompt cache reuse the most: conversation by
     conversation; the plan, the answer shown second in the pair, the answer shown first, then
@@ -300,6 +384,8 @@ def scoring_order(items: list[Item]) -> list[int]:
             step = 0
         elif item.metric == "improvement":
             step = 3
+        elif item.metric.startswith("grounding"):
+            step = 4
         else:  # helpfulness_draft / helpfulness_final
             step = 2 if item.metric.endswith(f"_{first_shown.get(item.item_id)}") else 1
         return conversation[item.item_id], step
