@@ -26,6 +26,7 @@ from custseg.agents.roles import ROLES
 from custseg.agents.runtime import (
     LLM_ATTEMPTS,
     RETRY_HEADER,
+    STUCK_S,
     AgentStopped,
     AgentWorker,
     dead_letter,
@@ -270,3 +271,19 @@ def test_a_worker_that_cannot_go_on_stops_the_process_in_one_line(monkeypatch) -
     assert str(stopped.value) == (
         "writer stopped: KafkaConnectionError: socket disconnected\\nretrying"
     )
+
+
+def test_a_worker_stuck_in_a_transaction_stops_the_process(monkeypatch) -> None:
+    """kafka-python waits for the broker without a deadline in places: a worker in one
+    transaction for longer than STUCK_S gives up the process, so a supervisor restarts it."""
+
+    def stuck_in_commit(self) -> None:
+        if self.role.name == "reviewer":
+            self.committing_since = time.monotonic() - STUCK_S - 1
+        self.stop.wait()
+
+    monkeypatch.setattr(AgentWorker, "_run", stuck_in_commit)
+    with pytest.raises(
+        AgentStopped, match=rf"^reviewer stopped: stuck over {STUCK_S:g} s in a Kafka"
+    ):
+        run_agents(["planner", "reviewer"], EmptyLLM(), AgentsParams(), "", threading.Event())

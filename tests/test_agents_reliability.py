@@ -289,7 +289,9 @@ def test_kills_and_a_broker_restart_leave_one_consistent_conversation_per_task(
                 broker.stop()
                 broker.start()
                 broker_restarted = True
-        assert running["capture"].poll() == 0, (workdir.path / "capture.log").read_text()[-2000:]
+        assert running["capture"].poll() == 0, "\n".join(
+            f"{log.name}: …{log.read_text()[-1500:]}" for log in sorted(workdir.path.glob("*.log"))
+        )
         assert broker_restarted and hook_kills >= 1, (broker_restarted, hook_kills)
     finally:
         for process in running.values():

@@ -62,6 +62,10 @@ HEARTBEAT_INTERVAL_MS = 3_000
 # A transaction spans only the sends and the commit (the LLM answers before it begins); the
 # coordinator aborts one left open by a killed worker after this, releasing its readers.
 TRANSACTION_TIMEOUT_MS = 10_000
+# A commit takes milliseconds, a broker restart seconds; a worker still in one after this long is
+# stuck in the client (it waits for the broker without a deadline): the process gives up, so a
+# supervisor restarts it, rather than hold its partitions while doing nothing.
+STUCK_S = 30.0
 
 # A dead letter must always fit in a Kafka request (1 MB by default) whatever it quotes: the input's
 # value is kept up to this many bytes (JSON escaping can grow them 6×), its key up to MAX_KEY_BYTES.
@@ -210,6 +214,7 @@ class AgentWorker:
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.stats = WorkerStats()
         self.error: BaseException | None = None  # why run() ended early, if it did
+        self.committing_since: float | None = None  # monotonic time, while in a transaction
 
     def consumer(self) -> KafkaConsumer:
         return KafkaConsumer(
@@ -301,6 +306,7 @@ class AgentWorker:
         """Write the outcomes' records and the inputs' offsets in one transaction. If it fails
         (a rebalance took a partition, the broker restarted), it is aborted: nothing of it is
         visible, and the inputs are read again from `firsts` where still ours."""
+        self.committing_since = time.monotonic()
         try:
             producer.begin_transaction()
             for send in (s for o in outcomes for s in o.sends):
@@ -312,7 +318,7 @@ class AgentWorker:
                     headers=list(send.headers) or None,
                 )
             producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
-            producer.flush()  # every reply acknowledged, none visible yet
+            producer.flush(timeout=STUCK_S)  # every reply acknowledged, none visible yet
             _chaos_point()
             producer.commit_transaction()
         except KafkaError as error:
@@ -329,6 +335,8 @@ class AgentWorker:
                     consumer.seek(tp, offset)
             self.on_event(f"{self.role.name}: transaction aborted, inputs read again: {error}")
             return
+        finally:
+            self.committing_since = None
         for outcome in outcomes:
             self._count(outcome)
 
@@ -478,6 +486,11 @@ class AgentWorker:
             self.seen.popitem(last=False)
 
 
+def _stuck(worker: AgentWorker) -> bool:
+    since = worker.committing_since
+    return since is not None and time.monotonic() - since > STUCK_S
+
+
 def co_partitioned(consumer: KafkaConsumer, topics: list[str]) -> int:
     """The partition count the topics share; a ConfigError naming them if they differ."""
     counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
@@ -508,13 +521,20 @@ def run_agents(
     threads = [threading.Thread(target=w.run, name=w.role.name, daemon=True) for w in workers]
     for thread in threads:
         thread.start()
+    stuck: AgentWorker | None = None
     try:
-        while not stop.is_set():
+        while not stop.is_set() and stuck is None:
             stop.wait(0.5)
+            stuck = next((w for w in workers if _stuck(w)), None)
     finally:
         stop.set()
         for thread in threads:
-            thread.join()
+            thread.join(timeout=None if stuck is None else 5.0)  # a stuck one is left behind
+    if stuck is not None:
+        raise AgentStopped(
+            f"{stuck.role.name} stopped: stuck over {STUCK_S:g} s in a Kafka transaction "
+            "(is the broker reachable?)"
+        )
     if failed := [w for w in workers if w.error is not None]:
         error, name = failed[0].error, type(failed[0].error).__name__
         text = str(error) if str(error).startswith(name) else f"{name}: {error}"
