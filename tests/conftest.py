@@ -1,8 +1,14 @@
 """Shared fixtures live in tests/fixtures/; each module is one kind of real service or sandbox."""
 
 import pytest
+from hypothesis import settings
 
 from custseg.telemetry import disable_telemetry
+
+# No per-example deadline: the tests share 2 cores with a broker, an LLM server and browsers, and
+# speed is measured by the benchmarks, not by a test that fails when the machine is busy.
+settings.register_profile("project", deadline=None)
+settings.load_profile("project")
 
 disable_telemetry()  # before any test imports MLflow, DVC, Streamlit or deepeval
 

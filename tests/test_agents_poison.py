@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from kafka.errors import KafkaConnectionError
 
 from custseg.agents.envelope import (
+    MAX_ENVELOPE_BYTES,
     MAX_REASON_CHARS,
     InvalidMessage,
     parse_envelope,
@@ -287,3 +288,11 @@ def test_a_worker_stuck_in_a_transaction_stops_the_process(monkeypatch) -> None:
         AgentStopped, match=rf"^reviewer stopped: stuck over {STUCK_S:g} s in a Kafka"
     ):
         run_agents(["planner", "reviewer"], EmptyLLM(), AgentsParams(), "", threading.Event())
+
+
+@pytest.mark.parametrize("extra", [1, 100_000])
+def test_a_record_past_the_size_limit_is_refused_before_parsing(extra: int) -> None:
+    """Even a valid envelope: nothing an agent writes comes near the limit."""
+    padded = json.dumps({**GOOD, "content": {"task": "x" * (MAX_ENVELOPE_BYTES + extra)}})
+    with pytest.raises(InvalidMessage, match=r"^record too large: [\d,]+ bytes \(limit 262,144\)$"):
+        parse_envelope(padded.encode())

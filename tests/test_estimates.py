@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from custseg.agents.capture import seconds_per_conversation
@@ -47,6 +47,7 @@ def test_the_last_batch_sets_the_pace(tmp_path: Path) -> None:
     assert capture_estimate(3, None, 60).endswith("no earlier batch to estimate from")
 
 
+@settings(deadline=None)  # file I/O per example: a busy machine is not a failure
 @given(st.lists(st.text(max_size=60) | st.binary(max_size=60).map(repr), max_size=8))
 def test_any_file_gives_an_estimate_or_none(lines: list[str]) -> None:
     import tempfile
@@ -68,6 +69,6 @@ def test_the_eval_stage_estimates_from_the_judges_measured_latency(tmp_path: Pat
     assert mean_call_seconds(JudgeCache(tmp_path / "empty")) is None
     line = stage("evaluate").estimate(48, 12, 7.0)
     assert line == (
-        "eval: 48 score(s) for 12 conversation(s); ~7.0 s a judge call here, so at most "
+        "eval: 48 judge score(s) for 12 conversation(s); ~7.0 s a judge call here, so at most "
         "~5.6 min (cached replies cost nothing)"
     )

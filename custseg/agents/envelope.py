@@ -90,6 +90,9 @@ _FIELD = re.compile(
     r"Object (?P<what>missing required|contains unknown) field `(?P<name>[^`]+)`", re.DOTALL
 )
 MAX_REASON_CHARS = 500
+# An envelope is a task and a few short answers (~2 KB with the segments); far past that is no
+# envelope. Nesting is bounded by the decoder itself (deep JSON is refused, not recursed into).
+MAX_ENVELOPE_BYTES = 256 * 1024
 
 
 def new_id() -> str:
@@ -143,6 +146,8 @@ def parse_envelope(raw: bytes | None) -> Envelope:
     """Decode and validate one record value; raise InvalidMessage naming the first problem."""
     if raw is None:
         raise InvalidMessage("empty record (no value)")
+    if len(raw) > MAX_ENVELOPE_BYTES:  # before any parsing: no work spent on a flood
+        raise InvalidMessage(f"record too large: {len(raw):,} bytes (limit {MAX_ENVELOPE_BYTES:,})")
     try:
         envelope = _DECODER.decode(raw)
     except msgspec.ValidationError as error:
