@@ -422,16 +422,15 @@ def read_slice(
                             result.moved += 1  # read again on its home partition
                             assembler.skip(tp, record.offset)
                         elif (done := add(envelope, tp, record.offset)) is not None:
-                            (closed if "status" in done else new).append(done)
+                            new.append(done)
                 # Written and fsynced before the commit moves past their offsets.
-                for lines, file, ids in (
-                    (new, sink, result.written),
-                    (closed, None, result.failed),
-                ):
-                    if lines:
-                        _write(file, failed_path(out), lines)
-                        ids += [r["correlation_id"] for r in lines]
-                        watch.wrote([r["correlation_id"] for r in lines])
+                if new:
+                    append(sink, _jsonl(new))
+                    result.written += _ids(new, watch)
+                if closed:  # rare: the failure file is opened only when there is one
+                    with failed_path(out).open("a+b") as failures:
+                        append(failures, _jsonl(closed))
+                    result.failed += _ids(closed, watch)
                 if batch:
                     watch.heard()
                     # Asynchronous: a later commit supersedes an earlier one; the last is awaited.
@@ -481,14 +480,15 @@ class DeadLetters:
             self.consumer.resume(*due)
 
 
-def _write(sink: BinaryIO | None, other: Path, lines: list[dict]) -> None:
-    """Append `lines` to the open `sink`, or to the file `other` (the rare failure records)."""
-    data = b"".join(msgspec.json.encode(r) + b"\n" for r in lines)
-    if sink is not None:
-        append(sink, data)
-        return
-    with other.open("a+b") as file:
-        append(file, data)
+def _jsonl(records: list[dict]) -> bytes:
+    return b"".join(msgspec.json.encode(r) + b"\n" for r in records)
+
+
+def _ids(records: list[dict], watch: Watch | _Relay) -> list[str]:
+    """The records' correlation ids, reported to `watch` as written."""
+    ids = [r["correlation_id"] for r in records]
+    watch.wrote(ids)
+    return ids
 
 
 def _offsets(assembler: Assembler) -> dict[TopicPartition, OffsetAndMetadata]:
