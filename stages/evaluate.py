@@ -22,6 +22,7 @@ from custseg.evaluation.metrics import (
     read_conversations,
     score_items,
 )
+from custseg.evaluation.traces import TraceSync, sync_traces
 from custseg.io import write_json_atomic, write_text_atomic
 from custseg.llm import Provider
 from custseg.paths import CONVERSATIONS, EVAL_METRICS, EVAL_RESULTS, JUDGE_SEED
@@ -36,6 +37,7 @@ class EvalOutcome:
     hits: int  # judge replies found in the cache
     run_id: str | None
     skipped: list[dict[str, str]]
+    traces: TraceSync
 
 
 def estimate(n_scores: int, n_conversations: int, per_call_s: float | None) -> str:
@@ -82,7 +84,19 @@ def evaluate(
     write_text_atomic(JUDGE_SEED, seed_text(scorer.judge.cache.used))
     stats = scorer.judge.stats
     run_id = log_run(params, rows, summary, scorer.judge.get_model_name(), stats.calls, stats.hits)
-    return EvalOutcome(rows, summary, stats.calls, stats.hits, run_id, conversations.skipped)
+    # The conversations as traces in the same experiment, the scores as their feedback.
+    experiment = configure_mlflow().get_experiment_by_name(params.eval.experiment)
+    traces = sync_traces(
+        experiment.experiment_id,
+        conversations.complete,
+        rows,
+        lambda convs: tqdm(
+            convs, desc="traces", unit="conv", file=sys.stderr, disable=not progress
+        ),
+    )
+    return EvalOutcome(
+        rows, summary, stats.calls, stats.hits, run_id, conversations.skipped, traces
+    )
 
 
 def log_run(
@@ -130,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             f"eval: {s['conversations']} conversation(s), {s['scored']} scores, "
             f"{s['errors']} error(s), {s['skipped']} skipped; judge calls made: {outcome.calls}, "
             f"cache hits: {outcome.hits}; run {outcome.run_id}"
+        )
+        t = outcome.traces
+        print(
+            f"  traces: {t.created} created, {t.replaced} replaced, {t.kept} unchanged; feedback "
+            f"{t.feedback_added} added, {t.feedback_updated} updated, {t.feedback_kept} unchanged"
         )
         for name, m in s.items():
             if isinstance(m, dict):

@@ -100,11 +100,38 @@ def test_stage_scores_caches_and_agrees_with_mlflow(
     artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(first.run_id)]
     assert "eval_results.json" in artifacts
     assert mlflow.get_experiment(run.info.experiment_id).name == "agent-evaluation"
+    first_traces = traced(run.info.experiment_id)
+    assert first_traces == {
+        cid: sorted(r["metric"] for r in rows if r["correlation_id"] == cid)
+        for cid in {r["correlation_id"] for r in rows}
+    }
+    assert first.traces.created == N_COMPLETE
 
     # Unchanged conversations: every answer from the cache, the same results.
     second = evaluate(params, local_provider, progress=False)
     assert (second.calls, second.hits) == (0, N_COMPLETE * len(SCORED))
     assert second.rows == first.rows and second.summary == summary
+    # The same traces and feedback: nothing added twice.
+    assert (second.traces.kept, second.traces.created, second.traces.feedback_added) == (
+        N_COMPLETE,
+        0,
+        0,
+    )
+    assert traced(run.info.experiment_id) == first_traces
+
+
+def traced(experiment_id: str) -> dict[str, list[str]]:
+    """correlation id → the metrics of its trace's judge feedback, read through MLflow's API."""
+    import mlflow
+
+    from custseg.evaluation.traces import TAG_ID
+
+    found: dict[str, list[str]] = {}
+    for trace in mlflow.search_traces(locations=[experiment_id], return_type="list"):
+        cid = trace.info.tags[TAG_ID]
+        assert cid not in found, f"two traces for {cid}"
+        found[cid] = sorted(a.name for a in trace.info.assessments)
+    return found
 
 
 @dataclass
