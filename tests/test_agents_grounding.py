@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from custseg.agents.envelope import Segment, parse_envelope
-from custseg.agents.grounding import Champion, Grounding, NoGrounding, load_grounding
+from custseg.agents.envelope import GroundedIn, Segment, parse_envelope
+from custseg.agents.grounding import Champion, NoGrounding, load_grounding
 from custseg.agents.roles import ROLES, answer, prompt
 from custseg.agents.topics import CHAIN
 from custseg.llm.base import Completion
@@ -25,7 +25,7 @@ SEGMENTS = (
     Segment(id=1, name="high income · low spending", size=34, share=0.17, mean_income=88.2,
             mean_spending=17.1),
 )  # fmt: skip
-GROUNDING = Grounding(model="customer-segments", version="7", segments=SEGMENTS)
+GROUNDING = GroundedIn(model="customer-segments", version="7", segments=SEGMENTS)
 
 
 class Echo:
@@ -74,9 +74,9 @@ def test_the_champion_is_read_again_once_the_refresh_is_due() -> None:
             raise NoGrounding("registry gone")
         return version
 
-    def load(model: str, alias: str) -> Grounding:
+    def load(model: str, alias: str) -> GroundedIn:
         loads.append(version := ["3", "4"][len(loads)])
-        return Grounding(model=model, version=version, segments=SEGMENTS)
+        return GroundedIn(model=model, version=version, segments=SEGMENTS)
 
     champion = Champion(
         "customer-segments", "champion", load, refresh_s=0, on_event=events.append,
@@ -121,3 +121,42 @@ def test_without_a_registered_model_the_agents_refuse_in_one_line(tmp_path: Path
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: no registered model customer-segments@champion in ")
     assert line.endswith("run `make run` first")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "named"),
+    [
+        ("name", "high income · " * 30, "segments[0].name"),
+        ("size", -5, "segments[0].size"),
+        ("mean_income", -3.0, "segments[0].mean_income"),
+    ],
+)
+def test_a_profile_no_reply_could_carry_refuses_the_start_in_one_line(
+    project: Path, column: str, value: object, named: str
+) -> None:
+    """A registered profile outside the envelope's limits: refused at load, naming the field,
+    instead of every reply being invalid, retried and dead-lettered."""
+    import pandas as pd
+
+    from custseg.tracking import configure_mlflow
+
+    mlflow = configure_mlflow("hostile-profiles")
+    profile = pd.DataFrame(
+        {"segment": [0, 1], "name": ["low income · low spending", "high income · high spending"],
+         "size": [10, 10], "share": [0.5, 0.5], "mean_income": [20.0, 90.0],
+         "mean_spending": [10.0, 90.0]}
+    )  # fmt: skip
+    profile.loc[0, column] = value
+    with mlflow.start_run() as run:
+        mlflow.log_param("k", 2)
+        mlflow.log_table(profile, "segment_profiles.json")
+    client = mlflow.MlflowClient()
+    client.create_registered_model("hostile")
+    version = client.create_model_version("hostile", run.info.artifact_uri, run.info.run_id)
+    client.set_registered_model_alias("hostile", "champion", version.version)
+
+    with pytest.raises(NoGrounding) as refused:
+        load_grounding("hostile", "champion")
+    message = str(refused.value)
+    assert "\n" not in message and named in message, message
+    assert message.startswith("hostile v1's segment profiles cannot ground the agents: ")

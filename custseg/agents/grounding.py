@@ -14,7 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from custseg.agents.envelope import GroundedIn, Segment
+import msgspec
+
+from custseg.agents.envelope import GroundedIn
 from custseg.config import UserError
 from custseg.serving.model import (
     SETUP_COMMAND,
@@ -33,9 +35,6 @@ class NoGrounding(UserError):
     """No champion to ground the answers in (one line, naming the command that fixes it)."""
 
 
-Grounding = GroundedIn  # what the agents are given is what their replies record
-
-
 def _number(value) -> float | None:
     try:
         number = float(value)
@@ -52,7 +51,7 @@ def champion_version(model: str, alias: str) -> str:
         raise NoGrounding(f"cannot resolve {model}@{alias}: {error}") from None
 
 
-def load_grounding(model: str, alias: str) -> Grounding:
+def load_grounding(model: str, alias: str) -> GroundedIn:
     """The segments of `models:/<model>@<alias>`; NoGrounding (one line) without one."""
     # The agents' stderr is their event log: no artifact-download progress bars in it.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -70,18 +69,29 @@ def load_grounding(model: str, alias: str) -> Grounding:
         raise NoGrounding(f"cannot read {model}@{alias}'s segments: {error}") from None
     if profiles is None or profiles.empty:
         raise NoGrounding(f"{model} v{ref.version} has no segment profiles: run `{SETUP_COMMAND}`")
-    segments = tuple(
-        Segment(
-            id=int(row.segment),
-            name=str(row.name),
-            size=None if (size := _number(row.size)) is None else int(size),
-            share=_number(row.share),
-            mean_income=_number(row.mean_income),
-            mean_spending=_number(row.mean_spending),
-        )
-        for row in profiles.itertuples(index=False)
-    )
-    return Grounding(model=model, version=ref.version, segments=segments)
+    raw = {
+        "model": model,
+        "version": ref.version,
+        "segments": [
+            {
+                "id": int(row.segment),
+                "name": str(row.name),
+                "size": None if (size := _number(row.size)) is None else int(size),
+                "share": _number(row.share),
+                "mean_income": _number(row.mean_income),
+                "mean_spending": _number(row.mean_spending),
+            }
+            for row in profiles.itertuples(index=False)
+        ],
+    }
+    # Validated here, against the envelope's own limits: a profile no reply could carry (a
+    # 300-character name, a negative size) refuses the start instead of dead-lettering every reply.
+    try:
+        return msgspec.convert(raw, GroundedIn)
+    except msgspec.ValidationError as error:
+        raise NoGrounding(
+            f"{model} v{ref.version}'s segment profiles cannot ground the agents: {error}"
+        ) from None
 
 
 class Champion:
@@ -93,7 +103,7 @@ class Champion:
         self,
         model: str,
         alias: str,
-        load: Callable[[str, str], Grounding] = load_grounding,
+        load: Callable[[str, str], GroundedIn] = load_grounding,
         refresh_s: float = REFRESH_S,
         on_event: Callable[[str], None] = print,
         version_of: Callable[[str, str], str] = champion_version,
@@ -104,7 +114,7 @@ class Champion:
         self.grounding = load(model, alias)  # raises NoGrounding: the agents refuse to start
         self.checked = time.monotonic()
 
-    def current(self) -> Grounding:
+    def current(self) -> GroundedIn:
         with self.lock:
             if time.monotonic() - self.checked >= self.refresh_s:
                 self.checked = time.monotonic()
