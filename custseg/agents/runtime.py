@@ -191,6 +191,16 @@ class WorkerStats:
     overhead_s: list[float] = field(default_factory=list)  # per record: wall time beyond the LLM
 
 
+# Which WorkerStats counter each outcome kind adds one to ("not mine": none).
+COUNTERS = {
+    "answered": "handled",
+    "duplicate": "duplicates",
+    "dead-lettered": "dead_letters",
+    "moved": "moved",
+    "retry": "retries",
+}
+
+
 class AgentWorker:
     """One role's consume → answer → (replies + input offsets in one transaction) loop."""
 
@@ -353,17 +363,10 @@ class AgentWorker:
             return 0.0
 
     def _count(self, outcome: Outcome) -> None:
+        if counter := COUNTERS.get(outcome.kind):
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         if outcome.kind == "answered":
-            self.stats.handled += 1
             self.stats.llm_s.append(outcome.llm_s)
-        elif outcome.kind == "duplicate":
-            self.stats.duplicates += 1
-        elif outcome.kind == "dead-lettered":
-            self.stats.dead_letters += 1
-        elif outcome.kind == "moved":
-            self.stats.moved += 1
-        elif outcome.kind == "retry":
-            self.stats.retries += 1
         if outcome.event:
             self.on_event(outcome.event)
 
