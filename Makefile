@@ -19,7 +19,7 @@ UI_PORT ?= 5000
 APP_PORT ?= 8501
 
 .PHONY: help install lock run test lint bench ui app serve clean model llm-check agents-demo champion \
-	kafka-up kafka-down kafka-status
+	kafka-up kafka-down kafka-status team-up team-down team-status
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -116,6 +116,20 @@ kafka-down:  ## stop the local Kafka broker (SIGTERM by PID)
 
 kafka-status:  ## is the local Kafka broker running, and at which address
 	@$(call KAFKA_CLI,status) || [ $$? -eq 3 ]
+
+# Team mode: one MLflow server on PostgreSQL; clients set MLFLOW_TRACKING_URI=http://127.0.0.1:5010.
+TEAM_PG_PORT ?= 5433
+TEAM_PORT ?= 5010
+TEAM_CLI = $(BIN)/custseg team $(1) --pg-port $(TEAM_PG_PORT) --port $(TEAM_PORT)
+
+team-up: install  ## team MLflow server on PostgreSQL, 127.0.0.1 (needs CUSTSEG_TEAM_DB_PASSWORD; TEAM_PORT=5010)
+	@$(call TEAM_CLI,up)
+
+team-down:  ## stop the team MLflow server and its PostgreSQL
+	@$(call TEAM_CLI,down)
+
+team-status:  ## is the team server running, and its tracking URL
+	@$(call TEAM_CLI,status) || [ $$? -eq 3 ]
 
 SERVE_PORT ?= 5001
 serve: install  ## MLflow's REST scoring server on @champion, 127.0.0.1 (port SERVE_PORT=5001)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from custseg import team
 from custseg.agents import cli as agents_cli
 from custseg.entrypoint import add_command, command_group, run
 from custseg.evaluation import cli as evaluation_cli
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation_cli.add_commands(commands)
     llm_cli.add_commands(commands)
     kafka_cli.add_commands(commands)
+    team.add_commands(commands)
     actions = command_group(commands, "mlflow", "MLflow set-up", "MLflow set-up for this project.")
     add_command(
         actions,

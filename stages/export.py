@@ -20,6 +20,7 @@ from custseg.pipeline.registry import (
     RegistryError,
     compare_on_data,
     current_champion,
+    gate_lock,
     promotion_decision,
 )
 from custseg.tracking import configure_mlflow
@@ -92,38 +93,41 @@ def _register_and_gate(run_info: dict, params: ExportParams, customers: pd.DataF
         lineage_tags = flat_tags(run_info["lineage"])
         version = mlflow.register_model(run_info["model_uri"], name, tags=lineage_tags)
     client.set_registered_model_alias(name, params.candidate_alias, version.version)
-    champion = current_champion(client, name, params.alias)
-    comparison = None
-    if champion is not None and champion.version == version.version:
-        decision = Decision(True, f"version {version.version} is already @{params.alias}")
-    else:
-        if champion is not None:
-            comparison = _compare(mlflow, run_info, champion, customers)
-        decision = promotion_decision(
-            comparison, params.tolerance, min_ari=params.min_ari, force=params.force
+    # One gate at a time: the champion read, the comparison and the alias move happen while
+    # this export holds the model's gate, so a concurrent export cannot overwrite unseen.
+    with gate_lock(client, name):
+        champion = current_champion(client, name, params.alias)
+        comparison = None
+        if champion is not None and champion.version == version.version:
+            decision = Decision(True, f"version {version.version} is already @{params.alias}")
+        else:
+            if champion is not None:
+                comparison = _compare(mlflow, run_info, champion, customers)
+            decision = promotion_decision(
+                comparison, params.tolerance, min_ari=params.min_ari, force=params.force
+            )
+        gate = {
+            "promoted": decision.promote,
+            "decision": decision.reason,
+            "champion_version": None if champion is None else int(champion.version),
+            # no comparison (no champion, or it is this version): no scores
+            **{
+                score: getattr(comparison, score, None)
+                for score in ("candidate_silhouette", "champion_silhouette", "ari")
+            },
+            "force": params.force,
+            "data_rows": len(customers),
+        }
+        # The decision is recorded on the version before any alias moves: the registry page shows
+        # why each version is (or is not) the champion.
+        for key, value in flat_tags(gate, "gate.").items():
+            client.set_model_version_tag(name, version.version, key, value)
+        verdict = "promoted" if decision.promote else "not promoted"
+        client.update_model_version(
+            name, version.version, description=f"{verdict} to @{params.alias}: {decision.reason}"
         )
-    gate = {
-        "promoted": decision.promote,
-        "decision": decision.reason,
-        "champion_version": None if champion is None else int(champion.version),
-        # no comparison (no champion, or it is this version): no scores
-        **{
-            score: getattr(comparison, score, None)
-            for score in ("candidate_silhouette", "champion_silhouette", "ari")
-        },
-        "force": params.force,
-        "data_rows": len(customers),
-    }
-    # The decision is recorded on the version before any alias moves: the registry page shows
-    # why each version is (or is not) the champion.
-    for key, value in flat_tags(gate, "gate.").items():
-        client.set_model_version_tag(name, version.version, key, value)
-    verdict = "promoted" if decision.promote else "not promoted"
-    client.update_model_version(
-        name, version.version, description=f"{verdict} to @{params.alias}: {decision.reason}"
-    )
-    if decision.promote:
-        client.set_registered_model_alias(name, params.alias, version.version)
+        if decision.promote:
+            client.set_registered_model_alias(name, params.alias, version.version)
     aliases = sorted(client.get_model_version(name, version.version).aliases)
     return {
         "name": name,

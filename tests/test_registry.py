@@ -311,3 +311,47 @@ def test_a_champion_on_other_features_is_kept_unless_forced(project: Path) -> No
     )
     forced = _export_after(project, export={"force": True})
     assert forced["promoted"] and _champion() == forced["version"]
+
+
+def test_the_gate_lock_lets_one_export_decide_at_a_time(project: Path) -> None:
+    """Six deciders each read a counter tag, wait, and write it back plus one: with the gate held
+    no update is lost (without it, all would read 0). Released: no lock model remains."""
+    import threading
+    import time
+
+    from custseg.pipeline.registry import GATE_LOCK_SUFFIX, gate_lock
+
+    client = MlflowClient()
+    client.create_registered_model("raced", tags={"count": "0"})
+
+    def decide() -> None:
+        with gate_lock(MlflowClient(), "raced", poll_s=0.05):
+            count = int(client.get_registered_model("raced").tags["count"])
+            time.sleep(0.05)
+            client.set_registered_model_tag("raced", "count", str(count + 1))
+
+    threads = [threading.Thread(target=decide) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert client.get_registered_model("raced").tags["count"] == "6"
+    assert not client.search_registered_models(f"name = 'raced{GATE_LOCK_SUFFIX}'")
+
+
+def test_a_held_gate_times_out_in_one_line_and_a_stale_one_is_taken(project: Path) -> None:
+    from custseg.pipeline.registry import GATE_LOCK_SUFFIX, RegistryError, gate_lock
+
+    client = MlflowClient()
+    client.create_registered_model(
+        f"held{GATE_LOCK_SUFFIX}", tags={"holder": "other-host:42", "since": "9999999999"}
+    )
+    with pytest.raises(RegistryError) as waited, gate_lock(client, "held", timeout_s=0.3):
+        pass
+    message = str(waited.value)
+    assert "\n" not in message and "held by other-host:42" in message
+    assert f"delete the registered model held{GATE_LOCK_SUFFIX}" in message
+
+    client.create_registered_model(f"dead{GATE_LOCK_SUFFIX}", tags={"since": "1000"})
+    with gate_lock(client, "dead", timeout_s=5) as holder:
+        assert client.get_registered_model(f"dead{GATE_LOCK_SUFFIX}").tags["holder"] == holder

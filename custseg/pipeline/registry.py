@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -125,3 +130,62 @@ def current_champion(client: MlflowClient, name: str, alias: str) -> ModelVersio
     raise RegistryError(
         f"MLflow registry: cannot read {name}@{alias}: {first_line(lookup_error)}; nothing promoted"
     )
+
+
+# --- one gate at a time ----------------------------------------------------------------------
+# Two exports deciding at once would each compare against the same champion and the later alias
+# write would win unseen (a lost update). The registry has no compare-and-set on an alias, but a
+# registered model's name is unique in every store (sqlite, PostgreSQL, behind a server), so
+# creating `<name>.gate-lock` is an atomic claim: the gate reads the champion, compares, records
+# and moves the alias while it holds the claim, then deletes it.
+GATE_LOCK_SUFFIX = ".gate-lock"
+GATE_LOCK_STALE_S = 600.0  # a claim older than this was left by an export that died
+
+
+@contextmanager
+def gate_lock(
+    client: MlflowClient,
+    name: str,
+    timeout_s: float = 300.0,
+    stale_s: float = GATE_LOCK_STALE_S,
+    poll_s: float = 0.5,
+) -> Iterator[str]:
+    """Hold the export gate of model `name`; RegistryError (one line) after `timeout_s`."""
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{name}{GATE_LOCK_SUFFIX}"
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.create_registered_model(
+                lock,
+                tags={"holder": holder, "since": f"{time.time():.3f}"},
+                description=f"held by the export gate of {name} while it decides; "
+                "deleted when it is done (delete it by hand only if that export died)",
+            )
+            break
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            held = client.get_registered_model(lock)
+        except MlflowException:
+            continue  # released meanwhile: claim again
+        since = float(held.tags.get("since", "0") or 0)
+        if time.time() - since > stale_s:
+            with suppress(MlflowException):
+                client.delete_registered_model(lock)
+            continue
+        if time.monotonic() > deadline:
+            raise RegistryError(
+                f"MLflow registry: the export gate of {name} is held by "
+                f"{held.tags.get('holder', '?')} since {since:.0f}; nothing promoted (retry, or "
+                f"delete the registered model {lock} if that export died)"
+            )
+        time.sleep(poll_s)
+    try:
+        yield holder
+    finally:
+        with suppress(MlflowException):
+            client.delete_registered_model(lock)

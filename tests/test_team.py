@@ -1,0 +1,210 @@
+"""Team mode for real: PostgreSQL started with Debian's initdb/pg_ctl, `mlflow server` on it with
+served artifacts, the pipeline and two concurrent experiments exporting to it, and a DVC remote
+shared by two clones. The server is started once for this module and stopped by PID after."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from custseg.pipeline.registry import GATE_LOCK_SUFFIX
+from custseg.team import (
+    TEAM_DIR_ENV,
+    TEAM_PASSWORD_ENV,
+    Team,
+    mlflow_pid,
+    pg_running,
+    team_down,
+    team_up,
+)
+from custseg.testing.browser import free_port
+from custseg.testing.sandbox import copy_project
+from tests.fixtures.project import ROOT, write_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def team() -> Iterator[Team]:
+    # Not under pytest's 0700 temp folders: PostgreSQL runs as its own user when we are root.
+    root = Path(tempfile.mkdtemp(prefix="custseg-team-"))
+    root.chmod(0o755)
+    team = Team(root / "team", free_port(), free_port())
+    with mock.patch.dict(os.environ, {TEAM_PASSWORD_ENV: secrets.token_urlsafe(16)}):
+        try:
+            team_up(team)
+            yield team
+        finally:
+            team_down(team)
+    assert not pg_running(team) and mlflow_pid(team) is None
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def run(*command: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(command, cwd=cwd, env=env or client_env(), capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def client_env(url: str | None = None) -> dict[str, str]:
+    """A client's environment: the team's URL as its only MLflow setting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env.pop(TEAM_PASSWORD_ENV, None)  # a client never needs the database password
+    if url:
+        env["MLFLOW_TRACKING_URI"] = url
+    return env
+
+
+def git_sandbox(dest: Path, model_name: str | None = None) -> Path:
+    """A git repository holding a copy of the project (no MLflow store of its own)."""
+    copy_project(ROOT, dest)
+    if model_name:
+        write_params(dest, export={"model_name": model_name})
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init"],
+    ):
+        run(*command, cwd=dest)
+    return dest
+
+
+def registry(team: Team):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=team.url, registry_uri=team.url)
+
+
+def test_status_and_a_missing_password(team: Team, tmp_path: Path) -> None:
+    env = {**client_env(), TEAM_DIR_ENV: str(team.root)}
+    ports = ["--pg-port", str(team.pg_port), "--port", str(team.mlflow_port)]
+    status = run(sys.executable, "-m", "custseg", "team", "status", *ports, cwd=tmp_path, env=env)
+    assert f"clients: export MLFLOW_TRACKING_URI={team.url}" in status
+    refused = subprocess.run(
+        [sys.executable, "-m", "custseg", "team", "up", *ports],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith(f"error: {TEAM_PASSWORD_ENV} is not set")
+    secret = os.environ.get(TEAM_PASSWORD_ENV)
+    assert secret is None or secret not in (team.root / "mlflow.log").read_text()
+
+
+def test_the_pipeline_exports_to_the_team_and_another_process_loads_the_champion(
+    team: Team, tmp_path: Path, outbound_check: Path
+) -> None:
+    name = "team-segments"
+    repo = git_sandbox(tmp_path / "alice", name)
+    log = run(
+        str(outbound_check), "--", "dvc", "repro", "export", cwd=repo, env=client_env(team.url)
+    )
+    assert "0 non-loopback destination(s)" in log, log
+    info = json.loads((repo / "models/model_info.json").read_text())
+    assert info["aliases"] == ["candidate", "champion"] and info["version"] == 1
+    assert not (repo / "mlruns").exists()  # artifacts went to the server, not the clone
+
+    # Someone else's process, elsewhere: only the URL.
+    elsewhere = tmp_path / "bob"
+    elsewhere.mkdir()
+    loaded = run(
+        sys.executable, "-c",
+        "import mlflow, pandas as pd; "
+        f"m = mlflow.sklearn.load_model('models:/{name}@champion'); "
+        "print('predicted', m.predict(pd.DataFrame({'annual_income': [20.0, 130.0], "
+        "'spending_score': [90.0, 10.0]})).tolist())",
+        cwd=elsewhere, env=client_env(team.url),
+    )  # fmt: skip
+    (predicted,) = [line for line in loaded.splitlines() if line.startswith("predicted ")]
+    assert len(json.loads(predicted.removeprefix("predicted "))) == 2, loaded
+    stored = list(team.artifacts.rglob("MLmodel"))
+    assert stored, f"no model stored under {team.artifacts}"
+
+    # The eval stage too: the committed conversations, re-scored from the committed judge
+    # replies (no model), tracked on the server with their traces.
+    for name in ("data/conversations.jsonl", "data/judge_cache.jsonl"):
+        shutil.copy2(ROOT / name, repo / name)
+    env = {**client_env(team.url), "CUSTSEG_JUDGE_CACHE": str(tmp_path / "judge-cache")}
+    out = run(sys.executable, "stages/evaluate.py", "--no-progress", cwd=repo, env=env)
+    assert "judge calls made: 0" in out, out
+    import mlflow
+
+    experiment = registry(team).get_experiment_by_name("agent-evaluation")
+    traces = mlflow.MlflowClient(tracking_uri=team.url).search_traces(
+        locations=[experiment.experiment_id], include_spans=False
+    )
+    conversations = (ROOT / "data/conversations.jsonl").read_text().splitlines()
+    assert len(traces) == len(conversations)
+
+
+def test_two_experiments_at_once_end_with_one_champion_and_every_decision(
+    team: Team, tmp_path: Path
+) -> None:
+    name = "team-race"
+    repos = [git_sandbox(tmp_path / who, name) for who in ("carol", "dave")]
+    env = client_env(team.url)
+    runs = [
+        subprocess.Popen(
+            ["dvc", "exp", "run", "export", "-S", f"base.seed={seed}"],
+            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for seed, repo in zip((11, 12), repos, strict=True)
+    ]  # fmt: skip
+    for process in runs:
+        out, _ = process.communicate(timeout=900)
+        assert process.returncode == 0, out
+
+    client = registry(team)
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    holders = [
+        v for v in versions if "champion" in client.get_model_version(name, v.version).aliases
+    ]
+    assert len(holders) == 1
+    gate = {}
+    for v in versions:
+        tags = client.get_model_version(name, v.version).tags
+        assert tags.get("gate.decision") and "gate.promoted" in tags, tags
+        seen = tags.get("gate.champion_version")
+        gate[v.version] = (
+            tags["gate.promoted"] == "true",
+            None if seen in (None, "null") else seen,
+        )
+    # Serial: one decided first with no champion; the other saw what the first left.
+    first, second = sorted(gate, key=lambda v: gate[v][1] is not None)
+    assert gate[first][1] is None, gate
+    assert gate[second][1] == (first if gate[first][0] else None), gate
+    expected = second if gate[second][0] else first
+    assert holders[0].version == expected, gate
+    assert not client.search_registered_models(f"name = '{name}{GATE_LOCK_SUFFIX}'")
+
+
+def test_dvc_push_from_one_clone_pull_into_another(tmp_path: Path) -> None:
+    """The committed default remote: a folder beside the checkout, shared by sibling clones."""
+    alice = git_sandbox(tmp_path / "alice")
+    run("dvc", "repro", "simulate", cwd=alice)
+    run("git", "add", "dvc.lock", cwd=alice)
+    run("git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "data", cwd=alice)
+    run("dvc", "push", "--with-deps", "simulate", cwd=alice)
+    assert (tmp_path / "custseg-dvc-remote").is_dir()
+
+    run("git", "clone", "-q", str(alice), str(tmp_path / "bob"), cwd=tmp_path)
+    bob = tmp_path / "bob"
+    assert not (bob / "data/customers.csv").exists()
+    run("dvc", "pull", "--with-deps", "simulate", cwd=bob)
+    assert (bob / "data/customers.csv").read_bytes() == (alice / "data/customers.csv").read_bytes()
+    assert "up to date" in run("dvc", "status", "simulate", cwd=bob)
