@@ -133,6 +133,14 @@ class SparkParams(_Section):
             )
         return value
 
+    @field_validator("conf")
+    @classmethod
+    def _spark_keys(cls, value: dict) -> dict:
+        for key in value:
+            if not key.startswith("spark.") or key == "spark.master":
+                raise ValueError(f"{key!r}: only spark.* settings, and the master as master:")
+        return value
+
 
 class TrainParams(_Section):
     n_clusters: int | Literal["auto"] = 5

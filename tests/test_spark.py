@@ -21,7 +21,7 @@ from custseg.config import ConfigError, SimulateParams, SparkParams, TrainParams
 from custseg.features import FEATURES
 from custseg.pipeline.data import simulate_customers
 from custseg.pipeline.segments import fit_segments, sweep_k
-from custseg.pipeline.spark_engine import SparkKMeans, spark_frame
+from custseg.pipeline.spark_engine import SparkKMeans, spark_conf, spark_frame
 from tests.fixtures.project import stage, write_params
 from tests.fixtures.spark import LOCAL_MASTER as MASTER
 from tests.fixtures.spark import StandaloneCluster
@@ -80,6 +80,15 @@ def test_a_bad_master_url_is_one_line_naming_spark_master() -> None:
         parse_params({"train": {"engine": "spark", "spark": {"master": "spark:/nowhere"}}})
     message = str(caught.value)
     assert "\n" not in message and "train.spark.master" in message and "nowhere" in message
+
+
+def test_extra_conf_takes_only_spark_settings() -> None:
+    for conf in ({"master": "local"}, {"spark.master": "local"}):
+        with pytest.raises(ConfigError, match=r"^params.yaml: train.spark.conf: "):
+            parse_params({"train": {"spark": {"conf": conf}}})
+    params = parse_params({"train": {"spark": {"conf": {"spark.sql.shuffle.partitions": 4}}}})
+    assert spark_conf(params.train.spark)["spark.sql.shuffle.partitions"] == "4"
+    assert spark_conf(params.train.spark)["spark.driver.bindAddress"] == "127.0.0.1"
 
 
 def test_the_stage_refuses_a_bad_master_before_writing(
