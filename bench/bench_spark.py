@@ -59,14 +59,15 @@ def measure_spark(data: Path, master: str, tol: float) -> dict:
     loaded = time.perf_counter()
     model = SparkKMeans(spark, frame, params).fit_spark(K, TrainParams(), SEED)
     done = time.perf_counter()
-    spark.stop()
-    return {
+    result = {
         "start_s": started - start,
         "load_s": loaded - started,
         "fit_s": done - loaded,
-        "n_iter": int(model.summary.numIter),
+        "n_iter": int(model.summary.numIter),  # the summary lives in the JVM: read it first
         "inertia": float(model.summary.trainingCost),
     }
+    spark.stop()
+    return result
 
 
 def child(args: argparse.Namespace) -> None:
@@ -80,7 +81,11 @@ def child(args: argparse.Namespace) -> None:
 
 def tree_rss(process: psutil.Process) -> int:
     total = 0
-    for proc in [process, *process.children(recursive=True)]:
+    try:
+        tree = [process, *process.children(recursive=True)]
+    except psutil.Error:  # the process has just exited
+        return 0
+    for proc in tree:
         with contextlib.suppress(psutil.Error):  # a child that just exited
             total += proc.memory_info().rss
     return total
