@@ -26,7 +26,7 @@ from tests.fixtures.project import stage, write_params
 from tests.fixtures.spark import LOCAL_MASTER as MASTER
 from tests.fixtures.spark import StandaloneCluster
 
-simulate, train = (stage("simulate"), stage("train"))
+simulate, train, export = (stage("simulate"), stage("train"), stage("export"))
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,10 @@ def test_train_stage_on_spark_registers_a_sklearn_model_and_logs_sparks(
     )
     metrics = json.loads((project / "metrics/train.json").read_text())
     assert metrics["k"] == 4 and metrics["inertia"] == pytest.approx(-model.score(X), rel=1e-9)
+    # The gate takes it like any scikit-learn model: registered, and champion as the first.
+    assert export.main([]) == 0
+    info = json.loads((project / "models/model_info.json").read_text())
+    assert info["version"] == 1 and info["promoted"] is True
 
 
 def test_the_sklearn_engine_is_unchanged_by_the_spark_params() -> None:
