@@ -11,6 +11,16 @@ PARAMS = Path("params.yaml")
 DVC_YAML = Path("dvc.yaml")
 PARAMS_CHECKED = Path("models/params.ok")  # stage `params`: every stage waits for this check
 CUSTOMERS = Path("data/customers.csv")  # simulate → train; the app's segment map
+# With simulate.format: parquet the customers are data/customers.parquet instead (dvc.yaml:
+# data/customers.${simulate.format}); the spark engine reads it directly.
+CUSTOMERS_PARQUET = CUSTOMERS.with_suffix(".parquet")
+
+
+def customers_path(data_format: str) -> Path:
+    """Where simulate writes the customers for `simulate.format` (csv | parquet)."""
+    return CUSTOMERS_PARQUET if data_format == "parquet" else CUSTOMERS
+
+
 TRAIN_RUN = Path("models/train_run.json")  # train → export: the MLflow run and its model
 MODEL_INFO = Path("models/model_info.json")  # export: the registered version and the decision
 TRAIN_METRICS = Path("metrics/train.json")

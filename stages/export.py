@@ -45,9 +45,12 @@ def read_run_info(path: Path = TRAIN_RUN) -> dict:
     return info
 
 
-def read_candidate_data(run_info: dict, path: Path = CUSTOMERS) -> pd.DataFrame:
-    """The data the candidate was trained on: the file must still be the one train read."""
-    trained_on = str((run_info["lineage"].get("data") or {}).get("sha256", ""))
+def read_candidate_data(run_info: dict, path: Path | None = None) -> pd.DataFrame:
+    """The data the candidate was trained on (the file its lineage names, by default): it must
+    still be the one train read."""
+    data = run_info["lineage"].get("data") or {}
+    trained_on = str(data.get("sha256", ""))
+    path = path or Path(data.get("path") or CUSTOMERS)
     if not path.is_file() or file_sha256(path) != trained_on:
         raise ConfigError(
             f"{path}: not the data the candidate was trained on (SHA-256 {trained_on[:12]}…); "

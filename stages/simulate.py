@@ -1,12 +1,13 @@
-"""DVC stage `simulate`: write data/customers.csv (simulated, or read from simulate.source)."""
+"""DVC stage `simulate`: write data/customers.csv, or .parquet with simulate.format: parquet
+(simulated, or read from simulate.source)."""
 
 from __future__ import annotations
 
 from custseg.config import load_params
 from custseg.entrypoint import run, stage_parser
 from custseg.io import write_atomic
-from custseg.paths import CUSTOMERS
-from custseg.pipeline.data import load_customers
+from custseg.paths import customers_path
+from custseg.pipeline.data import load_customers, write_customers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,9 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         params = load_params(args.params)
         customers = load_customers(params.simulate, params.base.seed)
-        write_atomic(CUSTOMERS, lambda tmp: customers.to_csv(tmp, index=False, lineterminator="\n"))
+        data_format = params.simulate.format
+        path = customers_path(data_format)
+        write_atomic(path, lambda tmp: write_customers(customers, tmp, data_format))
         source = params.simulate.source or f"simulation (seed {params.base.seed})"
-        print(f"simulate: {len(customers)} customers from {source} -> {CUSTOMERS}")
+        print(f"simulate: {len(customers)} customers from {source} -> {path}")
 
     return run(body)
 

@@ -3,34 +3,43 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
+
+import pandas as pd
 
 from custseg.config import ConfigError, Params, TrainParams, load_params
 from custseg.entrypoint import run, stage_parser
 from custseg.features import FEATURES
 from custseg.io import write_atomic, write_json_atomic
-from custseg.paths import CUSTOMERS, K_SWEEP, TRAIN_METRICS, TRAIN_RUN
+from custseg.paths import K_SWEEP, TRAIN_METRICS, TRAIN_RUN, customers_path
 from custseg.pipeline.charts import k_sweep_figure
 from custseg.pipeline.data import read_training_data
 from custseg.pipeline.lineage import flat_tags, lineage
 from custseg.pipeline.segments import (
+    Fit,
     choose_k,
     fit_segments,
     profile_segments,
     score_segments,
     sweep_k,
 )
+from custseg.pipeline.spark_engine import (
+    SparkKMeans,
+    save_spark_model,
+    spark_frame,
+    spark_run_params,
+    spark_session,
+)
 from custseg.tracking import configure_mlflow
 
 
-def _check_size(n_rows: int, params: TrainParams) -> None:
+def _check_size(n_rows: int, params: TrainParams, data: Path) -> None:
     """Fail before tracking anything if the data cannot hold the requested clusters."""
     k = params.k_range.min if params.n_clusters == "auto" else params.n_clusters
     key = "train.k_range.min" if params.n_clusters == "auto" else "train.n_clusters"
     if n_rows <= k:
-        raise ConfigError(
-            f"{key}: {k} clusters need more than {k} customers, {CUSTOMERS} has {n_rows}"
-        )
+        raise ConfigError(f"{key}: {k} clusters need more than {k} customers, {data} has {n_rows}")
 
 
 def _pip_requirements() -> list[str]:
@@ -41,21 +50,41 @@ def _pip_requirements() -> list[str]:
 
 
 def train(all_params: Params) -> dict:
-    params, seed = all_params.train, all_params.base.seed
-    customers = read_training_data(CUSTOMERS)
-    _check_size(len(customers), params)
+    params, data = all_params.train, customers_path(all_params.simulate.format)
+    customers = read_training_data(data)
+    _check_size(len(customers), params, data)
     # Float features: the model's signature then accepts any numeric input, fractions included.
     X = customers[FEATURES].astype(float)
-    sweep, models = sweep_k(X, params, seed)
+    with ExitStack() as stack:
+        fit, engine_params, spark_engine = fit_segments, {}, None
+        if params.engine == "spark":  # the session lives until the Spark model is logged
+            spark = stack.enter_context(spark_session(params.spark))
+            # Parquet is read by Spark itself; a CSV goes over from the driver's frame.
+            source = data if data.suffix == ".parquet" else X
+            spark_engine = SparkKMeans(spark, spark_frame(spark, source), params.spark)
+            fit, engine_params = spark_engine.fit, spark_run_params(params.spark, spark)
+        return _train_and_track(all_params, data, X, fit, engine_params, spark_engine)
+
+
+def _train_and_track(
+    all_params: Params,
+    data: Path,
+    X: pd.DataFrame,
+    fit: Fit,
+    engine_params: dict,
+    spark_engine: SparkKMeans | None,
+) -> dict:
+    params, seed = all_params.train, all_params.base.seed
+    sweep, models = sweep_k(X, params, seed, fit)
     k = choose_k(sweep) if params.n_clusters == "auto" else params.n_clusters
     if k in models:  # the sweep already fitted and scored this k
         model, scores = models[k], sweep.set_index("k").loc[k].to_dict()
     else:
-        model = fit_segments(X, k, params, seed)
+        model = fit(X, k, params, seed)
         scores = score_segments(X, model, params.silhouette_sample, seed)
     metrics = {"k": k, "n_customers": len(X), **scores}
     profile = profile_segments(X, model)
-    origin = lineage(all_params, CUSTOMERS, len(X))
+    origin = lineage(all_params, data, len(X))
 
     mlflow = configure_mlflow(params.experiment)
     from mlflow.models import infer_signature
@@ -73,6 +102,7 @@ def train(all_params: Params) -> dict:
                 "n_customers": len(X),
                 "data_sha256": origin["data"]["sha256"],
                 "engine": origin["engine"],
+                **engine_params,
             }
         )
         mlflow.set_tags(flat_tags(origin))
@@ -80,6 +110,8 @@ def train(all_params: Params) -> dict:
             with mlflow.start_run(run_name=f"k={int(row['k'])}", nested=True):
                 mlflow.log_param("k", int(row["k"]))
                 mlflow.log_metrics({m: v for m, v in row.items() if m != "k"})
+                if spark_engine is not None:
+                    mlflow.log_metric("n_iter", models[int(row["k"])].n_iter_)
         mlflow.log_metrics({m: v for m, v in metrics.items() if m != "k"})
         info = mlflow.sklearn.log_model(
             model,
@@ -94,6 +126,11 @@ def train(all_params: Params) -> dict:
             # Plotly's JS is embedded so the artifact opens without fetching anything.
             k_sweep_figure(sweep, k).write_html(html, include_plotlyjs=True)
             mlflow.log_artifact(str(html))
+            if spark_engine is not None:
+                # The registered model is the scikit-learn one; Spark's own is kept beside it.
+                saved = save_spark_model(spark_engine.models[k], Path(tmp, "spark-model"))
+                mlflow.log_artifacts(str(saved), "spark-model")
+                mlflow.log_metric("n_iter", model.n_iter_)
     return {
         "metrics": metrics,
         "sweep": sweep,

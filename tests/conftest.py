@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.llm",
     "tests.fixtures.app",
+    "tests.fixtures.spark",
 ]
 # A test that uses one of these talks to a real LLM (the bundled model): it is marked `llm`, so
 # `pytest -m "not llm"` runs the rest in a few minutes.

@@ -4,8 +4,10 @@ DVC sees an edit to any of them, and the data paths agree with custseg/paths.py.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
+import re
 import subprocess
 import sys
 from functools import cache
@@ -18,7 +20,15 @@ from custseg import paths
 from custseg.testing.sandbox import copy_project
 from tests.fixtures.project import ROOT
 
-DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+# dvc.yaml as DVC reads it: `${simulate.format}` and the like filled in from params.yaml.
+DVC_YAML = yaml.safe_load(
+    re.sub(
+        r"\$\{([\w.]+)\}",
+        lambda m: str(functools.reduce(dict.__getitem__, m[1].split("."), PARAMS)),
+        (ROOT / "dvc.yaml").read_text(),
+    )
+)
 STAGES = DVC_YAML["stages"]
 PACKAGE = ROOT / "custseg"
 CODE = ("stages/", "custseg")  # dep paths that are code, not data

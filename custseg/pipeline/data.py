@@ -10,6 +10,8 @@ import pandas as pd
 from custseg.config import ConfigError, SimulateParams, first_line
 from custseg.features import COLUMNS, FEATURES, ID, INCOME, SPENDING
 
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
 
 def simulate_customers(params: SimulateParams, seed: int) -> pd.DataFrame:
     """Customers with normal, clipped income (k$) and uniform integer spending scores."""
@@ -23,19 +25,38 @@ def simulate_customers(params: SimulateParams, seed: int) -> pd.DataFrame:
     )
 
 
+def is_parquet(path: Path | str) -> bool:
+    """A Parquet file (by its suffix) or a folder of them (as Spark and pyarrow write)."""
+    path = Path(path)
+    return path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES
+
+
+def _read_parquet(path: Path | str, key: str) -> pd.DataFrame:
+    import pyarrow as pa
+
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise ConfigError(f"{key}: {path} is not readable Parquet: {first_line(error)}") from None
+
+
 def read_customers_csv(params: SimulateParams) -> pd.DataFrame:
-    """Read `params.source`, rename mapped columns to ours and check every value is numeric."""
+    """Read `params.source` (a CSV, or a Parquet file or folder), rename mapped columns to ours
+    and check every value is numeric."""
     source = params.source
     if source is None:
         raise ConfigError("simulate.source: not set")
-    if not Path(source).is_file():
+    if is_parquet(source) and Path(source).exists():
+        raw = _read_parquet(source, "simulate.source")
+    elif not Path(source).is_file():
         raise ConfigError(f"simulate.source: file not found: {source}")
-    try:
-        raw = pd.read_csv(source, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ConfigError(
-            f"simulate.source: {source} is not a readable CSV: {first_line(error)}"
-        ) from None
+    else:
+        try:
+            raw = pd.read_csv(source, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+            raise ConfigError(
+                f"simulate.source: {source} is not a readable CSV: {first_line(error)}"
+            ) from None
     mapping = params.columns.model_dump()
     missing = [
         f"{ours}={theirs!r}" for ours, theirs in mapping.items() if theirs and theirs not in raw
@@ -49,7 +70,10 @@ def read_customers_csv(params: SimulateParams) -> pd.DataFrame:
     if frame.empty:
         raise ConfigError(f"simulate.source: {source} has no rows")
     for column in FEATURES:
-        values = pd.to_numeric(frame[column].str.strip(), errors="coerce")
+        text = frame[column]
+        # CSV values are text (surrounding blanks allowed); Parquet columns may be numbers already
+        text = text.str.strip() if not pd.api.types.is_numeric_dtype(text) else text
+        values = pd.to_numeric(text, errors="coerce")
         bad = values.isna() | ~np.isfinite(values)
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
@@ -69,12 +93,20 @@ def load_customers(params: SimulateParams, seed: int) -> pd.DataFrame:
     return read_customers_csv(params) if params.source else simulate_customers(params, seed)
 
 
+def write_customers(frame: pd.DataFrame, path: Path, data_format: str) -> None:
+    """CSV with Unix line ends, or Parquet (`simulate.format`); same frame, same bytes."""
+    if data_format == "parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False, lineterminator="\n")
+
+
 def read_training_data(path: Path | str) -> pd.DataFrame:
-    """The simulate stage's output, checked for the columns the model needs."""
+    """The simulate stage's output (CSV or Parquet), checked for the columns the model needs."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: not found; run `dvc repro simulate` first")
-    frame = pd.read_csv(path)
+    frame = _read_parquet(path, str(path)) if is_parquet(path) else pd.read_csv(path)
     missing = [c for c in FEATURES if c not in frame]
     if missing:
         raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}")

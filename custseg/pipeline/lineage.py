@@ -14,7 +14,6 @@ from typing import Any
 
 from custseg.config import Params
 
-ENGINE = "sklearn"
 UNKNOWN = "unknown"
 
 
@@ -64,7 +63,7 @@ def lineage(params: Params, data: Path, rows: int, root: Path = Path(".")) -> di
             "train": params.train.model_dump(mode="json"),
         },
         "git": git_state(root),
-        "engine": ENGINE,
+        "engine": params.train.engine,
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
@@ -11,14 +13,21 @@ from custseg.config import ConfigError, TrainParams
 from custseg.features import FEATURES, INCOME, SPENDING
 
 SWEEP_COLUMNS = ["k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz"]
+# How an engine fits one k: (X, k, params, seed) -> a fitted scikit-learn KMeans.
+Fit = Callable[[pd.DataFrame, int, TrainParams, int], KMeans]
+
+
+def check_fits(n_rows: int, k: int) -> None:
+    """ConfigError when `n_rows` customers cannot hold `k` clusters."""
+    if n_rows < k:
+        raise ConfigError(
+            f"train.n_clusters: {k} clusters need at least {k} customers, got {n_rows}"
+        )
 
 
 def fit_segments(X: pd.DataFrame, k: int, params: TrainParams, seed: int) -> KMeans:
     """Plain scikit-learn KMeans with the configured settings (nothing added on the hot path)."""
-    if len(X) < k:
-        raise ConfigError(
-            f"train.n_clusters: {k} clusters need at least {k} customers, got {len(X)}"
-        )
+    check_fits(len(X), k)
     model = KMeans(
         n_clusters=k,
         init=params.init,
@@ -62,12 +71,13 @@ def score_segments(X: pd.DataFrame, model: KMeans, sample_size: int, seed: int) 
 
 
 def sweep_k(
-    X: pd.DataFrame, params: TrainParams, seed: int
+    X: pd.DataFrame, params: TrainParams, seed: int, fit: Fit = fit_segments
 ) -> tuple[pd.DataFrame, dict[int, KMeans]]:
-    """Fit and score every k in `params.k_range` (that the data can support)."""
+    """Fit (with `fit`, an engine's) and score every k in `params.k_range` that the data can
+    support."""
     rows, models = [], {}
     for k in range(params.k_range.min, min(params.k_range.max, len(X) - 1) + 1):
-        model = fit_segments(X, k, params, seed)
+        model = fit(X, k, params, seed)
         models[k] = model
         rows.append({"k": k, **score_segments(X, model, params.silhouette_sample, seed)})
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS), models

@@ -1,0 +1,185 @@
+"""The spark engine: KMeans on Spark MLlib, returned as the scikit-learn KMeans the app loads.
+
+Spark fits the centers; a scikit-learn KMeans carrying them assigns the same clusters (nearest
+center), so the registry, the app, batch scoring and the gate stay as they are, and the metrics
+are computed by the same code as the sklearn engine's.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+
+from custseg.config import ConfigError, SparkParams, TrainParams, first_line
+from custseg.features import FEATURES
+from custseg.pipeline.segments import check_fits
+
+if TYPE_CHECKING:
+    from pyspark.ml.clustering import KMeansModel
+    from pyspark.sql import DataFrame, SparkSession
+
+LOOPBACK = "127.0.0.1"
+IPV4 = "-Djava.net.preferIPv4Stack=true"
+VECTOR = "features"
+# scikit-learn's init names as Spark's (k-means|| is the parallel k-means++).
+INIT_MODES = {"k-means++": "k-means||", "random": "random"}
+
+
+def spark_conf(params: SparkParams) -> dict[str, str]:
+    """Spark settings: loopback only and no UI unless `conf` says otherwise (a remote cluster
+    needs a driver host its executors can reach), driver memory, then the user's extras."""
+    conf = {
+        # Without these the driver binds the public interface and asks reverse DNS for its name.
+        "spark.driver.bindAddress": LOOPBACK,
+        "spark.driver.host": LOOPBACK,
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        # Java's dual-stack sockets reach 127.0.0.1 as ::ffff:127.0.0.1; IPv4 keeps it plain.
+        "spark.driver.extraJavaOptions": IPV4,
+        "spark.executor.extraJavaOptions": IPV4,
+        "spark.driver.memory": params.driver_memory,
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+    conf.update({key: str(value).lower() if isinstance(value, bool) else str(value)
+                 for key, value in params.conf.items()})  # fmt: skip
+    return conf
+
+
+def start_spark(params: SparkParams, app_name: str = "custseg-train") -> SparkSession:
+    """A Spark session on `params.master`; ConfigError naming train.spark.master if none starts."""
+    # The JVM reads it at start-up, before any conf: which address to bind and to call itself.
+    os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
+    # pyspark warns on every pandas conversion that pandas 3 is newer than it has tested.
+    warnings.filterwarnings("ignore", "PySpark does not yet fully support", FutureWarning)
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.master(params.master).appName(app_name)
+    for key, value in spark_conf(params).items():
+        builder = builder.config(key, value)
+    try:
+        spark = builder.getOrCreate()
+        spark.sparkContext.setLogLevel("ERROR")
+        # A standalone master that never answers leaves a context with no executor: one job
+        # proves it runs before any tracking starts.
+        spark.range(1).count()
+    except Exception as error:
+        raise ConfigError(
+            f"train.spark.master: Spark did not start on {params.master!r}: {first_line(error)}"
+        ) from None
+    return spark
+
+
+@contextmanager
+def spark_session(params: SparkParams) -> Iterator[SparkSession]:
+    """A session on `params.master`, stopped on leaving if this started it (a session already
+    running in the process on the same master, a notebook's or a test's, is used and kept)."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        # getOrCreate would hand back the running session whatever master was asked for.
+        if active.sparkContext.master != params.master:
+            raise ConfigError(
+                f"train.spark.master: {params.master!r} asked, but this process already runs "
+                f"Spark on {active.sparkContext.master!r}"
+            )
+        yield active
+        return
+    spark = start_spark(params)
+    try:
+        yield spark
+    finally:
+        spark.stop()
+
+
+def spark_frame(spark: SparkSession, data: pd.DataFrame | Path) -> DataFrame:
+    """The features as Spark's vector column, cached for the k sweep: from the driver's frame,
+    or read by Spark directly from a Parquet file or folder."""
+    from pyspark.ml.feature import VectorAssembler
+
+    if isinstance(data, pd.DataFrame):
+        frame = spark.createDataFrame(data[FEATURES].astype(float))
+    else:
+        # absolute: the JVM resolves a relative path against its own working directory
+        frame = spark.read.parquet(str(Path(data).resolve())).select(FEATURES)
+    vectors = VectorAssembler(inputCols=FEATURES, outputCol=VECTOR).transform(frame)
+    return vectors.select(VECTOR).cache()
+
+
+def kmeans_with_centers(centers: np.ndarray, X: pd.DataFrame, n_iter: int) -> KMeans:
+    """A fitted scikit-learn KMeans whose centers are `centers` (labels and inertia on X).
+
+    Fitted on the centers themselves with init=centers: one step leaves them where they are and
+    sets everything scikit-learn's predict and skops need, whatever its version.
+    """
+    k = len(centers)
+    model = KMeans(n_clusters=k, init=centers, n_init=1, max_iter=1)
+    with warnings.catch_warnings():
+        # duplicate centers (fewer distinct points than k) are Spark's answer, kept as given
+        warnings.simplefilter("ignore")
+        model.fit(pd.DataFrame(centers, columns=FEATURES))
+    model.cluster_centers_ = np.asarray(centers, dtype=float).copy()
+    model.labels_ = model.predict(X[FEATURES])
+    model.inertia_ = float(-model.score(X[FEATURES]))
+    model.n_iter_ = n_iter
+    return model
+
+
+class SparkKMeans:
+    """Fits KMeans on Spark for each k of a sweep; `fit` has fit_segments' signature and returns
+    a scikit-learn KMeans, while the Spark models stay in `models` (by k) for logging."""
+
+    def __init__(self, spark: SparkSession, data: DataFrame, params: SparkParams) -> None:
+        self.spark, self.data, self.params = spark, data, params
+        self.models: dict[int, KMeansModel] = {}
+
+    def fit_spark(self, k: int, train: TrainParams, seed: int) -> KMeansModel:
+        """The lowest-cost of `spark.n_init` Spark fits (seeds seed, seed+1, ...)."""
+        from pyspark.ml.clustering import KMeans as SparkKMeansEstimator
+
+        best = None
+        for attempt in range(self.params.n_init):
+            estimator = SparkKMeansEstimator(
+                k=k,
+                seed=seed + attempt,
+                maxIter=train.max_iter,
+                tol=self.params.tol,
+                initMode=INIT_MODES[train.init],
+                featuresCol=VECTOR,
+            )
+            model = estimator.fit(self.data)
+            if best is None or model.summary.trainingCost < best.summary.trainingCost:
+                best = model
+        assert best is not None
+        return best
+
+    def fit(self, X: pd.DataFrame, k: int, train: TrainParams, seed: int) -> KMeans:
+        check_fits(len(X), k)
+        model = self.fit_spark(k, train, seed)
+        self.models[k] = model
+        centers = np.array([np.asarray(c, dtype=float) for c in model.clusterCenters()])
+        return kmeans_with_centers(centers, X, model.summary.numIter)
+
+
+def spark_run_params(params: SparkParams, spark: SparkSession) -> dict[str, Any]:
+    """What an MLflow run records about the spark engine."""
+    return {
+        "spark_master": params.master,
+        "spark_version": spark.version,
+        "spark_tol": params.tol,
+        "spark_n_init": params.n_init,
+    }
+
+
+def save_spark_model(model: KMeansModel, path: Path) -> Path:
+    """Spark's own model format (metadata + Parquet centers), for logging as an artifact."""
+    model.write().overwrite().save(str(path))
+    return path
