@@ -236,9 +236,9 @@ class AgentsParams(_Section):
 class EvalThresholds(_Section):
     """Pass marks (0–1) per GEval definition; helpfulness covers both draft and final."""
 
-    plan_quality: float = Field(0.5, ge=0, le=1)
+    plan_quality: float = Field(0.62, ge=0, le=1)  # from calibration (eval/calibration.yaml)
     helpfulness: float = Field(0.5, ge=0, le=1)
-    improvement: float = Field(0.5, ge=0, le=1)  # 0.5 = the final is as good as the draft
+    improvement: float = Field(0.6, ge=0, le=1)  # 0.5 = the final is only as good as the draft
     grounding: float = Field(0.5, ge=0, le=1)
 
 

@@ -1,49 +1,135 @@
-"""Trust in the judge: how often it scores the good item of a labeled pair above the bad one."""
+"""Trust in the judge, on labeled pairs of a good and a degraded item per metric.
+
+Per metric, three numbers:
+
+- ranking accuracy: the share of pairs whose good item scores strictly above the bad one;
+- threshold agreement: the share of *items* on the right side of the metric's pass mark
+  (params `eval.thresholds`): a good item at or above it, a bad item below it. A failed judge
+  call counts as wrong. Its two halves are reported too (good items passing, bad items failing);
+- spread: the good and bad items' median scores, the gap between them, and the standard
+  deviation of all scores (a judge whose scores bunch has a small gap and a small deviation).
+
+The grounding pairs are also answered by `grounding_check` (no judge), reported the same way
+at its own pass mark (1.0: nothing invented).
+"""
 
 from __future__ import annotations
 
+import itertools
+import statistics
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 
+from custseg.agents.envelope import GroundedIn
 from custseg.config import ConfigError
-from custseg.evaluation.metrics import TIE_EPS, Item, Scorer, pairwise_text, positions
+from custseg.evaluation.metrics import (
+    METRICS,
+    TIE_EPS,
+    Item,
+    Scorer,
+    pairwise_text,
+    positions,
+    profile_text,
+)
 
 MIN_PAIRS = 15
 FIELDS = {
     "plan_quality": ("task", "good", "bad"),
     "helpfulness": ("task", "good", "bad"),
-    "improvement": ("task", "draft", "good", "bad"),
+    "improvement": ("task", "draft", "review", "good", "bad"),
+    "grounding": ("task", "good", "bad"),
 }
 # Which result metric scores each calibration section (helpfulness_final uses the same GEval).
 SECTION_METRIC = {
     "plan_quality": "plan_quality",
     "helpfulness": "helpfulness_draft",
     "improvement": "improvement",
+    "grounding": "grounding",
 }
+CHECK = "grounding_check"  # the judge-free metric, reported on the grounding pairs
+# How a bad item is degraded; all but `off_topic` stay on the task's topic.
+DEGRADED = frozenset(
+    {
+        "vague",
+        "generic",
+        "restates_task",
+        "missing_step",
+        "misreads_task",
+        "wrong_segment",
+        "wrong_number",
+        "invented_segment",
+        "ignores_review",
+        "worse_than_draft",
+        "off_topic",
+    }
+)
+OFF_TOPIC = "off_topic"
 
 
-def load_calibration(path: Path) -> dict[str, list[dict[str, str]]]:
-    """The labeled pairs per metric; ConfigError if a section is missing, short or malformed."""
+class CalibrationSet(dict[str, list[dict[str, str]]]):
+    """The labeled pairs per section, and the segment profile the grounding pairs are checked
+    against (`profile`)."""
+
+    def __init__(self, sections: dict[str, list[dict[str, str]]], profile: GroundedIn) -> None:
+        super().__init__(sections)
+        self.profile = profile
+
+
+def load_calibration(path: Path) -> CalibrationSet:
+    """The labeled pairs per metric and the profile; ConfigError (one line, naming the section
+    and the pair's index) if a section is missing, short or malformed."""
     if not Path(path).is_file():
         raise ConfigError(f"eval.calibration: file not found: {path}")
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise ConfigError(f"{path}: not valid YAML{line}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
     for section, fields in FIELDS.items():
         pairs = data.get(section)
         if not isinstance(pairs, list) or len(pairs) < MIN_PAIRS:
             raise ConfigError(f"{path}: {section}: needs at least {MIN_PAIRS} pairs")
         for i, pair in enumerate(pairs):
+            if not isinstance(pair, dict):
+                raise ConfigError(f"{path}: {section}[{i}]: expected a mapping")
             bad = [f for f in fields if not isinstance(pair.get(f), str) or not pair[f].strip()]
             if bad:
                 raise ConfigError(f"{path}: {section}[{i}]: missing {', '.join(bad)}")
-    return {section: data[section] for section in FIELDS}
+            if pair.get("degraded") not in DEGRADED:
+                raise ConfigError(
+                    f"{path}: {section}[{i}]: degraded must be one of {', '.join(sorted(DEGRADED))}"
+                )
+    try:
+        profile = msgspec.convert(data.get("profile"), GroundedIn)
+    except msgspec.ValidationError as error:
+        raise ConfigError(f"{path}: profile: {error}") from None
+    if not profile.segments:
+        raise ConfigError(f"{path}: profile: needs the model's segments")
+    return CalibrationSet({section: data[section] for section in FIELDS}, profile)
 
 
-def pair_items(section: str, index: int, pair: dict[str, str], seed: int) -> tuple[Item, Item]:
-    """(good item, bad item); pairwise positions drawn per item like a real conversation's."""
+def on_topic_share(pairs: list[dict[str, str]]) -> float:
+    """The share of a section's bad items that stay on the task's topic."""
+    return sum(p["degraded"] != OFF_TOPIC for p in pairs) / len(pairs) if pairs else 0.0
+
+
+def pair_items(
+    section: str,
+    index: int,
+    pair: dict[str, str],
+    seed: int,
+    profile: GroundedIn | None = None,
+) -> tuple[Item, Item]:
+    """(good item, bad item); pairwise positions drawn per item like a real conversation's;
+    the grounding items show `profile` before the task, as the eval stage does."""
     metric = SECTION_METRIC[section]
     items = []
     for label in ("good", "bad"):
@@ -52,21 +138,21 @@ def pair_items(section: str, index: int, pair: dict[str, str], seed: int) -> tup
             where = positions(seed, item_id)
             text = pairwise_text(pair["draft"], pair[label], where)
             items.append(Item(item_id, metric, pair["task"], text, where))
+        elif section == "grounding":
+            if profile is None:
+                raise ValueError("grounding pairs need the segment profile")
+            shown = f"{profile_text(profile)}\n\nTask: {pair['task']}"
+            items.append(Item(item_id, metric, shown, pair[label], grounding=profile))
         else:
             items.append(Item(item_id, metric, pair["task"], pair[label]))
     return items[0], items[1]
 
 
-@dataclass(frozen=True)
-class SectionResult:
-    pairs: int
-    higher: int  # good scored strictly above bad
-    ties: int
-    errors: int  # a pair with a failed judge call counts as not higher
-
-    @property
-    def accuracy(self) -> float:
-        return self.higher / self.pairs if self.pairs else 0.0
+def check_items(good: Item, bad: Item, task: str) -> tuple[Item, Item]:
+    """The grounding pair's items for `grounding_check`: the plain task, the same profile."""
+    return tuple(  # type: ignore[return-value]
+        Item(i.item_id, CHECK, task, i.output, grounding=i.grounding) for i in (good, bad)
+    )
 
 
 def compare(good: dict[str, Any], bad: dict[str, Any]) -> str:
@@ -77,30 +163,131 @@ def compare(good: dict[str, Any], bad: dict[str, Any]) -> str:
     return "higher" if difference > TIE_EPS else "tie" if difference >= -TIE_EPS else "lower"
 
 
+@dataclass(frozen=True)
+class SectionResult:
+    """One metric's report on its labeled pairs (see the module docstring)."""
+
+    pairs: int
+    higher: int  # good scored strictly above bad
+    ties: int
+    errors: int  # pairs with a failed judge call: not higher, and both items wrong
+    threshold: float
+    good_pass: int  # good items scored at or above the threshold
+    bad_fail: int  # bad items scored below it
+    good_median: float | None
+    bad_median: float | None
+    std: float | None  # of all scored items
+    best_threshold: float | None  # the pass mark that would agree best on this very set
+
+    @property
+    def accuracy(self) -> float:
+        return self.higher / self.pairs if self.pairs else 0.0
+
+    @property
+    def agreement(self) -> float:
+        return (self.good_pass + self.bad_fail) / (2 * self.pairs) if self.pairs else 0.0
+
+    @property
+    def gap(self) -> float | None:
+        if self.good_median is None or self.bad_median is None:
+            return None
+        return self.good_median - self.bad_median
+
+    def report(self) -> dict[str, Any]:
+        """The result as JSON-ready numbers, derived ones included."""
+        rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        derived = {"accuracy": self.accuracy, "agreement": self.agreement, "gap": self.gap}
+        return {**rounded, **{k: v if v is None else round(v, 4) for k, v in derived.items()}}
+
+
+def _scores(rows: list[dict[str, Any]]) -> list[float]:
+    return [r["score"] for r in rows if r["error"] is None]
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def best_threshold(good: list[float], bad: list[float]) -> float | None:
+    """The pass mark (midway between two neighbouring scores) with the most items on the right
+    side; the lowest such one. In-sample: a hint for `eval.thresholds`, not a measurement."""
+    values = sorted(set(good + bad))
+    if not values:
+        return None
+    candidates = [values[0]] + [(a + b) / 2 for a, b in itertools.pairwise(values)]
+    candidates.append(values[-1] + TIE_EPS * 2)
+
+    def right(t: float) -> int:
+        return sum(g >= t for g in good) + sum(b < t for b in bad)
+
+    return max(candidates, key=lambda t: (right(t), -t))
+
+
+def summarise(
+    pair_rows: list[tuple[dict[str, Any], dict[str, Any]]], threshold: float
+) -> SectionResult:
+    """One metric's SectionResult from its (good row, bad row) pairs."""
+    outcomes = [compare(good, bad) for good, bad in pair_rows]
+    good_rows = [good for good, _ in pair_rows]
+    bad_rows = [bad for _, bad in pair_rows]
+    good, bad = _scores(good_rows), _scores(bad_rows)
+    every = good + bad
+    return SectionResult(
+        pairs=len(pair_rows),
+        higher=outcomes.count("higher"),
+        ties=outcomes.count("tie"),
+        errors=outcomes.count("error"),
+        threshold=threshold,
+        good_pass=sum(s >= threshold for s in good),
+        bad_fail=sum(s < threshold for s in bad),
+        good_median=_median(good),
+        bad_median=_median(bad),
+        std=statistics.pstdev(every) if len(every) > 1 else None,
+        best_threshold=best_threshold(good, bad),
+    )
+
+
 def calibrate(
-    pairs: dict[str, list[dict[str, str]]],
+    pairs: CalibrationSet,
     scorer: Scorer,
     seed: int,
     progress: Callable[[Iterable[Any]], Iterator[Any]] = iter,
     sections: Iterable[str] | None = None,
     limit: int | None = None,
 ) -> tuple[dict[str, SectionResult], list[dict[str, Any]]]:
-    """Per-section accuracy, and every scored row (good and bad) for inspection."""
+    """Per-metric results (the chosen sections', plus `grounding_check` with grounding), and
+    every scored row (good and bad) for inspection."""
     chosen = list(sections or pairs)
+    profile = getattr(pairs, "profile", None)
     jobs = [
-        (section, i, pair_items(section, i, pair, seed))
+        (section, i, pair, pair_items(section, i, pair, seed, profile))
         for section in chosen
         for i, pair in enumerate(pairs[section][:limit])
     ]
     rows: list[dict[str, Any]] = []
-    outcomes: dict[str, list[str]] = {s: [] for s in chosen}
-    for section, i, (good_item, bad_item) in progress(jobs):
-        good, bad = scorer.score(good_item), scorer.score(bad_item)
-        outcome = compare(good, bad)
-        outcomes[section].append(outcome)
-        rows += [{**good, "pair": i, "label": "good"}, {**bad, "pair": i, "label": "bad"}]
+    scored: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {s: [] for s in chosen}
+    if "grounding" in chosen:
+        scored[CHECK] = []
+    for section, i, pair, (good_item, bad_item) in progress(jobs):
+        tagged = {"section": section, "pair": i}
+        judged = [(section, good_item, bad_item)]
+        if section == "grounding":
+            judged.append((CHECK, *check_items(good_item, bad_item, pair["task"])))
+        for metric, good_item_, bad_item_ in judged:
+            good = {**scorer.score(good_item_), **tagged, "label": "good"}
+            bad = {**scorer.score(bad_item_), **tagged, "label": "bad"}
+            bad["degraded"] = pair["degraded"]
+            scored[metric].append((good, bad))
+            rows += [good, bad]
     results = {
-        s: SectionResult(len(o), o.count("higher"), o.count("tie"), o.count("error"))
-        for s, o in outcomes.items()
+        metric: summarise(pair_rows, threshold_of(scorer, metric))
+        for metric, pair_rows in scored.items()
     }
     return results, rows
+
+
+def threshold_of(scorer: Scorer, metric: str) -> float:
+    """The pass mark a calibration metric is judged at: params' for a judge's metric, 1.0 for
+    `grounding_check` (it passes only with nothing invented)."""
+    key = METRICS[SECTION_METRIC.get(metric, metric)]
+    return 1.0 if key is None else scorer.thresholds[key]

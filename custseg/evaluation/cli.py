@@ -9,12 +9,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from custseg import paths
 from custseg.config import ConfigError, load_params
 from custseg.entrypoint import add_command, command_group
+
+if TYPE_CHECKING:
+    from custseg.evaluation.calibration import SectionResult
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -28,7 +32,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     cal = add_command(
         actions,
         "calibrate",
-        f"score the labeled pairs of {paths.CALIBRATION} and report the ranking accuracy",
+        f"score the labeled pairs of {paths.CALIBRATION}: ranking accuracy, agreement at the "
+        "pass marks, score spread",
         cmd_calibrate,
         params=True,
     )
@@ -36,19 +41,52 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     cal.add_argument(
         "--metric",
         action="append",
-        help="only this section: plan_quality, helpfulness or improvement (repeatable)",
+        help="only this section: plan_quality, helpfulness, improvement or grounding "
+        "(repeatable; grounding also reports grounding_check)",
     )
     cal.add_argument("--limit", type=int, help="only the first N pairs per section")
     cal.add_argument("--json", type=Path, help="also write the report here")
     cal.add_argument("--rows", type=Path, help="write every scored item (JSONL) here")
     cal.add_argument(
-        "--min-accuracy", type=float, default=0.0, help="exit 2 if any metric is below this"
+        "--min-accuracy",
+        type=float,
+        default=0.0,
+        help="exit 2 if any metric's ranking accuracy or threshold agreement is below this",
     )
 
 
+HEADER = (
+    "accuracy: pairs whose good item scores above the bad one; agreement: items on the right "
+    "side of the pass mark (good >= it, bad < it); medians of good and bad items, their gap, "
+    "std of all scores; best: the pass mark that would agree best on this set (in-sample)"
+)
+
+
+def report_lines(results: dict[str, SectionResult]) -> list[str]:
+    """The calibration table, one line per metric."""
+    lines = [
+        f"{'metric':<16} {'pairs':>5} {'ties':>4} {'err':>3} {'accuracy':>8} {'thresh':>6} "
+        f"{'agreement':>9} {'good>=':>6} {'bad<':>4} {'good_md':>7} {'bad_md':>6} {'gap':>5} "
+        f"{'std':>5} {'best':>5}"
+    ]
+
+    def num(value: float | None, width: int) -> str:
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}.2f}"
+
+    for metric, r in results.items():
+        lines.append(
+            f"{metric:<16} {r.pairs:>5} {r.ties:>4} {r.errors:>3} {r.accuracy:>8.2f} "
+            f"{r.threshold:>6.2f} {r.agreement:>9.2f} {r.good_pass:>6} {r.bad_fail:>4} "
+            f"{num(r.good_median, 7)} {num(r.bad_median, 6)} {num(r.gap, 5)} {num(r.std, 5)} "
+            f"{num(r.best_threshold, 5)}"
+        )
+    return lines
+
+
 def cmd_calibrate(args: argparse.Namespace) -> None:
-    """Score the labeled pairs and report the judge's ranking accuracy per metric."""
-    from custseg.evaluation.calibration import FIELDS, calibrate, load_calibration
+    """Score the labeled pairs and report, per metric, the judge's ranking accuracy, its
+    agreement with the labels at the pass mark, and the spread of its scores."""
+    from custseg.evaluation.calibration import FIELDS, calibrate, load_calibration, on_topic_share
     from custseg.evaluation.metrics import build_scorer
     from custseg.io import write_json_atomic
 
@@ -67,16 +105,23 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     )
     stats = scorer.judge.stats
     print(f"judge calls made: {stats.calls}, cache hits: {stats.hits}")
-    print(f"{'metric':<14} {'pairs':>5} {'higher':>6} {'ties':>4} {'errors':>6} {'accuracy':>8}")
-    for section, r in results.items():
-        print(
-            f"{section:<14} {r.pairs:>5} {r.higher:>6} {r.ties:>4} {r.errors:>6} {r.accuracy:>8.2f}"
-        )
+    print(HEADER)
+    print("\n".join(report_lines(results)))
     if args.json:
-        report = {s: {**r.__dict__, "accuracy": r.accuracy} for s, r in results.items()}
-        write_json_atomic(args.json, {"judge": scorer.judge.get_model_name(), **report})
+        report = {m: r.report() for m, r in results.items()}
+        topics = {s: round(on_topic_share(pairs[s]), 4) for s in (args.metric or FIELDS)}
+        write_json_atomic(
+            args.json,
+            {"judge": scorer.judge.get_model_name(), "on_topic_bad": topics, **report},
+        )
     if args.rows:
         args.rows.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    low = [s for s, r in results.items() if r.accuracy < args.min_accuracy]
+    low = [
+        m
+        for m, r in results.items()
+        if r.accuracy < args.min_accuracy or r.agreement < args.min_accuracy
+    ]
     if low:
-        raise ConfigError(f"calibrate: accuracy below {args.min_accuracy} for {', '.join(low)}")
+        raise ConfigError(
+            f"calibrate: accuracy or agreement below {args.min_accuracy} for {', '.join(low)}"
+        )

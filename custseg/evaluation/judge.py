@@ -207,19 +207,43 @@ def completion_from_dict(data: dict[str, Any]) -> Completion:
     )
 
 
+TEN_FROM = 5  # a reply scoring this or more reads a "1" beside its score as the start of "10"
+
+
 def score_view(completion: Completion) -> Completion:
-    """The completion with logprobs cut just after the score's first digit token.
+    """The completion with logprobs cut just after the score's first digit token, and "10"
+    read as one score.
 
     deepeval searches the logprobs *backwards* for the score's token; with a score-first reply
-    a digit in the reason would be found first. Cut there, the search finds the score (or, for
-    a two-token "10", nothing, and deepeval falls back to the integer score).
+    a digit in the reason would be found first. Cut there, the search finds the score.
+
+    Qwen writes "10" as two tokens, "1" then "0", and deepeval reads every alternative token
+    as the score it spells: the probability of "10" then counts as a score of 1, and a judge
+    torn between 8 and 10 scores about 5 (a fifth to a third of the mass sat on "1" beside a
+    sampled 8). So at the score's position a "1" is read as "10" when the reply is "10" or its
+    score is at least TEN_FROM (beside a high score a "1" starts "10": 2-4 get almost none),
+    and as 1 otherwise.
     """
     if not completion.logprobs:
         return completion
-    for index, token in enumerate(completion.logprobs):
-        if token.token.strip().isdecimal():
-            return replace(completion, logprobs=completion.logprobs[: index + 1])
-    return completion
+    tokens = completion.logprobs
+    index = next((i for i, t in enumerate(tokens) if t.token.strip().isdecimal()), None)
+    if index is None:
+        return completion
+    score = tokens[index]
+    digit = score.token.strip()
+    following = tokens[index + 1].token.strip() if index + 1 < len(tokens) else ""
+    ten = (digit == "1" and following.startswith("0")) or int(digit[0]) >= TEN_FROM
+
+    def read(token: str) -> str:
+        return "10" if ten and token.strip() == "1" else token
+
+    shown = TokenLogprob(
+        read(score.token),
+        score.logprob,
+        tuple(TopLogprob(read(t.token), t.logprob) for t in score.top_logprobs),
+    )
+    return replace(completion, logprobs=(*tokens[:index], shown))
 
 
 @dataclass

@@ -69,10 +69,13 @@ PLAN_QUALITY = GEvalSpec(
     "Plan Quality",
     "Plan Quality",
     (
-        "Check that the plan is about the task's exact request and the customer segments it names.",
-        "Check that the plan's steps are concrete and lead to the deliverable the task asks for.",
-        "A plan about another topic, or generic filler, scores 0-2; "
-        "a relevant, concrete plan scores 8-10.",
+        "Check that the plan works on the task's exact request, for the customer segment the "
+        "task names, described correctly.",
+        "Check that every step is a concrete action for this task, and that the steps together "
+        "deliver what the task asks for, with no key step missing.",
+        "Steps that would fit any task, with no detail of this one, a plan that restates the "
+        "task, the wrong segment, a missing key step or another topic score 0-3; "
+        "a concrete, complete plan for this task scores 8-10.",
     ),
     {"Input": "Task", "Actual Output": "Plan"},
     "Score the plan with the Plan Quality steps.",
@@ -81,9 +84,12 @@ HELPFULNESS = GEvalSpec(
     "Helpfulness",
     "Helpfulness",
     (
-        "Check that the answer does what the task asks, for the customer segments it names.",
-        "Check that the answer is specific, correct and usable by a marketing team.",
-        "An off-topic, wrong or evasive answer scores 0-2; "
+        "Check that the answer gives exactly what the task asks for (the lines, metrics, offer, "
+        "split, figures or choice), for the customer segment the task names.",
+        "Check that it is specific and usable as it stands, and keeps the task's limits (how "
+        "many, how long, what total).",
+        "An answer that restates the task, stays vague or generic, names the wrong segment, "
+        "leaves out part of the task, breaks its limits or is off topic scores 0-3; "
         "a direct, specific, correct answer scores 8-10.",
     ),
     # "Answer A", as in the pairwise prompt: that one then extends this one (shared prefix).
@@ -94,10 +100,11 @@ IMPROVEMENT = GEvalSpec(
     "Final-vs-Draft Improvement",
     "Answer B versus Answer A",
     (
-        "Compare Answer B with Answer A as replies to the task: relevance, correctness, "
+        "Compare Answer B with Answer A as replies to the task: completeness, correctness, "
         "specificity.",
-        "Score 8-10 if Answer B is clearly better than Answer A, 5 if they are equally good, "
-        "0-2 if Answer B is clearly worse than Answer A.",
+        "Score 8-10 if Answer B adds the specifics or parts Answer A lacks, or fixes its errors; "
+        "5 if Answer B only rewords Answer A; 0-2 if Answer B is vaguer, wrong, or drops what "
+        "Answer A had.",
     ),
     {"Input": "Task", "Actual Output": None},  # the output is "Answer A: … Answer B: …"
     "Score Answer B against Answer A with the Answer B versus Answer A steps.",
@@ -107,11 +114,13 @@ GROUNDING = GEvalSpec(
     "Grounding",
     (
         "Check that every customer segment the answer names is one of the segments in the "
-        "segment profile, under the profile's name for it.",
-        "Check that every figure the answer gives about a segment (customers, share, mean "
-        "income, mean spending score) matches the segment profile.",
-        "An answer that invents a segment or contradicts a figure scores 0-2; "
-        "one that uses only the profile's segments and figures scores 8-10.",
+        "segment profile, under the profile's name for it; any other group of customers is "
+        "invented.",
+        "Check every figure the answer gives about a segment (customers, share, mean income, "
+        "mean spending score) against that segment's own line in the profile; a figure that "
+        "differs, or belongs to another segment, is wrong.",
+        "An answer with an invented segment or a wrong figure scores 0-2; "
+        "one that uses only the profile's segments with their own figures scores 8-10.",
     ),
     {"Input": "Segment profile and task", "Actual Output": "Answer"},
     "Score the answer with the Grounding steps.",
@@ -134,7 +143,8 @@ def shared_header(specs: Iterable[GEvalSpec] = SPECS.values()) -> str:
     sections = "\n".join(f"{s.heading}:\n{number_evaluation_steps(list(s.steps))}" for s in specs)
     return (
         "You are a strict evaluator. Each case below ends with a question naming the steps "
-        "to judge it by.\n\n"
+        "to judge it by. Most replies you see have a flaw: as soon as one failure the steps "
+        "name applies, give its low score; give 8-10 only when every step is clearly met.\n\n"
         f"{sections}\n"
         f"{high} means every step is fully met; {low} means none is.\n"
         f"{REPLY_FORMAT.format(low=low, high=high)}\n\n"
