@@ -106,7 +106,7 @@ def test_status_and_a_missing_password(team: Team, tmp_path: Path) -> None:
 
 
 def test_the_pipeline_exports_to_the_team_and_another_process_loads_the_champion(
-    team: Team, tmp_path: Path, outbound_check: Path
+    team: Team, tmp_path: Path, outbound_check: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name = "team-segments"
     repo = git_sandbox(tmp_path / "alice", name)
@@ -134,10 +134,29 @@ def test_the_pipeline_exports_to_the_team_and_another_process_loads_the_champion
     stored = list(team.artifacts.rglob("MLmodel"))
     assert stored, f"no model stored under {team.artifacts}"
 
+    # The app, unchanged: it segments a customer with the team's champion.
+    from streamlit.testing.v1 import AppTest
+
+    from custseg.testing.browser import APP_ENV_KEYS
+    from custseg.testing.sandbox import MLFLOW_ENV
+
+    for key in (*MLFLOW_ENV, *APP_ENV_KEYS):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team.url)
+    monkeypatch.setenv("CUSTSEG_MODEL_NAME", name)
+    monkeypatch.chdir(repo)
+    app = AppTest.from_file(str(ROOT / "app" / "Home.py"), default_timeout=120).run()
+    app.slider(key="income").set_value(20)
+    app.slider(key="spending").set_value(90)
+    app.button(key="predict").click().run()
+    assert not app.exception, app.exception
+    first = json.loads(predicted.removeprefix("predicted "))[0]  # the other process's answer
+    assert app.metric[0].value == f"Cluster {first}"
+
     # The eval stage too: the committed conversations, re-scored from the committed judge
     # replies (no model), tracked on the server with their traces.
-    for name in ("data/conversations.jsonl", "data/judge_cache.jsonl"):
-        shutil.copy2(ROOT / name, repo / name)
+    for committed in ("data/conversations.jsonl", "data/judge_cache.jsonl"):
+        shutil.copy2(ROOT / committed, repo / committed)
     env = {**client_env(team.url), "CUSTSEG_JUDGE_CACHE": str(tmp_path / "judge-cache")}
     out = run(sys.executable, "stages/evaluate.py", "--no-progress", cwd=repo, env=env)
     assert "judge calls made: 0" in out, out
