@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -324,17 +325,23 @@ def test_the_gate_lock_lets_one_export_decide_at_a_time(project: Path) -> None:
     client = MlflowClient()
     client.create_registered_model("raced", tags={"count": "0"})
 
+    failures: list[BaseException] = []
+
     def decide() -> None:
-        with gate_lock(MlflowClient(), "raced", poll_s=0.05):
-            count = int(client.get_registered_model("raced").tags["count"])
-            time.sleep(0.05)
-            client.set_registered_model_tag("raced", "count", str(count + 1))
+        try:
+            with gate_lock(MlflowClient(), "raced", poll_s=0.05):
+                count = int(client.get_registered_model("raced").tags["count"])
+                time.sleep(0.05)
+                client.set_registered_model_tag("raced", "count", str(count + 1))
+        except BaseException as error:  # reported below: a thread's exception is otherwise lost
+            failures.append(error)
 
     threads = [threading.Thread(target=decide) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
+    assert failures == []
     assert client.get_registered_model("raced").tags["count"] == "6"
     assert not client.search_registered_models(f"name = 'raced{GATE_LOCK_SUFFIX}'")
 
@@ -343,15 +350,14 @@ def test_a_held_gate_times_out_in_one_line_and_a_stale_one_is_taken(project: Pat
     from custseg.pipeline.registry import GATE_LOCK_SUFFIX, RegistryError, gate_lock
 
     client = MlflowClient()
-    client.create_registered_model(
-        f"held{GATE_LOCK_SUFFIX}", tags={"holder": "other-host:42", "since": "9999999999"}
-    )
+    client.create_registered_model(f"held{GATE_LOCK_SUFFIX}", tags={"holder": "other-host:42"})
     with pytest.raises(RegistryError) as waited, gate_lock(client, "held", timeout_s=0.3):
         pass
     message = str(waited.value)
     assert "\n" not in message and "held by other-host:42" in message
     assert f"delete the registered model held{GATE_LOCK_SUFFIX}" in message
 
-    client.create_registered_model(f"dead{GATE_LOCK_SUFFIX}", tags={"since": "1000"})
-    with gate_lock(client, "dead", timeout_s=5) as holder:
+    client.create_registered_model(f"dead{GATE_LOCK_SUFFIX}", tags={"holder": "gone:1"})
+    time.sleep(1.0)  # older than the stale age below: left by an export that died
+    with gate_lock(client, "dead", timeout_s=5, stale_s=0.5) as holder:
         assert client.get_registered_model(f"dead{GATE_LOCK_SUFFIX}").tags["holder"] == holder

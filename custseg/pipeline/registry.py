@@ -160,19 +160,24 @@ def gate_lock(
         try:
             client.create_registered_model(
                 lock,
-                tags={"holder": holder, "since": f"{time.time():.3f}"},
+                tags={"holder": holder},
                 description=f"held by the export gate of {name} while it decides; "
                 "deleted when it is done (delete it by hand only if that export died)",
             )
             break
         except MlflowException as error:
+            # "does not exist": the store saw the claim taken, then released before it could
+            # say by whom (a lost race, seen under contention): claim again.
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                continue
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         try:
             held = client.get_registered_model(lock)
         except MlflowException:
             continue  # released meanwhile: claim again
-        since = float(held.tags.get("since", "0") or 0)
+        # The store's own creation time: a claim read before its tags are written is not stale.
+        since = (held.creation_timestamp or time.time() * 1000) / 1000
         if time.time() - since > stale_s:
             with suppress(MlflowException):
                 client.delete_registered_model(lock)
@@ -180,7 +185,8 @@ def gate_lock(
         if time.monotonic() > deadline:
             raise RegistryError(
                 f"MLflow registry: the export gate of {name} is held by "
-                f"{held.tags.get('holder', '?')} since {since:.0f}; nothing promoted (retry, or "
+                f"{held.tags.get('holder', '?')} for {time.time() - since:.0f} s; nothing promoted "
+                "(retry, or "
                 f"delete the registered model {lock} if that export died)"
             )
         time.sleep(poll_s)
