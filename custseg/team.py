@@ -267,18 +267,23 @@ def start_mlflow(team: Team, secret: str, timeout_s: float = 180.0) -> int:
             start_new_session=True,  # its workers form one group, stopped together
         )
     team.pid_file.write_text(f"{process.pid}\n")
-    deadline = time.monotonic() + timeout_s
-    while not healthy(team.url):
-        if process.poll() is not None:
-            raise TeamError(
-                f"mlflow server exited ({process.returncode}): see {team.root}/mlflow.log"
-            )
-        if time.monotonic() > deadline:
-            raise TeamError(
-                f"mlflow server not healthy after {timeout_s:g} s: see {team.root}/mlflow.log"
-            )
-        time.sleep(0.5)
+    try:
+        wait_for_server(team.url, process, timeout_s)
+    except TeamError as error:
+        raise TeamError(f"{error}: see {log.name}") from None
     return process.pid
+
+
+def wait_for_server(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+    """Until an MLflow server started as `process` answers /health; TeamError (one line) if
+    it exits or does not answer in time."""
+    deadline = time.monotonic() + timeout_s
+    while not healthy(url):
+        if process.poll() is not None:
+            raise TeamError(f"mlflow server exited ({process.returncode})")
+        if time.monotonic() > deadline:
+            raise TeamError(f"mlflow server at {url} not healthy after {timeout_s:g} s")
+        time.sleep(0.3)
 
 
 def team_up(team: Team) -> str:

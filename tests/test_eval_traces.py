@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +266,7 @@ def test_the_traces_view_lists_the_conversations_and_opens_a_chain(project: Path
     """`make ui`'s server on the sandbox store, its Traces view in Debian's chromium."""
     from playwright.sync_api import sync_playwright
 
+    from custseg.team import wait_for_server
     from custseg.testing.browser import CHROMIUM, CHROMIUM_ARGS, free_port, stop_process
     from tests.fixtures.app import ARTIFACTS, require_chromium
 
@@ -301,7 +301,7 @@ def test_the_traces_view_lists_the_conversations_and_opens_a_chain(project: Path
             start_new_session=True,
         )
     try:
-        wait_for_mlflow(url, server)
+        wait_for_server(url, server, timeout_s=120)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
@@ -343,19 +343,3 @@ def plain_words(text: str) -> str:
             break
         words.append(word)
     return " ".join(words) or text.split()[0]
-
-
-def wait_for_mlflow(url: str, server: subprocess.Popen, timeout_s: float = 120.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"mlflow server at {url} not healthy after {timeout_s:g} s")
