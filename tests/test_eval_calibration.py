@@ -26,6 +26,7 @@ from custseg.evaluation.calibration import (
     OFF_TOPIC,
     best_threshold,
     calibrate,
+    check_items,
     load_calibration,
     on_topic_share,
     pair_items,
@@ -101,8 +102,8 @@ def test_calibration_profile_is_the_committed_conversations() -> None:
     ]
 
 
-def test_good_grounding_answers_pass_the_deterministic_check_but_one() -> None:
-    """The check's known blind spot: a sum of shares ("together 65% of customers")."""
+def test_good_grounding_answers_pass_the_deterministic_check() -> None:
+    """Sums of shares ("together 65% of customers") included: the check's one former miss."""
     cal = load_calibration(ROOT / CALIBRATION)
     failing = []
     for i, pair in enumerate(cal["grounding"]):
@@ -112,7 +113,23 @@ def test_good_grounding_answers_pass_the_deterministic_check_but_one() -> None:
         )
         if not row["passed"]:
             failing.append(i)
-    assert len(failing) <= 1, failing
+    assert failing == []
+
+
+def test_the_deterministic_check_ranks_and_separates_the_grounding_pairs() -> None:
+    """All 17 pairs, no judge (measured 2026-11-30: ranking 0.82, agreement 0.91; 0.53 and 0.74
+    before figures were checked against the segment they are stated for, sums of segments
+    allowed and labels read). Its three misses: invented labels not beside the word segment
+    ('"VIP loyalists", our most frequent shoppers', "Premium loyalists 15,000 $")."""
+    cal = load_calibration(ROOT / CALIBRATION)
+    rows = []
+    for i, pair in enumerate(cal["grounding"]):
+        items = check_items(*pair_items("grounding", i, pair, 42, cal.profile), pair["task"])
+        good, bad = (checked_row(item) for item in items)
+        rows.append((good, bad))
+    result = summarise(rows, 1.0)
+    assert result.pairs == 17 and result.errors == 0
+    assert result.accuracy >= 0.82 and result.agreement >= 0.91, result.report()
 
 
 def test_grounding_items_show_the_profile_before_the_task() -> None:

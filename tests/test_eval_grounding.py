@@ -4,12 +4,21 @@ the model that grounded it. Generated profiles and answers, so the rule is teste
 from __future__ import annotations
 
 import itertools
+import json
 
-from hypothesis import given, settings
+import msgspec
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from custseg.agents.envelope import Segment
-from custseg.evaluation.grounding import TOLERANCE, check_grounding, known_values
+from custseg.evaluation.grounding import (
+    TOLERANCE,
+    check_grounding,
+    known_values,
+    segment_value,
+)
+from custseg.evaluation.metrics import grounded_in
+from tests.fixtures.project import ROOT
 
 LEVELS = ("low", "average", "high")
 WRITINGS = (
@@ -152,3 +161,218 @@ def test_the_ways_the_agents_state_figures_are_read() -> None:
         "average spending score of about 19",
     ]
     assert check.passed, check
+
+
+# --- figures stated for a segment, and for several ----------------------------------------------
+
+
+def stated(kind: str, value: float) -> str:
+    return FIGURE_TEXT[kind].format(v=value)
+
+
+def apart(kind: str, a: float | None, b: float | None) -> bool:
+    """Two values an answer rounding to whole numbers cannot confuse."""
+    return a is not None and b is not None and abs(a - b) > TOLERANCE[kind] + 1
+
+
+@settings(max_examples=200)
+@given(profile=profiles(), data=st.data())
+def test_a_figure_after_a_name_must_be_that_segments(profile, data) -> None:
+    """Another segment's figure passed before (some segment has it); now it is wrong."""
+    named, other = data.draw(st.permutations(profile))[:2]
+    kind = data.draw(st.sampled_from(sorted(FIGURE_TEXT)))
+    own, theirs = segment_value(named, kind), segment_value(other, kind)
+    assume(apart(kind, own, theirs))
+    name = written(levels_of(named), data.draw(st.sampled_from(WRITINGS)))
+    right = check_grounding(f"{name} has {stated(kind, own)}, so act.", "Tell me.", profile)
+    assert right.passed and len(right.figures) == 1, right
+    check = check_grounding(f"{name} has {stated(kind, theirs)}, so act.", "Tell me.", profile)
+    assert not check.passed and len(check.wrong) == 1 and check.score == 0.5, check
+    assert f"said of {named.name}" in check.reason()
+
+
+@settings(max_examples=150)
+@given(profile=profiles(), data=st.data())
+def test_two_segments_compared_in_one_sentence_each_get_their_own_figure(profile, data) -> None:
+    a, b = data.draw(st.permutations(profile))[:2]
+    kind = data.draw(st.sampled_from(sorted(FIGURE_TEXT)))
+    va, vb = segment_value(a, kind), segment_value(b, kind)
+    assume(apart(kind, va, vb))
+    na, nb = (written(levels_of(s), data.draw(st.sampled_from(WRITINGS))) for s in (a, b))
+    right = f"{na} has {stated(kind, va)} while {nb} has {stated(kind, vb)}."
+    assert check_grounding(right, "Compare.", profile).passed
+    swapped = check_grounding(
+        f"{na} has {stated(kind, vb)} while {nb} has {stated(kind, va)}.", "Compare.", profile
+    )
+    assert len(swapped.wrong) == 2, swapped
+
+
+@settings(max_examples=100)
+@given(profile=profiles(), data=st.data())
+def test_a_figure_with_no_name_before_it_in_its_sentence_may_be_any_segments(profile, data) -> None:
+    named, other = data.draw(st.permutations(profile))[:2]
+    kind = data.draw(st.sampled_from(sorted(FIGURE_TEXT)))
+    name = written(levels_of(named), data.draw(st.sampled_from(WRITINGS)))
+    value = segment_value(other, kind)
+    for answer in (
+        f"Start with {name}. The next group has {stated(kind, value)}.",
+        f"With {stated(kind, value)}, the other group trails {name}.",
+        f"{name} first;\nthe next has {stated(kind, value)}.",
+    ):
+        assert check_grounding(answer, "Tell me.", profile).passed, answer
+
+
+@settings(max_examples=150)
+@given(profile=profiles(), data=st.data())
+def test_customers_and_shares_of_several_segments_together_match_their_sum(profile, data) -> None:
+    members = data.draw(st.lists(st.sampled_from(profile), min_size=2, unique=True))
+    kind = data.draw(st.sampled_from(["size", "share"]))
+    total = sum(segment_value(s, kind) for s in members)
+    figure = stated(kind, total)
+    a, b = (written(levels_of(s), data.draw(st.sampled_from(WRITINGS))) for s in members[:2])
+    for answer in (
+        f"Together these segments are {figure}.",
+        f"{a} and {b} together make up {figure}.",
+        f"Combined, {a} and {b} are {figure}.",
+    ):
+        check = check_grounding(answer, "How many?", profile)
+        assert check.passed and len(check.figures) == 1, (answer, check)
+    # Stated for one segment, the sum is that segment's no more.
+    assume(apart(kind, total, segment_value(members[0], kind)))
+    alone = check_grounding(f"{a} has {figure}.", "How many?", profile)
+    assert not alone.passed, alone
+
+
+@settings(max_examples=100)
+@given(profile=profiles(), share=st.integers(0, 100))
+def test_a_share_no_segments_add_up_to_is_still_wrong(profile, share) -> None:
+    values = known_values(profile)["share"]
+    assume(all(abs(share - v) > TOLERANCE["share"] + 0.5 for v in values))
+    check = check_grounding(f"Together they are {share}% of all customers.", "?", profile)
+    assert not check.passed and check.wrong == check.figures == [f"{share}%"], check
+
+
+def test_figures_stated_for_a_segment_read_as_people_write_them() -> None:
+    a = Segment(
+        id=0,
+        name="high income · low spending",
+        size=38,
+        share=0.19,
+        mean_income=88.2,
+        mean_spending=17.1,
+    )
+    b = Segment(
+        id=1,
+        name="low income · high spending",
+        size=22,
+        share=0.11,
+        mean_income=25.7,
+        mean_spending=79.4,
+    )
+    c = Segment(id=2, name="average income · average spending", size=140, share=0.70,
+                mean_income=55.0, mean_spending=50.0)  # fmt: skip
+    profile = [a, b, c]
+    right = [
+        "High-income, low-spending customers, 38 customers (19%), get a loyalty card.",
+        "High income · low spending has 38 customers while low income · high spending has 22.",
+        "Together the two segments make up 30% of customers.",
+        "High income · low spending and low income · high spending have 60 customers.",
+        "High income · low spending is 38 customers out of 200 customers.",
+        "Unlike low income · high spending, the remaining 178 customers spend moderately.",
+        '"High income · low spending" has the highest mean annual income, 88 k$.',
+        "High income · low spending: mean spending score: 17.",
+    ]
+    for answer in right:
+        check = check_grounding(answer, "Plan.", profile)
+        assert check.passed and check.figures, (answer, check)
+    wrong = {
+        "High-income, low-spending customers (22 customers) get a loyalty card.": [
+            "22 customers (said of high income · low spending: 38)"
+        ],
+        "High income · low spending has 22 customers while low income · high spending has 38 "
+        "customers.": [
+            "22 customers (said of high income · low spending: 38)",
+            "38 customers (said of low income · high spending: 22)",
+        ],
+        '"Low income · high spending" has the highest mean annual income, 88 k$.': [
+            "mean annual income, 88 k$ (said of low income · high spending: 25.7)"
+        ],
+        "High income · low spending alone is 30% of all customers.": [
+            "30% (said of high income · low spending: 19)"
+        ],
+    }
+    for answer, expected in wrong.items():
+        assert check_grounding(answer, "Plan.", profile).wrong == expected, answer
+
+
+# --- other labels presented as segments ------------------------------------------------------
+
+LABEL_WORDS = ("Budget", "Hunters", "VIP", "loyalists", "young", "professionals", "luxury",
+               "elite", "Weekend", "Browsers", "students", "Premium")  # fmt: skip
+LABEL_TEXT = (
+    "Target the '{L}' segment first.",
+    'Our "{L}" cluster deserves a flyer.',
+    "Start with segment “{L}”.",
+    "The ‘{L}’ segments answer coupons.",
+    "Mail the cluster called '{L}'.",
+)
+
+
+@settings(max_examples=150)
+@given(profile=profiles(), first_id=st.integers(0, 5), n=st.integers(0, 120), data=st.data())
+def test_a_segment_number_the_profile_does_not_have_is_invented(profile, first_id, n, data) -> None:
+    """The agents see the segments as a list: its places (1-based) count, as do the ids."""
+    profile = [msgspec.structs.replace(s, id=first_id + i) for i, s in enumerate(profile)]
+    has = n in {s.id for s in profile} or 1 <= n <= len(profile)
+    word = data.draw(st.sampled_from(["segment", "Segment", "cluster", "Cluster #"]))
+    check = check_grounding(f"Send the flyer to {word} {n} first.", "Which segment?", profile)
+    assert len(check.segments) == 1 and check.passed == has, check
+    assert check.invented == ([] if has else [f"{word} {n}"])
+
+
+@settings(max_examples=150)
+@given(
+    profile=profiles(),
+    words=st.lists(st.sampled_from(LABEL_WORDS), min_size=1, max_size=3),
+    template=st.sampled_from(LABEL_TEXT),
+)
+def test_a_quoted_label_presented_as_a_segment_is_invented_unless_the_profile_has_it(
+    profile, words, template
+) -> None:
+    label = " ".join(words)
+    check = check_grounding(template.format(L=label), "Which segment?", profile)
+    assert check.invented == [label] and check.score == 0.0, check
+    named = [*profile[:-1], msgspec.structs.replace(profile[-1], name=label)]
+    assert check_grounding(template.format(L=label.upper()), "Which segment?", named).passed
+
+
+@settings(max_examples=100)
+@given(profile=profiles(), n=st.integers(1, 999), data=st.data())
+def test_ordinary_words_and_numbers_beside_segment_are_no_labels(profile, n, data) -> None:
+    """Quantities per segment, apostrophes, a plan's numbered steps, level words in quotes."""
+    level_pair = levels_of(data.draw(st.sampled_from(profile)))
+    answer = (
+        f"Give each segment {n} emails and every cluster {n} coupons, {n} $ per segment {n} $. "
+        f"Make a segment {n} times larger. Grow the segment {n}% and the cluster {n} k$. "
+        f"The customers' segment choice and the shop's 'best' offer. Check this segment\n"
+        f"{n}. Verify the '{level_pair[0]} spending' segments and the "
+        f"'{written(level_pair, WRITINGS[0])}' segment."
+    )
+    check = check_grounding(answer, "Plan.", profile)
+    assert check.invented == [] and check.passed, check
+
+
+# --- the agents' own answers ---------------------------------------------------------------------
+
+
+def test_the_committed_conversations_all_pass() -> None:
+    """No false alarm on what the agents really wrote: every plan, draft and final."""
+    lines = (ROOT / "data" / "conversations.jsonl").read_text().splitlines()
+    assert len(lines) >= 15
+    for line in lines:
+        conversation = json.loads(line)
+        grounding = grounded_in(conversation)
+        assert grounding is not None
+        for text in ("plan", "draft", "final"):
+            check = check_grounding(conversation[text], conversation["task"], grounding.segments)
+            assert check.passed, (conversation["correlation_id"], text, check.reason())

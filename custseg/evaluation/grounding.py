@@ -4,19 +4,31 @@ checked against the segments its model has (the profile the agents were given).
 Segment names are read as "<level> income · <level> spending" in any of the ways people write
 them ("high-income, low-spending customers", "high income and low spending"); a name is known
 only with the profile's own level words, so "medium income · moderate spending" is invented
-when the profile says "average". Figures are the four a profile holds, where the answer states
-them as such: customers ("38 customers"), shares of customers ("19% of all customers", "38
-customers (19%)"), mean income ("a mean annual income of 49 k$") and mean spending score ("an
-average spending score of 83"); one matches if some segment (or all customers together) has
-it, up to rounding. Other numbers (a discount, a budget split, a customer's income, a
-threshold) are not claims about segments, nor are numbers the task itself gives.
+when the profile says "average". Other labels presented as segments are invented too when the
+profile has no such segment: "segment 7" or "cluster 9" whose number is neither a segment id
+nor a place in the list the agents were shown (1-based), and a quoted label right before or
+after the word segment or cluster ("the 'Budget Hunters' segment") that is not a profile name.
+
+Figures are the four a profile holds, where the answer states them as such: customers ("38
+customers"), shares of customers ("19% of all customers", "38 customers (19%)"), mean income
+("a mean annual income of 49 k$", "the highest mean annual income, 72 k$") and mean spending
+score ("an average spending score of 83", "mean spending score: 17").
+A figure stated after a segment name in the same clause (sentence, line, or part between
+semicolons) is that segment's: it must match the segment named nearest before it, up to
+rounding. A figure with no name before it, or stated for several segments at once ("A and B
+have ...", "... together make up ..."), or for all customers ("out of 200 customers"), matches
+if some segment has it, or all customers together, or (customers and shares) some 2+ segments
+together. Other numbers (a discount, a budget split, a customer's income, a threshold) are not
+claims about segments, nor are numbers the task itself gives.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from custseg.agents.envelope import Segment
 
@@ -29,8 +41,28 @@ _NAME = re.compile(
     rf"(?P<spending>{LEVELS})[- ]spend(?:ing|ers?)?\b",
     re.IGNORECASE,
 )
+# Half a name ("the 'high spending' segment"): loose wording for the model's segments, not a label.
+_LEVEL_WORDING = re.compile(rf"\b{LEVELS}[- ](?:income|spend(?:ing|ers?)?)\b", re.IGNORECASE)
+# "Segment 7", "cluster #9" on one line: not "each segment 2 emails", "the segment 10,000 $" or
+# a plan's "... this segment\n5. Verify".
+_NUMBERED = re.compile(
+    r"(?<!\beach\s)(?<!\bevery\s)(?<!\bper\s)(?<!\ba\s)(?<!\bone\s)(?<!\bany\s)"
+    r"\b(?:segment|cluster)[ \t]+(?:#[ \t]*|no\.[ \t]*|number[ \t]+)?(?P<n>\d{1,3})\b"
+    r"(?![.,]?\d|\s*(?:[%$€£]|k\b|x\b|(?:customers|clients|shoppers|people|percent|points?|"
+    r"dollars|euros|times)\b))",
+    re.IGNORECASE,
+)
+# A quoted label: quote marks that are not apostrophes (no letter outside them).
+_LABEL = r"(?<!\w)[\"“'‘](?P<label>[^\"“”'‘’\n]{2,60}?)[\"”'’](?!\w)"
+_QUOTED = (
+    re.compile(rf"{_LABEL}[ \t]+(?:segment|cluster)s?\b", re.IGNORECASE),
+    re.compile(
+        rf"\b(?:segment|cluster)s?[ \t]+(?:called[ \t]+|named[ \t]+)?{_LABEL}", re.IGNORECASE
+    ),
+)
 _NUMBER = r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)"
-_ABOUT = r"(?:\s+(?:of|is|was|around|about|roughly|approximately|~|:))*\s*"
+# Between a mean and its value: "of", "is", "about", or a comma or colon ("income, 72 k$").
+_ABOUT = r"(?:\s*[,:=]|\s+(?:of|is|was|at|around|about|roughly|approximately|~))*\s*"
 _FIGURES = {
     "size": re.compile(rf"{_NUMBER}\s+(?:customers|clients|shoppers|people)\b", re.IGNORECASE),
     # A share of customers, not any percentage (a discount, a budget split).
@@ -52,6 +84,21 @@ _FIGURES = {
 }
 # How far a cited figure may be from the profile's and still match (rounding in the answer).
 TOLERANCE = {"size": 0.5, "share": 1.0, "mean_income": 1.5, "mean_spending": 1.5}
+# Where a clause ends: a figure is attributed to a name in its own clause only.
+_CLAUSE_END = re.compile(r"[.!?](?=[\s\"'”’)\]*]|$)|[;\n]")
+# A figure for several segments at once or for all customers, not the nearest name's.
+_TOGETHER = re.compile(
+    r"\b(?:together|combined|altogether|jointly|in\s+total|in\s+all|between\s+them|both|sum)\b",
+    re.IGNORECASE,
+)
+_ALL_BEFORE = re.compile(
+    r"\b(?:all|total|remaining|other|overall|whole|out\s+of)(?:\s+(?:of|the|our|its))*\s+$",
+    re.IGNORECASE,
+)
+# Between two names that are one list ("A and B have ..."): only joining words and marks.
+_JOINED = re.compile(r"[\W_]*(?:\b(?:and|or|plus)\b)?[\W_]*(?:\bthe\b)?[\W_]*", re.IGNORECASE)
+# All subsets of a profile this small; of larger ones, pairs, triples and all (still cheap).
+ALL_SUBSETS_UP_TO = 10
 
 
 def level_words(text: str) -> str:
@@ -64,24 +111,68 @@ def segment_key(name: str) -> tuple[str, str] | None:
     return (level_words(found["income"]), level_words(found["spending"])) if found else None
 
 
+class CitedName(NamedTuple):
+    written: str
+    key: tuple[str, str]
+    start: int
+    end: int
+
+
+def name_spans(text: str) -> list[CitedName]:
+    """Every segment name the text cites, where it cites it."""
+    return [
+        CitedName(
+            " ".join(found.group(0).split()),
+            (level_words(found["income"]), level_words(found["spending"])),
+            found.start(),
+            found.end(),
+        )
+        for found in _NAME.finditer(text)
+    ]
+
+
 def cited_names(text: str) -> list[tuple[str, tuple[str, str]]]:
     """Each segment name the text cites, as written and as (income, spending) levels; once."""
     seen, cited = set(), []
-    for found in _NAME.finditer(text):
-        key = (level_words(found["income"]), level_words(found["spending"]))
-        if key not in seen:
-            seen.add(key)
-            cited.append((" ".join(found.group(0).split()), key))
+    for name in name_spans(text):
+        if name.key not in seen:
+            seen.add(name.key)
+            cited.append((name.written, name.key))
     return cited
+
+
+def cited_labels(text: str, segments: Sequence[Segment]) -> list[tuple[str, bool]]:
+    """Other labels the text presents as segments ("segment 7", "the 'Budget Hunters'
+    segment"), once each, as written and whether the profile has them."""
+    # The agents are shown a bulleted list, no ids: "segment 2" may be an id or a place in it.
+    numbers = {s.id for s in segments} | set(range(1, len(segments) + 1))
+    names = {" ".join(s.name.casefold().split()) for s in segments}
+    found: dict[str, tuple[str, bool]] = {}
+    for match in _NUMBERED.finditer(text):
+        label = " ".join(match.group(0).split())
+        found.setdefault(label.casefold(), (label, int(match["n"]) in numbers))
+    for pattern in _QUOTED:
+        for match in pattern.finditer(text):
+            label = " ".join(match["label"].split())
+            if not _LEVEL_WORDING.search(label):  # names in level words are read as names
+                found.setdefault(label.casefold(), (label, label.casefold() in names))
+    return list(found.values())
 
 
 def _value(match: re.Match) -> float:
     return float(next(g for g in match.groups() if g).replace(",", ""))
 
 
-def cited_figures(text: str, given: str = "") -> list[tuple[str, str, float]]:
-    """(kind, as written, value) of each figure the text cites that `given` (the task) did not
-    already state."""
+class CitedFigure(NamedTuple):
+    kind: str
+    written: str
+    value: float
+    start: int
+
+
+def cited_figures(text: str, given: str = "") -> list[CitedFigure]:
+    """(kind, as written, value, where) of each figure the text cites that `given` (the task)
+    did not already state."""
     stated = {
         (kind, _value(m)) for kind, pattern in _FIGURES.items() for m in pattern.finditer(given)
     }
@@ -90,19 +181,49 @@ def cited_figures(text: str, given: str = "") -> list[tuple[str, str, float]]:
         for match in pattern.finditer(text):
             value = _value(match)
             if (kind, value) not in stated:
-                figures.append((kind, " ".join(match.group(0).split()), value))
+                figures.append(
+                    CitedFigure(kind, " ".join(match.group(0).split()), value, match.start())
+                )
     return figures
 
 
+def attributed_to(text: str, at: int, names: Sequence[CitedName]) -> CitedName | None:
+    """The name a figure at `at` is stated for: the nearest before it in its clause, unless the
+    figure is for several segments or all customers (then None, as with no name)."""
+    ends = [m.end() for m in _CLAUSE_END.finditer(text, 0, at)]
+    start = ends[-1] if ends else 0
+    before = [n for n in names if n.start >= start and n.end <= at]
+    if not before or _TOGETHER.search(text, start, at) or _ALL_BEFORE.search(text[start:at]):
+        return None
+    if len(before) > 1 and _JOINED.fullmatch(text, before[-2].end, before[-1].start):
+        return None
+    return before[-1]
+
+
+def _sums(values: Sequence[float]) -> list[float]:
+    """Sums of 2+ of `values`: what several segments together can truthfully have."""
+    subsets = range(2, len(values)) if len(values) <= ALL_SUBSETS_UP_TO else range(2, 4)
+    sums = [sum(c) for r in subsets for c in itertools.combinations(values, r)]
+    return [*sums, sum(values)] if len(values) > 1 else sums
+
+
 def known_values(segments: Sequence[Segment]) -> dict[str, list[float]]:
-    """Every value each kind of figure can truthfully take: per segment, and all together."""
-    sizes = [s.size for s in segments if s.size is not None]
+    """Every value each kind of figure not stated for one segment can truthfully take: per
+    segment, all together, and (customers, shares) some 2+ segments together."""
+    sizes = [float(s.size) for s in segments if s.size is not None]
+    shares = [100 * s.share for s in segments if s.share is not None]
     return {
-        "size": [*sizes, *([sum(sizes)] if sizes else [])],
-        "share": [*(100 * s.share for s in segments if s.share is not None), 100.0],
+        "size": [*sizes, *_sums(sizes)],
+        "share": [*shares, *_sums(shares), 100.0],
         "mean_income": [s.mean_income for s in segments if s.mean_income is not None],
         "mean_spending": [s.mean_spending for s in segments if s.mean_spending is not None],
     }
+
+
+def segment_value(segment: Segment, kind: str) -> float | None:
+    """A segment's own value of a kind of figure, as the answer would state it."""
+    value = getattr(segment, kind)
+    return None if value is None else 100 * value if kind == "share" else float(value)
 
 
 @dataclass(frozen=True)
@@ -110,7 +231,7 @@ class GroundingCheck:
     segments: list[str]  # cited, as written
     invented: list[str]  # cited but not the model's
     figures: list[str]
-    wrong: list[str]  # figures no segment has
+    wrong: list[str]  # figures the model does not have (or not the segment they are stated for)
 
     @property
     def cited(self) -> int:
@@ -133,23 +254,38 @@ class GroundingCheck:
         if self.invented:
             parts.append("not the model's segments: " + "; ".join(self.invented))
         if self.wrong:
-            parts.append("figures no segment has: " + "; ".join(self.wrong))
+            parts.append("figures not the model's: " + "; ".join(self.wrong))
         return ". ".join(parts)
+
+
+def _shown(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0")
 
 
 def check_grounding(answer: str, task: str, segments: Sequence[Segment]) -> GroundingCheck:
     """Check `answer`'s segment names and figures against the model's `segments`."""
-    known = {segment_key(s.name) for s in segments} - {None}
-    names = cited_names(answer)
-    values = known_values(segments)
-    figures = cited_figures(answer, task)
+    by_key: dict[tuple[str, str], Segment] = {}
+    for segment in segments:
+        if (key := segment_key(segment.name)) is not None:
+            by_key.setdefault(key, segment)
+    names, labels = cited_names(answer), cited_labels(answer, segments)
+    spans, values = name_spans(answer), known_values(segments)
+    figures, wrong = cited_figures(answer, task), []
+    for figure in figures:
+        name = attributed_to(answer, figure.start, spans)
+        segment = by_key.get(name.key) if name else None
+        own = segment_value(segment, figure.kind) if segment else None
+        # Unnamed, or named but not the model's (flagged already) or without this figure.
+        truths = values[figure.kind] if own is None else [own]
+        if not any(abs(figure.value - v) <= TOLERANCE[figure.kind] for v in truths):
+            said = (
+                f" (said of {segment.name}: {_shown(own)})" if segment and own is not None else ""
+            )
+            wrong.append(figure.written + said)
     return GroundingCheck(
-        segments=[written for written, _ in names],
-        invented=[written for written, key in names if key not in known],
-        figures=[written for _, written, _ in figures],
-        wrong=[
-            written
-            for kind, written, value in figures
-            if not any(abs(value - v) <= TOLERANCE[kind] for v in values[kind])
-        ],
+        segments=[written for written, _ in names] + [label for label, _ in labels],
+        invented=[written for written, key in names if key not in by_key]
+        + [label for label, known in labels if not known],
+        figures=[figure.written for figure in figures],
+        wrong=wrong,
     )
