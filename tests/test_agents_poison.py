@@ -15,7 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.errors import KafkaConnectionError
+from kafka.structs import TopicPartition
 
+from custseg.agents import runtime
 from custseg.agents.envelope import (
     MAX_ENVELOPE_BYTES,
     MAX_REASON_CHARS,
@@ -27,7 +29,6 @@ from custseg.agents.roles import ROLES
 from custseg.agents.runtime import (
     LLM_ATTEMPTS,
     RETRY_HEADER,
-    STUCK_S,
     AgentStopped,
     AgentWorker,
     dead_letter,
@@ -274,20 +275,149 @@ def test_a_worker_that_cannot_go_on_stops_the_process_in_one_line(monkeypatch) -
     )
 
 
-def test_a_worker_stuck_in_a_transaction_stops_the_process(monkeypatch) -> None:
-    """kafka-python waits for the broker without a deadline in places: a worker in one
-    transaction for longer than STUCK_S gives up the process, so a supervisor restarts it."""
+class StallingConsumer:
+    """The consumer side of kafka-python as the worker loop uses it: one batch (the given
+    records), then empty polls; `poll` never returns once `stall_poll` is set."""
 
-    def stuck_in_commit(self) -> None:
-        if self.role.name == "reviewer":
-            self.committing_since = time.monotonic() - STUCK_S - 1
-        self.stop.wait()
+    def __init__(self, records: list, stall_poll: bool = False) -> None:
+        self.batches = [{TopicPartition(r.topic, r.partition): [r] for r in records}]
+        self.stall_poll, self.released = stall_poll, threading.Event()
 
-    monkeypatch.setattr(AgentWorker, "_run", stuck_in_commit)
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(AgentsParams().partitions))
+
+    def poll(self, timeout_ms: int) -> dict:
+        if self.stall_poll:
+            self.released.wait(15)  # bounded: a missed stall fails the test, not hangs it
+        if self.batches:
+            return self.batches.pop()
+        time.sleep(timeout_ms / 1000)
+        return {}
+
+    def assignment(self) -> set:
+        return {TopicPartition(AgentsParams().topics.tasks, p) for p in range(3)}
+
+    def seek(self, *args) -> None: ...
+    def pause(self, *args) -> None: ...
+    def resume(self, *args) -> None: ...
+    def group_metadata(self) -> None: ...
+    def close(self, autocommit: bool) -> None: ...
+
+
+class StallingProducer:
+    """A transactional producer whose commit never returns once `stall_commit` is set."""
+
+    def __init__(self, stall_commit: bool = False) -> None:
+        self.stall_commit, self.released = stall_commit, threading.Event()
+        self.committing = threading.Event()
+        self.committed: list[str] = []
+        self.sent: list[str] = []
+
+    def send(self, topic: str, **record) -> None:
+        self.sent.append(topic)
+
+    def commit_transaction(self) -> None:
+        self.committing.set()
+        if self.stall_commit:
+            self.released.wait(15)  # bounded: a missed stall fails the test, not hangs it
+        self.committed.append("commit")
+
+    def init_transactions(self) -> None: ...
+    def begin_transaction(self) -> None: ...
+    def send_offsets_to_transaction(self, *args) -> None: ...
+    def flush(self, timeout: float) -> None: ...
+    def abort_transaction(self) -> None: ...
+    def close(self, timeout: float) -> None: ...
+
+
+class SlowLLM(EmptyLLM):
+    """Answers after `seconds`: a local model on a busy CPU."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.called = seconds, threading.Event()
+
+    def complete(self, messages, *, max_tokens=None, temperature=None) -> Completion:
+        self.called.set()
+        time.sleep(self.seconds)
+        return Completion("1. Pick the segment. 2. Write the flyer.", 1, 1, self.seconds, "slow")
+
+
+def run_planner_on(monkeypatch, consumer, producer, llm, stop_when=None) -> list[AgentWorker]:
+    """run_agents with one planner on the given Kafka clients; `stop_when` (an event) stops it."""
+    monkeypatch.setattr(AgentWorker, "consumer", lambda self: consumer)
+    monkeypatch.setattr(runtime, "make_producer", lambda *args: producer)
+    stop = threading.Event()
+    if stop_when is not None:
+        threading.Thread(target=lambda: stop_when() and stop.set(), daemon=True).start()
+    try:
+        return run_agents(["planner"], llm, AgentsParams(), "", stop)
+    finally:
+        consumer.released.set()
+        producer.released.set()
+
+
+def a_task_at_home() -> Record:
+    task = task_envelope("Plan a launch")
+    cid = task.correlation_id
+    return Record(AgentsParams().topics.tasks, at_home(cid), 0, cid.encode(), task.to_bytes())
+
+
+@pytest.mark.parametrize("where", ["poll", "commit"])
+def test_a_worker_stuck_in_the_kafka_client_stops_the_process(monkeypatch, where: str) -> None:
+    """kafka-python waits for the broker without a deadline in places: a worker inside a poll or
+    a commit for longer than STUCK_S gives up the process (so a supervisor restarts it) instead
+    of holding its partitions, and its group's rebalances, while doing nothing."""
+    monkeypatch.setattr(runtime, "STUCK_S", 0.5)
+    consumer = StallingConsumer([a_task_at_home()], stall_poll=where == "poll")
+    producer = StallingProducer(stall_commit=where == "commit")
+    started = time.monotonic()
     with pytest.raises(
-        AgentStopped, match=rf"^reviewer stopped: stuck over {STUCK_S:g} s in a Kafka"
+        AgentStopped, match=r"^planner stopped: stuck over 0.5 s in the Kafka client"
     ):
-        run_agents(["planner", "reviewer"], EmptyLLM(), AgentsParams(), "", threading.Event())
+        # Stopped after 10 s if the watchdog missed it: then it returns and the test fails.
+        run_planner_on(monkeypatch, consumer, producer, SlowLLM(0.0), lambda: time.sleep(10) or 1)
+    assert time.monotonic() - started < 10
+    assert producer.committed == []
+
+
+def test_a_long_llm_call_is_not_being_stuck(monkeypatch) -> None:
+    """The LLM's time does not count: a call three times STUCK_S is answered and committed."""
+    monkeypatch.setattr(runtime, "STUCK_S", 0.3)
+    producer = StallingProducer()
+    consumer = StallingConsumer([a_task_at_home()])
+
+    def committed() -> bool:
+        deadline = time.monotonic() + 10
+        while not producer.committed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return True
+
+    (worker,) = run_planner_on(monkeypatch, consumer, producer, SlowLLM(0.9), committed)
+    assert producer.committed == ["commit"] and producer.sent == [AgentsParams().topics.plans]
+    assert worker.stats.handled == 1 and worker.error is None
+
+
+def test_a_stop_while_a_worker_is_stuck_still_ends_the_process(monkeypatch) -> None:
+    """Stopped (a signal, or another worker failing) while one worker never comes back from a
+    commit: the process ends once it has been stuck STUCK_S, instead of waiting for it forever
+    with its consumer still in the group (which stalls the group's rebalances)."""
+    monkeypatch.setattr(runtime, "STUCK_S", 0.5)
+    consumer, producer = StallingConsumer([a_task_at_home()]), StallingProducer(stall_commit=True)
+    started = time.monotonic()
+    with pytest.raises(AgentStopped, match=r"^planner stopped: stuck over 0.5 s"):
+        run_planner_on(monkeypatch, consumer, producer, SlowLLM(0.0), producer.committing.wait)
+    assert time.monotonic() - started < 10 and producer.committed == []
+
+
+def test_a_stop_during_a_long_llm_call_waits_for_the_answer(monkeypatch) -> None:
+    """Graceful: a worker stopped inside an LLM call (longer than STUCK_S) commits its answer."""
+    monkeypatch.setattr(runtime, "STUCK_S", 0.3)
+    llm = SlowLLM(0.9)
+    producer = StallingProducer()
+    (worker,) = run_planner_on(
+        monkeypatch, StallingConsumer([a_task_at_home()]), producer, llm, llm.called.wait
+    )
+    assert producer.committed == ["commit"] and worker.stats.handled == 1
 
 
 @pytest.mark.parametrize("extra", [1, 100_000])

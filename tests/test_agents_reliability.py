@@ -229,6 +229,17 @@ def committed_by_id(workdir: Workdir, name: str) -> dict[str, dict]:
     return by_id
 
 
+def stalled_report(workdir: Workdir, running: dict[str, subprocess.Popen]) -> str:
+    """Every live process prints its threads' stacks (SIGUSR1), then the tail of each log: where
+    a stalled run waits."""
+    for process in running.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGUSR1)
+    time.sleep(2)
+    logs = [f"{log.name}: …{log.read_text()[-6000:]}" for log in sorted(workdir.path.glob("*.log"))]
+    return "\n".join([*logs, workdir.broker_view()])
+
+
 def test_kills_and_a_broker_restart_leave_one_consistent_conversation_per_task(
     tmp_path: Path, stand_in_llm: str, trained_project: Path
 ) -> None:
@@ -289,9 +300,7 @@ def test_kills_and_a_broker_restart_leave_one_consistent_conversation_per_task(
                 broker.stop()
                 broker.start()
                 broker_restarted = True
-        assert running["capture"].poll() == 0, "\n".join(
-            f"{log.name}: …{log.read_text()[-1500:]}" for log in sorted(workdir.path.glob("*.log"))
-        )
+        assert running["capture"].poll() == 0, stalled_report(workdir, running)
         assert broker_restarted and hook_kills >= 1, (broker_restarted, hook_kills)
     finally:
         for process in running.values():

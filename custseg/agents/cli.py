@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 import statistics
 import sys
@@ -81,9 +82,12 @@ def _positive_int(text: str) -> int:
 
 
 def _stop_on_signals() -> threading.Event:
+    """SIGTERM/SIGINT stop gracefully; SIGUSR1 prints every thread's stack to stderr (to see
+    where a long-running agents or capture process waits) and carries on."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     return stop
 
 

@@ -62,9 +62,11 @@ HEARTBEAT_INTERVAL_MS = 3_000
 # A transaction spans only the sends and the commit (the LLM answers before it begins); the
 # coordinator aborts one left open by a killed worker after this, releasing its readers.
 TRANSACTION_TIMEOUT_MS = 10_000
-# A commit takes milliseconds, a broker restart seconds; a worker still in one after this long is
-# stuck in the client (it waits for the broker without a deadline): the process gives up, so a
-# supervisor restarts it, rather than hold its partitions while doing nothing.
+# A poll returns within its timeout and a commit takes milliseconds, a broker restart seconds. A
+# worker that has spent longer than this in the Kafka client (since it last began a poll or came
+# back from the LLM) is stuck there: kafka-python waits for the broker without a deadline in
+# places (seen: a commit after a broker restart). The process gives up, so a supervisor restarts
+# it, rather than hold its partitions, and stall its group's rebalances, while doing nothing.
 STUCK_S = 30.0
 
 # A dead letter must always fit in a Kafka request (1 MB by default) whatever it quotes: the input's
@@ -224,7 +226,9 @@ class AgentWorker:
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.stats = WorkerStats()
         self.error: BaseException | None = None  # why run() ended early, if it did
-        self.committing_since: float | None = None  # monotonic time, while in a transaction
+        # Monotonic time the worker last began a poll or came back from the LLM; None while it
+        # waits for the LLM (a local model may take minutes, which is not being stuck).
+        self.in_kafka_since: float | None = None
 
     def consumer(self) -> KafkaConsumer:
         return KafkaConsumer(
@@ -252,6 +256,7 @@ class AgentWorker:
             self.stop.set()
 
     def _run(self) -> None:
+        self.in_kafka_since = time.monotonic()
         consumer = self.consumer()
         producer = None
         try:
@@ -265,11 +270,13 @@ class AgentWorker:
             producer.init_transactions()
             paused: dict[TopicPartition, float] = {}  # → when to read it again
             while not self.stop.is_set():
+                self.in_kafka_since = time.monotonic()
                 self._resume_due(consumer, paused)
                 batch = consumer.poll(timeout_ms=300)
                 if batch:
                     self.process(consumer, producer, batch, paused)
         finally:
+            self.in_kafka_since = time.monotonic()  # closing talks to the broker too
             consumer.close(autocommit=False)
             if producer is not None:
                 producer.close(timeout=5)
@@ -316,7 +323,6 @@ class AgentWorker:
         """Write the outcomes' records and the inputs' offsets in one transaction. If it fails
         (a rebalance took a partition, the broker restarted), it is aborted: nothing of it is
         visible, and the inputs are read again from `firsts` where still ours."""
-        self.committing_since = time.monotonic()
         try:
             producer.begin_transaction()
             for send in (s for o in outcomes for s in o.sends):
@@ -345,8 +351,6 @@ class AgentWorker:
                     consumer.seek(tp, offset)
             self.on_event(f"{self.role.name}: transaction aborted, inputs read again: {error}")
             return
-        finally:
-            self.committing_since = None
         for outcome in outcomes:
             self._count(outcome)
 
@@ -412,6 +416,7 @@ class AgentWorker:
         if incoming.event_id in self.seen:
             return Outcome("duplicate")
         attempt = int(note["attempt"]) if note else 1
+        self.in_kafka_since = None  # the LLM's time is not the Kafka client's
         try:
             started = time.perf_counter()
             grounding = self.champion.current() if self.champion else None
@@ -424,6 +429,8 @@ class AgentWorker:
                 reason = f"llm failed {attempt} times: {error}"
                 return self.dead_letter(record, reason, incoming, source)
             return self.retry_later(record, incoming, attempt, source, error)
+        finally:
+            self.in_kafka_since = time.monotonic()
         self._remember(incoming.event_id)
         return Outcome(
             "answered",
@@ -490,8 +497,24 @@ class AgentWorker:
 
 
 def _stuck(worker: AgentWorker) -> bool:
-    since = worker.committing_since
+    since = worker.in_kafka_since
     return since is not None and time.monotonic() - since > STUCK_S
+
+
+def _finish(workers: list[AgentWorker], threads: list[threading.Thread]) -> list[AgentWorker]:
+    """Wait for the stopped workers to end (one in an LLM call ends after its answer); return
+    those stuck in the Kafka client, left behind as daemon threads: waiting for them would keep
+    the process alive, and its consumers in their groups, with nothing done (seen after a broker
+    restart: one worker failed, another never came back from a commit)."""
+    stuck: list[AgentWorker] = []
+    while waiting := [
+        thread
+        for worker, thread in zip(workers, threads, strict=True)
+        if thread.is_alive() and worker not in stuck
+    ]:
+        stuck += [w for w, t in zip(workers, threads, strict=True) if t in waiting and _stuck(w)]
+        waiting[0].join(timeout=0.2)
+    return stuck
 
 
 def co_partitioned(consumer: KafkaConsumer, topics: list[str]) -> int:
@@ -524,22 +547,19 @@ def run_agents(
     threads = [threading.Thread(target=w.run, name=w.role.name, daemon=True) for w in workers]
     for thread in threads:
         thread.start()
-    stuck: AgentWorker | None = None
     try:
-        while not stop.is_set() and stuck is None:
+        while not stop.is_set() and not any(_stuck(w) for w in workers):
             stop.wait(0.5)
-            stuck = next((w for w in workers if _stuck(w)), None)
     finally:
         stop.set()
-        for thread in threads:
-            thread.join(timeout=None if stuck is None else 5.0)  # a stuck one is left behind
-    if stuck is not None:
-        raise AgentStopped(
-            f"{stuck.role.name} stopped: stuck over {STUCK_S:g} s in a Kafka transaction "
-            "(is the broker reachable?)"
-        )
-    if failed := [w for w in workers if w.error is not None]:
+        stuck = _finish(workers, threads)
+    if failed := [w for w in workers if w.error is not None]:  # the cause, when there is one
         error, name = failed[0].error, type(failed[0].error).__name__
         text = str(error) if str(error).startswith(name) else f"{name}: {error}"
         raise AgentStopped(one_line(f"{failed[0].role.name} stopped: {text}"))
+    if stuck:
+        raise AgentStopped(
+            f"{stuck[0].role.name} stopped: stuck over {STUCK_S:g} s in the Kafka client "
+            "(is the broker reachable?)"
+        )
     return workers
