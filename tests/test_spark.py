@@ -200,3 +200,56 @@ def test_train_stage_on_a_standalone_cluster(
     # The work ran on the cluster: the worker started an executor for the app.
     worker_log = (spark_cluster.logs / "worker.log").read_text(errors="replace")
     assert "Asked to launch executor" in worker_log, worker_log[-2000:]
+
+
+# In its own process (a SparkContext is one per process; the session's is local): start_spark on
+# `master` with a `timeout` s deadline, plain, then with dynamic allocation (no executor is asked
+# for before a job: the bounded test job is what stops it). Plain first: a later session in the
+# same JVM inherits the first one's settings. Each outcome is a JSON line.
+START_WITHOUT_EXECUTORS = """
+import json, sys, time
+from custseg.config import ConfigError, SparkParams
+from custseg.pipeline.spark_engine import start_spark
+
+master, timeout = sys.argv[1], float(sys.argv[2])
+dynamic = {"spark.dynamicAllocation.enabled": True,
+           "spark.dynamicAllocation.shuffleTracking.enabled": True}
+for conf in ({}, dynamic):
+    params = SparkParams(master=master, driver_memory="512m", conf=conf)
+    began = time.monotonic()
+    try:
+        start_spark(params, timeout=timeout)
+        outcome = None
+    except ConfigError as error:
+        outcome = str(error)
+    print(json.dumps({"error": outcome, "seconds": time.monotonic() - began}), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_master_without_a_worker_fails_in_one_line_within_the_deadline(
+    spark_master_only: StandaloneCluster,
+) -> None:
+    url, timeout = spark_master_only.master_url, 5
+    done = subprocess.run(
+        [sys.executable, "-c", START_WITHOUT_EXECUTORS, url, str(timeout)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        capture_output=True,
+        text=True,
+        timeout=300,  # a hang fails here, not never
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    plain, dynamic = (json.loads(line) for line in done.stdout.splitlines())
+    for outcome in (plain, dynamic):
+        message = outcome["error"]
+        assert message is not None, done.stderr[-3000:]
+        assert "\n" not in message and message.startswith("train.spark.master: ")
+        assert repr(url) in message and f"within {timeout} s" in message
+    assert "no executor registered" in plain["error"]
+    assert "did not finish" in dynamic["error"]
+    # The driver reached the master (this is the no-worker case, not an unreachable master).
+    master_log = (spark_master_only.logs / "master.log").read_text(errors="replace")
+    assert master_log.count("Registering app") == 2, master_log[-2000:]
+    # The second call runs in a JVM already started: the deadline holds (a few seconds over for
+    # the session start and stop). The first also starts the JVM: 1-2 min on a busy machine.
+    assert dynamic["seconds"] < timeout + 30, dynamic

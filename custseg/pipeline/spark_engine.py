@@ -8,9 +8,12 @@ are computed by the same code as the sklearn engine's.
 from __future__ import annotations
 
 import os
+import threading
+import time
+import uuid
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,12 @@ IPV4 = "-Djava.net.preferIPv4Stack=true"
 VECTOR = "features"
 # scikit-learn's init names as Spark's (k-means|| is the parallel k-means++).
 INIT_MODES = {"k-means++": "k-means||", "random": "random"}
+# s: how long a master that is not local gets for its first executor to register, and the
+# one-row test job to finish. A cluster with room starts one in seconds; YARN and Kubernetes
+# start containers first. Not in params.yaml: it changes no result, and a new train param
+# would make DVC re-run the train stage.
+START_TIMEOUT = 120.0
+EXECUTOR_POLL = 0.5  # s
 
 
 def spark_conf(params: SparkParams) -> dict[str, str]:
@@ -53,8 +62,83 @@ def spark_conf(params: SparkParams) -> dict[str, str]:
     return conf
 
 
-def start_spark(params: SparkParams, app_name: str = "custseg-train") -> SparkSession:
-    """A Spark session on `params.master`; ConfigError naming train.spark.master if none starts."""
+def runs_in_driver(master: str) -> bool:
+    """local, local[N], local[*], local[N,F]: the driver is its own executor (local-cluster is
+    not: it starts executor processes like a real cluster)."""
+    return master == "local" or master.startswith("local[")
+
+
+def _executors(spark: SparkSession) -> int:
+    """Executors registered with the driver: its block managers, less the driver's own."""
+    return spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1
+
+
+def _wait_for_executor(spark: SparkSession, master: str, timeout: float) -> None:
+    """Return once an executor has registered; ConfigError if none has within `timeout` s.
+
+    A master that accepts the application but has no worker with room for an executor (free
+    cores, spark.executor.memory) never runs a task: a job would wait forever, saying nothing.
+    """
+    context = spark.sparkContext._jsc.sc()
+    start = time.monotonic()
+    while _executors(spark) < 1:
+        if context.isStopped():
+            raise ConfigError(
+                f"train.spark.master: Spark stopped the application on {master!r} before any "
+                "executor registered (did the master refuse it?)"
+            )
+        if time.monotonic() - start >= timeout:
+            raise ConfigError(
+                f"train.spark.master: no executor registered with {master!r} within "
+                f"{timeout:g} s (does the cluster have a worker with free cores and memory for "
+                "spark.executor.cores and spark.executor.memory?)"
+            )
+        time.sleep(EXECUTOR_POLL)
+
+
+def _proof_job(spark: SparkSession, master: str, timeout: float) -> None:
+    """One one-row job, cancelled if it has not finished within `timeout` s (with dynamic
+    allocation no executor exists before a job asks for one: this is then the only bound)."""
+    context = spark.sparkContext
+    tag = f"custseg-proof-{uuid.uuid4().hex}"
+    finished, expired = threading.Event(), threading.Event()
+
+    def cancel_when_late() -> None:
+        if finished.wait(timeout):
+            return
+        expired.set()
+        # Again until it ends: on a busy driver the job may not have been submitted yet, and a
+        # cancel finds only jobs already running.
+        while not finished.is_set():
+            with suppress(Exception):
+                context.cancelJobsWithTag(tag)
+            finished.wait(EXECUTOR_POLL)
+
+    context.addJobTag(tag)
+    watchdog = threading.Thread(target=cancel_when_late, name="spark-proof-job", daemon=True)
+    watchdog.start()
+    try:
+        spark.range(1).count()
+    except Exception:
+        if not expired.is_set():
+            raise
+        raise ConfigError(
+            f"train.spark.master: a one-row test job on {master!r} did not finish within "
+            f"{timeout:g} s (no executor with free cores and memory, or executors lost?)"
+        ) from None
+    finally:
+        finished.set()
+        watchdog.join()
+        context.removeJobTag(tag)
+
+
+def start_spark(
+    params: SparkParams, app_name: str = "custseg-train", *, timeout: float = START_TIMEOUT
+) -> SparkSession:
+    """A Spark session on `params.master` that has run a job; ConfigError naming
+    train.spark.master if none starts, no executor registers within `timeout` s (a master not
+    local) or the one-row test job does not finish within `timeout` s. Stopped if it fails
+    (unless it was already running in the process: getOrCreate hands that one back)."""
     # The JVM reads it at start-up, before any conf: which address to bind and to call itself.
     os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
     # pyspark warns on every pandas conversion that pandas 3 is newer than it has tested.
@@ -64,16 +148,26 @@ def start_spark(params: SparkParams, app_name: str = "custseg-train") -> SparkSe
     builder = SparkSession.builder.master(params.master).appName(app_name)
     for key, value in spark_conf(params).items():
         builder = builder.config(key, value)
+    failed = f"train.spark.master: Spark did not start on {params.master!r}"
+    ours = SparkSession.getActiveSession() is None
     try:
         spark = builder.getOrCreate()
-        spark.sparkContext.setLogLevel("ERROR")
-        # A standalone master that never answers leaves a context with no executor: one job
-        # proves it runs before any tracking starts.
-        spark.range(1).count()
     except Exception as error:
-        raise ConfigError(
-            f"train.spark.master: Spark did not start on {params.master!r}: {first_line(error)}"
-        ) from None
+        raise ConfigError(f"{failed}: {first_line(error)}") from None
+    try:
+        spark.sparkContext.setLogLevel("ERROR")
+        dynamic = spark.conf.get("spark.dynamicAllocation.enabled", "false") == "true"
+        if not runs_in_driver(params.master) and not dynamic:
+            _wait_for_executor(spark, params.master, timeout)
+        # One job proves it runs before any tracking starts.
+        _proof_job(spark, params.master, timeout)
+    except BaseException as error:  # Ctrl-C while waiting too: no session left behind
+        if ours:
+            with suppress(Exception):  # the error being raised says more than a failed stop
+                spark.stop()
+        if isinstance(error, ConfigError) or not isinstance(error, Exception):
+            raise
+        raise ConfigError(f"{failed}: {first_line(error)}") from None
     return spark
 
 
