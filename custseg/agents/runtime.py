@@ -508,12 +508,12 @@ def _finish(workers: list[AgentWorker], threads: list[threading.Thread]) -> list
     restart: one worker failed, another never came back from a commit)."""
     stuck: list[AgentWorker] = []
     while waiting := [
-        thread
+        (worker, thread)
         for worker, thread in zip(workers, threads, strict=True)
         if thread.is_alive() and worker not in stuck
     ]:
-        stuck += [w for w, t in zip(workers, threads, strict=True) if t in waiting and _stuck(w)]
-        waiting[0].join(timeout=0.2)
+        stuck += [worker for worker, _ in waiting if _stuck(worker)]
+        waiting[0][1].join(timeout=0.2)
     return stuck
 
 
