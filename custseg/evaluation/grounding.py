@@ -131,14 +131,12 @@ def name_spans(text: str) -> list[CitedName]:
     ]
 
 
-def cited_names(text: str) -> list[tuple[str, tuple[str, str]]]:
-    """Each segment name the text cites, as written and as (income, spending) levels; once."""
-    seen, cited = set(), []
-    for name in name_spans(text):
-        if name.key not in seen:
-            seen.add(name.key)
-            cited.append((name.written, name.key))
-    return cited
+def cited_names(spans: Sequence[CitedName]) -> list[CitedName]:
+    """Each segment name of `name_spans`, once: its first citation."""
+    first: dict[tuple[str, str], CitedName] = {}
+    for name in spans:
+        first.setdefault(name.key, name)
+    return list(first.values())
 
 
 def cited_labels(text: str, segments: Sequence[Segment]) -> list[tuple[str, bool]]:
@@ -268,8 +266,8 @@ def check_grounding(answer: str, task: str, segments: Sequence[Segment]) -> Grou
     for segment in segments:
         if (key := segment_key(segment.name)) is not None:
             by_key.setdefault(key, segment)
-    names, labels = cited_names(answer), cited_labels(answer, segments)
-    spans, values = name_spans(answer), known_values(segments)
+    spans, labels = name_spans(answer), cited_labels(answer, segments)
+    names, values = cited_names(spans), known_values(segments)
     figures, wrong = cited_figures(answer, task), []
     for figure in figures:
         name = attributed_to(answer, figure.start, spans)
@@ -283,8 +281,8 @@ def check_grounding(answer: str, task: str, segments: Sequence[Segment]) -> Grou
             )
             wrong.append(figure.written + said)
     return GroundingCheck(
-        segments=[written for written, _ in names] + [label for label, _ in labels],
-        invented=[written for written, key in names if key not in by_key]
+        segments=[name.written for name in names] + [label for label, _ in labels],
+        invented=[name.written for name in names if name.key not in by_key]
         + [label for label, known in labels if not known],
         figures=[figure.written for figure in figures],
         wrong=wrong,
