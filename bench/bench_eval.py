@@ -1,6 +1,7 @@
 """Benchmark of the eval stage's judging against deepeval's default GEval, same judge, same run.
 
-1. Ours, cold cache: judge calls per conversation × metric (goal: exactly 1) and wall time.
+1. Ours, cold cache: judge calls per conversation × metric (goal: exactly 1, 2 for the pair asked
+   in both orders) and wall time.
 2. Ours, re-run: judge calls (goal: 0) and wall time.
 3. deepeval's default GEval on the same conversations and judge: criteria only (so deepeval
    generates the evaluation steps), stock template, no cache. One metric instance per
@@ -154,7 +155,10 @@ def main() -> None:
     stock_errors = sum(error is not None for error in errors)
     stock_calls = CountingJudge.calls
 
-    print(f"ours, cold: judge calls per conversation × metric {sorted(calls_per_item)} (goal [1])")
+    print(
+        f"ours, cold: judge calls per conversation × metric {sorted(calls_per_item)} "
+        "(goal [1, 2]: the pair in both orders)"
+    )
     print(f"  {cold_stats.calls} calls, {cold_errors} errors, {cold_s:.1f} s")
     print(
         f"ours, re-run: {warm_stats.calls} calls, {warm_stats.hits} hits (goal 0 calls), "

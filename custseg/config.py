@@ -238,8 +238,8 @@ class EvalThresholds(_Section):
 
     plan_quality: float = Field(0.62, ge=0, le=1)  # from calibration (eval/calibration.yaml)
     helpfulness: float = Field(0.5, ge=0, le=1)
-    improvement: float = Field(0.6, ge=0, le=1)  # 0.5 = the final is only as good as the draft
-    grounding: float = Field(0.5, ge=0, le=1)
+    improvement: float = Field(0.55, ge=0, le=1)  # 0.5 = the final only as good as the draft
+    grounding: float = Field(0.6, ge=0, le=1)
 
 
 class EvalParams(_Section):

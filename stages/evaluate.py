@@ -14,7 +14,6 @@ from custseg.config import ConfigError, Params, load_params
 from custseg.entrypoint import duration, run, stage_parser
 from custseg.evaluation.judge import mean_call_seconds, seed_text
 from custseg.evaluation.metrics import (
-    METRICS,
     aggregate,
     build_scorer,
     conversation_items,
@@ -40,14 +39,14 @@ class EvalOutcome:
     traces: TraceSync
 
 
-def estimate(n_scores: int, n_conversations: int, per_call_s: float | None) -> str:
+def estimate(n_calls: int, n_conversations: int, per_call_s: float | None) -> str:
     """What the stage is about to do and, from the judge's measured cost, how long at most."""
-    head = f"eval: {n_scores} judge score(s) for {n_conversations} conversation(s)"
+    head = f"eval: {n_calls} judge call(s) for {n_conversations} conversation(s)"
     if per_call_s is None:
         return f"{head}; no measured judge call to estimate from"
     return (
         f"{head}; ~{per_call_s:.1f} s a judge call here, so at most "
-        f"~{duration(n_scores * per_call_s)} (cached replies cost nothing)"
+        f"~{duration(n_calls * per_call_s)} (cached replies cost nothing)"
     )
 
 
@@ -67,8 +66,8 @@ def evaluate(
     conversations = read_conversations(source)
     scorer = build_scorer(params, provider, seed=JUDGE_SEED)
     items = [i for c in conversations.complete for i in conversation_items(c, params.base.seed)]
-    judged = sum(METRICS[i.metric] is not None for i in items)  # grounding_check needs no call
-    print(estimate(judged, len(conversations.complete), mean_call_seconds(scorer.judge.cache)))
+    calls = sum(i.judge_calls for i in items)
+    print(estimate(calls, len(conversations.complete), mean_call_seconds(scorer.judge.cache)))
     rows = score_items(
         scorer,
         items,

@@ -69,6 +69,6 @@ def test_the_eval_stage_estimates_from_the_judges_measured_latency(tmp_path: Pat
     assert mean_call_seconds(JudgeCache(tmp_path / "empty")) is None
     line = stage("evaluate").estimate(48, 12, 7.0)
     assert line == (
-        "eval: 48 judge score(s) for 12 conversation(s); ~7.0 s a judge call here, so at most "
+        "eval: 48 judge call(s) for 12 conversation(s); ~7.0 s a judge call here, so at most "
         "~5.6 min (cached replies cost nothing)"
     )

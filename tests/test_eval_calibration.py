@@ -22,6 +22,7 @@ from custseg.evaluation.calibration import (
     CHECK,
     DEGRADED,
     FIELDS,
+    JUDGE_PART,
     MIN_PAIRS,
     OFF_TOPIC,
     best_threshold,
@@ -39,16 +40,17 @@ from custseg.llm.providers import LocalProvider
 from custseg.paths import CALIBRATION, PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
-# Issue #17's goal is 0.9 on both for every metric; the bundled 1.5B judge does not reach it yet
-# (README: Judge calibration). This test holds what it reaches on the first LIMIT pairs per
-# metric (measured 2026-11-30: ranking 1.00 / 0.88 / 0.62 / 0.88, threshold agreement
-# 0.88 / 0.69 / 0.56 / 0.56), so a change that makes the judge worse fails here.
+# Issue #17's goal is 0.9 on both for every metric; with the bundled 1.5B judge improvement and
+# grounding reach it, plan_quality and helpfulness do not yet (README: Judge calibration). This
+# test holds what it reaches on the first LIMIT pairs per metric (measured 2026-11-30: ranking
+# 1.00 / 0.88 / 1.00 / 1.00, threshold agreement 0.88 / 0.69 / 0.81 / 0.94), so a change that
+# makes the judge worse fails here.
 LIMIT = 8
 FLOORS = {  # metric: (ranking accuracy, threshold agreement)
     "plan_quality": (0.9, 0.8),
     "helpfulness": (0.8, 0.6),
-    "improvement": (0.6, 0.5),
-    "grounding": (0.8, 0.5),
+    "improvement": (0.85, 0.75),
+    "grounding": (0.85, 0.85),
 }
 
 
@@ -64,8 +66,8 @@ def test_judge_ranks_and_separates_good_from_degraded_items(
         m: (round(r.accuracy, 2), round(r.agreement, 2), r.errors) for m, r in results.items()
     }
     print(f"calibration (accuracy, agreement, errors): {report}; judge {scorer.judge.stats}")
-    assert set(results) == {*FIELDS, CHECK} == {*FLOORS, CHECK}
-    assert len(rows) == 2 * sum(r.pairs for r in results.values())
+    assert set(results) == {*FIELDS, CHECK, JUDGE_PART} == {*FLOORS, CHECK, JUDGE_PART}
+    assert len(rows) == 2 * sum(r.pairs for m, r in results.items() if m != JUDGE_PART)
     for metric, (accuracy, agreement) in FLOORS.items():  # grounding_check: reported only
         result = results[metric]
         assert result.pairs == LIMIT and result.errors == 0, (metric, report)
@@ -124,7 +126,7 @@ def test_the_deterministic_check_ranks_and_separates_the_grounding_pairs() -> No
     cal = load_calibration(ROOT / CALIBRATION)
     rows = []
     for i, pair in enumerate(cal["grounding"]):
-        items = check_items(*pair_items("grounding", i, pair, 42, cal.profile), pair["task"])
+        items = check_items(*pair_items("grounding", i, pair, 42, cal.profile))
         good, bad = (checked_row(item) for item in items)
         rows.append((good, bad))
     result = summarise(rows, 1.0)
@@ -135,8 +137,10 @@ def test_the_deterministic_check_ranks_and_separates_the_grounding_pairs() -> No
 def test_grounding_items_show_the_profile_before_the_task() -> None:
     cal = load_calibration(ROOT / CALIBRATION)
     good, bad = pair_items("grounding", 0, cal["grounding"][0], seed=42, profile=cal.profile)
-    assert good.task == bad.task and good.task.endswith(f"Task: {cal['grounding'][0]['task']}")
-    assert "customer-segments v10" in good.task and '"low income · high spending": 38' in good.task
+    shown = good.shown_input
+    assert shown == bad.shown_input and shown.endswith(f"Task: {cal['grounding'][0]['task']}")
+    assert "customer-segments v10" in shown and '"low income · high spending": 38' in shown
+    assert good.task == cal["grounding"][0]["task"]  # the check reads the plain task
     assert good.grounding == cal.profile
     with pytest.raises(ValueError, match="profile"):
         pair_items("grounding", 0, cal["grounding"][0], seed=42)
@@ -240,6 +244,7 @@ class FakeScorer:
             "metric": item.metric,
             "error": None,
             "score": 0.8 if good else 0.3,
+            "judge_score": 0.8 if good else 0.3,
         }
 
 
@@ -247,7 +252,7 @@ def test_calibrate_reports_every_metric_and_grounding_check() -> None:
     cal = load_calibration(ROOT / CALIBRATION)
     scorer = FakeScorer(flip={"calibration:improvement:0:bad"})
     results, rows = calibrate(cal, scorer, seed=42, limit=4)  # type: ignore[arg-type]
-    assert list(results) == [*FIELDS, CHECK]
+    assert list(results) == [*FIELDS, CHECK, JUDGE_PART]
     assert all(r.pairs == 4 for r in results.values())
     assert results["plan_quality"].accuracy == 1.0 and results["plan_quality"].agreement == 1.0
     improvement = results["improvement"]
@@ -257,7 +262,7 @@ def test_calibrate_reports_every_metric_and_grounding_check() -> None:
     assert {r["label"] for r in rows} == {"good", "bad"}
     assert all(r["degraded"] in DEGRADED for r in rows if r["label"] == "bad")
     judged = [i for i in scorer.items if i.metric == "grounding"]
-    assert judged and all(i.task.startswith("Model customer-segments v10") for i in judged)
+    assert judged and all(i.shown_input.startswith("Model customer-segments v10") for i in judged)
 
 
 def test_cli_reports_and_gates_on_accuracy_and_agreement(

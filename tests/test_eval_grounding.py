@@ -94,6 +94,13 @@ FIGURE_TEXT = {
     "mean_income": "a mean annual income of {v:.0f} k$",
     "mean_spending": "an average spending score of {v:.0f}",
 }
+# A share of customers however it is written; "of all" / "of the total" end their clause.
+SHARE_TEXTS = (
+    "{v:.0f}% of all customers",
+    "{v:.0f} percent of our customers",
+    "{v:.0f}% of all",
+    "{v:.0f}% of the total",
+)
 
 
 @settings(max_examples=200)
@@ -102,13 +109,14 @@ def test_figures_match_the_profile_up_to_rounding_and_others_are_wrong(profile, 
     kind = data.draw(st.sampled_from(sorted(FIGURE_TEXT)))
     values = known_values(profile)[kind]
     true = data.draw(st.sampled_from(values))
-    good = check_grounding(f"They are {FIGURE_TEXT[kind].format(v=true)}.", "Tell me.", profile)
+    text = FIGURE_TEXT[kind] if kind != "share" else data.draw(st.sampled_from(SHARE_TEXTS))
+    good = check_grounding(f"They are {text.format(v=true)}.", "Tell me.", profile)
     assert good.passed and len(good.figures) == 1, (good, true)
     # A value at least 2 units off every true one (and still a plausible number).
     far = data.draw(st.integers(0, 999).filter(
         lambda v: all(abs(v - t) > TOLERANCE[kind] + 1 for t in values)
     ))  # fmt: skip
-    bad = check_grounding(f"They are {FIGURE_TEXT[kind].format(v=far)}.", "Tell me.", profile)
+    bad = check_grounding(f"They are {text.format(v=far)}.", "Tell me.", profile)
     assert not bad.passed and bad.wrong == bad.figures and len(bad.wrong) == 1, (bad, far)
 
 
@@ -133,8 +141,8 @@ def test_an_answer_citing_nothing_passes_and_says_so() -> None:
 def test_other_numbers_are_not_claims_about_segments(profile, n, income) -> None:
     """A discount, a budget split, a customer's income or a threshold is not a segment's."""
     answer = (
-        f"Give {n}% off, put {n}% of the budget on email, target customers earning over "
-        f"{income} k$ with a spending score above {n}."
+        f"Give {n}% off, put {n}% of the budget on email and {n}% of the total budget on "
+        f"ads, target customers earning over {income} k$ with a spending score above {n}."
     )
     check = check_grounding(answer, "Plan a promotion.", profile)
     assert check.figures == [] and check.passed, check

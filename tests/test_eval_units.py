@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from custseg.config import ConfigError, parse_params
 from custseg.evaluation.calibration import MIN_PAIRS, compare, load_calibration, pair_items
@@ -33,6 +35,7 @@ from custseg.evaluation.metrics import (
     final_over_draft,
     final_position,
     flatten,
+    improvement_score,
     pairwise_text,
     positions,
     score_items,
@@ -65,6 +68,43 @@ def test_pairwise_score_always_measures_final_over_draft() -> None:
     assert final_over_draft(0.5, final_a) == pytest.approx(0.5)
     assert pairwise_text("D", "F", final_a) == "Answer A:\nF\n\nAnswer B:\nD"
     assert pairwise_text("D", "F", final_b) == "Answer A:\nD\n\nAnswer B:\nF"
+
+
+unit = st.floats(0, 1)
+
+
+@given(unit, unit, unit, st.floats(0.01, 1))
+def test_improvement_rises_with_the_pair_and_the_helpfulness_gain(
+    pairwise: float, draft: float, final: float, more: float
+) -> None:
+    score = improvement_score(pairwise, draft, final)
+    assert 0 <= score <= 1
+    assert improvement_score(min(1, pairwise + more), draft, final) >= score
+    assert improvement_score(pairwise, draft, min(1, final + more)) >= score
+    assert improvement_score(pairwise, min(1, draft + more), final) <= score
+    assert improvement_score(0.5, draft, draft) == pytest.approx(0.5)  # no better, no worse
+
+
+def test_grounding_is_the_judges_score_times_the_checks() -> None:
+    conversation = split_conversations(SMALL.read_text().splitlines()).complete[0]
+    segments = [
+        {"id": 0, "name": "high income · high spending", "size": 38, "share": 0.19},
+        {"id": 1, "name": "low income · low spending", "size": 22, "share": 0.11},
+    ]
+    final = "Target the high income · high spending segment: 38 customers, 25% of all."
+    grounded = {
+        **conversation,
+        "final": final,
+        "grounded_in": {"model": "m", "version": "3", "segments": segments},
+    }
+    items = [i for i in conversation_items(grounded, 42) if i.metric.startswith("grounding")]
+    scorer = Scorer(CachedJudge(RecordingProvider(), None), {k: 0.5 for k in SPECS})
+    judged, checked = (scorer.score(i) for i in items)
+    assert checked["score"] == pytest.approx(2 / 3)  # the name and 38 right, 25% wrong
+    assert judged["judge_score"] == pytest.approx(0.67, abs=0.01)
+    assert judged["score"] == pytest.approx(judged["judge_score"] * checked["score"], abs=1e-6)
+    assert judged["grounding"] == checked["grounding"] and judged["grounding"]["wrong"]
+    assert "Check: " in judged["reason"] and "25%" in judged["reason"]
 
 
 def test_items_are_scored_conversation_by_conversation_and_returned_in_order() -> None:
@@ -106,8 +146,10 @@ def test_prompts_share_the_header_the_task_and_answer_a() -> None:
     provider = RecordingProvider()
     scorer = Scorer(CachedJudge(provider, None), {k: 0.5 for k in SPECS})
     rows = score_items(scorer, conversation_items(conversation, 42))
-    assert [r["judge_score"] for r in rows] == pytest.approx([0.67] * 4, abs=0.01)
-    plan, second_shown, first_shown, pair = provider.prompts
+    assert [r["judge_score"] for r in rows] == pytest.approx([0.67, 0.67, 0.67, 0.5], abs=0.01)
+    assert rows[3]["score"] == pytest.approx(0.5)  # B over A alike both ways, no gain: none
+    # The pair is asked in both orders; the answers' helpfulness is not asked again.
+    plan, second_shown, first_shown, pair, swapped_pair = provider.prompts
     header = shared_header()
     task = f"{header}Task:\n{conversation['task'].strip()}"
     assert all(p.startswith(task) for p in provider.prompts)
@@ -115,6 +157,9 @@ def test_prompts_share_the_header_the_task_and_answer_a() -> None:
     shown_first = conversation[positions(42, conversation["correlation_id"])["A"]]
     answer_a = f"{task} \n\nAnswer A:\n{shown_first.strip()}"
     assert first_shown.startswith(answer_a) and pair.startswith(answer_a)
+    shown_second = conversation[positions(42, conversation["correlation_id"])["B"]]
+    assert swapped_pair.startswith(f"{task} \n\nAnswer A:\n{shown_second.strip()}\n\nAnswer B:")
+    assert second_shown.startswith(f"{task} \n\nAnswer A:\n{shown_second.strip()}")
     assert first_shown.endswith(f"{HELPFULNESS.question}\nJSON:")
     assert second_shown.endswith(f"{HELPFULNESS.question}\nJSON:") and second_shown != first_shown
     assert plan.endswith(f"{PLAN_QUALITY.question}\nJSON:")
@@ -143,8 +188,10 @@ def test_incomplete_and_unreadable_conversations_are_skipped() -> None:
     grounded = {**ungrounded, "grounded_in": {"model": "m", "version": "3", "segments": [segment]}}
     items = conversation_items(grounded, seed=42)
     assert [i.metric for i in items] == list(METRICS)
-    assert items[4].task.startswith('Model m v3, its only segments:\n- "low income · high')
-    assert items[4].task.endswith(f"Task: {ungrounded['task']}")
+    assert items[4].shown_input.startswith('Model m v3, its only segments:\n- "low income · hi')
+    assert items[4].shown_input.endswith(f"Task: {ungrounded['task']}")
+    assert items[4].task == items[5].task == ungrounded["task"]  # what the check reads
+    assert [i.judge_calls for i in items] == [1, 1, 1, 2, 1, 0]
     assert {i.output for i in items[4:]} == {ungrounded["final"]}
 
 

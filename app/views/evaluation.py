@@ -27,9 +27,9 @@ st.title("Agent evaluation")
 st.caption(
     "Planner → Writer → Reviewer conversations scored by an LLM judge (deepeval GEval, "
     "probability-weighted 0–1 scores). `improvement` measures the final over the draft; "
-    "`grounding` (the judge, given the segment profile) and `grounding_check` (no judge: the "
-    "segment names and figures the final cites, against the profile) whether the answer keeps "
-    "to the segments of the model that grounded it."
+    "`grounding_check` (no judge: the segment names and figures the final cites, against the "
+    "profile) and `grounding` (the judge's score given the profile, times the check's) whether "
+    "the answer keeps to the segments of the model that grounded it."
 )
 
 if not CONVERSATIONS.is_file():

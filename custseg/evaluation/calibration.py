@@ -10,7 +10,8 @@ Per metric, three numbers:
   deviation of all scores (a judge whose scores bunch has a small gap and a small deviation).
 
 The grounding pairs are also answered by `grounding_check` (no judge), reported the same way
-at its own pass mark (1.0: nothing invented).
+at its own pass mark (1.0: nothing invented), and `grounding`'s judge part is reported alone as
+`grounding_judge` (at grounding's pass mark; shown, not a metric of its own).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import itertools
 import statistics
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,7 @@ from custseg.evaluation.metrics import (
     TIE_EPS,
     Item,
     Scorer,
-    pairwise_text,
-    positions,
-    profile_text,
+    improvement_item,
 )
 
 MIN_PAIRS = 15
@@ -52,6 +51,7 @@ SECTION_METRIC = {
     "grounding": "grounding",
 }
 CHECK = "grounding_check"  # the judge-free metric, reported on the grounding pairs
+JUDGE_PART = "grounding_judge"  # grounding's GEval score before the check scales it
 # How a bad item is degraded; all but `off_topic` stay on the task's topic.
 DEGRADED = frozenset(
     {
@@ -135,24 +135,19 @@ def pair_items(
     for label in ("good", "bad"):
         item_id = f"calibration:{section}:{index}:{label}"
         if section == "improvement":
-            where = positions(seed, item_id)
-            text = pairwise_text(pair["draft"], pair[label], where)
-            items.append(Item(item_id, metric, pair["task"], text, where))
+            items.append(improvement_item(item_id, pair["task"], pair["draft"], pair[label], seed))
         elif section == "grounding":
             if profile is None:
                 raise ValueError("grounding pairs need the segment profile")
-            shown = f"{profile_text(profile)}\n\nTask: {pair['task']}"
-            items.append(Item(item_id, metric, shown, pair[label], grounding=profile))
+            items.append(Item(item_id, metric, pair["task"], pair[label], grounding=profile))
         else:
             items.append(Item(item_id, metric, pair["task"], pair[label]))
     return items[0], items[1]
 
 
-def check_items(good: Item, bad: Item, task: str) -> tuple[Item, Item]:
-    """The grounding pair's items for `grounding_check`: the plain task, the same profile."""
-    return tuple(  # type: ignore[return-value]
-        Item(i.item_id, CHECK, task, i.output, grounding=i.grounding) for i in (good, bad)
-    )
+def check_items(good: Item, bad: Item) -> tuple[Item, Item]:
+    """The grounding pair's items for `grounding_check`: the same task, answer and profile."""
+    return replace(good, metric=CHECK), replace(bad, metric=CHECK)
 
 
 def compare(good: dict[str, Any], bad: dict[str, Any]) -> str:
@@ -272,7 +267,7 @@ def calibrate(
         tagged = {"section": section, "pair": i}
         judged = [(section, good_item, bad_item)]
         if section == "grounding":
-            judged.append((CHECK, *check_items(good_item, bad_item, pair["task"])))
+            judged.append((CHECK, *check_items(good_item, bad_item)))
         for metric, good_item_, bad_item_ in judged:
             good = {**scorer.score(good_item_), **tagged, "label": "good"}
             bad = {**scorer.score(bad_item_), **tagged, "label": "bad"}
@@ -283,7 +278,14 @@ def calibrate(
         metric: summarise(pair_rows, threshold_of(scorer, metric))
         for metric, pair_rows in scored.items()
     }
+    if "grounding" in scored:
+        judge_part = [tuple(_judge_part(r) for r in pair) for pair in scored["grounding"]]
+        results[JUDGE_PART] = summarise(judge_part, results["grounding"].threshold)  # type: ignore[arg-type]
     return results, rows
+
+
+def _judge_part(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "score": row["judge_score"]}
 
 
 def threshold_of(scorer: Scorer, metric: str) -> float:

@@ -58,7 +58,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 HEADER = (
     "accuracy: pairs whose good item scores above the bad one; agreement: items on the right "
     "side of the pass mark (good >= it, bad < it); medians of good and bad items, their gap, "
-    "std of all scores; best: the pass mark that would agree best on this set (in-sample)"
+    "std of all scores; best: the pass mark that would agree best on this set (in-sample); "
+    "grounding is its judge's score times grounding_check's, grounding_judge the judge's alone "
+    "(shown, not gated by --min-accuracy)"
 )
 
 
@@ -86,7 +88,13 @@ def report_lines(results: dict[str, SectionResult]) -> list[str]:
 def cmd_calibrate(args: argparse.Namespace) -> None:
     """Score the labeled pairs and report, per metric, the judge's ranking accuracy, its
     agreement with the labels at the pass mark, and the spread of its scores."""
-    from custseg.evaluation.calibration import FIELDS, calibrate, load_calibration, on_topic_share
+    from custseg.evaluation.calibration import (
+        FIELDS,
+        JUDGE_PART,
+        calibrate,
+        load_calibration,
+        on_topic_share,
+    )
     from custseg.evaluation.metrics import build_scorer
     from custseg.io import write_json_atomic
 
@@ -119,7 +127,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     low = [
         m
         for m, r in results.items()
-        if r.accuracy < args.min_accuracy or r.agreement < args.min_accuracy
+        if m != JUDGE_PART and min(r.accuracy, r.agreement) < args.min_accuracy
     ]
     if low:
         raise ConfigError(

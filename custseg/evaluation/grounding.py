@@ -69,6 +69,8 @@ _FIGURES = {
     "share": re.compile(
         rf"{_NUMBER}\s?(?:%|percent\b)(?=\s+of\s+(?:all\s+|our\s+|the\s+)*(?:customers|"
         rf"clients|shoppers|the\s+customer\s+base|customer\s+base))"
+        # "of all" / "of the total" with nothing after it in the clause ("…, 19% of all.").
+        rf"|{_NUMBER}\s?(?:%|percent\b)(?=\s+of\s+(?:the\s+)?(?:all|total)\s*(?:[.,;:)!?]|$))"
         rf"|(?<=customers\s\()\s*{_NUMBER}\s?%",
         re.IGNORECASE,
     ),

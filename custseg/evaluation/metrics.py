@@ -6,14 +6,18 @@ steps (so deepeval makes no steps-generation call):
 - plan_quality       task → the Planner's plan
 - helpfulness_draft  task → the Writer's draft   (the `helpfulness` GEval)
 - helpfulness_final  task → the Reviewer's final (the same GEval)
-- improvement        pairwise: draft and final shown as answers A and B, positions drawn by a
-                     seeded RNG per conversation; the judge rates "is B better than A?" and the
-                     score is mapped back so it always measures final-over-draft.
-- grounding          segment profile + task → the final (the `grounding` GEval): does it use only
-                     the segments the model has, with figures that match? For conversations
-                     whose envelopes carry the segments that grounded them.
-- grounding_check    the same question answered without a judge (custseg.evaluation.grounding):
-                     segment names and figures the final cites, checked against the profile.
+- improvement        pairwise: draft and final shown as answers A and B, the judge rates "is B
+                     better than A?", mapped back so it measures final-over-draft; asked in both
+                     orders (a small judge prefers one position: averaged, that cancels), the
+                     first drawn by a seeded RNG per conversation. Averaged with the helpfulness
+                     gain, 0.5 + (helpfulness_final - helpfulness_draft) / 2 (cached: no call).
+- grounding          segment profile + task → the final: does it use only the segments the model
+                     has, with figures that match? The `grounding` GEval's score times the
+                     grounding check's (the share of cited names and figures that are the
+                     model's): a 1.5B judge misses most wrong figures, the check misses what it
+                     cannot parse. For conversations whose envelopes carry their segments.
+- grounding_check    the check alone (custseg.evaluation.grounding, no judge): segment names and
+                     figures the final cites, checked against the profile.
 
 Every prompt starts with the same header (all metrics' steps), then the case, then a question
 naming the metric. Scored conversation by conversation (`scoring_order`), consecutive prompts
@@ -38,7 +42,7 @@ from custseg.agents.envelope import GroundedIn
 from custseg.agents.roles import describe_segment
 from custseg.agents.topics import CHAIN
 from custseg.config import Params
-from custseg.evaluation.grounding import check_grounding
+from custseg.evaluation.grounding import GroundingCheck, check_grounding
 from custseg.evaluation.judge import (
     REPLY_FORMAT,
     CachedJudge,
@@ -206,6 +210,18 @@ def final_over_draft(b_over_a: float, where: dict[str, str]) -> float:
     return b_over_a if where["B"] == "final" else 1.0 - b_over_a
 
 
+def swapped(where: dict[str, str]) -> dict[str, str]:
+    return {"A": where["B"], "B": where["A"]}
+
+
+def improvement_score(pairwise: float, helpfulness_draft: float, helpfulness_final: float) -> float:
+    """Half the pairwise judgement (final over draft, both orders averaged), half the
+    helpfulness gain mapped to 0–1 (0.5: the final helps as much as the draft). Measured on the
+    calibration pairs, either alone ranks 0.88 and the two together 1.0 (README)."""
+    gain = 0.5 + (helpfulness_final - helpfulness_draft) / 2
+    return (pairwise + gain) / 2
+
+
 # --- conversations ---------------------------------------------------------------------------
 
 
@@ -256,8 +272,21 @@ class Item:
     metric: str
     task: str
     output: str
-    where: dict[str, str] | None = None  # pairwise positions
+    where: dict[str, str] | None = None  # pairwise positions, of the order asked first
+    answers: tuple[str, str] | None = None  # (draft, final) of an improvement item
     grounding: GroundedIn | None = None  # the segments the answer is checked against
+
+    @property
+    def judge_calls(self) -> int:
+        """The judge calls it needs at most: none for the check, two orders for a pair."""
+        return 0 if METRICS[self.metric] is None else 2 if self.answers else 1
+
+    @property
+    def shown_input(self) -> str:
+        """The judge's input: the task, after the segment profile when it checks grounding."""
+        if self.metric != "grounding" or self.grounding is None:
+            return self.task
+        return f"{profile_text(self.grounding)}\n\nTask: {self.task}"
 
 
 def grounded_in(conv: dict[str, Any]) -> GroundedIn | None:
@@ -274,19 +303,25 @@ def profile_text(grounding: GroundedIn) -> str:
     return f"Model {grounding.model} v{grounding.version}, its only segments:\n{lines}"
 
 
+def improvement_item(item_id: str, task: str, draft: str, final: str, seed: int) -> Item:
+    """The pairwise item, shown first in the order the seed draws for `item_id`."""
+    where = positions(seed, item_id)
+    return Item(
+        item_id, "improvement", task, pairwise_text(draft, final, where), where, (draft, final)
+    )
+
+
 def conversation_items(conv: dict[str, Any], seed: int) -> list[Item]:
     cid, task = conv["correlation_id"], conv["task"]
-    where = positions(seed, cid)
     items = [
         Item(cid, "plan_quality", task, conv["plan"]),
         Item(cid, "helpfulness_draft", task, conv["draft"]),
         Item(cid, "helpfulness_final", task, conv["final"]),
-        Item(cid, "improvement", task, pairwise_text(conv["draft"], conv["final"], where), where),
+        improvement_item(cid, task, conv["draft"], conv["final"], seed),
     ]
     if grounding := grounded_in(conv):
-        shown = f"{profile_text(grounding)}\n\nTask: {task}"
         items += [
-            Item(cid, "grounding", shown, conv["final"], grounding=grounding),
+            Item(cid, "grounding", task, conv["final"], grounding=grounding),
             Item(cid, "grounding_check", task, conv["final"], grounding=grounding),
         ]
     return items
@@ -299,6 +334,10 @@ class Scorer:
     judge: CachedJudge
     thresholds: dict[str, float]
     _gevals: dict[str, Any] = field(default_factory=dict)
+    # Each question's answer, so improvement reuses the helpfulness rows' (also with no cache).
+    _answers: dict[tuple[str, str, str], tuple[float, str | None, float]] = field(
+        default_factory=dict
+    )
 
     def geval(self, metric: str) -> Any:
         spec_key = METRICS[metric]
@@ -310,8 +349,6 @@ class Scorer:
 
     def score(self, item: Item) -> dict[str, Any]:
         """One result row; a judge failure becomes `error` (score None), never an exception."""
-        from deepeval.test_case import LLMTestCase
-
         if METRICS[item.metric] is None:
             return checked_row(item)
         threshold = self.thresholds[METRICS[item.metric]]
@@ -331,27 +368,61 @@ class Scorer:
         }
         started = time.perf_counter()
         try:
-            metric = self.geval(item.metric)
-            judge_score = float(
-                metric.measure(
-                    LLMTestCase(input=item.task, actual_output=item.output),
-                    _show_indicator=False,
-                )
-            )
+            if item.answers is not None:
+                score, judge_score, reason, latency = self._improvement(item)
+            else:
+                asked = (item.metric, item.shown_input, item.output)
+                judge_score, reason, latency = self._judge(*asked)
+                score = judge_score
         except Exception as error:  # an LLMError, bad JSON, a timeout: this item only
             row["error"] = " ".join(f"{type(error).__name__}: {error}".split())[:500]
             row["latency_s"] = round(time.perf_counter() - started, 3)
             return row
-        score = final_over_draft(judge_score, item.where) if item.where else judge_score
+        if item.metric == "grounding":  # the judge's view, scaled by what the check found
+            assert item.grounding is not None
+            check = check_grounding(item.output, item.task, item.grounding.segments)
+            score *= check.score
+            row["grounding"] = check_details(item.grounding, check)
+            reason = reason if check.passed else f"{reason} Check: {check.reason()}"
         row.update(
             score=round(score, 6),
             judge_score=round(judge_score, 6),
             passed=score >= threshold,
-            reason=shown_reason(metric.reason),
-            # The original call's judge time, also when answered from the cache (deterministic).
-            latency_s=round(self.judge.last_latency_s, 3),
+            reason=reason,
+            # The original calls' judge time, also when answered from the cache (deterministic).
+            latency_s=round(latency, 3),
         )
         return row
+
+    def _judge(self, metric: str, shown_input: str, output: str) -> tuple[float, str | None, float]:
+        """One GEval question: (score, shown reason, the judge's seconds)."""
+        from deepeval.test_case import LLMTestCase
+
+        question = (METRICS[metric] or metric, shown_input, output)
+        if question not in self._answers:
+            geval = self.geval(metric)
+            score = geval.measure(
+                LLMTestCase(input=shown_input, actual_output=output), _show_indicator=False
+            )
+            answer = float(score), shown_reason(geval.reason), self.judge.last_latency_s
+            self._answers[question] = answer
+        return self._answers[question]
+
+    def _improvement(self, item: Item) -> tuple[float, float, str | None, float]:
+        """(score, the pairwise part, the first order's reason, seconds of the two pairwise
+        calls). The helpfulness scores are the draft's and final's own rows' (cache hits)."""
+        assert item.answers is not None and item.where is not None
+        draft, final = item.answers
+        parts = []
+        for where in (item.where, swapped(item.where)):
+            b_over_a, reason, latency = self._judge(
+                item.metric, item.task, pairwise_text(draft, final, where)
+            )
+            parts.append((final_over_draft(b_over_a, where), reason, latency))
+        pairwise = (parts[0][0] + parts[1][0]) / 2
+        helpful = [self._judge("helpfulness_draft", item.task, a)[0] for a in (draft, final)]
+        score = improvement_score(pairwise, *helpful)
+        return score, pairwise, parts[0][1], parts[0][2] + parts[1][2]
 
 
 def checked_row(item: Item) -> dict[str, Any]:
@@ -370,14 +441,19 @@ def checked_row(item: Item) -> dict[str, Any]:
         "latency_s": 0.0,
         "error": None,
         "positions": None,
-        "grounding": {
-            "model": item.grounding.model,
-            "version": item.grounding.version,
-            "segments": check.segments,
-            "invented": check.invented,
-            "figures": check.figures,
-            "wrong": check.wrong,
-        },
+        "grounding": check_details(item.grounding, check),
+    }
+
+
+def check_details(grounding: GroundedIn, check: GroundingCheck) -> dict[str, Any]:
+    """What the grounding check cited and found wrong, against which model version."""
+    return {
+        "model": grounding.model,
+        "version": grounding.version,
+        "segments": check.segments,
+        "invented": check.invented,
+        "figures": check.figures,
+        "wrong": check.wrong,
     }
 
 
