@@ -20,12 +20,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from custseg.config import UserError
 from custseg.entrypoint import add_command, command_group
+from custseg.net import ServerNotUp, answers, wait_until_answers
 from custseg.telemetry import NO_TELEMETRY
 
 TEAM_PASSWORD_ENV = "CUSTSEG_TEAM_DB_PASSWORD"
@@ -221,11 +221,7 @@ def alive(pid: int) -> bool:
 
 
 def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+    return answers(f"{url}/health")
 
 
 def start_mlflow(team: Team, secret: str, timeout_s: float = 180.0) -> int:
@@ -277,13 +273,10 @@ def start_mlflow(team: Team, secret: str, timeout_s: float = 180.0) -> int:
 def wait_for_server(url: str, process: subprocess.Popen, timeout_s: float) -> None:
     """Until an MLflow server started as `process` answers /health; TeamError (one line) if
     it exits or does not answer in time."""
-    deadline = time.monotonic() + timeout_s
-    while not healthy(url):
-        if process.poll() is not None:
-            raise TeamError(f"mlflow server exited ({process.returncode})")
-        if time.monotonic() > deadline:
-            raise TeamError(f"mlflow server at {url} not healthy after {timeout_s:g} s")
-        time.sleep(0.3)
+    try:
+        wait_until_answers(f"{url}/health", process, timeout_s, name="mlflow server")
+    except ServerNotUp as error:
+        raise TeamError(str(error)) from None
 
 
 def team_up(team: Team) -> str:

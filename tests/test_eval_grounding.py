@@ -370,6 +370,46 @@ def test_ordinary_words_and_numbers_beside_segment_are_no_labels(profile, n, dat
     assert check.invented == [] and check.passed, check
 
 
+NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+@settings(max_examples=100)
+@given(profile=profiles(), data=st.data())
+def test_a_count_of_segments_above_the_models_is_wrong(profile, data) -> None:
+    n = data.draw(st.integers(1, 10))
+    said = data.draw(st.sampled_from([str(n), NUMBER_WORDS[n - 1]]))
+    noun = data.draw(st.sampled_from(["segments", "customer segments", "distinct clusters"]))
+    check = check_grounding(f"We work with {said} {noun} here.", "Brief the staff.", profile)
+    assert check.passed == (n <= len(profile)), check
+    if n > len(profile):
+        assert check.wrong == [f"{said} {noun} (the model has {len(profile)})"], check
+    # Stated by the task, it is the task's number, not the answer's claim.
+    task = f"Brief the staff on our {said} {noun}."
+    assert check_grounding(f"Our {said} {noun} differ.", task, profile).passed
+
+
+PEOPLE = ("premium loyalists", "Bargain Hunters", "weekend browsers", "young families", "students")
+
+
+@settings(max_examples=100)
+@given(profile=profiles(), data=st.data())
+def test_labels_listed_beside_segment_names_are_presented_as_segments(profile, data) -> None:
+    """A budget split whose items are headed by segment names and by labels naming people."""
+    a, b = data.draw(st.lists(st.sampled_from(profile), min_size=2, max_size=2, unique=True))
+    label = data.draw(st.sampled_from(PEOPLE))
+    sep = data.draw(st.sampled_from(["; ", "\n- ", "\n1. "]))
+    items = [f"{a.name} 15,000 $ (best)", f"{label} 12,000 $ (value)", f"{b.name}: 8,000 $"]
+    order = data.draw(st.permutations(items))
+    check = check_grounding(sep.join(order) + ".", "Split the budget.", profile)
+    assert check.invented == [label], check
+    # Beside one name only, or as a channel (no people), it is not read as a segment.
+    alone = check_grounding(f"{a.name} 15,000 $; {label} 12,000 $.", "Split.", profile)
+    channel = check_grounding(
+        f"{a.name} 15,000 $; email 12,000 $; {b.name} 8,000 $.", "Split.", profile
+    )
+    assert alone.passed and channel.passed, (alone, channel)
+
+
 # --- the agents' own answers ---------------------------------------------------------------------
 
 

@@ -266,8 +266,9 @@ def test_the_traces_view_lists_the_conversations_and_opens_a_chain(project: Path
     """`make ui`'s server on the sandbox store, its Traces view in Debian's chromium."""
     from playwright.sync_api import sync_playwright
 
+    from custseg.net import free_port
     from custseg.team import wait_for_server
-    from custseg.testing.browser import CHROMIUM, CHROMIUM_ARGS, free_port, stop_process
+    from custseg.testing.browser import CHROMIUM, CHROMIUM_ARGS, stop_process
     from tests.fixtures.app import ARTIFACTS, require_chromium
 
     require_chromium()

@@ -39,6 +39,7 @@ from custseg.evaluation.metrics import (
     pairwise_text,
     positions,
     score_items,
+    scoring_order,
     shared_header,
     split_conversations,
 )
@@ -121,10 +122,20 @@ def test_items_are_scored_conversation_by_conversation_and_returned_in_order() -
     assert [(r["metric"], r["id"]) for r in rows] == [(i.metric, i.item_id) for i in items]
     assert [i.item_id for i in scored] == [i.item_id for i in items]  # one conversation at a time
     for first in range(0, len(scored), 4):
-        plan, second_shown, first_shown, pair = scored[first : first + 4]
+        plan, first_shown, pair, second_shown = scored[first : first + 4]
         assert (plan.metric, pair.metric) == ("plan_quality", "improvement")
         assert first_shown.metric == f"helpfulness_{pair.where['A']}"
         assert second_shown.metric == f"helpfulness_{pair.where['B']}"
+    # Grounded conversations: their grounding questions come last, one after the other.
+    segment = {"id": 0, "name": "low income · high spending", "size": 38, "share": 0.19}
+    grounded = [
+        {**c, "grounded_in": {"model": "m", "version": "3", "segments": [segment]}}
+        for c in conversations
+    ]
+    items = [i for c in grounded for i in conversation_items(c, 42)]
+    order = [items[i].metric for i in scoring_order(items)]
+    assert order[-4:] == ["grounding", "grounding_check"] * 2
+    assert not any(m.startswith("grounding") for m in order[:-4])
 
 
 class RecordingProvider(Provider):
@@ -148,8 +159,9 @@ def test_prompts_share_the_header_the_task_and_answer_a() -> None:
     rows = score_items(scorer, conversation_items(conversation, 42))
     assert [r["judge_score"] for r in rows] == pytest.approx([0.67, 0.67, 0.67, 0.5], abs=0.01)
     assert rows[3]["score"] == pytest.approx(0.5)  # B over A alike both ways, no gain: none
-    # The pair is asked in both orders; the answers' helpfulness is not asked again.
-    plan, second_shown, first_shown, pair, swapped_pair = provider.prompts
+    # The pair is asked in both orders, each right after the helpfulness of the answer it
+    # shows first; no helpfulness is asked twice.
+    plan, first_shown, pair, second_shown, swapped_pair = provider.prompts
     header = shared_header()
     task = f"{header}Task:\n{conversation['task'].strip()}"
     assert all(p.startswith(task) for p in provider.prompts)

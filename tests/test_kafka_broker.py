@@ -19,7 +19,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from custseg.kafka.admin import ENV_BOOTSTRAP, KafkaBrokerError, ensure_topics
-from custseg.kafka.broker import LocalBroker, free_port, running_local_bootstrap
+from custseg.kafka.broker import LocalBroker, running_local_bootstrap
+from custseg.net import free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

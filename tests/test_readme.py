@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from custseg.agents.client import read_tasks
-from custseg.kafka.broker import free_port
+from custseg.net import free_port
 from custseg.testing.browser import stop_process
 from tests.fixtures.project import ROOT, committed_judge_calls
 

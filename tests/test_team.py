@@ -17,6 +17,7 @@ from unittest import mock
 
 import pytest
 
+from custseg.net import free_port
 from custseg.pipeline.registry import GATE_LOCK_SUFFIX
 from custseg.team import (
     TEAM_DIR_ENV,
@@ -27,7 +28,6 @@ from custseg.team import (
     team_down,
     team_up,
 )
-from custseg.testing.browser import free_port
 from custseg.testing.sandbox import copy_project
 from tests.fixtures.project import ROOT, write_params
 

@@ -90,7 +90,7 @@ for row in mine.itertuples():
     failed = isinstance(row.error, str)  # pandas holds "no error" as NaN, which is truthy
     score = "error" if failed else f"{row.score:.2f}"
     where = (
-        f" (shown as A={row.positions['A']}, B={row.positions['B']})"
+        f" (asked in both orders, first as A={row.positions['A']}, B={row.positions['B']})"
         if isinstance(row.positions, dict)
         else ""
     )

@@ -6,8 +6,11 @@ them ("high-income, low-spending customers", "high income and low spending"); a 
 only with the profile's own level words, so "medium income · moderate spending" is invented
 when the profile says "average". Other labels presented as segments are invented too when the
 profile has no such segment: "segment 7" or "cluster 9" whose number is neither a segment id
-nor a place in the list the agents were shown (1-based), and a quoted label right before or
-after the word segment or cluster ("the 'Budget Hunters' segment") that is not a profile name.
+nor a place in the list the agents were shown (1-based), a quoted label right before or
+after the word segment or cluster ("the 'Budget Hunters' segment") that is not a profile name,
+and a label naming people that heads a list item beside two or more items headed by segment
+names ("Premium loyalists 15,000 $; low income · low spending 5,000 $; ..."). A count of
+segments above the model's ("our six segments" of five) is a wrong figure.
 
 Figures are the four a profile holds, where the answer states them as such: customers ("38
 customers"), shares of customers ("19% of all customers", "38 customers (19%)"), mean income
@@ -97,6 +100,24 @@ _ALL_BEFORE = re.compile(
     r"\b(?:all|total|remaining|other|overall|whole|out\s+of)(?:\s+(?:of|the|our|its))*\s+$",
     re.IGNORECASE,
 )
+# "six segments", "7 customer clusters": a count of segments (a claim when above the model's).
+_COUNT_WORDS = (
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve",
+)  # fmt: skip
+_SEGMENT_COUNT = re.compile(
+    rf"\b(?P<n>\d{{1,2}}|{'|'.join(_COUNT_WORDS)})\s+(?:(?:customer|distinct|different|separate"
+    r"|main|kmeans|k-means)\s+)?(?:segments|clusters)\b",
+    re.IGNORECASE,
+)
+# A list item (between semicolons or on its own line, after any bullet or number) that starts
+# with a label and then a figure: "Premium loyalists 15,000 $ (...)", "- bargain hunters: 12%".
+_ITEM_HEAD = re.compile(
+    r"(?:^|[;\n])[ \t]*(?:[-*•]|\d{1,2}[.)])?[ \t]*"
+    r"(?P<head>[^\W\d_][^;\n:(\d]{1,60}?)[ \t]*(?::|–|-|—)?[ \t]*[$€£]?\d",
+)
+# A label that names people, as segments do ("loyalists", "bargain hunters", "young families").
+_PEOPLE_LABEL = re.compile(r"^(?:[^\W\d_]+[ \t]+){0,2}[^\W\d_]+s$")
 # Between two names that are one list ("A and B have ..."): only joining words and marks.
 _JOINED = re.compile(r"[\W_]*(?:\b(?:and|or|plus)\b)?[\W_]*(?:\bthe\b)?[\W_]*", re.IGNORECASE)
 # All subsets of a profile this small; of larger ones, pairs, triples and all (still cheap).
@@ -157,6 +178,38 @@ def cited_labels(text: str, segments: Sequence[Segment]) -> list[tuple[str, bool
             if not _LEVEL_WORDING.search(label):  # names in level words are read as names
                 found.setdefault(label.casefold(), (label, label.casefold() in names))
     return list(found.values())
+
+
+def segment_counts(text: str, given: str = "") -> list[tuple[str, int]]:
+    """(as written, the number) of each count of segments the text states that `given` (the
+    task) did not state."""
+
+    def number(match: re.Match) -> int:
+        n = match["n"].lower()
+        return int(n) if n.isdecimal() else _COUNT_WORDS.index(n) + 1
+
+    stated = {number(m) for m in _SEGMENT_COUNT.finditer(given)}
+    return [
+        (" ".join(m.group(0).split()), number(m))
+        for m in _SEGMENT_COUNT.finditer(text)
+        if number(m) not in stated
+    ]
+
+
+def listed_labels(text: str, spans: Sequence[CitedName]) -> list[str]:
+    """Labels heading list items beside items headed by segment names: in "A 15,000 $; B
+    12,000 $; <a segment name> 10,000 $" with two or more items headed by names, A and B are
+    presented as segments too. Only labels that name people (a plural last word)."""
+    heads = [(m.start("head"), m["head"].strip(" \t-–—")) for m in _ITEM_HEAD.finditer(text)]
+    starts = {name.start for name in spans}
+    named = [head for at, head in heads if at in starts]
+    if len(named) < 2:
+        return []
+    return [
+        head
+        for at, head in heads
+        if at not in starts and not _NAME.search(head) and _PEOPLE_LABEL.match(head)
+    ]
 
 
 def _value(match: re.Match) -> float:
@@ -282,10 +335,15 @@ def check_grounding(answer: str, task: str, segments: Sequence[Segment]) -> Grou
                 f" (said of {segment.name}: {_shown(own)})" if segment and own is not None else ""
             )
             wrong.append(figure.written + said)
+    listed = [label for label in listed_labels(answer, spans) if label.casefold() not in
+              {known.casefold() for known, _ in labels}]  # fmt: skip
+    too_many = [(written, n) for written, n in segment_counts(answer, task) if n > len(segments)]
+    wrong += [f"{written} (the model has {len(segments)})" for written, _ in too_many]
     return GroundingCheck(
-        segments=[name.written for name in names] + [label for label, _ in labels],
+        segments=[name.written for name in names] + [label for label, _ in labels] + listed,
         invented=[name.written for name in names if name.key not in by_key]
-        + [label for label, known in labels if not known],
-        figures=[figure.written for figure in figures],
+        + [label for label, known in labels if not known]
+        + listed,
+        figures=[figure.written for figure in figures] + [written for written, _ in too_many],
         wrong=wrong,
     )

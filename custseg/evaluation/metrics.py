@@ -410,11 +410,15 @@ class Scorer:
 
     def _improvement(self, item: Item) -> tuple[float, float, str | None, float]:
         """(score, the pairwise part, the first order's reason, seconds of the two pairwise
-        calls). The helpfulness scores are the draft's and final's own rows' (cache hits)."""
+        calls). Each order is asked right after the helpfulness of the answer it shows first
+        (the same prompt up to that answer, so a prompt cache reads it once); those scores are
+        the answers' own helpfulness rows' (asked once, see `_answers`)."""
         assert item.answers is not None and item.where is not None
         draft, final = item.answers
+        answers = {"draft": draft, "final": final}
         parts = []
         for where in (item.where, swapped(item.where)):
+            self._judge("helpfulness_draft", item.task, answers[where["A"]])
             b_over_a, reason, latency = self._judge(
                 item.metric, item.task, pairwise_text(draft, final, where)
             )
@@ -458,23 +462,25 @@ def check_details(grounding: GroundedIn, check: GroundingCheck) -> dict[str, Any
 
 
 def scoring_order(items: list[Item]) -> list[int]:
-    """Indices of `items` in the order that lets a prompt cache reuse the most: conversation by
-    conversation; the plan, the answer shown second in the pair, the answer shown first, then
-    the pair itself, whose prompt starts as the previous one does (header, task, answer A)."""
+    """Indices of `items` in the order that lets a prompt cache reuse the most. Conversation
+    by conversation: the plan, the answer shown first in the pair, the pair (whose prompt
+    starts as the previous one does: header, task, answer A; it asks the other order right
+    after the other answer's helpfulness), then that answer's row (answered already). Then
+    every grounding question in a row: their prompts share the header and the profile."""
     first_shown = {i.item_id: i.where["A"] for i in items if i.where}
     conversation = {item_id: n for n, item_id in enumerate(dict.fromkeys(i.item_id for i in items))}
 
-    def rank(index: int) -> tuple[int, int]:
+    def rank(index: int) -> tuple[int, int, int]:
         item = items[index]
+        if item.metric.startswith("grounding"):
+            return 1, conversation[item.item_id], 0
         if item.metric == "plan_quality":
             step = 0
         elif item.metric == "improvement":
-            step = 3
-        elif item.metric.startswith("grounding"):
-            step = 4
+            step = 2
         else:  # helpfulness_draft / helpfulness_final
-            step = 2 if item.metric.endswith(f"_{first_shown.get(item.item_id)}") else 1
-        return conversation[item.item_id], step
+            step = 1 if item.metric.endswith(f"_{first_shown.get(item.item_id)}") else 3
+        return 0, conversation[item.item_id], step
 
     return sorted(range(len(items)), key=rank)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from custseg.kafka.admin import DEFAULT_PORT, KafkaBrokerError, broker_answers
+from custseg.net import free_port
 
 DEFAULT_CONTROLLER_PORT = 9093
 CACHE_ENV = "CUSTSEG_KAFKA_CACHE"  # where the jars go; default ~/.cache/custseg/kafka
@@ -146,13 +147,6 @@ def network_overrides(port: int, controller_port: int, log_dirs: Path) -> dict[s
         "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
         "log.dirs": str(log_dirs),
     }
-
-
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def new_cluster_id() -> str:

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from custseg.net import free_port, wait_until_answers
 from custseg.testing.sandbox import project_env
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,13 +33,6 @@ CHROMIUM_ARGS = [
 APP_ENV_KEYS = ("CUSTSEG_MODEL_ALIAS", "CUSTSEG_MODEL_NAME", "MLFLOW_UI_URL")
 
 
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def streamlit_command(app: Path, port: int) -> list[str]:
     """`make app`'s command line for the entry point `app`, on another port."""
     return [
@@ -52,17 +44,14 @@ def streamlit_command(app: Path, port: int) -> list[str]:
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 90.0) -> float:
     """Poll `/_stcore/health` until it answers "ok"; return the seconds waited."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout_s:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return time.perf_counter() - start
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} not healthy after {timeout_s:g} s")
+    return wait_until_answers(
+        f"{url}/_stcore/health",
+        process,
+        timeout_s,
+        name="streamlit",
+        accept=lambda body: body.strip() == b"ok",
+        interval_s=0.2,
+    )
 
 
 def stop_process(process: subprocess.Popen, timeout_s: float = 15.0, group: bool = False) -> None:

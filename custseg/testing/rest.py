@@ -7,14 +7,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from custseg.testing.browser import free_port, stop_process
+from custseg.net import ServerNotUp, free_port, wait_until_answers
+from custseg.testing.browser import stop_process
 from custseg.testing.sandbox import MLFLOW_ENV, project_env
 
 
@@ -30,24 +30,13 @@ def running_scoring_server(project: Path, log: Path, timeout_s: float = 120.0) -
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout_s
-        while not _pings(url):
-            if process.poll() is not None:
-                raise RuntimeError(f"custseg serve exited: {log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url}/ping not answering after {timeout_s:g} s")
-            time.sleep(0.25)
+        try:
+            wait_until_answers(f"{url}/ping", process, timeout_s, name="custseg serve")
+        except ServerNotUp as error:
+            raise ServerNotUp(f"{error}: {log.read_text()[-2000:]}") from None
         yield url
     finally:
         stop_process(process, 30, group=True)
-
-
-def _pings(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def post_json(url: str, body: bytes) -> tuple[int, dict]:
