@@ -346,6 +346,72 @@ def test_the_gate_lock_lets_one_export_decide_at_a_time(project: Path) -> None:
     assert not client.search_registered_models(f"name = 'raced{GATE_LOCK_SUFFIX}'")
 
 
+class SlowDeleteClient(MlflowClient):
+    """A registry client whose deletes take `delay` seconds to arrive (a slow store)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def delete_registered_model(self, name: str) -> None:
+        time.sleep(self.delay)
+        super().delete_registered_model(name)
+
+
+def test_waiters_that_see_the_same_stale_gate_break_it_once(project: Path) -> None:
+    """Three deciders find one stale claim; their deletes arrive 0.2, 0.4 and 0.6 s later.
+    Each deleting "the stale claim" would delete the claim the first has taken meanwhile and
+    let a second decider in while the first still decides (a lost update); breaking takes a
+    claim of its own and deletes only the claim it saw."""
+    import threading
+
+    from custseg.pipeline.registry import GATE_LOCK_SUFFIX, gate_lock
+
+    client = MlflowClient()
+    client.create_registered_model("stale", tags={"count": "0"})
+    client.create_registered_model(f"stale{GATE_LOCK_SUFFIX}", tags={"holder": "gone:1"})
+    time.sleep(2.0)  # older than the stale age below
+    failures: list[BaseException] = []
+
+    def decide(delay: float) -> None:
+        try:
+            with gate_lock(SlowDeleteClient(delay), "stale", stale_s=1.5, poll_s=0.05):
+                count = int(client.get_registered_model("stale").tags["count"])
+                time.sleep(0.5)
+                client.set_registered_model_tag("stale", "count", str(count + 1))
+        except BaseException as error:  # reported below: a thread's exception is otherwise lost
+            failures.append(error)
+
+    threads = [threading.Thread(target=decide, args=(d,)) for d in (0.2, 0.4, 0.6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert failures == []
+    assert client.get_registered_model("stale").tags["count"] == "3"
+    left = client.search_registered_models("name LIKE 'stale.%'")
+    assert not left, [m.name for m in left]  # neither the gate lock nor a breaker claim
+
+
+def test_a_breaker_claim_left_by_a_dead_waiter_expires(project: Path) -> None:
+    from custseg.pipeline.registry import BREAKING_SUFFIX, GATE_LOCK_SUFFIX, break_stale
+
+    client = MlflowClient()
+    lock = f"orphan{GATE_LOCK_SUFFIX}"
+    created = client.create_registered_model(lock).creation_timestamp
+    client.create_registered_model(f"{lock}{BREAKING_SUFFIX}")  # its breaker died breaking it
+    assert not break_stale(client, lock, created, breaking_stale_s=60)  # someone is breaking
+    assert client.get_registered_model(lock)
+    time.sleep(1.0)
+    assert not break_stale(client, lock, created, breaking_stale_s=0.5)  # expires that claim
+    assert break_stale(client, lock, created, breaking_stale_s=0.5)  # then breaks the lock
+    assert not client.search_registered_models("name LIKE 'orphan.%'")
+    # A claim that is not the one seen (taken again meanwhile) is left alone.
+    client.create_registered_model(lock)
+    assert break_stale(client, lock, created - 1)
+    assert client.get_registered_model(lock)
+
+
 def test_a_held_gate_times_out_in_one_line_and_a_stale_one_is_taken(project: Path) -> None:
     from custseg.pipeline.registry import GATE_LOCK_SUFFIX, RegistryError, gate_lock
 

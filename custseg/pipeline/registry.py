@@ -140,6 +140,42 @@ def current_champion(client: MlflowClient, name: str, alias: str) -> ModelVersio
 # and moves the alias while it holds the claim, then deletes it.
 GATE_LOCK_SUFFIX = ".gate-lock"
 GATE_LOCK_STALE_S = 600.0  # a claim older than this was left by an export that died
+BREAKING_SUFFIX = ".breaking"  # a second claim: who may delete a stale gate lock
+BREAKING_STALE_S = 60.0  # breaking takes milliseconds; older, the breaker died doing it
+
+
+def break_stale(
+    client: MlflowClient, lock: str, created: int | None, breaking_stale_s: float = BREAKING_STALE_S
+) -> bool:
+    """Delete the stale claim `lock` (the one created at `created`) unless another waiter is
+    breaking it; True when this waiter did, or the claim is gone.
+
+    Waiters that saw the same stale claim must not each delete "it": the second would delete
+    the claim the first has just taken. So breaking takes a claim of its own, and under it the
+    lock is deleted only if it is still the claim that was seen."""
+    from mlflow.exceptions import MlflowException
+
+    breaker = f"{lock}{BREAKING_SUFFIX}"
+    try:
+        client.create_registered_model(breaker)
+    except MlflowException:
+        with suppress(MlflowException):  # another waiter breaks it (or died doing so)
+            since = client.get_registered_model(breaker).creation_timestamp / 1000
+            if time.time() - since > breaking_stale_s:
+                client.delete_registered_model(breaker)
+        return False
+    try:
+        try:
+            still = client.get_registered_model(lock).creation_timestamp == created
+        except MlflowException:
+            return True  # released meanwhile
+        if still:
+            with suppress(MlflowException):
+                client.delete_registered_model(lock)
+        return True
+    finally:
+        with suppress(MlflowException):
+            client.delete_registered_model(breaker)
 
 
 @contextmanager
@@ -178,9 +214,7 @@ def gate_lock(
             continue  # released meanwhile: claim again
         # The store's own creation time: a claim read before its tags are written is not stale.
         since = (held.creation_timestamp or time.time() * 1000) / 1000
-        if time.time() - since > stale_s:
-            with suppress(MlflowException):
-                client.delete_registered_model(lock)
+        if time.time() - since > stale_s and break_stale(client, lock, held.creation_timestamp):
             continue
         if time.monotonic() > deadline:
             raise RegistryError(
