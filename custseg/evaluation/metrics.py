@@ -1,7 +1,8 @@
 """GEval metrics for captured agent conversations: definitions, scoring, aggregation.
 
-Four scores per complete conversation, from three GEval definitions with fixed evaluation
-steps (so deepeval makes no steps-generation call):
+Four scores per complete conversation, six when its envelopes say which segments grounded it,
+from four GEval definitions with fixed evaluation steps (so deepeval makes no steps-generation
+call) and one deterministic check:
 
 - plan_quality       task → the Planner's plan
 - helpfulness_draft  task → the Writer's draft   (the `helpfulness` GEval)
@@ -21,9 +22,9 @@ steps (so deepeval makes no steps-generation call):
 
 Every prompt starts with the same header (all metrics' steps), then the case, then a question
 naming the metric. Scored conversation by conversation (`scoring_order`), consecutive prompts
-share the header and the task, and the pairwise prompt extends the helpfulness prompt of the
-answer it shows first, so a judge with a prompt cache (llama.cpp, hosted APIs) reads each
-conversation about once.
+share the header and the task, each pairwise prompt extends the helpfulness prompt of the
+answer it shows first, and the grounding prompts (last) share the profile, so a judge with a
+prompt cache (llama.cpp, hosted APIs) reads each answer about once per order it is shown in.
 """
 
 from __future__ import annotations
