@@ -335,8 +335,8 @@ def check_grounding(answer: str, task: str, segments: Sequence[Segment]) -> Grou
                 f" (said of {segment.name}: {_shown(own)})" if segment and own is not None else ""
             )
             wrong.append(figure.written + said)
-    listed = [label for label in listed_labels(answer, spans) if label.casefold() not in
-              {known.casefold() for known, _ in labels}]  # fmt: skip
+    quoted = {label.casefold() for label, _ in labels}
+    listed = [label for label in listed_labels(answer, spans) if label.casefold() not in quoted]
     too_many = [(written, n) for written, n in segment_counts(answer, task) if n > len(segments)]
     wrong += [f"{written} (the model has {len(segments)})" for written, _ in too_many]
     return GroundingCheck(

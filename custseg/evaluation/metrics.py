@@ -399,7 +399,7 @@ class Scorer:
         """One GEval question: (score, shown reason, the judge's seconds)."""
         from deepeval.test_case import LLMTestCase
 
-        question = (METRICS[metric] or metric, shown_input, output)
+        question = (METRICS[metric], shown_input, output)  # helpfulness_draft/_final: one GEval
         if question not in self._answers:
             geval = self.geval(metric)
             score = geval.measure(
