@@ -314,34 +314,44 @@ def test_a_champion_on_other_features_is_kept_unless_forced(project: Path) -> No
     assert forced["promoted"] and _champion() == forced["version"]
 
 
-def test_the_gate_lock_lets_one_export_decide_at_a_time(project: Path) -> None:
-    """Six deciders each read a counter tag, wait, and write it back plus one: with the gate held
-    no update is lost (without it, all would read 0). Released: no lock model remains."""
+def decide_at_once(
+    model: str, clients: list[MlflowClient], hold_s: float, **lock: float
+) -> list[BaseException]:
+    """Each client in a thread of its own holds the gate of `model` (`lock`: gate_lock's
+    options) while it reads the model's count tag, waits `hold_s` and writes it back plus one;
+    the exceptions the threads raised (a thread's exception is otherwise lost)."""
     import threading
-    import time
 
-    from custseg.pipeline.registry import GATE_LOCK_SUFFIX, gate_lock
+    from custseg.pipeline.registry import gate_lock
 
-    client = MlflowClient()
-    client.create_registered_model("raced", tags={"count": "0"})
+    client, failures = MlflowClient(), []
 
-    failures: list[BaseException] = []
-
-    def decide() -> None:
+    def decide(mine: MlflowClient) -> None:
         try:
-            with gate_lock(MlflowClient(), "raced", poll_s=0.05):
-                count = int(client.get_registered_model("raced").tags["count"])
-                time.sleep(0.05)
-                client.set_registered_model_tag("raced", "count", str(count + 1))
-        except BaseException as error:  # reported below: a thread's exception is otherwise lost
+            with gate_lock(mine, model, **lock):
+                count = int(client.get_registered_model(model).tags["count"])
+                time.sleep(hold_s)
+                client.set_registered_model_tag(model, "count", str(count + 1))
+        except BaseException as error:
             failures.append(error)
 
-    threads = [threading.Thread(target=decide) for _ in range(6)]
+    threads = [threading.Thread(target=decide, args=(mine,)) for mine in clients]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
-    assert failures == []
+    return failures
+
+
+def test_the_gate_lock_lets_one_export_decide_at_a_time(project: Path) -> None:
+    """Six deciders each read a counter tag, wait, and write it back plus one: with the gate held
+    no update is lost (without it, all would read 0). Released: no lock model remains."""
+    from custseg.pipeline.registry import GATE_LOCK_SUFFIX
+
+    client = MlflowClient()
+    client.create_registered_model("raced", tags={"count": "0"})
+    clients = [MlflowClient() for _ in range(6)]
+    assert decide_at_once("raced", clients, 0.05, poll_s=0.05) == []
     assert client.get_registered_model("raced").tags["count"] == "6"
     assert not client.search_registered_models(f"name = 'raced{GATE_LOCK_SUFFIX}'")
 
@@ -363,31 +373,14 @@ def test_waiters_that_see_the_same_stale_gate_break_it_once(project: Path) -> No
     Each deleting "the stale claim" would delete the claim the first has taken meanwhile and
     let a second decider in while the first still decides (a lost update); breaking takes a
     claim of its own and deletes only the claim it saw."""
-    import threading
-
-    from custseg.pipeline.registry import GATE_LOCK_SUFFIX, gate_lock
+    from custseg.pipeline.registry import GATE_LOCK_SUFFIX
 
     client = MlflowClient()
     client.create_registered_model("stale", tags={"count": "0"})
     client.create_registered_model(f"stale{GATE_LOCK_SUFFIX}", tags={"holder": "gone:1"})
     time.sleep(2.0)  # older than the stale age below
-    failures: list[BaseException] = []
-
-    def decide(delay: float) -> None:
-        try:
-            with gate_lock(SlowDeleteClient(delay), "stale", stale_s=1.5, poll_s=0.05):
-                count = int(client.get_registered_model("stale").tags["count"])
-                time.sleep(0.5)
-                client.set_registered_model_tag("stale", "count", str(count + 1))
-        except BaseException as error:  # reported below: a thread's exception is otherwise lost
-            failures.append(error)
-
-    threads = [threading.Thread(target=decide, args=(d,)) for d in (0.2, 0.4, 0.6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert failures == []
+    clients = [SlowDeleteClient(delay) for delay in (0.2, 0.4, 0.6)]
+    assert decide_at_once("stale", clients, 0.5, stale_s=1.5, poll_s=0.05) == []
     assert client.get_registered_model("stale").tags["count"] == "3"
     left = client.search_registered_models("name LIKE 'stale.%'")
     assert not left, [m.name for m in left]  # neither the gate lock nor a breaker claim
