@@ -68,9 +68,10 @@ def runs_in_driver(master: str) -> bool:
     return master == "local" or master.startswith("local[")
 
 
-def _executors(spark: SparkSession) -> int:
-    """Executors registered with the driver: its block managers, less the driver's own."""
-    return spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1
+def _executors(context: Any) -> int:
+    """Executors registered with the driver (its JVM SparkContext): its block managers, less
+    the driver's own."""
+    return context.getExecutorMemoryStatus().size() - 1
 
 
 def _wait_for_executor(spark: SparkSession, master: str, timeout: float) -> None:
@@ -81,7 +82,7 @@ def _wait_for_executor(spark: SparkSession, master: str, timeout: float) -> None
     """
     context = spark.sparkContext._jsc.sc()
     start = time.monotonic()
-    while _executors(spark) < 1:
+    while _executors(context) < 1:
         if context.isStopped():
             raise ConfigError(
                 f"train.spark.master: Spark stopped the application on {master!r} before any "
