@@ -11,7 +11,7 @@ from deepeval.metrics.g_eval.utils import calculate_weighted_summed_score
 from deepeval.test_case import LLMTestCase, SingleTurnParams
 from pydantic import BaseModel, Field
 
-from custseg.evaluation.adapter import ProviderJudge
+from custseg.evaluation.adapter import ProviderJudge, as_chat_completion
 from custseg.llm.providers import LocalProvider
 
 
@@ -73,3 +73,45 @@ def test_geval_uses_the_probability_weighted_path(local_provider: LocalProvider)
     score = metric.measure(LLMTestCase(input="What is 2 + 2?", actual_output="4"))
     assert calls == [20]
     assert 0.0 <= score <= 1.0 and metric.reason
+
+
+def test_prefilled_reply_is_the_score_first_json_without_its_opening_tokens(
+    local_provider: LocalProvider,
+) -> None:
+    """The local judge reads `{"score": ` as prompt: the reply still parses as the judge's
+    ScoreFirst (reason capped), its first generated token is the score, and it spends fewer
+    generated tokens than the one-shot reply to the same prompt, with a close weighted score."""
+    from custseg.evaluation.judge import (
+        REASON_MAX_CHARS,
+        SCORE_PREFILL,
+        CachedJudge,
+        score_view,
+    )
+    from custseg.evaluation.judge import ScoreFirst as JudgeReply
+
+    prompt = (
+        'Rate from 0 to 10 how correct "2 + 2 = 5" is, with a long, detailed reason. '
+        'Reply with JSON only: {"score": <integer 0-10>, "reason": "<reason>"}.'
+    )
+    judge = CachedJudge(local_provider, None, max_tokens=64)
+    raw, cost = judge.generate_raw_response(prompt, top_logprobs=20)
+    prefilled = JudgeReply.model_validate_json(raw.choices[0].message.content)
+    assert raw.choices[0].message.content.startswith(SCORE_PREFILL)
+    assert len(prefilled.reason) <= REASON_MAX_CHARS
+    first = raw.choices[0].logprobs.content[0]
+    assert first.token.strip().isdecimal()  # nothing generated before the score
+
+    one_shot = local_provider.complete_with_logprobs(
+        [{"role": "user", "content": prompt}], 20, schema=JudgeReply, max_tokens=64
+    )
+    one_shot_reply = JudgeReply.model_validate_json(one_shot.text)
+    assert [t.token for t in one_shot.logprobs[:2]] == ['{"', "score"]  # generated one by one
+    assert cost.output_tokens <= one_shot.completion_tokens - 3
+    weighted = [
+        calculate_weighted_summed_score(reply.score, view)
+        for reply, view in (
+            (prefilled, raw),
+            (one_shot_reply, as_chat_completion(score_view(one_shot))),
+        )
+    ]
+    assert abs(weighted[0] - weighted[1]) <= 1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from pydantic import BaseModel, Field
 
@@ -16,6 +18,8 @@ from custseg.llm.base import (
 from custseg.llm.http import error_detail, is_loopback
 from custseg.llm.providers import (
     LocalProvider,
+    OllamaProvider,
+    OpenAICompatibleProvider,
     closed_objects,
     ollama_chat_body,
     openai_chat_body,
@@ -154,6 +158,31 @@ def test_local_json_is_one_line_with_no_extra_keys() -> None:
         "properties": {},
         "additionalProperties": True,  # an explicit choice is kept
     }
+
+
+def test_local_body_continues_a_prefilled_reply_under_its_grammar() -> None:
+    local = LocalProvider(model="some.gguf")
+    request = replace(REQUEST, json_schema=None, prefill='{"score": ', grammar="start: /[0-9]/")
+    body = local._body(request)
+    assert body["messages"] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": '{"score": '},  # llama.cpp continues the last one
+    ]
+    assert body["grammar"] == "start: /[0-9]/" and "response_format" not in body
+    assert local._body(REQUEST)["messages"] == [{"role": "user", "content": "hi"}]  # no prefill
+
+
+@pytest.mark.parametrize(
+    "provider",
+    [
+        OpenAICompatibleProvider(base_url="http://127.0.0.1:9/v1", model="m"),
+        OllamaProvider(base_url="http://127.0.0.1:9", model="m"),
+    ],
+)
+def test_only_the_local_provider_continues_a_reply(provider) -> None:
+    assert not provider.supports_prefill
+    with pytest.raises(LLMError, match="does not continue a given reply"):  # before any request
+        provider.continue_with_logprobs(REQUEST.messages, '{"a": ', "start: /x/")
 
 
 def test_ollama_body() -> None:

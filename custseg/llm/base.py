@@ -96,6 +96,9 @@ class ChatRequest:
     json_schema: dict[str, Any] | None = None
     schema_name: str = "reply"
     top_logprobs: int | None = None
+    # The reply's opening, written for the model, and the grammar of the rest (llama.cpp's).
+    prefill: str = ""
+    grammar: str | None = None
 
 
 def backoff_delay(attempt: int, base_s: float = DEFAULT_BACKOFF_S) -> float:
@@ -153,6 +156,7 @@ class Provider(ABC):
 
     name: str = "provider"
     supports_logprobs: bool = True
+    supports_prefill: bool = False  # continues a reply it is given the opening of
 
     def __init__(
         self,
@@ -241,6 +245,29 @@ class Provider(ABC):
         completion = self._retrying(lambda _attempt: self._send(request))
         if completion.logprobs is None:
             raise LLMError(f"{self.describe}: the server returned no logprobs")
+        return completion
+
+    def continue_with_logprobs(
+        self,
+        messages: Sequence[Message],
+        prefill: str,
+        grammar: str,
+        top_logprobs: int = 20,
+        *,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        """The reply that starts with `prefill` and goes on as `grammar` allows, with logprobs
+        of the generated tokens only (the prefill is read as prompt: no token spent on it).
+        The text includes `prefill`."""
+        if not self.supports_prefill:
+            raise LLMError(f"{self.describe}: this provider does not continue a given reply")
+        base = self._request(messages, max_tokens=max_tokens, temperature=None)
+        request = replace(base, top_logprobs=top_logprobs, prefill=prefill, grammar=grammar)
+        completion = self._retrying(lambda _attempt: self._send(request))
+        if completion.logprobs is None:
+            raise LLMError(f"{self.describe}: the server returned no logprobs")
+        if not completion.text.startswith(prefill):  # a server that returns only the rest
+            completion = replace(completion, text=prefill + completion.text)
         return completion
 
     def complete_json(

@@ -20,6 +20,7 @@ from custseg.llm.base import LLMError
 
 DEBUG_ENV = "CUSTSEG_LLM_DEBUG"  # any value: let llama.cpp log at info level
 PROMPT_CACHE_MIB = 512
+CACHE_REUSE_TOKENS = 32  # the shortest repeated passage worth shifting instead of re-reading
 STOP_TIMEOUT_S = 15.0  # a stuck llama.cpp must not keep the interpreter from exiting
 
 
@@ -63,6 +64,9 @@ def _server_params(key: ServerKey, api_key: str | None, port: int) -> Any:
     # Reused prompt states (agents alternate system prompts) live in RAM; llama.cpp's default
     # cap is 8 GiB, too much next to everything else on a small machine.
     params.cache_ram_mib = PROMPT_CACHE_MIB
+    # A prompt that repeats a passage of the previous one at another place (the judge shows an
+    # answer as "Answer B", then alone as "Answer A") reuses its cached states, shifted there.
+    params.n_cache_reuse = CACHE_REUSE_TOKENS
     params.cpuparams.n_threads = key.threads
     params.cpuparams_batch.n_threads = key.threads
     # No busy-waiting between batches: when another process (a second server, a test run)

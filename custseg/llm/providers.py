@@ -243,6 +243,7 @@ class LocalProvider(OpenAICompatibleProvider):
     """The bundled GGUF model behind llama.cpp's server, started on first use in this process."""
 
     name = "local"
+    supports_prefill = True
 
     def __init__(self, *, context_size: int = 4096, threads: int = 1, **options: Any) -> None:
         super().__init__(base_url="http://127.0.0.1", **options)
@@ -274,6 +275,10 @@ class LocalProvider(OpenAICompatibleProvider):
         if request.json_schema is not None:  # as a grammar: response_format drops x-guidance
             del body["response_format"]
             body["grammar"] = llguidance_json_grammar(request.json_schema)
+        if request.prefill:  # llama.cpp continues a last assistant message, and returns it whole
+            body["messages"].append({"role": "assistant", "content": request.prefill})
+        if request.grammar is not None:
+            body["grammar"] = request.grammar
         return body
 
     def _send(self, request: ChatRequest) -> Completion:
