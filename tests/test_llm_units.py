@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -9,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from custseg.llm.base import (
     ChatRequest,
+    Completion,
     LLMError,
     RetryableError,
     backoff_delay,
@@ -183,6 +185,27 @@ def test_only_the_local_provider_continues_a_reply(provider) -> None:
     assert not provider.supports_prefill
     with pytest.raises(LLMError, match="does not continue a given reply"):  # before any request
         provider.continue_with_logprobs(REQUEST.messages, '{"a": ', "start: /x/")
+
+
+class NoLogprobs(LocalProvider):
+    """A local provider whose server answers with text but without the logprobs asked for."""
+
+    def _send(self, request: ChatRequest) -> Completion:
+        return Completion("7}", 3, 2, 0.01, self.model)
+
+
+NO_LOGPROBS = "local model some.gguf: the server returned no logprobs"
+
+
+def test_a_reply_without_the_logprobs_asked_for_is_one_error() -> None:
+    provider = NoLogprobs(model="some.gguf")
+    messages = REQUEST.messages
+    for ask in (
+        lambda: provider.complete_with_logprobs(messages, 5),
+        lambda: provider.continue_with_logprobs(messages, '{"a": ', "start: /x/", 5),
+    ):
+        with pytest.raises(LLMError, match=re.escape(NO_LOGPROBS)):
+            ask()
 
 
 def test_ollama_body() -> None:

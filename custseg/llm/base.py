@@ -242,10 +242,7 @@ class Provider(ABC):
             schema_name=json_schema_name(schema) if schema else "reply",
             top_logprobs=top_logprobs,
         )
-        completion = self._retrying(lambda _attempt: self._send(request))
-        if completion.logprobs is None:
-            raise LLMError(f"{self.describe}: the server returned no logprobs")
-        return completion
+        return self._with_logprobs(request)
 
     def continue_with_logprobs(
         self,
@@ -261,13 +258,19 @@ class Provider(ABC):
         The text includes `prefill`."""
         if not self.supports_prefill:
             raise LLMError(f"{self.describe}: this provider does not continue a given reply")
-        base = self._request(messages, max_tokens=max_tokens, temperature=None)
-        request = replace(base, top_logprobs=top_logprobs, prefill=prefill, grammar=grammar)
+        base = self._request(
+            messages, max_tokens=max_tokens, temperature=None, top_logprobs=top_logprobs
+        )
+        completion = self._with_logprobs(replace(base, prefill=prefill, grammar=grammar))
+        if not completion.text.startswith(prefill):  # a server that returns only the rest
+            completion = replace(completion, text=prefill + completion.text)
+        return completion
+
+    def _with_logprobs(self, request: ChatRequest) -> Completion:
+        """Send `request` (retrying) and insist on the logprobs it asked for."""
         completion = self._retrying(lambda _attempt: self._send(request))
         if completion.logprobs is None:
             raise LLMError(f"{self.describe}: the server returned no logprobs")
-        if not completion.text.startswith(prefill):  # a server that returns only the rest
-            completion = replace(completion, text=prefill + completion.text)
         return completion
 
     def complete_json(
