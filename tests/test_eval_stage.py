@@ -28,7 +28,7 @@ from custseg.evaluation.judge import (
     score_view,
     seed_text,
 )
-from custseg.evaluation.metrics import METRICS, flatten
+from custseg.evaluation.metrics import GENERIC_PLAN, METRICS, flatten
 from custseg.llm.local_server import LocalServer
 from custseg.llm.models import DEFAULT_MODEL_ID
 from custseg.llm.providers import LocalProvider, OpenAICompatibleProvider
@@ -42,7 +42,7 @@ N_COMPLETE = 2  # the small file holds two complete conversations and one withou
 # judge questions each (the grounding metrics are scored for the committed conversations).
 SCORED = [m for m in METRICS if not m.startswith("grounding")]
 CALLS = N_COMPLETE * (len(SCORED) + 1)  # judge calls: the pair is asked in both orders
-PLAN_MARKER = "\nPlan:\n"  # only the plan_quality prompt has this heading
+PLAN_MARKER = f"Answer A:\n{GENERIC_PLAN}\n"  # only the plan_quality prompt shows it
 
 
 @pytest.fixture(scope="module")

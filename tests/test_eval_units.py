@@ -25,6 +25,7 @@ from custseg.evaluation.judge import (
     shown_reason,
 )
 from custseg.evaluation.metrics import (
+    GENERIC_PLAN,
     HELPFULNESS,
     METRICS,
     PLAN_QUALITY,
@@ -37,6 +38,7 @@ from custseg.evaluation.metrics import (
     flatten,
     improvement_score,
     pairwise_text,
+    plan_reason,
     positions,
     score_items,
     scoring_order,
@@ -174,10 +176,21 @@ def test_prompts_share_the_header_the_task_and_answer_a() -> None:
     assert second_shown.startswith(f"{task} \n\nAnswer A:\n{shown_second.strip()}")
     assert first_shown.endswith(f"{HELPFULNESS.question}\nJSON:")
     assert second_shown.endswith(f"{HELPFULNESS.question}\nJSON:") and second_shown != first_shown
+    # The plan is held against a generic plan with the improvement steps.
+    plan_shown = f"Answer A:\n{GENERIC_PLAN}\n\nAnswer B:\n{conversation['plan'].strip()}"
+    assert plan.startswith(f"{task} \n\n{plan_shown}")
     assert plan.endswith(f"{PLAN_QUALITY.question}\nJSON:")
-    for spec in SPECS.values():  # each metric's own steps are in the shared header
-        assert "\n".join(f"{n}. {step}" for n, step in enumerate(spec.steps, 1)) in header
+    for spec in SPECS.values():  # each metric's steps are in the shared header, once
+        steps = "\n".join(f"{n}. {step}" for n, step in enumerate(spec.steps, 1))
+        assert header.count(f"{spec.heading}:\n{steps}") == 1
     assert "Final" not in header and "Draft" not in header  # no hint which answer is which
+
+
+def test_a_plan_reason_names_the_plan_not_the_answer_letters() -> None:
+    reason = "Answer B adds steps Answer A lacks; Answer Boss stays"
+    assert plan_reason(reason) == "The plan adds steps the generic plan lacks; Answer Boss stays"
+    assert plan_reason("vague, as Answer A is") == "Vague, as the generic plan is"
+    assert plan_reason(None) is None and plan_reason("") == ""
 
 
 def test_a_header_without_the_metrics_steps_is_refused() -> None:

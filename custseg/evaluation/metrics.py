@@ -4,7 +4,8 @@ Four scores per complete conversation, six when its envelopes say which segments
 from four GEval definitions with fixed evaluation steps (so deepeval makes no steps-generation
 call) and one deterministic check:
 
-- plan_quality       task → the Planner's plan
+- plan_quality       task → the Planner's plan, shown as Answer B after a generic plan (Answer
+                     A) and judged with the improvement steps: "does B say more than A?"
 - helpfulness_draft  task → the Writer's draft   (the `helpfulness` GEval)
 - helpfulness_final  task → the Reviewer's final (the same GEval)
 - improvement        pairwise: draft and final shown as answers A and B, the judge rates "is B
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -70,21 +72,6 @@ class GEvalSpec:
     question: str
 
 
-PLAN_QUALITY = GEvalSpec(
-    "Plan Quality",
-    "Plan Quality",
-    (
-        "Check that the plan works on the task's exact request, for the customer segment the "
-        "task names, described correctly.",
-        "Check that every step is a concrete action for this task, and that the steps together "
-        "deliver what the task asks for, with no key step missing.",
-        "Steps that would fit any task, with no detail of this one, a plan that restates the "
-        "task, the wrong segment, a missing key step or another topic score 0-3; "
-        "a concrete, complete plan for this task scores 8-10.",
-    ),
-    {"Input": "Task", "Actual Output": "Plan"},
-    "Score the plan with the Plan Quality steps.",
-)
 HELPFULNESS = GEvalSpec(
     "Helpfulness",
     "Helpfulness",
@@ -113,6 +100,17 @@ IMPROVEMENT = GEvalSpec(
     ),
     {"Input": "Task", "Actual Output": None},  # the output is "Answer A: … Answer B: …"
     "Score Answer B against Answer A with the Answer B versus Answer A steps.",
+)
+# The 1.5B judge grades a plan on its own poorly (good and bad plans bunch: ranking 0.88,
+# agreement 0.79 on the calibration pairs) but tells a plan that says more than another apart
+# (1.00 / 0.91): the plan is scored as Answer B against this one, which fits any task.
+GENERIC_PLAN = "We will look at the customers, decide what to do for them, and carry it out well."
+PLAN_QUALITY = GEvalSpec(
+    "Plan Quality",
+    IMPROVEMENT.heading,
+    IMPROVEMENT.steps,
+    {"Input": "Task", "Actual Output": None},  # the output is "Answer A: … Answer B: <plan>"
+    IMPROVEMENT.question,
 )
 GROUNDING = GEvalSpec(
     "Grounding",
@@ -145,7 +143,8 @@ def shared_header(specs: Iterable[GEvalSpec] = SPECS.values()) -> str:
     from deepeval.metrics.g_eval.utils import number_evaluation_steps
 
     low, high = SCORE_RANGE
-    sections = "\n".join(f"{s.heading}:\n{number_evaluation_steps(list(s.steps))}" for s in specs)
+    steps = {s.heading: s.steps for s in specs}  # plan quality asks with improvement's steps
+    sections = "\n".join(f"{h}:\n{number_evaluation_steps(list(t))}" for h, t in steps.items())
     return (
         "You are a strict evaluator. Each case below ends with a question naming the steps "
         "to judge it by. Most replies you see have a flaw: as soon as one failure the steps "
@@ -201,9 +200,21 @@ def positions(seed: int, item_id: str) -> dict[str, str]:
     return {"A": "final", "B": "draft"}
 
 
+def answers_text(answer_a: str, answer_b: str) -> str:
+    return f"Answer A:\n{answer_a}\n\nAnswer B:\n{answer_b}"
+
+
 def pairwise_text(draft: str, final: str, where: dict[str, str]) -> str:
     answers = {"draft": draft, "final": final}
-    return f"Answer A:\n{answers[where['A']]}\n\nAnswer B:\n{answers[where['B']]}"
+    return answers_text(answers[where["A"]], answers[where["B"]])
+
+
+def plan_reason(reason: str | None) -> str | None:
+    """The judge's reason about "Answer B" against "Answer A" as one about the plan."""
+    if reason is None:
+        return None
+    named = re.sub(r"\bAnswer B\b", "the plan", re.sub(r"\bAnswer A\b", "the generic plan", reason))
+    return named[:1].upper() + named[1:]
 
 
 def final_over_draft(b_over_a: float, where: dict[str, str]) -> float:
@@ -289,6 +300,15 @@ class Item:
             return self.task
         return f"{profile_text(self.grounding)}\n\nTask: {self.task}"
 
+    @property
+    def shown_output(self) -> str:
+        """What the judge reads as the output: a plan after the generic one it is held against."""
+        return (
+            answers_text(GENERIC_PLAN, self.output)
+            if self.metric == "plan_quality"
+            else self.output
+        )
+
 
 def grounded_in(conv: dict[str, Any]) -> GroundedIn | None:
     """The model version and segments that grounded the conversation's final, if it says."""
@@ -372,9 +392,11 @@ class Scorer:
             if item.answers is not None:
                 score, judge_score, reason, latency = self._improvement(item)
             else:
-                asked = (item.metric, item.shown_input, item.output)
+                asked = (item.metric, item.shown_input, item.shown_output)
                 judge_score, reason, latency = self._judge(*asked)
                 score = judge_score
+                if item.metric == "plan_quality":
+                    reason = plan_reason(reason)
         except Exception as error:  # an LLMError, bad JSON, a timeout: this item only
             row["error"] = " ".join(f"{type(error).__name__}: {error}".split())[:500]
             row["latency_s"] = round(time.perf_counter() - started, 3)
