@@ -236,7 +236,7 @@ class AgentsParams(_Section):
 class EvalThresholds(_Section):
     """Pass marks (0–1) per GEval definition; helpfulness covers both draft and final."""
 
-    plan_quality: float = Field(0.62, ge=0, le=1)  # from calibration (eval/calibration.yaml)
+    plan_quality: float = Field(0.52, ge=0, le=1)  # from calibration (eval/calibration.yaml)
     helpfulness: float = Field(0.5, ge=0, le=1)
     improvement: float = Field(0.55, ge=0, le=1)  # 0.5 = the final only as good as the draft
     grounding: float = Field(0.6, ge=0, le=1)
