@@ -40,11 +40,12 @@ from custseg.llm.providers import LocalProvider
 from custseg.paths import CALIBRATION, PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
-# Issue #17's goal is 0.9 on both for every metric; with the bundled 1.5B judge plan quality
-# and grounding reach it on all 17 pairs (README: Judge calibration). This test holds what the
-# judge reaches on the first LIMIT pairs per metric, asked in this test's order (measured
-# 2026-11-30, plans held against a generic plan: ranking 1.00 / 0.75 / 0.88 / 1.00, threshold
-# agreement 0.81 / 0.62 / 0.69 / 0.88), so a change that makes the judge worse fails here.
+# Issue #17's goal is 0.9 on both for every metric; with the bundled 1.5B judge plan quality,
+# improvement and grounding reach it on all 17 pairs (README: Judge calibration). This test
+# holds what the judge reaches on the first LIMIT pairs per metric, asked in this test's order
+# (measured 2026-11-30, improvement pulled towards 0.5 for finals that repeat the draft:
+# ranking 1.00 / 0.75 / 0.88 / 1.00, threshold agreement 0.81 / 0.62 / 0.81 / 0.88), so a
+# change that makes the judge worse fails here.
 # Helpfulness and improvement move by a pair with llama.cpp's arithmetic alone (helpfulness
 # ranked 0.88 here before the header lost the plan-quality steps; improvement agreed 0.81
 # before the reply's opening was given as prompt): their items sit close to the pass mark.
@@ -52,7 +53,7 @@ LIMIT = 8
 FLOORS = {  # metric: (ranking accuracy, threshold agreement)
     "plan_quality": (0.9, 0.75),
     "helpfulness": (0.7, 0.6),
-    "improvement": (0.85, 0.65),
+    "improvement": (0.85, 0.75),
     "grounding": (0.85, 0.85),
 }
 

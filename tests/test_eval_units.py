@@ -32,11 +32,13 @@ from custseg.evaluation.metrics import (
     SPECS,
     Scorer,
     aggregate,
+    as_changed,
     conversation_items,
     final_over_draft,
     final_position,
     flatten,
     improvement_score,
+    new_words_share,
     pairwise_text,
     plan_reason,
     positions,
@@ -86,6 +88,49 @@ def test_improvement_rises_with_the_pair_and_the_helpfulness_gain(
     assert improvement_score(pairwise, draft, min(1, final + more)) >= score
     assert improvement_score(pairwise, min(1, draft + more), final) <= score
     assert improvement_score(0.5, draft, draft) == pytest.approx(0.5)  # no better, no worse
+
+
+WORDS = ("give", "them", "a", "voucher", "call", "back", "each", "month", "premium")
+sentences = st.lists(st.sampled_from(WORDS), min_size=1, max_size=12).map(" ".join)
+
+
+@given(unit, sentences, sentences)
+def test_an_unchanged_final_is_no_improvement_whatever_the_judges_say(
+    score: float, draft: str, added: str
+) -> None:
+    assert as_changed(score, draft, draft) == pytest.approx(0.5)
+    assert new_words_share(draft, draft.upper()) == 0.0  # case is no change
+    final = f"{draft} {added.upper()} NEWWORD"
+    changed = as_changed(score, draft, final)
+    # Pulled towards 0.5, never past it.
+    assert min(score, 0.5) - 1e-12 <= changed <= max(score, 0.5) + 1e-12
+    rewritten = "entirely different words here"
+    assert new_words_share(draft, rewritten) == 1.0
+    assert as_changed(score, draft, rewritten) == pytest.approx(score)
+
+
+def test_helpfulness_is_the_judges_score_times_the_task_limits_kept() -> None:
+    conversation = split_conversations(SMALL.read_text().splitlines()).complete[0]
+    sms = {
+        **conversation,
+        "task": "Write an SMS (under 160 characters) inviting our best customers to a preview.",
+        "draft": "Dear valued customer, " * 10,
+        "final": "Private preview Thu 7pm, drinks included. Reply YES.",
+    }
+    scorer = Scorer(CachedJudge(RecordingProvider(), None), {k: 0.5 for k in SPECS})
+    rows = {
+        i.metric: scorer.score(i)
+        for i in conversation_items(sms, 42)
+        if i.metric.startswith(("helpfulness", "improvement"))
+    }
+    draft, final = rows["helpfulness_draft"], rows["helpfulness_final"]
+    assert draft["judge_score"] == final["judge_score"] == pytest.approx(0.67, abs=0.01)
+    assert (draft["score"], draft["passed"]) == (0.0, False)
+    assert "Check: breaks the task's limits: 219 characters" in draft["reason"]
+    assert final["score"] == final["judge_score"] and "Check" not in final["reason"]
+    # The same judge reply for both orders: the pair is neutral, the gain is the limits'.
+    gain = 0.5 + (final["score"] - draft["score"]) / 2
+    assert rows["improvement"]["score"] == pytest.approx((0.5 + gain) / 2, abs=1e-6)
 
 
 def test_grounding_is_the_judges_score_times_the_checks() -> None:

@@ -26,7 +26,9 @@ from custseg.paths import CONVERSATIONS, EVAL_RESULTS
 st.title("Agent evaluation")
 st.caption(
     "Planner → Writer → Reviewer conversations scored by an LLM judge (deepeval GEval, "
-    "probability-weighted 0–1 scores). `improvement` measures the final over the draft; "
+    "probability-weighted 0–1 scores). `helpfulness` is the judge's score times the share of "
+    "the task's hard limits (a length, a budget) the answer keeps; `improvement` measures the "
+    "final over the draft (0.5 when the final repeats the draft); "
     "`grounding_check` (no judge: the segment names and figures the final cites, against the "
     "profile) and `grounding` (the judge's score given the profile, times the check's) whether "
     "the answer keeps to the segments of the model that grounded it."

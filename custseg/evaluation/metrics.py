@@ -6,13 +6,16 @@ call) and one deterministic check:
 
 - plan_quality       task → the Planner's plan, shown as Answer B after a generic plan (Answer
                      A) and judged with the improvement steps: "does B say more than A?"
-- helpfulness_draft  task → the Writer's draft   (the `helpfulness` GEval)
-- helpfulness_final  task → the Reviewer's final (the same GEval)
+- helpfulness_draft  task → the Writer's draft   (the `helpfulness` GEval), times the share of
+                     the task's hard limits the answer keeps (custseg.evaluation.limits: a
+                     length, a budget; the judge does not count)
+- helpfulness_final  task → the Reviewer's final (the same)
 - improvement        pairwise: draft and final shown as answers A and B, the judge rates "is B
                      better than A?", mapped back so it measures final-over-draft; asked in both
                      orders (a small judge prefers one position: averaged, that cancels), the
                      first drawn by a seeded RNG per conversation. Averaged with the helpfulness
-                     gain, 0.5 + (helpfulness_final - helpfulness_draft) / 2 (cached: no call).
+                     gain, 0.5 + (helpfulness_final - helpfulness_draft) / 2 (cached: no call),
+                     then pulled towards 0.5 as far as the final repeats the draft (`as_changed`).
 - grounding          segment profile + task → the final: does it use only the segments the model
                      has, with figures that match? The `grounding` GEval's score times the
                      grounding check's (the share of cited names and figures that are the
@@ -55,6 +58,7 @@ from custseg.evaluation.judge import (
     score_first_template,
     shown_reason,
 )
+from custseg.evaluation.limits import check_limits
 from custseg.llm import Provider, make_provider, resolve_settings
 
 TIE_EPS = 1e-9
@@ -234,6 +238,26 @@ def improvement_score(pairwise: float, helpfulness_draft: float, helpfulness_fin
     return (pairwise + gain) / 2
 
 
+# A final with at least this share of words the draft does not have gets the judges' full
+# verdict; less, proportionally less (README: set on the calibration pairs).
+FULLY_REWRITTEN = 0.5
+
+
+def new_words_share(draft: str, final: str) -> float:
+    """The share of the final's words that are not in the draft (0.0: the draft kept as is)."""
+    kept = set(re.findall(r"[^\W_]+", draft.casefold()))
+    words = re.findall(r"[^\W_]+", final.casefold())
+    return sum(word not in kept for word in words) / len(words) if words else 0.0
+
+
+def as_changed(score: float, draft: str, final: str) -> float:
+    """An improvement score pulled towards 0.5 (no better, no worse) as far as the final only
+    repeats the draft: the 1.5B judges rate a final that ignores the review, keeping the draft's
+    words, as better than it; an unchanged final is no improvement, whatever they say."""
+    weight = min(1.0, new_words_share(draft, final) / FULLY_REWRITTEN)
+    return 0.5 + (score - 0.5) * weight
+
+
 # --- conversations ---------------------------------------------------------------------------
 
 
@@ -397,6 +421,10 @@ class Scorer:
                 score = judge_score
                 if item.metric == "plan_quality":
                     reason = plan_reason(reason)
+                elif METRICS[item.metric] == "helpfulness":
+                    limits = check_limits(item.output, item.task)
+                    score *= limits.score
+                    reason = reason if limits.passed else f"{reason} Check: {limits.reason()}"
         except Exception as error:  # an LLMError, bad JSON, a timeout: this item only
             row["error"] = " ".join(f"{type(error).__name__}: {error}".split())[:500]
             row["latency_s"] = round(time.perf_counter() - started, 3)
@@ -431,6 +459,10 @@ class Scorer:
             self._answers[question] = answer
         return self._answers[question]
 
+    def _helpfulness(self, task: str, answer: str) -> float:
+        """An answer's helpfulness row's score: the judge's, times the limits it keeps."""
+        return self._judge("helpfulness_draft", task, answer)[0] * check_limits(answer, task).score
+
     def _improvement(self, item: Item) -> tuple[float, float, str | None, float]:
         """(score, the pairwise part, the first order's reason, seconds of the two pairwise
         calls). Each order is asked right after the helpfulness of the answer it shows first
@@ -447,8 +479,8 @@ class Scorer:
             )
             parts.append((final_over_draft(b_over_a, where), reason, latency))
         pairwise = (parts[0][0] + parts[1][0]) / 2
-        helpful = [self._judge("helpfulness_draft", item.task, a)[0] for a in (draft, final)]
-        score = improvement_score(pairwise, *helpful)
+        helpful = [self._helpfulness(item.task, answer) for answer in (draft, final)]
+        score = as_changed(improvement_score(pairwise, *helpful), draft, final)
         return score, pairwise, parts[0][1], parts[0][2] + parts[1][2]
 
 

@@ -1,0 +1,181 @@
+"""The hard limits a task sets, checked on the answer with no judge: a length ("a short SMS
+(under 160 characters)", "in at most 50 words", "a one-paragraph brief") and a budget the
+answer splits ("a 50,000 $ quarterly budget").
+
+A 1.5B judge does not count: it rates a 288-character SMS above a 120-character one and a
+split of 70,000 $ of a 50,000 $ budget as "specific and usable". Helpfulness is the judge's
+score times the share of the task's limits the answer keeps (1.0 when the task sets none).
+
+Lengths: "under", "within", "at most", "no more than", "less than", "fewer than", "up to",
+"max", "maximum (of)", "in" before N characters, words or paragraphs, "N words or less", or
+"a 160-character SMS", "a one-paragraph brief" (N in digits or words); all are read as "at
+most N" (people write "under 160" for the SMS limit of 160). Not read: a limit per item ("one
+sentence per segment", "50 words each") and a count that is not a length ("three words
+customers use").
+Budgets: an amount with a currency right before the word budget ("a 50,000 $ quarterly
+marketing budget", "our $20k budget") or after "budget of". The answer's amounts (with a
+currency) and shares of the budget ("20% of the budget") must each add up to at most it: a
+split that spends more than there is breaks the limit. Not counted: the budget itself
+restated, an amount per unit ("5 $ per customer", "each"), and incomes ("a mean annual
+income of 49 k$", "customers earning 85k$").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_WORDS = (
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve",
+)  # fmt: skip
+_COUNT = rf"(?P<n>\d{{1,3}}(?:,\d{{3}})*|{'|'.join(_WORDS)}|a\s+single|single)"
+_AT_MOST = (
+    r"(?:under|within|at\s+most|no\s+more\s+than|not\s+more\s+than|less\s+than|fewer\s+than|"
+    r"up\s+to|max(?:imum)?(?:\s+of)?|in)"
+)
+_UNIT = r"(?P<unit>char(?:acter)?s?|words?|paragraphs?)"
+# Not a limit per item: "two sentences per segment", "50 words each", "… for each offer".
+_NOT_PER = r"(?!\s+(?:per|each|for\s+each|for\s+every|a|an|every)\b)"
+_LENGTH = (
+    # "under 160 characters", "in at most 50 words", "160 characters or less"
+    re.compile(rf"\b{_AT_MOST}\s+{_COUNT}\s+{_UNIT}\b{_NOT_PER}", re.IGNORECASE),
+    re.compile(rf"\b{_COUNT}\s+{_UNIT}\s+or\s+(?:less|fewer)\b{_NOT_PER}", re.IGNORECASE),
+    # "a 160-character SMS", "a one-paragraph brief" (not "three words customers use")
+    re.compile(rf"\b{_COUNT}-{_UNIT}(?=\s+[^\W\d_]){_NOT_PER}(?!\s+or\b)", re.IGNORECASE),
+)
+_CURRENCY = r"(?:\$|€|£|USD\b|EUR\b|GBP\b|dollars\b|euros\b|pounds\b)"
+_AMOUNT = r"(?:\d{1,3}(?:[, ]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)\s?(?:k|thousand|m|million)?"
+# An amount of money: "15,000 $", "$15,000", "€ 12k", "15 000 euros", "USD 5,000".
+_MONEY = rf"(?:{_CURRENCY}\s?{_AMOUNT}(?![\d.,]*\d)|(?<![\d.,]){_AMOUNT}\s?{_CURRENCY})(?![^\W_])"
+_MONEY_RE = re.compile(_MONEY, re.IGNORECASE)
+_BUDGET = (
+    re.compile(rf"(?P<money>{_MONEY})(?:\s+[^\W\d_]+){{0,3}}\s+budget\b", re.IGNORECASE),
+    re.compile(rf"\bbudget\s+(?:of|is|:)\s*(?P<money>{_MONEY})", re.IGNORECASE),
+)
+_VALUE = re.compile(
+    r"(\d{1,3}(?:[, ]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)\s?(k|thousand|m|million)?", re.I
+)
+_SHARE = re.compile(
+    r"(?<![\d.])(?P<n>\d+(?:\.\d+)?)\s?(?:%|percent\b)(?=\s+of\s+(?:the|our|your|this)\s+"
+    r"(?:[^\W\d_]+\s+){0,2}budget\b)",
+    re.IGNORECASE,
+)
+_SCALE = {"k": 1e3, "thousand": 1e3, "m": 1e6, "million": 1e6}
+# An amount that is not spent from the budget: per unit, or someone's income.
+_PER_UNIT = re.compile(r"\s*(?:per|each|a|an|/)\b|\s*/", re.IGNORECASE)
+# An income: "income of 49 k$", "earning 85k$" (the text before it), "85k$ a year" (after).
+_INCOME_BEFORE = re.compile(
+    r"\b(?:incomes?|earn(?:s|ing)?|salary|salaries|makes?|making)"
+    r"(?:\s*[,:=~]|\s+(?:of|is|was|at|around|about|roughly|approximately|above|below|over|under))*\s*$",
+    re.IGNORECASE,
+)
+_INCOME_AFTER = re.compile(r"[\s,]*(?:a\s+year|per\s+year|yearly|annual|/\s?y(?:ea)?r)\b", re.I)
+
+
+def _count(written: str) -> int:
+    word = " ".join(written.lower().split())
+    if word in ("single", "a single"):
+        return 1
+    return _WORDS.index(word) + 1 if word in _WORDS else int(word.replace(",", ""))
+
+
+def _money(written: str) -> float:
+    """The value of an amount of money as written ("$20k" → 20000.0)."""
+    found = _VALUE.search(written)
+    assert found is not None  # _MONEY matched a number
+    number, scale = found.groups()
+    return float(re.sub(r"[, ]", "", number)) * _SCALE.get((scale or "").lower(), 1.0)
+
+
+@dataclass(frozen=True)
+class Limit:
+    unit: str  # "characters", "words", "paragraphs" or "budget"
+    at_most: float
+    written: str  # as the task states it
+
+    def measure(self, answer: str) -> float:
+        """How much of this limit's unit `answer` uses."""
+        text = answer.strip()
+        if self.unit == "characters":
+            return len(text)
+        if self.unit == "words":
+            return len(text.split())
+        if self.unit == "paragraphs":
+            return len([p for p in re.split(r"\n\s*\n", text) if p.strip()])
+        return spent(text, self.at_most)
+
+
+def _unit(written: str) -> str:
+    word = written.lower()
+    return "characters" if word.startswith("char") else "words" if word[0] == "w" else "paragraphs"
+
+
+def task_limits(task: str) -> list[Limit]:
+    """The limits `task` sets on its answer, once each (the tightest of a unit)."""
+    found: dict[str, Limit] = {}
+
+    def keep(limit: Limit) -> None:
+        if limit.at_most > 0 and (
+            limit.unit not in found or limit.at_most < found[limit.unit].at_most
+        ):
+            found[limit.unit] = limit
+
+    for pattern in _LENGTH:
+        for match in pattern.finditer(task):
+            written = " ".join(match.group(0).split())
+            keep(Limit(_unit(match["unit"]), _count(match["n"]), written))
+    for pattern in _BUDGET:
+        for match in pattern.finditer(task):
+            keep(Limit("budget", _money(match["money"]), " ".join(match.group(0).split())))
+    return list(found.values())
+
+
+def spent(answer: str, budget: float) -> float:
+    """What `answer` allocates of `budget`: the larger of its amounts' sum and its shares' sum
+    (as an amount), leaving out the budget restated, amounts per unit and incomes."""
+    amounts = 0.0
+    for match in _MONEY_RE.finditer(answer):
+        value = _money(match.group(0))
+        before, after = answer[: match.start()], answer[match.end() :]
+        if abs(value - budget) < 0.005 * budget or _PER_UNIT.match(after):
+            continue
+        if _INCOME_BEFORE.search(before[-40:]) or _INCOME_AFTER.match(after):
+            continue
+        amounts += value
+    shares = sum(float(m["n"]) for m in _SHARE.finditer(answer)) / 100 * budget
+    return max(amounts, shares)
+
+
+def _shown(value: float) -> str:
+    return f"{value:,.2f}".removesuffix(".00")
+
+
+@dataclass(frozen=True)
+class LimitsCheck:
+    limits: list[str]  # as the task states them
+    broken: list[str]  # what the answer does instead
+
+    @property
+    def score(self) -> float:
+        """The share of the task's limits the answer keeps (1.0 when it sets none)."""
+        return 1.0 if not self.limits else 1 - len(self.broken) / len(self.limits)
+
+    @property
+    def passed(self) -> bool:
+        return not self.broken
+
+    def reason(self) -> str:
+        return "breaks the task's limits: " + "; ".join(self.broken) if self.broken else ""
+
+
+def check_limits(answer: str, task: str) -> LimitsCheck:
+    """Check `answer` against each limit `task` sets."""
+    limits, broken = task_limits(task), []
+    for limit in limits:
+        used = limit.measure(answer)
+        slack = 0.005 if limit.unit == "budget" else 0.0  # rounding in a split ("33.3%")
+        if used > limit.at_most * (1 + slack):
+            unit = "of the budget" if limit.unit == "budget" else limit.unit
+            broken.append(f"{_shown(used)} {unit} (task: {limit.written})")
+    return LimitsCheck([limit.written for limit in limits], broken)
