@@ -145,3 +145,15 @@ def test_the_agents_sms_over_160_characters_is_caught() -> None:
     assert check.score == 0.0
     assert check.broken == [f"{len(long_sms.strip())} characters (task: under 160 characters)"]
     assert check_limits("Private preview, Thu 7pm. Reply YES.", task).passed
+
+
+PIECES = [*"0123456789 ,.$€£k%-\n\"'", "under ", " words", " budget", " per", "in ", "-word"]
+hostile = st.lists(st.sampled_from(PIECES), max_size=80).map("".join) | st.text(max_size=300)
+
+
+@given(hostile, hostile)
+def test_any_task_and_answer_give_a_score_between_zero_and_one(task: str, answer: str) -> None:
+    check = check_limits(answer, task)
+    assert 0.0 <= check.score <= 1.0
+    assert check.passed == (check.score == 1.0)
+    assert all(written in " ".join(task.split()) for written in check.limits)
