@@ -131,6 +131,12 @@ def test_helpfulness_is_the_judges_score_times_the_task_limits_kept() -> None:
     # The same judge reply for both orders: the pair is neutral, the gain is the limits'.
     gain = 0.5 + (final["score"] - draft["score"]) / 2
     assert rows["improvement"]["score"] == pytest.approx((0.5 + gain) / 2, abs=1e-6)
+    assert "Check" not in rows["improvement"]["reason"]  # a rewritten final: full weight
+    unchanged = {**sms, "final": sms["draft"].upper()}
+    (pair,) = (i for i in conversation_items(unchanged, 42) if i.metric == "improvement")
+    row = scorer.score(pair)
+    assert row["score"] == pytest.approx(0.5)
+    assert row["reason"].endswith("Check: 0% of the final's words are new, so partial weight.")
 
 
 def test_grounding_is_the_judges_score_times_the_checks() -> None:

@@ -481,7 +481,10 @@ class Scorer:
         pairwise = (parts[0][0] + parts[1][0]) / 2
         helpful = [self._helpfulness(item.task, answer) for answer in (draft, final)]
         score = as_changed(improvement_score(pairwise, *helpful), draft, final)
-        return score, pairwise, parts[0][1], parts[0][2] + parts[1][2]
+        reason, new = parts[0][1], new_words_share(draft, final)
+        if new < FULLY_REWRITTEN:
+            reason = f"{reason} Check: {new:.0%} of the final's words are new, so partial weight."
+        return score, pairwise, reason, parts[0][2] + parts[1][2]
 
 
 def checked_row(item: Item) -> dict[str, Any]:
