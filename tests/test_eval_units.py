@@ -98,15 +98,15 @@ sentences = st.lists(st.sampled_from(WORDS), min_size=1, max_size=12).map(" ".jo
 def test_an_unchanged_final_is_no_improvement_whatever_the_judges_say(
     score: float, draft: str, added: str
 ) -> None:
-    assert as_changed(score, draft, draft) == pytest.approx(0.5)
+    assert as_changed(score, new_words_share(draft, draft)) == pytest.approx(0.5)
     assert new_words_share(draft, draft.upper()) == 0.0  # case is no change
     final = f"{draft} {added.upper()} NEWWORD"
-    changed = as_changed(score, draft, final)
+    changed = as_changed(score, new_words_share(draft, final))
     # Pulled towards 0.5, never past it.
     assert min(score, 0.5) - 1e-12 <= changed <= max(score, 0.5) + 1e-12
     rewritten = "entirely different words here"
     assert new_words_share(draft, rewritten) == 1.0
-    assert as_changed(score, draft, rewritten) == pytest.approx(score)
+    assert as_changed(score, new_words_share(draft, rewritten)) == pytest.approx(score)
 
 
 def test_helpfulness_is_the_judges_score_times_the_task_limits_kept() -> None:

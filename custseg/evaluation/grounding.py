@@ -101,12 +101,12 @@ _ALL_BEFORE = re.compile(
     re.IGNORECASE,
 )
 # "six segments", "7 customer clusters": a count of segments (a claim when above the model's).
-_COUNT_WORDS = (
+COUNT_WORDS = (
     "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
     "twelve",
 )  # fmt: skip
 _SEGMENT_COUNT = re.compile(
-    rf"\b(?P<n>\d{{1,2}}|{'|'.join(_COUNT_WORDS)})\s+(?:(?:customer|distinct|different|separate"
+    rf"\b(?P<n>\d{{1,2}}|{'|'.join(COUNT_WORDS)})\s+(?:(?:customer|distinct|different|separate"
     r"|main|kmeans|k-means)\s+)?(?:segments|clusters)\b",
     re.IGNORECASE,
 )
@@ -180,13 +180,18 @@ def cited_labels(text: str, segments: Sequence[Segment]) -> list[tuple[str, bool
     return list(found.values())
 
 
+def count_value(written: str) -> int:
+    """12 for "12" or "twelve"."""
+    word = written.lower()
+    return int(word) if word.isdecimal() else COUNT_WORDS.index(word) + 1
+
+
 def segment_counts(text: str, given: str = "") -> list[tuple[str, int]]:
     """(as written, the number) of each count of segments the text states that `given` (the
     task) did not state."""
 
     def number(match: re.Match) -> int:
-        n = match["n"].lower()
-        return int(n) if n.isdecimal() else _COUNT_WORDS.index(n) + 1
+        return count_value(match["n"])
 
     stated = {number(m) for m in _SEGMENT_COUNT.finditer(given)}
     return [

@@ -25,11 +25,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_WORDS = (
-    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-    "twelve",
-)  # fmt: skip
-_COUNT = rf"(?P<n>\d{{1,3}}(?:,\d{{3}})*|{'|'.join(_WORDS)}|a\s+single|single)"
+from custseg.evaluation.grounding import COUNT_WORDS, count_value
+
+_COUNT = rf"(?P<n>\d{{1,3}}(?:,\d{{3}})*|{'|'.join(COUNT_WORDS)}|a\s+single|single)"
 _AT_MOST = (
     r"(?:under|within|at\s+most|no\s+more\s+than|not\s+more\s+than|less\s+than|fewer\s+than|"
     r"up\s+to|max(?:imum)?(?:\s+of)?|in)"
@@ -45,7 +43,9 @@ _LENGTH = (
     re.compile(rf"\b{_COUNT}-{_UNIT}(?=\s+[^\W\d_]){_NOT_PER}(?!\s+or\b)", re.IGNORECASE),
 )
 _CURRENCY = r"(?:\$|€|£|USD\b|EUR\b|GBP\b|dollars\b|euros\b|pounds\b)"
-_AMOUNT = r"(?:\d{1,3}(?:[, ]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)\s?(?:k|thousand|m|million)?"
+_SCALE = {"k": 1e3, "thousand": 1e3, "m": 1e6, "million": 1e6}
+_NUMBER = r"\d{1,3}(?:[, ]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+_AMOUNT = rf"(?:{_NUMBER})\s?(?:{'|'.join(_SCALE)})?"
 # An amount of money: "15,000 $", "$15,000", "€ 12k", "15 000 euros", "USD 5,000".
 _MONEY = rf"(?:{_CURRENCY}\s?{_AMOUNT}(?![\d.,]*\d)|(?<![\d.,]){_AMOUNT}\s?{_CURRENCY})(?![^\W_])"
 _MONEY_RE = re.compile(_MONEY, re.IGNORECASE)
@@ -53,17 +53,14 @@ _BUDGET = (
     re.compile(rf"(?P<money>{_MONEY})(?:\s+[^\W\d_]+){{0,3}}\s+budget\b", re.IGNORECASE),
     re.compile(rf"\bbudget\s+(?:of|is|:)\s*(?P<money>{_MONEY})", re.IGNORECASE),
 )
-_VALUE = re.compile(
-    r"(\d{1,3}(?:[, ]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)\s?(k|thousand|m|million)?", re.I
-)
+_VALUE = re.compile(rf"({_NUMBER})\s?({'|'.join(_SCALE)})?", re.IGNORECASE)
 _SHARE = re.compile(
     r"(?<![\d.])(?P<n>\d+(?:\.\d+)?)\s?(?:%|percent\b)(?=\s+of\s+(?:the|our|your|this)\s+"
     r"(?:[^\W\d_]+\s+){0,2}budget\b)",
     re.IGNORECASE,
 )
-_SCALE = {"k": 1e3, "thousand": 1e3, "m": 1e6, "million": 1e6}
 # An amount that is not spent from the budget: per unit, or someone's income.
-_PER_UNIT = re.compile(r"\s*(?:per|each|a|an|/)\b|\s*/", re.IGNORECASE)
+_PER_UNIT = re.compile(r"\s*(?:(?:per|each|a|an)\b|/)", re.IGNORECASE)
 # An income: "income of 49 k$", "earning 85k$" (the text before it), "85k$ a year" (after).
 _INCOME_BEFORE = re.compile(
     r"\b(?:incomes?|earn(?:s|ing)?|salary|salaries|makes?|making)"
@@ -75,9 +72,7 @@ _INCOME_AFTER = re.compile(r"[\s,]*(?:a\s+year|per\s+year|yearly|annual|/\s?y(?:
 
 def _count(written: str) -> int:
     word = " ".join(written.lower().split())
-    if word in ("single", "a single"):
-        return 1
-    return _WORDS.index(word) + 1 if word in _WORDS else int(word.replace(",", ""))
+    return 1 if word in ("single", "a single") else count_value(word.replace(",", ""))
 
 
 def _money(written: str) -> float:

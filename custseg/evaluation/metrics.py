@@ -58,7 +58,7 @@ from custseg.evaluation.judge import (
     score_first_template,
     shown_reason,
 )
-from custseg.evaluation.limits import check_limits
+from custseg.evaluation.limits import LimitsCheck, check_limits
 from custseg.llm import Provider, make_provider, resolve_settings
 
 TIE_EPS = 1e-9
@@ -250,12 +250,18 @@ def new_words_share(draft: str, final: str) -> float:
     return sum(word not in kept for word in words) / len(words) if words else 0.0
 
 
-def as_changed(score: float, draft: str, final: str) -> float:
+def as_changed(score: float, new_words: float) -> float:
     """An improvement score pulled towards 0.5 (no better, no worse) as far as the final only
-    repeats the draft: the 1.5B judges rate a final that ignores the review, keeping the draft's
-    words, as better than it; an unchanged final is no improvement, whatever they say."""
-    weight = min(1.0, new_words_share(draft, final) / FULLY_REWRITTEN)
+    repeats the draft (`new_words`: its `new_words_share`): the 1.5B judges rate a final that
+    ignores the review, keeping the draft's words, as better than it; an unchanged final is no
+    improvement, whatever they say."""
+    weight = min(1.0, new_words / FULLY_REWRITTEN)
     return 0.5 + (score - 0.5) * weight
+
+
+def with_check(reason: str | None, found: str) -> str | None:
+    """The judge's reason, then what a deterministic check found (if anything)."""
+    return f"{reason} Check: {found}" if found else reason
 
 
 # --- conversations ---------------------------------------------------------------------------
@@ -422,9 +428,8 @@ class Scorer:
                 if item.metric == "plan_quality":
                     reason = plan_reason(reason)
                 elif METRICS[item.metric] == "helpfulness":
-                    limits = check_limits(item.output, item.task)
-                    score *= limits.score
-                    reason = reason if limits.passed else f"{reason} Check: {limits.reason()}"
+                    score, limits = self._helpfulness(item.task, item.output)
+                    reason = with_check(reason, limits.reason())
         except Exception as error:  # an LLMError, bad JSON, a timeout: this item only
             row["error"] = " ".join(f"{type(error).__name__}: {error}".split())[:500]
             row["latency_s"] = round(time.perf_counter() - started, 3)
@@ -434,7 +439,7 @@ class Scorer:
             check = check_grounding(item.output, item.task, item.grounding.segments)
             score *= check.score
             row["grounding"] = check_details(item.grounding, check)
-            reason = reason if check.passed else f"{reason} Check: {check.reason()}"
+            reason = with_check(reason, "" if check.passed else check.reason())
         row.update(
             score=round(score, 6),
             judge_score=round(judge_score, 6),
@@ -459,9 +464,11 @@ class Scorer:
             self._answers[question] = answer
         return self._answers[question]
 
-    def _helpfulness(self, task: str, answer: str) -> float:
-        """An answer's helpfulness row's score: the judge's, times the limits it keeps."""
-        return self._judge("helpfulness_draft", task, answer)[0] * check_limits(answer, task).score
+    def _helpfulness(self, task: str, answer: str) -> tuple[float, LimitsCheck]:
+        """An answer's helpfulness score, the judge's times the share of the task's limits it
+        keeps, and that check."""
+        limits = check_limits(answer, task)
+        return self._judge("helpfulness_draft", task, answer)[0] * limits.score, limits
 
     def _improvement(self, item: Item) -> tuple[float, float, str | None, float]:
         """(score, the pairwise part, the first order's reason, seconds of the two pairwise
@@ -479,11 +486,11 @@ class Scorer:
             )
             parts.append((final_over_draft(b_over_a, where), reason, latency))
         pairwise = (parts[0][0] + parts[1][0]) / 2
-        helpful = [self._helpfulness(item.task, answer) for answer in (draft, final)]
-        score = as_changed(improvement_score(pairwise, *helpful), draft, final)
-        reason, new = parts[0][1], new_words_share(draft, final)
-        if new < FULLY_REWRITTEN:
-            reason = f"{reason} Check: {new:.0%} of the final's words are new, so partial weight."
+        helpful = [self._helpfulness(item.task, answer)[0] for answer in (draft, final)]
+        new = new_words_share(draft, final)
+        score = as_changed(improvement_score(pairwise, *helpful), new)
+        partial = f"{new:.0%} of the final's words are new, so partial weight."
+        reason = with_check(parts[0][1], partial if new < FULLY_REWRITTEN else "")
         return score, pairwise, reason, parts[0][2] + parts[1][2]
 
 
