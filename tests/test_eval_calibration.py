@@ -15,6 +15,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from custseg.config import ConfigError, load_params
 from custseg.evaluation import cli
@@ -28,6 +30,7 @@ from custseg.evaluation.calibration import (
     best_threshold,
     calibrate,
     check_items,
+    held_out_agreement,
     load_calibration,
     on_topic_share,
     pair_items,
@@ -221,6 +224,40 @@ def test_best_threshold_is_the_lowest_with_most_items_right() -> None:
     assert best_threshold([], []) is None
 
 
+def test_held_out_agreement_tests_each_pair_at_the_mark_the_others_set() -> None:
+    separated = [(0.9, 0.1), (0.8, 0.2), (0.7, 0.3)]  # every mark set from two pairs: 0.5
+    assert held_out_agreement(separated) == 1.0
+    # Each pair alone sets a mark that misplaces one item of the other: in-sample 3 of 4 (0.25),
+    # held out 2 of 4.
+    assert best_threshold([0.9, 0.3], [0.8, 0.2]) == pytest.approx(0.25)
+    assert held_out_agreement([(0.9, 0.8), (0.3, 0.2)]) == 0.5
+    # A failed item counts wrong; the others still set marks without it.
+    assert held_out_agreement([(None, 0.1), (0.8, 0.2), (0.7, 0.3)]) == pytest.approx(5 / 6)
+    assert held_out_agreement([(0.9, 0.1)]) is None and held_out_agreement([]) is None
+    assert held_out_agreement([(None, None), (None, None)]) == 0.0
+
+
+scores = st.none() | st.floats(0.0, 1.0)
+
+
+@given(st.lists(st.tuples(scores, scores), min_size=2, max_size=20))
+def test_held_out_agreement_is_a_share_of_the_items(
+    pairs: list[tuple[float | None, float | None]],
+) -> None:
+    agreement = held_out_agreement(pairs)
+    assert agreement is not None and 0.0 <= agreement <= 1.0
+    failed = sum(score is None for pair in pairs for score in pair)
+    assert round(agreement * 2 * len(pairs)) <= 2 * len(pairs) - failed  # failed items: wrong
+
+
+@given(st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.integers(2, 10))
+def test_held_out_agreement_of_repeated_pairs_is_their_own(good: float, bad: float, n: int) -> None:
+    """Copies of one pair: every held-out pair meets the mark the copies set, so it agrees as
+    far as one pair can (both items right if good is above bad, else one)."""
+    expected = 1.0 if good > bad else 0.5
+    assert held_out_agreement([(good, bad)] * n) == expected
+
+
 class FakeScorer:
     """Scores by label (good 0.8, bad 0.3, as a perfect judge would), except `flip` items;
     `grounding_check` rows as the real check makes them."""
@@ -262,6 +299,8 @@ def test_calibrate_reports_every_metric_and_grounding_check() -> None:
     improvement = results["improvement"]
     assert improvement.threshold == 0.6 and improvement.ties == 1
     assert improvement.accuracy == 0.75 and improvement.agreement == pytest.approx(7 / 8)
+    assert improvement.held_out_agreement == pytest.approx(7 / 8)
+    assert results["plan_quality"].held_out_agreement == 1.0
     assert results[CHECK].threshold == 1.0
     assert {r["label"] for r in rows} == {"good", "bad"}
     assert all(r["degraded"] in DEGRADED for r in rows if r["label"] == "bad")

@@ -7,7 +7,10 @@ Per metric, three numbers:
   (params `eval.thresholds`): a good item at or above it, a bad item below it. A failed judge
   call counts as wrong. Its two halves are reported too (good items passing, bad items failing);
 - spread: the good and bad items' median scores, the gap between them, and the standard
-  deviation of all scores (a judge whose scores bunch has a small gap and a small deviation).
+  deviation of all scores (a judge whose scores bunch has a small gap and a small deviation);
+- held-out agreement: a pass mark set from calibration agrees best on the very pairs it was set
+  from; this one sets it on all pairs but one (`best_threshold`) and tests it on that one, each
+  pair in turn: an out-of-sample estimate of the agreement a mark set here has on new items.
 
 The grounding pairs are also answered by `grounding_check` (no judge), reported the same way
 at its own pass mark (1.0: nothing invented), and `grounding`'s judge part is reported alone as
@@ -173,6 +176,7 @@ class SectionResult:
     bad_median: float | None
     std: float | None  # of all scored items
     best_threshold: float | None  # the pass mark that would agree best on this very set
+    held_out_agreement: float | None  # that mark's agreement on pairs it was not set from
 
     @property
     def accuracy(self) -> float:
@@ -195,8 +199,12 @@ class SectionResult:
         return {**rounded, **{k: v if v is None else round(v, 4) for k, v in derived.items()}}
 
 
+def _score(row: dict[str, Any]) -> float | None:
+    return row["score"] if row["error"] is None else None
+
+
 def _scores(rows: list[dict[str, Any]]) -> list[float]:
-    return [r["score"] for r in rows if r["error"] is None]
+    return [score for r in rows if (score := _score(r)) is not None]
 
 
 def _median(values: list[float]) -> float | None:
@@ -216,6 +224,24 @@ def best_threshold(good: list[float], bad: list[float]) -> float | None:
         return sum(g >= t for g in good) + sum(b < t for b in bad)
 
     return max(candidates, key=lambda t: (right(t), -t))
+
+
+def held_out_agreement(pairs: list[tuple[float | None, float | None]]) -> float | None:
+    """Leave-one-out: per (good, bad) pair, the best pass mark on the other pairs, tested on this
+    pair's two items; the share of items on the right side. A failed item (None) counts wrong;
+    None with fewer than two pairs."""
+    if len(pairs) < 2:
+        return None
+    right = 0
+    for i, (good, bad) in enumerate(pairs):
+        others = pairs[:i] + pairs[i + 1 :]
+        mark = best_threshold(
+            [g for g, _ in others if g is not None], [b for _, b in others if b is not None]
+        )
+        if mark is None:
+            continue  # every other item failed: no mark to test
+        right += (good is not None and good >= mark) + (bad is not None and bad < mark)
+    return right / (2 * len(pairs))
 
 
 def summarise(
@@ -239,6 +265,7 @@ def summarise(
         bad_median=_median(bad),
         std=statistics.pstdev(every) if len(every) > 1 else None,
         best_threshold=best_threshold(good, bad),
+        held_out_agreement=held_out_agreement([(_score(g), _score(b)) for g, b in pair_rows]),
     )
 
 

@@ -59,6 +59,7 @@ HEADER = (
     "accuracy: pairs whose good item scores above the bad one; agreement: items on the right "
     "side of the pass mark (good >= it, bad < it); medians of good and bad items, their gap, "
     "std of all scores; best: the pass mark that would agree best on this set (in-sample); "
+    "held-out: that mark set on all pairs but one and tested on that one, each in turn; "
     "grounding is its judge's score times grounding_check's, grounding_judge the judge's alone "
     "(shown, not gated by --min-accuracy)"
 )
@@ -69,7 +70,7 @@ def report_lines(results: dict[str, SectionResult]) -> list[str]:
     lines = [
         f"{'metric':<16} {'pairs':>5} {'ties':>4} {'err':>3} {'accuracy':>8} {'thresh':>6} "
         f"{'agreement':>9} {'good>=':>6} {'bad<':>4} {'good_md':>7} {'bad_md':>6} {'gap':>5} "
-        f"{'std':>5} {'best':>5}"
+        f"{'std':>5} {'best':>5} {'held-out':>8}"
     ]
 
     def num(value: float | None, width: int) -> str:
@@ -80,7 +81,7 @@ def report_lines(results: dict[str, SectionResult]) -> list[str]:
             f"{metric:<16} {r.pairs:>5} {r.ties:>4} {r.errors:>3} {r.accuracy:>8.2f} "
             f"{r.threshold:>6.2f} {r.agreement:>9.2f} {r.good_pass:>6} {r.bad_fail:>4} "
             f"{num(r.good_median, 7)} {num(r.bad_median, 6)} {num(r.gap, 5)} {num(r.std, 5)} "
-            f"{num(r.best_threshold, 5)}"
+            f"{num(r.best_threshold, 5)} {num(r.held_out_agreement, 8)}"
         )
     return lines
 
