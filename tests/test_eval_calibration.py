@@ -222,6 +222,8 @@ def test_best_threshold_is_the_lowest_with_most_items_right() -> None:
     assert best_threshold([0.8, 0.9], [0.1, 0.3]) == pytest.approx(0.55)
     assert best_threshold([0.6, 0.9], [0.5, 0.7]) == pytest.approx(0.55)  # 3 of 4 right
     assert best_threshold([], []) is None
+    # Neighbouring floats have no midpoint between them: the mark is the higher one.
+    assert best_threshold([5e-324], [0.0]) == 5e-324
 
 
 def test_held_out_agreement_tests_each_pair_at_the_mark_the_others_set() -> None:

@@ -211,13 +211,20 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _between(low: float, high: float) -> float:
+    """A mark that passes `high` and not `low`: midway, or `high` itself when the two are
+    neighbouring floats with no number between them."""
+    middle = (low + high) / 2
+    return middle if low < middle else high
+
+
 def best_threshold(good: list[float], bad: list[float]) -> float | None:
     """The pass mark (midway between two neighbouring scores) with the most items on the right
     side; the lowest such one. In-sample: a hint for `eval.thresholds`, not a measurement."""
     values = sorted(set(good + bad))
     if not values:
         return None
-    candidates = [values[0]] + [(a + b) / 2 for a, b in itertools.pairwise(values)]
+    candidates = [values[0]] + [_between(a, b) for a, b in itertools.pairwise(values)]
     candidates.append(values[-1] + TIE_EPS * 2)
 
     def right(t: float) -> int:

@@ -33,7 +33,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         actions,
         "calibrate",
         f"score the labeled pairs of {paths.CALIBRATION}: ranking accuracy, agreement at the "
-        "pass marks, score spread",
+        "pass marks (and held out), score spread",
         cmd_calibrate,
         params=True,
     )
