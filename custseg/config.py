@@ -287,21 +287,30 @@ def parse_params(raw: object, source: str = str(PARAMS)) -> Params:
         raise ConfigError(_describe(error, source)) from None
 
 
-def _read_yaml(path: Path) -> object:
-    """The file's YAML as loaded; ConfigError (one line) when it is missing or not YAML."""
+def read_yaml(path: Path) -> object:
+    """The file's YAML as loaded; ConfigError (one line naming the file) when it is missing, not
+    a readable file, not UTF-8 text, not YAML, or nested too deeply to load."""
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a directory, not a file") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"{path}: nested too deeply to be read as YAML") from None
 
 
 def load_params(path: Path | str = PARAMS) -> Params:
     """Read and validate params.yaml; raise ConfigError with one line naming the bad key."""
-    return parse_params(_read_yaml(Path(path)), str(path))
+    return parse_params(read_yaml(Path(path)), str(path))
 
 
 def _has_key(raw: dict, dotted: str) -> bool:
@@ -317,7 +326,7 @@ def check_params_file(path: Path | str, dvc_params: list[str]) -> Params:
     """Validate params.yaml as a whole, and check that every key DVC's stages track
     (`dvc_params`, e.g. "base.seed", "export") is present: DVC fails on a missing one only after
     it has started a stage. Raises ConfigError naming the first problem in one line."""
-    raw = _read_yaml(Path(path))
+    raw = read_yaml(Path(path))
     params = parse_params(raw, str(path))  # a mapping of sections, or ConfigError
     missing = [key for key in dvc_params if not _has_key(raw or {}, key)]
     if missing:

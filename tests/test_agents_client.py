@@ -39,7 +39,7 @@ def test_a_file_that_is_not_a_list_of_tasks_is_refused_in_one_line(
 def test_unreadable_and_missing_files_are_named(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("- [unclosed\n")
-    with pytest.raises(ConfigError, match=rf"^{broken}: not valid YAML$"):
+    with pytest.raises(ConfigError, match=rf"^{broken}: not valid YAML at line \d+$"):
         read_tasks(broken)
     with pytest.raises(ConfigError, match=r"^tasks file not found: .*missing\.yaml$"):
         read_tasks(tmp_path / "missing.yaml")

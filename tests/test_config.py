@@ -9,7 +9,16 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from custseg.config import ConfigError, Params, check_params_file, load_params, parse_params
+from custseg.agents.client import read_tasks
+from custseg.config import (
+    ConfigError,
+    Params,
+    check_params_file,
+    load_params,
+    parse_params,
+    read_yaml,
+)
+from custseg.evaluation.calibration import load_calibration
 from tests.fixtures.project import ROOT, stage, write_params
 
 export, simulate, train = (stage("export"), stage("simulate"), stage("train"))
@@ -60,6 +69,61 @@ def test_invalid_values_name_the_key(raw: dict, expected: str) -> None:
     message = str(error.value)
     assert message.startswith(f"params.yaml: {expected}")
     assert "\n" not in message
+
+
+# Every YAML file a user hands the project: params, the calibration pairs, the tasks to submit.
+YAML_READERS = [load_params, check_params_file, load_calibration, read_tasks, read_yaml]
+
+
+def _read(reader, path: Path) -> object:  # type: ignore[no-untyped-def]
+    return reader(path, []) if reader is check_params_file else reader(path)
+
+
+@pytest.mark.parametrize("reader", YAML_READERS, ids=lambda r: r.__name__)
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x00\xff\xfe garbage", "not UTF-8 text (byte 1)"),
+        (b"[" * 50_000, "nested too deeply to be read as YAML"),
+        (b"{a: " * 50_000, "nested too deeply to be read as YAML"),
+        (b"key: [unclosed\n", "not valid YAML at line 2"),
+    ],
+    ids=["binary", "deep-list", "deep-map", "broken"],
+)
+def test_a_hostile_yaml_file_is_one_line_naming_it(
+    tmp_path: Path,
+    reader,
+    content: bytes,
+    message: str,  # type: ignore[no-untyped-def]
+) -> None:
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as error:
+        _read(reader, path)
+    assert str(error.value) == f"{path}: {message}"
+
+
+def test_a_directory_is_not_read_as_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r": a directory, not a file$"):
+        read_yaml(tmp_path)
+    with pytest.raises(ConfigError, match=r": a directory, not a file$"):
+        load_params(tmp_path)
+
+
+@settings(max_examples=200, deadline=None)
+@given(content=st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_any_bytes_load_or_fail_in_one_line(content: bytes) -> None:
+    """Generated files (bytes, or text YAML may choke on): a value or one ConfigError line."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "any.yaml"
+        path.write_bytes(content)
+        for reader in YAML_READERS:
+            try:
+                _read(reader, path)
+            except ConfigError as error:
+                assert "\n" not in str(error) and str(error).startswith(str(path)), error
 
 
 def test_unreadable_params_file(tmp_path: Path) -> None:

@@ -186,7 +186,7 @@ def test_calibration_file_errors_name_section_and_index(
 def test_calibration_file_that_is_not_yaml_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "cal.yaml"
     path.write_text("plan_quality:\n  - task: a: b\n")
-    with pytest.raises(ConfigError, match=r"not valid YAML \(line 2\)"):
+    with pytest.raises(ConfigError, match=r"not valid YAML at line 2$"):
         load_calibration(path)
 
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import yaml
-
 from custseg.agents.envelope import Envelope, task_envelope
 from custseg.agents.topics import topic_partitions
-from custseg.config import AgentsParams, ConfigError
+from custseg.config import AgentsParams, ConfigError, read_yaml
 from custseg.kafka.admin import bootstrap_servers, ensure_topics
 
 
@@ -26,10 +24,7 @@ def read_tasks(path: Path) -> list[str]:
     """A YAML list of task strings (or of {task: ...} mappings)."""
     if not path.is_file():
         raise ConfigError(f"tasks file not found: {path}")
-    try:
-        items = yaml.safe_load(path.read_text()) or []
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
+    items = read_yaml(path) or []
     listed = items if isinstance(items, list) else []
     tasks = [i.get("task") if isinstance(i, dict) else i for i in listed]
     if not tasks or not all(isinstance(t, str) and t.strip() for t in tasks):

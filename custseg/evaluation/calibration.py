@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import yaml
 
 from custseg.agents.envelope import GroundedIn
-from custseg.config import ConfigError
+from custseg.config import ConfigError, read_yaml
 from custseg.evaluation.metrics import (
     METRICS,
     TIE_EPS,
@@ -88,12 +87,7 @@ def load_calibration(path: Path) -> CalibrationSet:
     and the pair's index) if a section is missing, short or malformed."""
     if not Path(path).is_file():
         raise ConfigError(f"eval.calibration: file not found: {path}")
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where else ""
-        raise ConfigError(f"{path}: not valid YAML{line}") from None
+    data = read_yaml(Path(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections")
     for section, fields in FIELDS.items():
