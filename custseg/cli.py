@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from custseg import team
 from custseg.agents import cli as agents_cli
-from custseg.entrypoint import add_command, command_group, run
+from custseg.entrypoint import add_command, command_group, port, run
 from custseg.evaluation import cli as evaluation_cli
 from custseg.kafka import cli as kafka_cli
 from custseg.llm import cli as llm_cli
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         _serve,
         params=True,
     )
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    serve.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     serve.add_argument("--alias", help="default: params.yaml export.alias (champion)")
     serve.add_argument("--name", help="default: params.yaml export.model_name")
     return root

@@ -4,6 +4,7 @@ the one place a UserError becomes `error: <one line>` and exit code 2, never a t
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,46 @@ def command_group(
     """A `custseg <name> ACTION` group; returns where its actions are added."""
     group = commands.add_parser(name, help=summary, description=description)
     return group.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+# Types for numeric options: a bad value is argparse's one error line naming the option
+# ("argument --port: expected a port 1-65535, got '99999'"), before anything starts.
+
+
+def _number(text: str, kind: type[int] | type[float]) -> int | float | None:
+    try:
+        value = kind(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(value)
+
+
+def port(text: str) -> int:
+    value = _number(text, int)
+    if value is None or not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 1-65535, got {text!r}")
+    return int(value)
+
+
+def positive_seconds(text: str) -> float:
+    value = _number(text, float)
+    if value is None or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return float(value)
+
+
+def share(text: str) -> float:
+    value = _number(text, float)
+    if value is None or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return float(value)
 
 
 def duration(seconds: float) -> str:

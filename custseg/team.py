@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from custseg.config import UserError
-from custseg.entrypoint import add_command, command_group
+from custseg.entrypoint import add_command, command_group, port
 from custseg.net import ServerNotUp, answers, wait_until_answers
 from custseg.telemetry import NO_TELEMETRY
 
@@ -344,9 +344,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         ("status", f"running or not, and the tracking URL (exit {EXIT_NOT_RUNNING}: not running)"),
     ):
         action = add_command(actions, name, text, _cli)
-        action.add_argument("--pg-port", type=int, default=DEFAULT_PG_PORT, help="PostgreSQL port")
+        action.add_argument("--pg-port", type=port, default=DEFAULT_PG_PORT, help="PostgreSQL port")
         action.add_argument(
-            "--port", type=int, default=DEFAULT_MLFLOW_PORT, help="MLflow server port"
+            "--port", type=port, default=DEFAULT_MLFLOW_PORT, help="MLflow server port"
         )
 
 

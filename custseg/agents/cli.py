@@ -15,7 +15,7 @@ from tqdm import tqdm
 from custseg import paths
 from custseg.agents.topics import chain_topics
 from custseg.config import ConfigError, load_params
-from custseg.entrypoint import add_command, duration
+from custseg.entrypoint import add_command, duration, positive_int, positive_seconds
 
 ROLE_CHOICES = ("all", "planner", "writer", "reviewer")
 
@@ -64,21 +64,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--expect", type=Path, help="a file of correlation ids (from submit --ids-out) to wait for"
     )
     cap.add_argument(
-        "--idle", type=float, default=None, help="stop after this many seconds without a message"
+        "--idle",
+        type=positive_seconds,
+        default=None,
+        help="stop after this many seconds without a message",
     )
-    cap.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    cap.add_argument(
+        "--timeout", type=positive_seconds, default=None, help="stop after this many seconds"
+    )
     cap.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         help="processes, each reading partitions p %% N == k of every topic (default: "
         "agents.capture_workers, else one per partition; topics need equal partition counts)",
     )
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(text)
 
 
 def _stop_on_signals() -> threading.Event:

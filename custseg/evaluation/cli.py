@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from custseg import paths
 from custseg.config import ConfigError, load_params
-from custseg.entrypoint import add_command, command_group
+from custseg.entrypoint import add_command, command_group, positive_int, share
 
 if TYPE_CHECKING:
     from custseg.evaluation.calibration import SectionResult
@@ -44,12 +44,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="only this section: plan_quality, helpfulness, improvement or grounding "
         "(repeatable; grounding also reports grounding_check)",
     )
-    cal.add_argument("--limit", type=int, help="only the first N pairs per section")
+    cal.add_argument("--limit", type=positive_int, help="only the first N pairs per section")
     cal.add_argument("--json", type=Path, help="also write the report here")
     cal.add_argument("--rows", type=Path, help="write every scored item (JSONL) here")
     cal.add_argument(
         "--min-accuracy",
-        type=float,
+        type=share,
         default=0.0,
         help="exit 2 if any metric's ranking accuracy or threshold agreement is below this",
     )

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from custseg.entrypoint import add_command, command_group
+from custseg.entrypoint import add_command, command_group, port, positive_seconds
 from custseg.kafka.admin import DEFAULT_BOOTSTRAP, DEFAULT_PORT, ENV_BOOTSTRAP, broker_answers
 from custseg.kafka.broker import (
     DEFAULT_CONTROLLER_PORT,
@@ -48,15 +48,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _broker_options(parser: argparse.ArgumentParser) -> None:
     home = state_home()
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="PLAINTEXT port")
+    parser.add_argument("--port", type=port, default=DEFAULT_PORT, help="PLAINTEXT port")
     parser.add_argument(
-        "--controller-port", type=int, default=DEFAULT_CONTROLLER_PORT, help="KRaft port"
+        "--controller-port", type=port, default=DEFAULT_CONTROLLER_PORT, help="KRaft port"
     )
     parser.add_argument(
         "--data-dir", type=Path, default=home / "data", help=f"data, PID file (default {home})"
     )
     parser.add_argument("--log-dir", type=Path, default=home / "logs", help="broker logs")
-    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for 'up'")
+    parser.add_argument(
+        "--timeout", type=positive_seconds, default=90.0, help="seconds to wait for 'up'"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from custseg.config import load_params
-from custseg.entrypoint import add_command, command_group
+from custseg.entrypoint import add_command, command_group, port, positive_int
 from custseg.llm.local_server import start_server, stop_server
 from custseg.llm.models import DEFAULT_MODEL_ID, MODELS, fetch_model, is_verified, model_dir
 from custseg.llm.providers import LocalProvider, local_model_path, make_provider
@@ -107,10 +107,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         params=True,
     )
     serve.add_argument("--model", help="model id or .gguf path (default: llm.model if local)")
-    serve.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    serve.add_argument("--port", type=port, default=8080, help="port on 127.0.0.1 (default 8080)")
 
     check = add_command(
         actions, "check", "send one prompt through the configured provider", _check, params=True
     )
     check.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt to send")
-    check.add_argument("--max-tokens", type=int, help="override llm.max_tokens for this call")
+    check.add_argument(
+        "--max-tokens", type=positive_int, help="override llm.max_tokens for this call"
+    )
