@@ -8,6 +8,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from custseg.config import UserError
 from custseg.paths import PARAMS
@@ -82,32 +83,25 @@ def _number(text: str, kind: type[int] | type[float]) -> int | float | None:
     return value if math.isfinite(value) else None
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(value)
+def _ranged(
+    name: str, kind: type[int] | type[float], fits: Callable[[Any], bool], expected: str
+) -> Callable[[str], Any]:
+    """An argparse type: `text` as a finite `kind` for which `fits` holds, else its error."""
+
+    def parse(text: str) -> Any:
+        value = _number(text, kind)
+        if value is None or not fits(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
-def port(text: str) -> int:
-    value = _number(text, int)
-    if value is None or not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port 1-65535, got {text!r}")
-    return int(value)
-
-
-def positive_seconds(text: str) -> float:
-    value = _number(text, float)
-    if value is None or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return float(value)
-
-
-def share(text: str) -> float:
-    value = _number(text, float)
-    if value is None or not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
-    return float(value)
+positive_int = _ranged("positive_int", int, lambda v: v >= 1, "a whole number >= 1")
+port = _ranged("port", int, lambda v: 1 <= v <= 65535, "a port 1-65535")
+positive_seconds = _ranged("positive_seconds", float, lambda v: v > 0, "a number of seconds > 0")
+share = _ranged("share", float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
 
 
 def duration(seconds: float) -> str:
