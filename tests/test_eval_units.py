@@ -320,6 +320,24 @@ def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert cache_dir(tmp_path / "p") == tmp_path / "env"
 
 
+def test_a_judge_cache_that_cannot_be_a_directory_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Checked before any judge call: a reply that cannot be kept would be paid for again."""
+    monkeypatch.delenv("CUSTSEG_JUDGE_CACHE", raising=False)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match=rf"^eval.cache_dir: {a_file}: not a directory$"):
+        cache_dir(a_file)
+    with pytest.raises(ConfigError, match=rf"^eval.cache_dir: {a_file}/sub: not a directory$"):
+        cache_dir(a_file / "sub")
+    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(a_file))
+    with pytest.raises(ConfigError, match=r"^\$CUSTSEG_JUDGE_CACHE: .*: not a directory$"):
+        cache_dir(None)
+    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tmp_path / "new" / "cache"))
+    assert cache_dir(None).is_dir()  # created
+
+
 def _completion(tokens: list[str]) -> Completion:
     logprobs = tuple(
         TokenLogprob(t, -0.1, (TopLogprob(t, -0.1), TopLogprob("3", -2.5))) for t in tokens

@@ -26,6 +26,7 @@ from deepeval.metrics.g_eval.g_eval import GEvalTemplate  # noqa: E402
 from deepeval.models.utils import EvaluationCost  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
+from custseg.config import ConfigError  # noqa: E402
 from custseg.evaluation.adapter import ProviderJudge, as_chat_completion  # noqa: E402
 from custseg.io import write_text_atomic  # noqa: E402
 from custseg.llm.base import Completion, Provider, TokenLogprob, TopLogprob  # noqa: E402
@@ -75,9 +76,20 @@ def shown_reason(reason: str | None) -> str | None:
 
 def cache_dir(param: Path | str | None = None) -> Path:
     """Where judge replies are kept: $CUSTSEG_JUDGE_CACHE, else `eval.cache_dir`, else
-    ~/.cache/custseg/judge (a user directory, so it survives fresh clones)."""
-    chosen = os.environ.get(CACHE_ENV, "").strip() or param or DEFAULT_CACHE_DIR
-    return Path(chosen).expanduser()
+    ~/.cache/custseg/judge (a user directory, so it survives fresh clones). Created if missing;
+    ConfigError (one line) if it cannot be a writable directory: checked before any judge call,
+    whose reply could not be kept."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    source = f"${CACHE_ENV}" if env else "eval.cache_dir" if param else "the judge cache"
+    path = Path(env or param or DEFAULT_CACHE_DIR).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = "not a directory" if path.exists() else (error.strerror or str(error)).lower()
+        raise ConfigError(f"{source}: {path}: {reason}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{source}: {path}: not writable")
+    return path
 
 
 def cache_key(kind: str, prompt: str, settings: dict[str, Any]) -> str:
