@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -306,6 +308,20 @@ def read_yaml(path: Path) -> object:
         raise ConfigError(f"{path}: not valid YAML{where}") from None
     except RecursionError:  # PyYAML composes nested collections recursively
         raise ConfigError(f"{path}: nested too deeply to be read as YAML") from None
+
+
+def directory_from_env(
+    env: str, default: Path | str, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The directory $`env` names, else `default`, expanded (it need not exist yet); ConfigError
+    (one line naming the variable) when it, or the nearest part of it that exists, is a file."""
+    chosen = (os.environ if environ is None else environ).get(env, "").strip()
+    path = Path(chosen or default).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        what = "not a directory" if existing == path else f"{existing} is not a directory"
+        raise ConfigError(f"{'$' + env if chosen else 'default'} {path}: {what}")
+    return path
 
 
 def load_params(path: Path | str = PARAMS) -> Params:

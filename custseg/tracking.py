@@ -10,6 +10,7 @@ from contextlib import closing
 from importlib.metadata import version
 from pathlib import Path
 
+from custseg.config import directory_from_env
 from custseg.io import write_atomic
 from custseg.telemetry import disable_telemetry
 
@@ -56,8 +57,8 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def template_path() -> Path:
-    root = os.environ.get(TEMPLATE_DIR_ENV, "").strip() or "~/.cache/custseg/mlflow"
-    return Path(root).expanduser() / f"empty-mlflow-{version('mlflow')}.db"
+    root = directory_from_env(TEMPLATE_DIR_ENV, "~/.cache/custseg/mlflow")
+    return root / f"empty-mlflow-{version('mlflow')}.db"
 
 
 def build_template(path: Path) -> Path:

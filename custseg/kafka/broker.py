@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from custseg.config import directory_from_env
 from custseg.kafka.admin import DEFAULT_PORT, KafkaBrokerError, broker_answers
 from custseg.net import free_port
 
@@ -53,17 +54,13 @@ def jars_home() -> Path:
 
     Keyed by the pom, so a fresh clone reuses them and a changed pom never meets stale jars.
     """
-    root = os.environ.get(CACHE_ENV, "").strip() or "~/.cache/custseg/kafka"
-    return Path(root).expanduser() / pom_digest()[:16]
+    return directory_from_env(CACHE_ENV, "~/.cache/custseg/kafka") / pom_digest()[:16]
 
 
 def state_home() -> Path:
     """The CLI's broker (`custseg kafka up`): one per user, found again from any directory."""
-    custom = os.environ.get(STATE_ENV, "").strip()
-    if custom:
-        return Path(custom).expanduser()
     state = os.environ.get("XDG_STATE_HOME", "").strip() or "~/.local/state"
-    return Path(state).expanduser() / "custseg" / "kafka"
+    return directory_from_env(STATE_ENV, Path(state).expanduser() / "custseg" / "kafka")
 
 
 # --- jars ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from custseg.entrypoint import add_command, command_group, port, positive_second
 from custseg.kafka.admin import DEFAULT_BOOTSTRAP, DEFAULT_PORT, ENV_BOOTSTRAP, broker_answers
 from custseg.kafka.broker import (
     DEFAULT_CONTROLLER_PORT,
+    STATE_ENV,
     LocalBroker,
     configured_ports,
     fetch_jars,
@@ -47,15 +48,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _broker_options(parser: argparse.ArgumentParser) -> None:
-    home = state_home()
+    home = f"${STATE_ENV}, else $XDG_STATE_HOME/custseg/kafka"  # read when the command runs
     parser.add_argument("--port", type=port, default=DEFAULT_PORT, help="PLAINTEXT port")
     parser.add_argument(
         "--controller-port", type=port, default=DEFAULT_CONTROLLER_PORT, help="KRaft port"
     )
-    parser.add_argument(
-        "--data-dir", type=Path, default=home / "data", help=f"data, PID file (default {home})"
-    )
-    parser.add_argument("--log-dir", type=Path, default=home / "logs", help="broker logs")
+    parser.add_argument("--data-dir", type=Path, help=f"data, PID file (default: {home}/data)")
+    parser.add_argument("--log-dir", type=Path, help=f"broker logs (default: {home}/logs)")
     parser.add_argument(
         "--timeout", type=positive_seconds, default=90.0, help="seconds to wait for 'up'"
     )
@@ -72,7 +71,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     # down and status always look at the project's own broker: the variable may name it, or
     # name another cluster while the project's broker still runs.
-    broker = LocalBroker(args.data_dir, args.port, args.controller_port, args.log_dir)
+    data_dir = args.data_dir or state_home() / "data"
+    log_dir = args.log_dir or state_home() / "logs"
+    broker = LocalBroker(data_dir, args.port, args.controller_port, log_dir)
     if args.action != "up" and (ports := configured_ports(broker.data_dir)):
         broker.port, broker.controller_port = ports
     pid = broker.pid()

