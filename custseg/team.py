@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from custseg.config import UserError
+from custseg.config import UserError, directory_from_env
 from custseg.entrypoint import add_command, command_group, port
 from custseg.net import ServerNotUp, answers, wait_until_answers
 from custseg.telemetry import NO_TELEMETRY
@@ -78,7 +78,7 @@ class Team:
 
 
 def team_dir() -> Path:
-    return Path(os.environ.get(TEAM_DIR_ENV, "").strip() or DEFAULT_DIR).resolve()
+    return directory_from_env(TEAM_DIR_ENV, DEFAULT_DIR).resolve()
 
 
 def password() -> str:

@@ -15,6 +15,7 @@ from custseg.config import ConfigError, directory_from_env
 from custseg.kafka.admin import ENV_BOOTSTRAP, bootstrap_servers, checked_bootstrap
 from custseg.kafka.broker import jars_home, state_home
 from custseg.llm.models import model_dir
+from custseg.team import team_dir
 from custseg.tracking import template_path
 
 # Each directory a variable may move, and what reads it.
@@ -23,6 +24,7 @@ DIRECTORIES: dict[str, Callable[[], Path]] = {
     "CUSTSEG_KAFKA_STATE": state_home,
     "CUSTSEG_MODEL_DIR": model_dir,
     "CUSTSEG_MLFLOW_TEMPLATES": template_path,
+    "CUSTSEG_TEAM_DIR": team_dir,
 }
 
 
