@@ -311,16 +311,20 @@ def read_yaml(path: Path) -> object:
 
 
 def directory_from_env(
-    env: str, default: Path | str, environ: Mapping[str, str] | None = None
+    env: str,
+    default: Path | str,
+    environ: Mapping[str, str] | None = None,
+    default_source: str = "default",
 ) -> Path:
-    """The directory $`env` names, else `default`, expanded (it need not exist yet); ConfigError
-    (one line naming the variable) when it, or the nearest part of it that exists, is a file."""
+    """The directory $`env` names, else `default` (named `default_source` in errors), expanded;
+    it need not exist yet. ConfigError (one line naming where the path came from) when it, or
+    the nearest part of it that exists, is a file."""
     chosen = (os.environ if environ is None else environ).get(env, "").strip()
     path = Path(chosen or default).expanduser()
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         what = "not a directory" if existing == path else f"{existing} is not a directory"
-        raise ConfigError(f"{'$' + env if chosen else 'default'} {path}: {what}")
+        raise ConfigError(f"{'$' + env if chosen else default_source}: {path}: {what}")
     return path
 
 

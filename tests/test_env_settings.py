@@ -35,10 +35,10 @@ def test_a_directory_variable_naming_a_file_is_one_line(
     a_file = tmp_path / "file"
     a_file.write_text("x")
     monkeypatch.setenv(env, str(a_file))
-    with pytest.raises(ConfigError, match=rf"^\${env} {a_file}: not a directory$"):
+    with pytest.raises(ConfigError, match=rf"^\${env}: {a_file}: not a directory$"):
         DIRECTORIES[env]()
     monkeypatch.setenv(env, str(a_file / "below"))
-    with pytest.raises(ConfigError, match=rf"^\${env} .*: {a_file} is not a directory$"):
+    with pytest.raises(ConfigError, match=rf"^\${env}: .*: {a_file} is not a directory$"):
         DIRECTORIES[env]()
     monkeypatch.setenv(env, str(tmp_path / "not" / "yet"))
     assert str(DIRECTORIES[env]()).startswith(str(tmp_path / "not" / "yet"))  # made when used
@@ -57,7 +57,7 @@ def test_kafka_commands_report_a_bad_state_directory_in_one_line(
     a_file.write_text("x")
     monkeypatch.setenv("CUSTSEG_KAFKA_STATE", str(a_file))
     assert main(["kafka", "status"]) == 2
-    assert capsys.readouterr().err == f"error: $CUSTSEG_KAFKA_STATE {a_file}: not a directory\n"
+    assert capsys.readouterr().err == f"error: $CUSTSEG_KAFKA_STATE: {a_file}: not a directory\n"
 
 
 @pytest.mark.parametrize(

@@ -329,7 +329,8 @@ def test_a_judge_cache_that_cannot_be_a_directory_is_one_line(
     a_file.write_text("x")
     with pytest.raises(ConfigError, match=rf"^eval.cache_dir: {a_file}: not a directory$"):
         cache_dir(a_file)
-    with pytest.raises(ConfigError, match=rf"^eval.cache_dir: {a_file}/sub: not a directory$"):
+    below = rf"^eval.cache_dir: {a_file}/sub: {a_file} is not a directory$"
+    with pytest.raises(ConfigError, match=below):
         cache_dir(a_file / "sub")
     monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(a_file))
     with pytest.raises(ConfigError, match=r"^\$CUSTSEG_JUDGE_CACHE: .*: not a directory$"):

@@ -26,7 +26,7 @@ from deepeval.metrics.g_eval.g_eval import GEvalTemplate  # noqa: E402
 from deepeval.models.utils import EvaluationCost  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
-from custseg.config import ConfigError  # noqa: E402
+from custseg.config import ConfigError, directory_from_env  # noqa: E402
 from custseg.evaluation.adapter import ProviderJudge, as_chat_completion  # noqa: E402
 from custseg.io import write_text_atomic  # noqa: E402
 from custseg.llm.base import Completion, Provider, TokenLogprob, TopLogprob  # noqa: E402
@@ -79,16 +79,14 @@ def cache_dir(param: Path | str | None = None) -> Path:
     ~/.cache/custseg/judge (a user directory, so it survives fresh clones). Created if missing;
     ConfigError (one line) if it cannot be a writable directory: checked before any judge call,
     whose reply could not be kept."""
-    env = os.environ.get(CACHE_ENV, "").strip()
-    source = f"${CACHE_ENV}" if env else "eval.cache_dir" if param else "the judge cache"
-    path = Path(env or param or DEFAULT_CACHE_DIR).expanduser()
+    source = "eval.cache_dir" if param else "the judge cache"
+    path = directory_from_env(CACHE_ENV, param or DEFAULT_CACHE_DIR, default_source=source)
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        reason = "not a directory" if path.exists() else (error.strerror or str(error)).lower()
-        raise ConfigError(f"{source}: {path}: {reason}") from None
+    except OSError as error:  # not a file in the way (checked above): permissions, a full disk
+        raise ConfigError(f"judge cache {path}: {(error.strerror or str(error)).lower()}") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"{source}: {path}: not writable")
+        raise ConfigError(f"judge cache {path}: not writable")
     return path
 
 

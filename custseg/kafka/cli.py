@@ -71,8 +71,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     # down and status always look at the project's own broker: the variable may name it, or
     # name another cluster while the project's broker still runs.
-    data_dir = args.data_dir or state_home() / "data"
-    log_dir = args.log_dir or state_home() / "logs"
+    home = None if args.data_dir and args.log_dir else state_home()
+    data_dir = args.data_dir or home / "data"
+    log_dir = args.log_dir or home / "logs"
     broker = LocalBroker(data_dir, args.port, args.controller_port, log_dir)
     if args.action != "up" and (ports := configured_ports(broker.data_dir)):
         broker.port, broker.controller_port = ports
