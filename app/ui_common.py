@@ -21,7 +21,8 @@ import streamlit as st
 from streamlit import config, runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from custseg.config import ConfigError, ExportParams, load_params
+from custseg.config import ExportParams, load_params
+from custseg.errors import ConfigError, ModelNotFoundError, ServingError
 from custseg.features import FEATURES
 from custseg.paths import CUSTOMERS, PARAMS
 from custseg.pipeline.data import read_training_data
@@ -30,10 +31,8 @@ from custseg.serving.charts import display_sample, segment_map_spec
 from custseg.serving.memory import start_releasing
 from custseg.serving.model import (
     SETUP_COMMAND,
-    ModelNotFoundError,
     ModelRef,
     RunInfo,
-    ServingError,
     describe_run,
     features_frame,
     list_aliases,

@@ -38,8 +38,8 @@ def _plots_template(_args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from custseg.config import UserError, load_params
-    from custseg.serving.model import ServingError
+    from custseg.config import load_params
+    from custseg.errors import ServingError, UserError
     from custseg.serving.rest import serve
 
     export = load_params(args.params).export

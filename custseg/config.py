@@ -19,24 +19,9 @@ from pydantic import (
     model_validator,
 )
 
+from custseg.errors import ConfigError
 from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
 from custseg.paths import PARAMS
-
-
-class UserError(Exception):
-    """Something the user can fix: every entry point prints it as `error: <one line>` and exits
-    with code 2 (see custseg.entrypoint). ConfigError, LLMError, KafkaBrokerError and
-    RegistryError are kinds of it."""
-
-
-class ConfigError(UserError, ValueError):
-    """A bad params.yaml entry or bad input data; the message is one line naming the key."""
-
-
-def first_line(error: BaseException) -> str:
-    """A library's exception as one line for our own message (its name if it has no text)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class _Section(BaseModel):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from custseg.config import UserError
+from custseg.errors import UserError
 from custseg.paths import PARAMS
 from custseg.telemetry import disable_telemetry
 

@@ -9,9 +9,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-
-class ServerNotUp(RuntimeError):
-    """The server exited, or did not answer in time (one line saying which)."""
+from custseg.errors import ServerNotUp
 
 
 def free_port() -> int:

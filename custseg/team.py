@@ -23,9 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from custseg.config import UserError, directory_from_env
+from custseg.config import directory_from_env
 from custseg.entrypoint import add_command, command_group, port
-from custseg.net import ServerNotUp, answers, wait_until_answers
+from custseg.errors import ServerNotUp, TeamError
+from custseg.net import answers, wait_until_answers
 from custseg.telemetry import NO_TELEMETRY
 
 TEAM_PASSWORD_ENV = "CUSTSEG_TEAM_DB_PASSWORD"
@@ -37,10 +38,6 @@ DB_USER = "custseg"
 DB_NAME = "mlflow"
 PG_BIN_ROOT = Path("/usr/lib/postgresql")
 EXIT_NOT_RUNNING = 3
-
-
-class TeamError(UserError):
-    """Team mode cannot do what was asked (one line, saying why)."""
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from custseg.config import ConfigError, Params, load_params
+from custseg.config import Params, load_params
 from custseg.entrypoint import duration, run, stage_parser
+from custseg.errors import ConfigError
 from custseg.evaluation.judge import mean_call_seconds, seed_text
 from custseg.evaluation.metrics import (
     aggregate,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from custseg.config import ConfigError, ExportParams, first_line, load_params
+from custseg.config import ExportParams, load_params
 from custseg.entrypoint import run, stage_parser
+from custseg.errors import ConfigError, RegistryError, first_line
 from custseg.features import FEATURES
 from custseg.io import write_json_atomic
 from custseg.paths import CUSTOMERS, EXPORT_METRICS, MODEL_INFO, TRAIN_RUN
@@ -17,7 +18,6 @@ from custseg.pipeline.lineage import file_sha256, flat_tags
 from custseg.pipeline.registry import (
     Comparison,
     Decision,
-    RegistryError,
     compare_on_data,
     current_champion,
     gate_lock,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from custseg.config import ConfigError, Params, TrainParams, load_params
+from custseg.config import Params, TrainParams, load_params
 from custseg.entrypoint import run, stage_parser
+from custseg.errors import ConfigError
 from custseg.features import FEATURES
 from custseg.io import write_atomic, write_json_atomic
 from custseg.paths import K_SWEEP, TRAIN_METRICS, TRAIN_RUN, customers_path

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from custseg.agents.client import read_tasks
-from custseg.config import ConfigError
+from custseg.errors import ConfigError
 
 
 @pytest.mark.parametrize(

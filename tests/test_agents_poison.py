@@ -21,21 +21,14 @@ from custseg.agents import runtime
 from custseg.agents.envelope import (
     MAX_ENVELOPE_BYTES,
     MAX_REASON_CHARS,
-    InvalidMessage,
     parse_envelope,
     task_envelope,
 )
 from custseg.agents.roles import ROLES
-from custseg.agents.runtime import (
-    LLM_ATTEMPTS,
-    RETRY_HEADER,
-    AgentStopped,
-    AgentWorker,
-    dead_letter,
-    run_agents,
-)
+from custseg.agents.runtime import LLM_ATTEMPTS, RETRY_HEADER, AgentWorker, dead_letter, run_agents
 from custseg.agents.topics import home_partition
 from custseg.config import AgentsParams
+from custseg.errors import AgentStopped, InvalidMessage
 from custseg.llm.base import Completion
 
 Record = namedtuple("Record", "topic partition offset key value headers", defaults=[()])

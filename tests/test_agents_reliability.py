@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from custseg.agents.envelope import InvalidMessage, parse_envelope, task_envelope
+from custseg.agents.envelope import parse_envelope, task_envelope
 from custseg.agents.runtime import CHAOS_KILL_ENV, LLM_ATTEMPTS
+from custseg.errors import InvalidMessage
 from custseg.kafka.broker import LocalBroker
 from custseg.testing.sandbox import project_env
 from custseg.testing.stand_in_llm import FAIL_CUE, SLOW_CUE, VARY_CUE

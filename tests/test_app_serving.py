@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.cluster import KMeans
 
+from custseg.errors import BatchError, ModelNotFoundError
 from custseg.serving.batch import (
     PLAIN_NUMBER,
-    BatchError,
     frame_to_csv_bytes,
     neutralise_cell,
     parse_batch_csv,
@@ -40,7 +40,6 @@ from custseg.serving.charts import (
 )
 from custseg.serving.model import (
     Lineage,
-    ModelNotFoundError,
     describe_run,
     features_frame,
     list_aliases,

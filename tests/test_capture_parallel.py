@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from custseg.agents.capture import capture
-from custseg.config import ConfigError
+from custseg.errors import ConfigError
 from custseg.kafka.admin import ensure_topics
 from custseg.testing.conversations import produce, send
 

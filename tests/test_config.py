@@ -10,14 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from custseg.agents.client import read_tasks
-from custseg.config import (
-    ConfigError,
-    Params,
-    check_params_file,
-    load_params,
-    parse_params,
-    read_yaml,
-)
+from custseg.config import Params, check_params_file, load_params, parse_params, read_yaml
+from custseg.errors import ConfigError
 from custseg.evaluation.calibration import load_calibration
 from tests.fixtures.project import ROOT, stage, write_params
 

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from custseg.cli import main
-from custseg.config import ConfigError, directory_from_env
+from custseg.config import directory_from_env
+from custseg.errors import ConfigError
 from custseg.kafka.admin import ENV_BOOTSTRAP, bootstrap_servers, checked_bootstrap
 from custseg.kafka.broker import jars_home, state_home
 from custseg.llm.models import model_dir

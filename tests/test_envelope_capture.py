@@ -11,7 +11,8 @@ from kafka.structs import TopicPartition
 
 from custseg.agents import envelope
 from custseg.agents.capture import Assembler, Watch, append, recover
-from custseg.agents.envelope import InvalidMessage, json_schema, parse_envelope, reply
+from custseg.agents.envelope import json_schema, parse_envelope, reply
+from custseg.errors import InvalidMessage
 from custseg.testing.conversations import MODEL, conversation
 
 

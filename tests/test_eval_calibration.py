@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from custseg.config import ConfigError, load_params
+from custseg.config import load_params
+from custseg.errors import ConfigError
 from custseg.evaluation import cli
 from custseg.evaluation.calibration import (
     CHECK,

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from custseg.config import ConfigError, parse_params
+from custseg.config import parse_params
+from custseg.errors import ConfigError
 from custseg.evaluation.calibration import MIN_PAIRS, compare, load_calibration, pair_items
 from custseg.evaluation.judge import (
     REASON_MAX_CHARS,

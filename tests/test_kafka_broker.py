@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from custseg.kafka.admin import ENV_BOOTSTRAP, KafkaBrokerError, ensure_topics
+from custseg.errors import KafkaBrokerError
+from custseg.kafka.admin import ENV_BOOTSTRAP, ensure_topics
 from custseg.kafka.broker import LocalBroker, running_local_bootstrap
 from custseg.net import free_port
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from custseg.llm.base import LLMError
+from custseg.errors import LLMError
 from custseg.llm.models import (
     DEFAULT_MODEL_ID,
     MODELS,

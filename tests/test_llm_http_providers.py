@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from custseg.config import LLMParams
-from custseg.llm.base import LLMError
+from custseg.errors import LLMError
 from custseg.llm.local_server import LocalServer
 from custseg.llm.providers import OllamaProvider, OpenAICompatibleProvider, make_provider
 from custseg.llm.settings import resolve_settings

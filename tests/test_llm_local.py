@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, field_validator
 
-from custseg.llm.base import LLMError
+from custseg.errors import LLMError
 from custseg.llm.local_server import running_servers
 from custseg.llm.models import DEFAULT_MODEL_ID
 from custseg.llm.providers import LocalProvider

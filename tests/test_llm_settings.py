@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from custseg.config import ConfigError, LLMParams
+from custseg.config import LLMParams
+from custseg.errors import ConfigError
 from custseg.llm.local_server import available_cores
 from custseg.llm.settings import DEFAULT_OLLAMA_URL, resolve_settings
 

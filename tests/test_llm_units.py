@@ -8,15 +8,8 @@ from dataclasses import replace
 import pytest
 from pydantic import BaseModel, Field
 
-from custseg.llm.base import (
-    ChatRequest,
-    Completion,
-    LLMError,
-    RetryableError,
-    backoff_delay,
-    parse_json_reply,
-    with_retries,
-)
+from custseg.errors import LLMError, RetryableError
+from custseg.llm.base import ChatRequest, Completion, backoff_delay, parse_json_reply, with_retries
 from custseg.llm.http import error_detail, is_loopback
 from custseg.llm.providers import (
     LocalProvider,

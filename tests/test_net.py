@@ -10,7 +10,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from custseg.net import ServerNotUp, answers, free_port, wait_until_answers
+from custseg.errors import ServerNotUp
+from custseg.net import answers, free_port, wait_until_answers
 
 
 @contextmanager

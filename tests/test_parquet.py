@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from custseg.config import ConfigError, SimulateParams
+from custseg.config import SimulateParams
+from custseg.errors import ConfigError
 from custseg.features import COLUMNS
 from custseg.pipeline.data import read_customers_csv, simulate_customers
 from tests.fixtures.project import stage, write_params

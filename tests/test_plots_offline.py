@@ -31,7 +31,7 @@ def test_the_template_inlines_every_bundle_and_keeps_dvcs_placeholders() -> None
 
 
 def test_a_missing_bundle_says_how_to_get_it(tmp_path: Path) -> None:
-    from custseg.config import UserError
+    from custseg.errors import UserError
 
     with pytest.raises(UserError, match=r"vega.min.js: not found; run `make install`"):
         offline_template(tmp_path)

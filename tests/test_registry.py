@@ -406,7 +406,8 @@ def test_a_breaker_claim_left_by_a_dead_waiter_expires(project: Path) -> None:
 
 
 def test_a_held_gate_times_out_in_one_line_and_a_stale_one_is_taken(project: Path) -> None:
-    from custseg.pipeline.registry import GATE_LOCK_SUFFIX, RegistryError, gate_lock
+    from custseg.errors import RegistryError
+    from custseg.pipeline.registry import GATE_LOCK_SUFFIX, gate_lock
 
     client = MlflowClient()
     client.create_registered_model(f"held{GATE_LOCK_SUFFIX}", tags={"holder": "other-host:42"})

@@ -17,7 +17,8 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from custseg.config import ConfigError, SimulateParams, SparkParams, TrainParams, parse_params
+from custseg.config import SimulateParams, SparkParams, TrainParams, parse_params
+from custseg.errors import ConfigError
 from custseg.features import FEATURES
 from custseg.pipeline.data import simulate_customers
 from custseg.pipeline.segments import fit_segments, sweep_k
@@ -208,7 +209,8 @@ def test_train_stage_on_a_standalone_cluster(
 # same JVM inherits the first one's settings. Each outcome is a JSON line.
 START_WITHOUT_EXECUTORS = """
 import json, sys, time
-from custseg.config import ConfigError, SparkParams
+from custseg.config import SparkParams
+from custseg.errors import ConfigError
 from custseg.pipeline.spark_engine import start_spark
 
 master, timeout = sys.argv[1], float(sys.argv[2])

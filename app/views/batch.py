@@ -11,14 +11,9 @@ import hashlib
 import streamlit as st
 import ui_common
 
+from custseg.errors import BatchError
 from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
-from custseg.serving.batch import (
-    MAX_BATCH_BYTES,
-    MAX_BATCH_ROWS,
-    BatchError,
-    BatchResult,
-    score_csv,
-)
+from custseg.serving.batch import MAX_BATCH_BYTES, MAX_BATCH_ROWS, BatchResult, score_csv
 from custseg.serving.charts import segment_counts_figure
 
 PREVIEW_ROWS = 20

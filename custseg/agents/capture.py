@@ -39,9 +39,9 @@ import msgspec
 from kafka import KafkaConsumer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from custseg.agents.envelope import Envelope, InvalidMessage, parse_envelope
+from custseg.agents.envelope import Envelope, parse_envelope
 from custseg.agents.topics import CHAIN, home_partition
-from custseg.config import ConfigError
+from custseg.errors import ConfigError, InvalidMessage
 
 POLL_MS = 20  # also how soon a worker notices the stop
 # The home partition of each conversation seen (four records each): murmur2 is pure Python.

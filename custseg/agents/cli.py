@@ -14,8 +14,9 @@ from tqdm import tqdm
 
 from custseg import paths
 from custseg.agents.topics import chain_topics
-from custseg.config import ConfigError, load_params
+from custseg.config import load_params
 from custseg.entrypoint import add_command, duration, positive_int, positive_seconds
+from custseg.errors import ConfigError
 
 ROLE_CHOICES = ("all", "planner", "writer", "reviewer")
 

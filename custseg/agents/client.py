@@ -8,7 +8,8 @@ from pathlib import Path
 
 from custseg.agents.envelope import Envelope, task_envelope
 from custseg.agents.topics import topic_partitions
-from custseg.config import AgentsParams, ConfigError, read_yaml
+from custseg.config import AgentsParams, read_yaml
+from custseg.errors import ConfigError
 from custseg.kafka.admin import bootstrap_servers, ensure_topics
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from custseg.agents.topics import MessageType
+from custseg.errors import InvalidMessage
 
 SCHEMA_VERSION = 1
 AgentName = Literal["user", "planner", "writer", "reviewer"]
@@ -24,10 +25,6 @@ REQUIRED_CONTENT: dict[MessageType, tuple[str, ...]] = {
     "draft": ("task", "plan", "draft"),
     "final": ("task", "draft", "final", "review"),
 }
-
-
-class InvalidMessage(ValueError):
-    """A record that is not a valid envelope; the message says what is wrong, in one line."""
 
 
 class ModelInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):

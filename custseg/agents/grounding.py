@@ -17,22 +17,11 @@ from collections.abc import Callable
 import msgspec
 
 from custseg.agents.envelope import GroundedIn
-from custseg.config import UserError
-from custseg.serving.model import (
-    SETUP_COMMAND,
-    ModelNotFoundError,
-    ServingError,
-    describe_run,
-    load_segment_profiles,
-    resolve_model,
-)
+from custseg.errors import ModelNotFoundError, NoGrounding, ServingError
+from custseg.serving.model import SETUP_COMMAND, describe_run, load_segment_profiles, resolve_model
 from custseg.tracking import registry_uri
 
 REFRESH_S = 30.0  # how stale the agents' idea of the champion may get
-
-
-class NoGrounding(UserError):
-    """No champion to ground the answers in (one line, naming the command that fixes it)."""
 
 
 def _number(value) -> float | None:

@@ -36,11 +36,12 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from custseg.agents.envelope import Envelope, InvalidMessage, now, one_line, parse_envelope
+from custseg.agents.envelope import Envelope, now, one_line, parse_envelope
 from custseg.agents.grounding import Champion
 from custseg.agents.roles import ROLES, Role, answer
 from custseg.agents.topics import home_partition, topic_of
-from custseg.config import AgentsParams, ConfigError, UserError
+from custseg.config import AgentsParams
+from custseg.errors import AgentStopped, ConfigError, InvalidMessage
 from custseg.llm import LLMError, Provider
 
 SEEN_LIMIT = 10_000  # inputs remembered per worker, to skip one submitted twice
@@ -84,10 +85,6 @@ _transactions = itertools.count(1)
 def _chaos_point() -> None:
     if (n := os.environ.get(CHAOS_KILL_ENV)) and next(_transactions) == int(n):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-class AgentStopped(UserError):
-    """A worker cannot go on (the broker is gone, the producer fenced, …)."""
 
 
 def dead_letter(

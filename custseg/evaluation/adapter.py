@@ -14,7 +14,8 @@ from deepeval.models import DeepEvalBaseLLM  # noqa: E402
 from deepeval.models.utils import EvaluationCost  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
-from custseg.llm.base import Completion, LLMError, Provider  # noqa: E402
+from custseg.errors import LLMError  # noqa: E402
+from custseg.llm.base import Completion, Provider  # noqa: E402
 
 
 def as_chat_completion(completion: Completion) -> SimpleNamespace:

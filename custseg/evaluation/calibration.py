@@ -29,7 +29,8 @@ from typing import Any
 import msgspec
 
 from custseg.agents.envelope import GroundedIn
-from custseg.config import ConfigError, read_yaml
+from custseg.config import read_yaml
+from custseg.errors import ConfigError
 from custseg.evaluation.metrics import (
     METRICS,
     TIE_EPS,

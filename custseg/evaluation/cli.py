@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from custseg import paths
-from custseg.config import ConfigError, load_params
+from custseg.config import load_params
 from custseg.entrypoint import add_command, command_group, positive_int, share
+from custseg.errors import ConfigError
 
 if TYPE_CHECKING:
     from custseg.evaluation.calibration import SectionResult

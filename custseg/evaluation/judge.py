@@ -26,7 +26,8 @@ from deepeval.metrics.g_eval.g_eval import GEvalTemplate  # noqa: E402
 from deepeval.models.utils import EvaluationCost  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
-from custseg.config import ConfigError, directory_from_env  # noqa: E402
+from custseg.config import directory_from_env  # noqa: E402
+from custseg.errors import ConfigError  # noqa: E402
 from custseg.evaluation.adapter import ProviderJudge, as_chat_completion  # noqa: E402
 from custseg.io import write_text_atomic  # noqa: E402
 from custseg.llm.base import Completion, Provider, TokenLogprob, TopLogprob  # noqa: E402

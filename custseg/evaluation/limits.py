@@ -22,6 +22,7 @@ income of 49 k$", "customers earning 85k$").
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -133,7 +134,7 @@ def spent(answer: str, budget: float) -> float:
     for match in _MONEY_RE.finditer(answer):
         value = _money(match.group(0))
         before, after = answer[: match.start()], answer[match.end() :]
-        if abs(value - budget) < 0.005 * budget or _PER_UNIT.match(after):
+        if math.isclose(value, budget, rel_tol=1e-9) or _PER_UNIT.match(after):  # restated
             continue
         if _INCOME_BEFORE.search(before[-40:]) or _INCOME_AFTER.match(after):
             continue

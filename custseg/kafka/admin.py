@@ -11,16 +11,12 @@ from collections.abc import Iterator, Mapping
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from custseg.config import ConfigError, UserError
+from custseg.errors import ConfigError, KafkaBrokerError
 
 DEFAULT_PORT = 9092
 DEFAULT_BOOTSTRAP = f"127.0.0.1:{DEFAULT_PORT}"
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
 _TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
-
-
-class KafkaBrokerError(UserError):
-    """The broker cannot be fetched, started, reached or stopped; the message says why."""
 
 
 def bootstrap_servers() -> str:

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from custseg.config import directory_from_env
-from custseg.kafka.admin import DEFAULT_PORT, KafkaBrokerError, broker_answers
+from custseg.errors import KafkaBrokerError
+from custseg.kafka.admin import DEFAULT_PORT, broker_answers
 from custseg.net import free_port
 
 DEFAULT_CONTROLLER_PORT = 9093

@@ -5,7 +5,8 @@ reply = provider.complete([{"role": "user", "content": "Hi"}])
 answer, reply = provider.complete_json(messages, MyPydanticModel)
 """
 
-from custseg.llm.base import Completion, LLMError, Message, Provider, TokenLogprob, TopLogprob
+from custseg.errors import LLMError
+from custseg.llm.base import Completion, Message, Provider, TokenLogprob, TopLogprob
 from custseg.llm.models import DEFAULT_MODEL_ID, MODELS, fetch_model, model_dir, require_model
 from custseg.llm.providers import (
     LocalProvider,

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from custseg.config import UserError
+from custseg.errors import LLMError, RetryableError
 from custseg.llm.schema import capped_json_schema, json_schema_name
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
@@ -23,19 +23,6 @@ RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 DEFAULT_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
 DEFAULT_MAX_STRING_LENGTH = 600
-
-
-class LLMError(UserError):
-    """Any provider failure; the message is one line naming provider, model and cause."""
-
-    def __init__(self, message: str, *, attempts: int = 1, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-        self.retryable = retryable
-
-
-class RetryableError(Exception):
-    """A failure that another identical attempt may not repeat (transport, 5xx, bad JSON)."""
 
 
 @dataclass(frozen=True)

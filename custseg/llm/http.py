@@ -10,15 +10,12 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-from custseg.llm.base import RETRYABLE_STATUS, RetryableError
+from custseg.errors import HTTPRequestError, RetryableError
+from custseg.llm.base import RETRYABLE_STATUS
 
 # Loopback calls never go through a proxy, whatever http_proxy says.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _DEFAULT = urllib.request.build_opener()
-
-
-class HTTPRequestError(Exception):
-    """A failure another identical request would repeat (400, 401, 404, …)."""
 
 
 def is_loopback(url: str) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from custseg.llm.base import LLMError
+from custseg.errors import LLMError
 
 DEBUG_ENV = "CUSTSEG_LLM_DEBUG"  # any value: let llama.cpp log at info level
 PROMPT_CACHE_MIB = 512

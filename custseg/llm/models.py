@@ -22,8 +22,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from custseg.config import ConfigError, directory_from_env
-from custseg.llm.base import LLMError
+from custseg.config import directory_from_env
+from custseg.errors import ConfigError, LLMError
 
 MODEL_DIR_ENV = "CUSTSEG_MODEL_DIR"
 CHUNK_BYTES = 8 << 20

@@ -15,16 +15,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from custseg.config import load_params
-from custseg.llm.base import (
-    ChatRequest,
-    Completion,
-    LLMError,
-    Provider,
-    RetryableError,
-    TokenLogprob,
-    TopLogprob,
-)
-from custseg.llm.http import HTTPRequestError, post_json
+from custseg.errors import HTTPRequestError, LLMError, RetryableError
+from custseg.llm.base import ChatRequest, Completion, Provider, TokenLogprob, TopLogprob
+from custseg.llm.http import post_json
 from custseg.llm.local_server import LocalServer, local_server
 from custseg.llm.models import require_model
 from custseg.llm.settings import LLMSettings, resolve_settings

@@ -9,7 +9,8 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from custseg.config import ConfigError, LLMParams
+from custseg.config import LLMParams
+from custseg.errors import ConfigError
 from custseg.llm.local_server import available_cores
 
 # Which LLMParams field each environment variable overrides.

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from custseg.config import ConfigError, SimulateParams, first_line
+from custseg.config import SimulateParams
+from custseg.errors import ConfigError, first_line
 from custseg.features import COLUMNS, FEATURES, ID, INCOME, SPENDING
 
 PARQUET_SUFFIXES = (".parquet", ".pq")

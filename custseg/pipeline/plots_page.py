@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from custseg.config import UserError
+from custseg.errors import UserError
 from custseg.io import write_text_atomic
 
 VENDOR = Path("vendor/vega")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
-from custseg.config import UserError, first_line
+from custseg.errors import RegistryError, first_line
 from custseg.features import FEATURES
 from custseg.pipeline.segments import sample_silhouette
 
@@ -101,10 +101,6 @@ def promotion_decision(
     if force:
         return Decision(True, f"{reason}; promoted by export.force")
     return Decision(False, reason)
-
-
-class RegistryError(UserError):
-    """The MLflow registry failed to answer; nothing may be promoted on a guess."""
 
 
 def current_champion(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:

@@ -9,7 +9,8 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
-from custseg.config import ConfigError, TrainParams
+from custseg.config import TrainParams
+from custseg.errors import ConfigError
 from custseg.features import FEATURES, INCOME, SPENDING
 
 SWEEP_COLUMNS = ["k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz"]

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 
-from custseg.config import ConfigError, SparkParams, TrainParams, first_line
+from custseg.config import SparkParams, TrainParams
+from custseg.errors import ConfigError, first_line
 from custseg.features import FEATURES
 from custseg.pipeline.segments import check_fits
 

@@ -15,21 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from custseg.config import first_line
+from custseg.errors import BatchError, first_line
 from custseg.features import BOUNDS, FEATURES, HEADER_ALIASES, MALL_HEADERS, normalise_header
-from custseg.serving.model import ServingError
 
 MAX_BATCH_ROWS = 1_000_000
 MAX_BATCH_BYTES = 100 * 1024 * 1024  # keep in step with server.maxUploadSize (MB)
 MAX_LISTED_ROWS = 5  # how many offending line numbers an error message names
-
-
-class BatchError(ServingError):
-    """An uploaded CSV that cannot be scored; `problems` lists each issue in one line."""
-
-    def __init__(self, problems: Iterable[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(self.problems))
 
 
 def match_columns(columns: Iterable[str]) -> tuple[dict[str, str], list[str]]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from custseg.config import first_line
+from custseg.errors import ModelNotFoundError, ServingError, first_line
 from custseg.features import INCOME, SPENDING
 from custseg.pipeline.lineage import describe_git
 from custseg.tracking import configure_mlflow, registry_uri, sqlite_path
@@ -25,14 +25,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 SETUP_COMMAND = "make run"
-
-
-class ServingError(Exception):
-    """A problem the user can act on; the message says what to do and is shown as is."""
-
-
-class ModelNotFoundError(ServingError):
-    """No registry, no registered model, or no version under the asked alias."""
 
 
 # --- the registered model -----------------------------------------------------------------

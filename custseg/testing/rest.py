@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from custseg.net import ServerNotUp, free_port, wait_until_answers
+from custseg.errors import ServerNotUp
+from custseg.net import free_port, wait_until_answers
 from custseg.testing.browser import stop_process
 from custseg.testing.sandbox import MLFLOW_ENV, project_env
 
