@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from custseg.agents.envelope import GroundedIn, Segment, parse_envelope
+from custseg.agents.envelope import parse_envelope
 from custseg.agents.grounding import Champion, load_grounding
 from custseg.agents.roles import ROLES, answer, prompt
-from custseg.agents.topics import CHAIN
+from custseg.conversation import CHAIN, GroundedIn, Segment
 from custseg.errors import NoGrounding
 from custseg.llm.base import Completion
 from custseg.telemetry import NO_TELEMETRY

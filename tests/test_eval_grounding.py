@@ -10,7 +10,7 @@ import msgspec
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from custseg.agents.envelope import Segment
+from custseg.conversation import Segment
 from custseg.evaluation.grounding import (
     TOLERANCE,
     check_grounding,

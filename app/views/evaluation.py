@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from custseg.agents.topics import CHAIN
+from custseg.conversation import CHAIN
 from custseg.evaluation.metrics import METRICS, grounded_in
 from custseg.evaluation.report import (
     CAPTURE_COMMAND,

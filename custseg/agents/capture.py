@@ -40,7 +40,8 @@ from kafka import KafkaConsumer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from custseg.agents.envelope import Envelope, parse_envelope
-from custseg.agents.topics import CHAIN, home_partition
+from custseg.agents.topics import home_partition
+from custseg.conversation import CHAIN
 from custseg.errors import ConfigError, InvalidMessage
 
 POLL_MS = 20  # also how soon a worker notices the stop

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from custseg.agents.topics import MessageType
+from custseg.conversation import GroundedIn, MessageType
 from custseg.errors import InvalidMessage
 
 SCHEMA_VERSION = 1
@@ -31,29 +31,6 @@ class ModelInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=Fals
     provider: str
     name: str
     params: dict[str, Any] = {}
-
-
-Figure = Annotated[float, msgspec.Meta(ge=0)] | None
-
-
-class Segment(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
-    """One segment of a registered model, as its training run profiled it."""
-
-    id: Annotated[int, msgspec.Meta(ge=0)]
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    size: Annotated[int, msgspec.Meta(ge=0)] | None = None  # customers
-    share: Figure = None  # of all customers, 0–1
-    mean_income: Figure = None  # k$
-    mean_spending: Figure = None  # score 1–100
-
-
-class GroundedIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
-    """The registered model whose segments the reply's author was given, and those segments:
-    the facts an answer is checked against, kept with it."""
-
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    version: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
-    segments: Annotated[tuple[Segment, ...], msgspec.Meta(max_length=100)] = ()
 
 
 # msgspec rather than pydantic: the capture validates every record it reads, and msgspec decodes

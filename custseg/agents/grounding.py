@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from custseg.agents.envelope import GroundedIn
+from custseg.conversation import GroundedIn
 from custseg.errors import ModelNotFoundError, NoGrounding, ServingError
 from custseg.serving.model import SETUP_COMMAND, describe_run, load_segment_profiles, resolve_model
 from custseg.tracking import registry_uri

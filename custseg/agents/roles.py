@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from custseg.agents.envelope import Envelope, GroundedIn, ModelInfo, Segment, reply
-from custseg.agents.topics import MessageType
+from custseg.agents.envelope import Envelope, ModelInfo, reply
+from custseg.conversation import GroundedIn, MessageType, describe_segment
 from custseg.llm import Message, Provider
 
 RoleName = Literal["planner", "writer", "reviewer"]
@@ -117,20 +117,6 @@ INSTRUCTIONS: dict[str, str] = {
     "words) that fixes what you found. The `final` is only the answer, in English, as the team "
     "would send it: never mention the draft, the review or yourself.",
 }
-
-
-def describe_segment(segment: Segment) -> str:
-    facts = [
-        f"{segment.size:,} customers" if segment.size is not None else None,
-        f"{segment.share:.0%} of all" if segment.share is not None else None,
-        f"mean annual income {segment.mean_income:.0f} k$"
-        if segment.mean_income is not None
-        else None,
-        f"mean spending score {segment.mean_spending:.0f}"
-        if segment.mean_spending is not None
-        else None,
-    ]
-    return f'"{segment.name}": ' + ", ".join(f for f in facts if f)
 
 
 def grounding_context(grounding: GroundedIn) -> str:

@@ -9,14 +9,10 @@ its task: the agents move a record found elsewhere to its home before answering 
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 from kafka.partitioner.default import murmur2
 
 from custseg.config import AgentsParams, TopicNames
-
-MessageType = Literal["task", "plan", "draft", "final"]
-CHAIN: tuple[MessageType, ...] = get_args(MessageType)  # one conversation, in order
+from custseg.conversation import CHAIN, MessageType
 
 
 def topic_of(topics: TopicNames, message_type: MessageType) -> str:

@@ -28,8 +28,8 @@ from typing import Any
 
 import msgspec
 
-from custseg.agents.envelope import GroundedIn
 from custseg.config import read_yaml
+from custseg.conversation import GroundedIn
 from custseg.errors import ConfigError
 from custseg.evaluation.metrics import (
     METRICS,

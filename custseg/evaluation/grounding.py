@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from custseg.agents.envelope import Segment
+from custseg.conversation import Segment
 
 LEVELS = (
     r"(?:very\s+)?(?:low(?:er|est)?|high(?:er|est)?|average|medium|middle|mid|moderate|upper|"

@@ -44,10 +44,8 @@ from typing import Any
 
 import msgspec
 
-from custseg.agents.envelope import GroundedIn
-from custseg.agents.roles import describe_segment
-from custseg.agents.topics import CHAIN
 from custseg.config import Params
+from custseg.conversation import CHAIN, GroundedIn, describe_segment
 from custseg.evaluation.grounding import GroundingCheck, check_grounding
 from custseg.evaluation.judge import (
     REPLY_FORMAT,
