@@ -18,7 +18,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 UI_PORT ?= 5000
 APP_PORT ?= 8501
 
-.PHONY: help install lock run test lint bench ui app serve clean model llm-check agents-demo champion \
+.PHONY: help install lock run check test lint bench ui app serve clean model llm-check agents-demo champion \
 	kafka-up kafka-down kafka-status team-up team-down team-status
 
 help:  ## list the targets
@@ -30,7 +30,7 @@ UV_VERSION := 0.13.9
 # the lock has them all; no build isolation: the locked setuptools builds it, nothing unhashed).
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install --progress-bar on --require-hashes -r requirements.lock
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
 	$(BIN)/custseg mlflow template  # MLflow's schema migrations, once per machine and version
@@ -62,8 +62,15 @@ run: install  ## set-up + dvc repro on params.yaml
 	$(BIN)/python stages/check_params.py
 	$(BIN)/dvc repro
 
-test: install  ## the whole test suite (real MLflow, DVC, ...)
-	$(BIN)/python -m pytest
+# The tiers (pyproject.toml lists the marks): `make check` leaves out the bundled LLM, Spark, the
+# browser, chaos and the README-in-a-clone tests; `make test` runs them all and names the slowest.
+CHECK_TIER := not (llm or spark or browser or chaos or clone)
+
+check: install  ## the fast tier for development (no bundled LLM, Spark, browser, chaos or clone)
+	$(BIN)/python -m pytest -m "$(CHECK_TIER)" --durations=10
+
+test: install  ## the whole test suite (real DVC, MLflow, Kafka, LLM, Spark, browser), slowest 15 listed
+	$(BIN)/python -m pytest --durations=15
 
 lint: install  ## ruff lint + format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

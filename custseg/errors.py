@@ -7,6 +7,7 @@ without importing that part.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable
 
 
@@ -83,3 +84,13 @@ def first_line(error: BaseException) -> str:
     """A library's exception as one line for our own message (its name if it has no text)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def require_extra(module: str, extra: str, needed_by: str) -> None:
+    """ConfigError naming the extra to install when an optional part's package is missing
+    (`pip install .` without extras runs the pipeline, the app and the agents)."""
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            f"{needed_by} needs the '{extra}' extra: pip install 'custseg[{extra}]' "
+            f"(no module named {module!r})"
+        )

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from custseg.config import directory_from_env
 from custseg.entrypoint import add_command, command_group, port
-from custseg.errors import ServerNotUp, TeamError
+from custseg.errors import ServerNotUp, TeamError, require_extra
 from custseg.net import answers, wait_until_answers
 from custseg.telemetry import NO_TELEMETRY
 
@@ -277,6 +277,7 @@ def wait_for_server(url: str, process: subprocess.Popen, timeout_s: float) -> No
 
 
 def team_up(team: Team) -> str:
+    require_extra("psycopg", "team", "custseg team up (MLflow on PostgreSQL)")
     secret = password()
     start_postgres(team, secret)
     pid = start_mlflow(team, secret)

@@ -19,8 +19,8 @@ pytest_plugins = [
     "tests.fixtures.app",
     "tests.fixtures.spark",
 ]
-# A test that uses one of these talks to a real LLM (the bundled model): it is marked `llm`, so
-# `pytest -m "not llm"` runs the rest in a few minutes.
+# A test that uses one of these talks to a real LLM (the bundled model): it is marked `llm`, one of
+# the marks `make check` leaves out (pyproject.toml lists them and what each means).
 LLM_FIXTURES = {"llm_model_path", "local_provider", "llm_server", "ollama_stand_in"}
 
 

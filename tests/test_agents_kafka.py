@@ -22,7 +22,6 @@ from custseg.testing.sandbox import project_env
 from tests.fixtures.agents import Workdir, assert_grounded, assert_linked, stop, wait_for
 from tests.fixtures.project import ROOT
 
-pytestmark = pytest.mark.slow
 TASKS = [
     "Suggest one offer for high income, low spending customers.",
     "Write an email subject line for low income, high spending customers.",

@@ -28,7 +28,6 @@ from custseg.testing.sandbox import project_env
 from custseg.testing.stand_in_llm import FAIL_CUE, SLOW_CUE, VARY_CUE
 from tests.fixtures.agents import Workdir, assert_grounded, assert_linked, stop, wait_for
 
-pytestmark = pytest.mark.slow
 PARTITIONS = 3
 
 
@@ -241,6 +240,8 @@ def stalled_report(workdir: Workdir, running: dict[str, subprocess.Popen]) -> st
     return "\n".join([*logs, workdir.broker_view()])
 
 
+@pytest.mark.chaos
+@pytest.mark.timeout(600)
 def test_kills_and_a_broker_restart_leave_one_consistent_conversation_per_task(
     tmp_path: Path, stand_in_llm: str, trained_project: Path
 ) -> None:

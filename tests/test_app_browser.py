@@ -19,7 +19,8 @@ from custseg.evaluation.metrics import METRICS
 from custseg.serving.model import features_frame
 from tests.fixtures.project import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.browser
+
 # The app fixtures (trained_project, ...) until tests/conftest.py lists this module.
 
 TIMEOUT_MS = 120_000  # a cold app imports MLflow and loads the model: ~20 s here, more on CI

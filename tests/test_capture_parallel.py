@@ -17,8 +17,6 @@ from custseg.errors import ConfigError
 from custseg.kafka.admin import ensure_topics
 from custseg.testing.conversations import produce, send
 
-pytestmark = pytest.mark.slow
-
 
 def topics_for(bootstrap: str, partitions: dict[str, int] | None = None) -> dict[str, str]:
     tag = uuid.uuid4().hex[:8]

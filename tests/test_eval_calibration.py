@@ -62,6 +62,7 @@ FLOORS = {  # metric: (ranking accuracy, threshold agreement)
 }
 
 
+@pytest.mark.timeout(900)
 def test_judge_ranks_and_separates_good_from_degraded_items(
     local_provider: LocalProvider, tests_judge_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

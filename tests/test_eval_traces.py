@@ -261,7 +261,7 @@ def test_a_run_killed_between_trace_and_feedback_is_completed_by_the_next(
 # --- the MLflow UI ---------------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.browser
 def test_the_traces_view_lists_the_conversations_and_opens_a_chain(project: Path) -> None:
     """`make ui`'s server on the sandbox store, its Traces view in Debian's chromium."""
     from playwright.sync_api import sync_playwright

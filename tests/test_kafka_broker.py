@@ -23,7 +23,6 @@ from custseg.kafka.admin import ENV_BOOTSTRAP, ensure_topics
 from custseg.kafka.broker import LocalBroker, running_local_bootstrap
 from custseg.net import free_port
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 

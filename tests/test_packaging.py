@@ -15,7 +15,6 @@ import pytest
 
 from tests.fixtures.project import ROOT
 
-pytestmark = pytest.mark.slow
 IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info")
 COMMANDS = [
     ["--help"],
@@ -103,3 +102,74 @@ def test_console_scripts_answer_help_from_another_directory(
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: custseg")
     assert not any(tmp_path.iterdir()), "--help wrote files"
+
+
+EXTRAS = {"spark": ("pyspark", "py4j"), "team": ("psycopg", "psycopg_binary")}
+
+
+@pytest.fixture(scope="module")
+def installed_without_extras(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel in a venv whose dependencies are this interpreter's site-packages minus the
+    optional extras' packages (links to every other entry): what `pip install .` gives."""
+    venv, deps = tmp_path_factory.mktemp("venv-base"), tmp_path_factory.mktemp("deps")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    optional = {name for names in EXTRAS.values() for name in names}
+    for site_packages in map(Path, site.getsitepackages()):
+        for entry in site_packages.iterdir():
+            top = entry.name.split("-")[0].split(".")[0].lower()
+            if top not in optional and not (deps / entry.name).exists():
+                (deps / entry.name).symlink_to(entry)
+    [site_dir] = (venv / "lib").glob("python*/site-packages")
+    (site_dir / "deps.pth").write_text(f"{deps}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+         "--no-deps", "--no-index", "-q", str(wheel)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return venv
+
+
+def test_the_extras_are_declared(wheel: Path) -> None:
+    [metadata] = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("/METADATA")]
+    text = zipfile.ZipFile(wheel).read(metadata).decode()
+    for extra, (module, *_) in EXTRAS.items():
+        assert f"Provides-Extra: {extra}" in text
+        requirement = next(line for line in text.splitlines() if f'extra == "{extra}"' in line)
+        assert module.split("_")[0] in requirement.lower(), requirement
+    assert "pyarrow" in text, "pyarrow is imported, so it is declared"
+
+
+def test_without_extras_every_module_imports_and_an_engine_names_its_extra(
+    installed_without_extras: Path, tmp_path: Path
+) -> None:
+    """The pipeline, app and agents need no extra; the Spark engine and team mode say which."""
+    python = str(installed_without_extras / "bin" / "python")
+    code = (
+        "import importlib, pkgutil, custseg\n"
+        "for spec in ('pyspark', 'psycopg'):\n"
+        "    assert importlib.util.find_spec(spec) is None, spec\n"
+        "for m in pkgutil.walk_packages(custseg.__path__, 'custseg.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "from custseg.config import SparkParams\n"
+        "from custseg.errors import ConfigError\n"
+        "from custseg.pipeline.spark_engine import spark_session\n"
+        "try:\n"
+        "    with spark_session(SparkParams()):\n"
+        "        pass\n"
+        "except ConfigError as error:\n"
+        "    print(error)\n"
+    )
+    done = _elsewhere(python, "-c", code, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "train.engine: spark needs the 'spark' extra: pip install 'custseg[spark]' "
+        "(no module named 'pyspark')"
+    )
+    team = _elsewhere(str(installed_without_extras / "bin" / "custseg"), "team", "up", cwd=tmp_path)
+    assert team.returncode == 2
+    assert team.stderr.strip().splitlines() == [
+        "error: custseg team up (MLflow on PostgreSQL) needs the 'team' extra: "
+        "pip install 'custseg[team]' (no module named 'psycopg')"
+    ]

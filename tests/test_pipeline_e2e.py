@@ -17,7 +17,6 @@ import pytest
 
 from custseg.features import FEATURES
 
-pytestmark = pytest.mark.slow
 NAME = "customer-segments"
 
 

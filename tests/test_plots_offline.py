@@ -37,7 +37,7 @@ def test_a_missing_bundle_says_how_to_get_it(tmp_path: Path) -> None:
         offline_template(tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.browser
 def test_dvc_plots_show_renders_both_curves_offline(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 

@@ -26,7 +26,8 @@ from custseg.net import free_port
 from custseg.testing.browser import stop_process
 from tests.fixtures.project import ROOT, committed_judge_calls
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.clone, pytest.mark.timeout(900)]
+
 
 # `make test` is this suite: running it from inside itself would recurse.
 NOT_RUN = {"make test"}

@@ -231,7 +231,6 @@ def _version_tags(version: int) -> dict[str, str]:
     return MlflowClient().get_model_version(NAME, str(version)).tags
 
 
-@pytest.mark.slow
 def test_the_gate_compares_like_with_like_across_data_sets(project: Path) -> None:
     _write_real_customers(project / "real.csv")
     simulated = _export_after(project)
@@ -293,7 +292,6 @@ def _champion() -> int:
     return int(MlflowClient().get_model_version_by_alias(NAME, "champion").version)
 
 
-@pytest.mark.slow
 def test_a_champion_on_other_features_is_kept_unless_forced(project: Path) -> None:
     import mlflow
 

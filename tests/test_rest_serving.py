@@ -15,8 +15,6 @@ from custseg.serving.model import features_frame
 from custseg.testing.rest import post_json, running_scoring_server
 from custseg.testing.sandbox import project_env
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def server(trained_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

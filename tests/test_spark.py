@@ -27,6 +27,8 @@ from tests.fixtures.project import stage, write_params
 from tests.fixtures.spark import LOCAL_MASTER as MASTER
 from tests.fixtures.spark import StandaloneCluster
 
+pytestmark = pytest.mark.spark
+
 simulate, train, export = (stage("simulate"), stage("train"), stage("export"))
 
 
@@ -187,12 +189,10 @@ def _train_under_outbound_check(project: Path, outbound_check: Path, master: str
     return run.data.params["spark_master"]
 
 
-@pytest.mark.slow
 def test_spark_local_binds_loopback_and_phones_nowhere(project: Path, outbound_check: Path) -> None:
     assert _train_under_outbound_check(project, outbound_check, MASTER) == MASTER
 
 
-@pytest.mark.slow
 def test_train_stage_on_a_standalone_cluster(
     project: Path, outbound_check: Path, spark_cluster: StandaloneCluster
 ) -> None:
@@ -228,7 +228,6 @@ for conf in ({}, dynamic):
 """
 
 
-@pytest.mark.slow
 def test_a_master_without_a_worker_fails_in_one_line_within_the_deadline(
     spark_master_only: StandaloneCluster,
 ) -> None:

@@ -31,8 +31,6 @@ from custseg.team import (
 from custseg.testing.sandbox import copy_project
 from tests.fixtures.project import ROOT, write_params
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def team() -> Iterator[Team]:

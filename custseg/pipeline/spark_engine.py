@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.cluster import KMeans
 
 from custseg.config import SparkParams, TrainParams
-from custseg.errors import ConfigError, first_line
+from custseg.errors import ConfigError, first_line, require_extra
 from custseg.features import FEATURES
 from custseg.pipeline.segments import check_fits
 
@@ -141,6 +141,7 @@ def start_spark(
     train.spark.master if none starts, no executor registers within `timeout` s (a master not
     local) or the one-row test job does not finish within `timeout` s. Stopped if it fails
     (unless it was already running in the process: getOrCreate hands that one back)."""
+    require_extra("pyspark", "spark", "train.engine: spark")
     # The JVM reads it at start-up, before any conf: which address to bind and to call itself.
     os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
     # pyspark warns on every pandas conversion that pandas 3 is newer than it has tested.
@@ -177,6 +178,7 @@ def start_spark(
 def spark_session(params: SparkParams) -> Iterator[SparkSession]:
     """A session on `params.master`, stopped on leaving if this started it (a session already
     running in the process on the same master, a notebook's or a test's, is used and kept)."""
+    require_extra("pyspark", "spark", "train.engine: spark")
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
