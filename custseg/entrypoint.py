@@ -32,6 +32,13 @@ def stage_parser(description: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=description, parents=[params_option()])
 
 
+def run_stage(stage: Callable[[Path], str], argv: list[str] | None = None) -> int:
+    """A DVC stage's entry point: `--help` (the stage's docstring) and `--params`, then
+    `stage(params_path)`, whose summary is printed; errors as in `run`."""
+    args = stage_parser(stage.__doc__).parse_args(argv)
+    return run(lambda: print(stage(args.params)))
+
+
 def run(body: Callable[[], int | None]) -> int:
     """Run an entry point's body; return its exit code: the body's (default 0), 2 on a
     UserError, 130 on Ctrl-C."""

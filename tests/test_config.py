@@ -13,6 +13,7 @@ from custseg.agents.client import read_tasks
 from custseg.config import Params, check_params_file, load_params, parse_params, read_yaml
 from custseg.errors import ConfigError
 from custseg.evaluation.calibration import load_calibration
+from custseg.pipeline.check import tracked_params
 from tests.fixtures.project import ROOT, stage, write_params
 
 export, simulate, train = (stage("export"), stage("simulate"), stage("train"))
@@ -219,7 +220,7 @@ def test_every_stage_rejects_an_invalid_params_file_before_writing(
 # --- the `params` stage: the whole file, before DVC runs anything -----------------------------
 
 check_params = stage("check_params")
-DVC_PARAMS = check_params.tracked_params(yaml.safe_load((ROOT / "dvc.yaml").read_text()))
+DVC_PARAMS = tracked_params(yaml.safe_load((ROOT / "dvc.yaml").read_text()))
 
 
 def test_the_check_covers_every_key_dvc_tracks() -> None:

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from custseg.config import SimulateParams
+from custseg.config import SimulateParams, load_params
 from custseg.errors import ConfigError, first_line
 from custseg.features import COLUMNS, FEATURES, ID, INCOME, SPENDING
+from custseg.io import write_atomic
+from custseg.paths import customers_path
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -112,3 +114,14 @@ def read_training_data(path: Path | str) -> pd.DataFrame:
     if missing:
         raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}")
     return frame
+
+
+def simulate_stage(params_path: Path) -> str:
+    """Write the customers (simulated, or read from simulate.source) as CSV or Parquet."""
+    params = load_params(params_path)
+    customers = load_customers(params.simulate, params.base.seed)
+    data_format = params.simulate.format
+    path = customers_path(data_format)
+    write_atomic(path, lambda tmp: write_customers(customers, tmp, data_format))
+    source = params.simulate.source or f"simulation (seed {params.base.seed})"
+    return f"simulate: {len(customers)} customers from {source} -> {path}"

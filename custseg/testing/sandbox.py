@@ -3,15 +3,18 @@ stages run in this process (they share its imports: ~1 s a stage instead of ~5 s
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
+from custseg.entrypoint import run_stage
+from custseg.pipeline.check import check_params_stage
+from custseg.pipeline.data import simulate_stage
+from custseg.pipeline.export import export_stage
+from custseg.pipeline.train import train_stage
 from custseg.telemetry import NO_TELEMETRY
 
 # What a checkout needs to run the pipeline (everything else is built or git-ignored). The
@@ -27,7 +30,6 @@ PROJECT_FILES = [
     ".gitignore",
     ".streamlit/config.toml",  # the app runs as `make app` runs it (no source watcher)
 ]
-PIPELINE = ("check_params", "simulate", "train", "export")
 # MLflow variables a sandbox must not inherit from the calling shell.
 MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME")
 
@@ -52,15 +54,22 @@ def project_env(path: Path) -> dict[str, str]:
     return {**NO_TELEMETRY, "MLFLOW_TRACKING_URI": f"sqlite:///{path / 'mlflow.db'}"}
 
 
-def load_stage(project: Path, name: str) -> ModuleType:
-    """`stages/<name>.py` of `project` as a module (its `main(argv)` runs the stage)."""
-    path = project / "stages" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"custseg_stage_{name}", path)
-    assert spec is not None and spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # as an import would: dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+@dataclass(frozen=True)
+class Stage:
+    """A DVC stage run in this process: `main(argv)` is what `python stages/<name>.py` runs."""
+
+    body: Callable[[Path], str]
+
+    def main(self, argv: list[str] | None = None) -> int:
+        return run_stage(self.body, argv)
+
+
+STAGES = {
+    "check_params": Stage(check_params_stage),
+    "simulate": Stage(simulate_stage),
+    "train": Stage(train_stage),
+    "export": Stage(export_stage),
+}
 
 
 def forget_mlflow_process_state() -> None:
@@ -97,8 +106,8 @@ def inside(project: Path, clear: tuple[str, ...] = ()) -> Iterator[Path]:
 
 def run_pipeline(project: Path) -> None:
     """simulate → train → export in `project` (cwd and MLflow env must already point there)."""
-    for name in PIPELINE:
-        code = load_stage(project, name).main([])
+    for name, stage in STAGES.items():
+        code = stage.main([])
         if code != 0:
             raise RuntimeError(f"stage {name} failed with exit code {code}")
 
