@@ -53,7 +53,8 @@ def agents_run(bootstrap: str, llm_url: str, n: int, partitions: int) -> float:
     llm_params = params.llm.model_copy(
         update={"provider": "openai", "base_url": llm_url, "model": "stand-in", "max_retries": 0}
     )
-    llm = make_provider(resolve_settings(llm_params, {"OPENAI_API_KEY": "stand-in"}))
+    os.environ.setdefault(llm_params.api_key_env, "stand-in")
+    llm = make_provider(resolve_settings(llm_params))
     stop = threading.Event()
     runner = threading.Thread(
         target=run_agents,

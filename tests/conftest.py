@@ -1,5 +1,7 @@
 """Shared fixtures live in tests/fixtures/; each module is one kind of real service or sandbox."""
 
+import os
+
 import pytest
 from hypothesis import settings
 
@@ -11,6 +13,9 @@ settings.register_profile("project", deadline=None)
 settings.load_profile("project")
 
 disable_telemetry()  # before any test imports MLflow, DVC, Streamlit or deepeval
+# The tests choose their LLM themselves: none inherits the calling shell's CUSTSEG_LLM_* choice.
+for _var in [v for v in os.environ if v.upper().startswith("CUSTSEG_LLM_")]:
+    del os.environ[_var]
 
 pytest_plugins = [
     "tests.fixtures.project",

@@ -35,12 +35,15 @@ def ask(text: str) -> list[dict[str, str]]:
 
 
 @pytest.fixture
-def openai_provider(llm_server: LocalServer) -> OpenAICompatibleProvider:
+def openai_provider(
+    llm_server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> OpenAICompatibleProvider:
     """Built the way users build it: params + env, the key only from the named variable."""
     params = LLMParams(
         provider="openai", model="anything", base_url=f"{llm_server.url}/v1", api_key_env=KEY_VAR
     )
-    provider = make_provider(resolve_settings(params, env={KEY_VAR: llm_server.api_key}))
+    monkeypatch.setenv(KEY_VAR, llm_server.api_key)
+    provider = make_provider(resolve_settings(params))
     assert isinstance(provider, OpenAICompatibleProvider)
     provider.backoff_s = 0.05
     return provider
@@ -49,7 +52,7 @@ def openai_provider(llm_server: LocalServer) -> OpenAICompatibleProvider:
 @pytest.fixture
 def ollama_provider(ollama_stand_in: OllamaStandIn) -> OllamaProvider:
     params = LLMParams(provider="ollama", model=ollama_stand_in.model, base_url=ollama_stand_in.url)
-    provider = make_provider(resolve_settings(params, env={}))
+    provider = make_provider(resolve_settings(params))
     assert isinstance(provider, OllamaProvider)
     provider.backoff_s = 0.05
     return provider

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from custseg.config import LLMParams
 from custseg.errors import ConfigError
 from custseg.llm.local_server import available_cores
 
-# Which LLMParams field each environment variable overrides.
-ENV_OVERRIDES: dict[str, str] = {
-    "provider": "CUSTSEG_LLM_PROVIDER",
-    "model": "CUSTSEG_LLM_MODEL",
-    "base_url": "CUSTSEG_LLM_BASE_URL",
-    "temperature": "CUSTSEG_LLM_TEMPERATURE",
-    "max_tokens": "CUSTSEG_LLM_MAX_TOKENS",
-    "timeout": "CUSTSEG_LLM_TIMEOUT",
-}
+ENV_PREFIX = "CUSTSEG_LLM_"
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 
 
@@ -42,31 +34,46 @@ class LLMSettings:
     api_key: str | None = field(default=None, repr=False)
 
 
-def apply_env_overrides(params: LLMParams, env: Mapping[str, str]) -> LLMParams:
-    """`params` with CUSTSEG_LLM_* values applied and validated by the same rules.
+class LLMEnv(BaseSettings):
+    """The CUSTSEG_LLM_* environment variables, read by pydantic-settings; each one set (and not
+    blank) overrides its params.yaml `llm:` key, validated by LLMParams' own rules."""
 
-    An empty variable counts as unset. A bad value raises ConfigError naming the variable.
-    """
-    raw = params.model_dump()
-    overridden: dict[str, str] = {}
-    for key, var in ENV_OVERRIDES.items():
-        value = env.get(var, "").strip()
-        if value:
-            raw[key] = value
-            overridden[key] = var
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore")
+
+    provider: str | None = None
+    model: str | None = None
+    base_url: str | None = None
+    temperature: str | None = None
+    max_tokens: str | None = None
+    timeout: str | None = None
+
+    def overrides(self) -> dict[str, str]:
+        """The keys the environment sets (a blank variable counts as unset)."""
+        return {k: v.strip() for k, v in self.model_dump(exclude_none=True).items() if v.strip()}
+
+
+def env_name(key: str) -> str:
+    """The variable that overrides `llm.<key>`."""
+    return f"{ENV_PREFIX}{key.upper()}"
+
+
+def apply_env_overrides(params: LLMParams) -> tuple[LLMParams, set[str]]:
+    """`params` with the CUSTSEG_LLM_* values applied, and which keys they set; a bad value
+    raises ConfigError naming the variable (a bad params.yaml value: the `llm.` key)."""
+    overridden = LLMEnv().overrides()
     try:
-        return LLMParams.model_validate(raw)
+        merged = LLMParams.model_validate({**params.model_dump(), **overridden})
     except ValidationError as error:
         first = error.errors()[0]
         key = str(first["loc"][0]) if first["loc"] else "<root>"
-        source = overridden.get(key, f"llm.{key}")
+        source = env_name(key) if key in overridden else f"llm.{key}"
         message = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{source}: {message} (got {first.get('input')!r})") from None
+    return merged, set(overridden)
 
 
-def _base_url(params: LLMParams, env: Mapping[str, str]) -> str | None:
-    where = ENV_OVERRIDES["base_url"] if env.get(ENV_OVERRIDES["base_url"], "").strip() else None
-    where = where or "llm.base_url"
+def _base_url(params: LLMParams, from_env: bool) -> str | None:
+    where = env_name("base_url") if from_env else "llm.base_url"
     url = params.base_url.rstrip("/") if params.base_url else None
     if url and not url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: must start with http:// or https:// (got {url!r})")
@@ -79,18 +86,17 @@ def _base_url(params: LLMParams, env: Mapping[str, str]) -> str | None:
     return url if params.provider == "openai" else None
 
 
-def resolve_settings(params: LLMParams, env: Mapping[str, str] | None = None) -> LLMSettings:
+def resolve_settings(params: LLMParams) -> LLMSettings:
     """Merge params.yaml's `llm:` with CUSTSEG_LLM_* variables into validated settings.
 
     The API key is read only from the variable named by `api_key_env`, and only for openai.
     """
-    env = os.environ if env is None else env
-    merged = apply_env_overrides(params, env)
-    api_key = (env.get(merged.api_key_env) or None) if merged.provider == "openai" else None
+    merged, overridden = apply_env_overrides(params)
+    api_key = (os.environ.get(merged.api_key_env) or None) if merged.provider == "openai" else None
     return LLMSettings(
         provider=merged.provider,
         model=merged.model,
-        base_url=_base_url(merged, env),
+        base_url=_base_url(merged, "base_url" in overridden),
         temperature=merged.temperature,
         max_tokens=merged.max_tokens,
         timeout=merged.timeout,
