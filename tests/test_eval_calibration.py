@@ -45,7 +45,7 @@ from custseg.paths import CALIBRATION, PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 # Issue #17's goal is 0.9 on both for every metric; with the bundled 1.5B judge plan quality,
-# improvement and grounding reach it on all 17 pairs (README: Judge calibration). This test
+# improvement and grounding reach it on all 17 pairs (docs/evaluation.md: Calibration). This test
 # holds what the judge reaches on the first LIMIT pairs per metric, asked in this test's order
 # (measured 2026-11-30, improvement pulled towards 0.5 for finals that repeat the draft:
 # ranking 1.00 / 0.75 / 0.88 / 1.00, threshold agreement 0.81 / 0.62 / 0.81 / 0.88), so a

@@ -1,12 +1,14 @@
-"""Every `bash` block of the README, as written, in a fresh clone and a new shell.
+"""Every `bash` block of the README and of docs/*.md, as written, in a fresh clone and a new shell.
 
-The commands are extracted from README.md (so they cannot drift) and run in order by `bash -c`
-in a `git clone` of this checkout (its tracked changes included), with a PATH that does not
-hold the project's venv: a block works only if the README itself activates it. Set-up is the
-README's too (`make run`), except that the clone's `.venv` is this checkout's (a symlink, its
-install stamp kept current), which spares a second install of ~200 packages. Servers are
-started in the background, checked and stopped by process group; the LLM behind the agents is
-a stand-in (seconds, not minutes), the broker and every port are the test's own.
+The commands are extracted from README.md, then from each docs/ page in name order (so they
+cannot drift), and run in that order by `bash -c` in a `git clone` of this checkout (its
+tracked changes included), with a PATH that does not hold the project's venv: a block works
+only if the README itself activates it. Set-up is the README's too (`make run`), except that
+the clone's `.venv` is this checkout's (a symlink, its install stamp kept current), which
+spares a second install of ~200 packages. Servers are started in the background and stopped by
+process group; one that later commands need is waited for at once, the others are checked
+before the end (their start overlaps the commands after them). The LLM behind the agents is a
+stand-in (seconds, not minutes), the broker and every port are the test's own.
 """
 
 from __future__ import annotations
@@ -31,12 +33,20 @@ pytestmark = [pytest.mark.clone, pytest.mark.timeout(900)]
 
 # `make test` is this suite: running it from inside itself would recurse.
 NOT_RUN = {"make test"}
+# Commands that run the eval stage: in a clone it is up to date or re-scores the committed
+# conversations from the replies the repository carries, never with a judge call.
+RUNS_EVAL = {"make run", "dvc repro eval"}
 SHELL_STATE = ("source ", "export ")  # lines that set up the shell for the lines after them
 COMMAND_TIMEOUT_S = 600
 
 
+def documented_pages() -> list[Path]:
+    """The pages whose ```bash blocks this test runs, in the order it runs them."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def readme_commands(text: str) -> list[str]:
-    """Each command line of the README's ```bash blocks, comments and blank lines dropped."""
+    """Each command line of a page's ```bash blocks, comments and blank lines dropped."""
     commands = []
     for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL):
         for line in block.splitlines():
@@ -46,12 +56,22 @@ def readme_commands(text: str) -> list[str]:
     return commands
 
 
+def documented_commands() -> list[str]:
+    """The command lines of every page's ```bash blocks: the README's first, then docs/."""
+    return [c for page in documented_pages() for c in readme_commands(page.read_text())]
+
+
 def test_the_readme_commands_are_what_this_test_runs() -> None:
-    commands = readme_commands((ROOT / "README.md").read_text())
-    assert commands[:2] == ["make run", "make test"], "the README starts with the two commands"
-    assert "source .venv/bin/activate" in commands
+    readme = readme_commands((ROOT / "README.md").read_text())
+    assert readme[:2] == ["make run", "make test"], "the README starts with the two commands"
+    assert "source .venv/bin/activate" in readme
+    commands = documented_commands()
     unknown = [c for c in commands if c.split()[0] not in ("make", "dvc", "custseg", "source")]
     assert not unknown, f"teach this test how to run {unknown}"
+    # Each command is proved once: a page that mentions another page's command shows it in a
+    # ```sh or ```console block (or inline), which this test does not run.
+    repeated = sorted({c for c in commands if commands.count(c) > 1})
+    assert not repeated, f"run in more than one ```bash block: {repeated}"
 
 
 def _http_ok(url: str) -> Callable[[], bool]:
@@ -119,16 +139,29 @@ def test_every_readme_block_runs_as_written(
         "make app": _http_ok(f"http://127.0.0.1:{env['APP_PORT']}/_stcore/health"),
         "custseg agents": _log_says(logs / "custseg agents.log", "Ctrl-C/SIGTERM stops"),
     }
+    needed_at_once = {"custseg agents"}  # the commands after it talk to the agents
     shell_state: list[str] = []
     running: list[subprocess.Popen] = []
+    starting: list[tuple[str, subprocess.Popen, float]] = []  # (command, process, deadline)
+
+    def wait_until_up(command: str, process: subprocess.Popen, deadline: float) -> None:
+        while not servers[command]():
+            assert process.poll() is None, (
+                f"{command} exited: {(logs / f'{command}.log').read_text()}"
+            )
+            assert time.monotonic() < deadline, f"{command} not up after 120 s"
+            time.sleep(0.5)
+
+    began = time.monotonic()
     try:
-        for command in readme_commands((ROOT / "README.md").read_text()):
+        for command in documented_commands():
             if command in NOT_RUN:
                 continue
             if command.startswith(SHELL_STATE):
                 shell_state.append(command)
                 continue
             script = " && ".join([*shell_state, command])
+            print(f"{time.monotonic() - began:6.1f} s  {command}")  # where the time goes (-s)
             if command in servers:
                 log = (logs / f"{command}.log").open("w")
                 process = subprocess.Popen(
@@ -138,12 +171,10 @@ def test_every_readme_block_runs_as_written(
                 )  # fmt: skip
                 running.append(process)
                 deadline = time.monotonic() + 120
-                while not servers[command]():
-                    assert process.poll() is None, (
-                        f"{command} exited: {(logs / f'{command}.log').read_text()}"
-                    )
-                    assert time.monotonic() < deadline, f"{command} not up after 120 s"
-                    time.sleep(0.5)
+                if command in needed_at_once:
+                    wait_until_up(command, process, deadline)
+                else:
+                    starting.append((command, process, deadline))
                 continue
             argv = ["bash", "-c", script]
             if command == "make run":  # the main command: nothing may leave the machine
@@ -160,16 +191,22 @@ def test_every_readme_block_runs_as_written(
             assert done.returncode == 0, f"`{command}` failed:\n{output[-4000:]}"
             if command == "make run":
                 assert "0 non-loopback destination(s)" in output, output[-2000:]
+            if command in RUNS_EVAL:
                 # eval is up to date in a clone (its lock matches), or re-scores from the
                 # replies the repository carries: never a judge call.
                 judged = f"judge calls made: 0, cache hits: {committed_judge_calls()}" in output
                 assert judged or "Stage 'eval' didn't change" in output, output[-2000:]
+        for command, process, deadline in starting:
+            wait_until_up(command, process, deadline)
+        print(f"{time.monotonic() - began:6.1f} s  every server up; done")
     finally:
         for process in running:
             stop_process(process, 60, group=True)
-    # What the blocks were for: experiments to compare, an offline plots page, conversations.
+    # What the blocks were for: experiments to compare, an offline plots page, conversations,
+    # the data pushed to the DVC remote beside the clone.
     assert (path / "dvc_plots/index.html").is_file()
+    assert any((path.parent / "custseg-dvc-remote").rglob("*")), "dvc push wrote nothing"
     conversations = (path / "data/conversations.jsonl").read_text().splitlines()
     committed = (ROOT / "data/conversations.jsonl").read_text().splitlines()
     sample_tasks = len(read_tasks(ROOT / "eval/tasks.yaml"))
-    assert len(conversations) == len(committed) + sample_tasks + 1, "the samples and the README's"
+    assert len(conversations) == len(committed) + sample_tasks + 1, "the samples and the docs'"
