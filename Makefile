@@ -64,13 +64,16 @@ run: install  ## set-up + dvc repro on params.yaml
 
 # The tiers (pyproject.toml lists the marks): `make check` leaves out the bundled LLM, Spark, the
 # browser, chaos and the README-in-a-clone tests; `make test` runs them all and names the slowest.
+# Two workers (WORKERS=1 runs serially); tests/conftest.py keeps the broker and the LLM in one.
 CHECK_TIER := not (llm or spark or browser or chaos or clone)
+WORKERS ?= 2
+PYTEST = $(BIN)/python -m pytest $(if $(filter-out 1,$(WORKERS)),-n $(WORKERS) --dist loadgroup)
 
 check: install  ## the fast tier for development (no bundled LLM, Spark, browser, chaos or clone)
-	$(BIN)/python -m pytest -m "$(CHECK_TIER)" --durations=10
+	$(PYTEST) -m "$(CHECK_TIER)" --durations=10
 
 test: install  ## the whole test suite (real DVC, MLflow, Kafka, LLM, Spark, browser), slowest 15 listed
-	$(BIN)/python -m pytest --durations=15
+	$(PYTEST) --durations=15
 
 lint: install  ## ruff lint + format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -27,9 +27,19 @@ pytest_plugins = [
 # A test that uses one of these talks to a real LLM (the bundled model): it is marked `llm`, one of
 # the marks `make check` leaves out (pyproject.toml lists them and what each means).
 LLM_FIXTURES = {"llm_model_path", "local_provider", "llm_server", "ollama_stand_in"}
+# `make test` and `make check` run two workers (pytest-xdist, --dist loadgroup). Every test that
+# needs the session's Kafka broker or the bundled LLM runs in one of them, so a session still
+# starts one broker and one model server; Spark's tests share one worker too (one JVM).
+SERVICE_FIXTURES = LLM_FIXTURES | {"kafka_bootstrap"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if LLM_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if LLM_FIXTURES & fixtures:
             item.add_marker(pytest.mark.llm)
+        if SERVICE_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.xdist_group("services"))
+        elif item.get_closest_marker("spark"):
+            item.add_marker(pytest.mark.xdist_group("spark"))
