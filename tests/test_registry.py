@@ -393,9 +393,10 @@ def test_a_breaker_claim_left_by_a_dead_waiter_expires(project: Path) -> None:
     client.create_registered_model(f"{lock}{BREAKING_SUFFIX}")  # its breaker died breaking it
     assert not break_stale(client, lock, created, breaking_stale_s=60)  # someone is breaking
     assert client.get_registered_model(lock)
-    time.sleep(1.0)
-    assert not break_stale(client, lock, created, breaking_stale_s=0.5)  # expires that claim
-    assert break_stale(client, lock, created, breaking_stale_s=0.5)  # then breaks the lock
+    a_second_later = lambda: time.time() + 1.0  # noqa: E731
+    # expires that claim, then breaks the lock
+    assert not break_stale(client, lock, created, breaking_stale_s=0.5, clock=a_second_later)
+    assert break_stale(client, lock, created, breaking_stale_s=0.5, clock=a_second_later)
     assert not client.search_registered_models("name LIKE 'orphan.%'")
     # A claim that is not the one seen (taken again meanwhile) is left alone.
     client.create_registered_model(lock)
@@ -416,6 +417,7 @@ def test_a_held_gate_times_out_in_one_line_and_a_stale_one_is_taken(project: Pat
     assert f"delete the registered model held{GATE_LOCK_SUFFIX}" in message
 
     client.create_registered_model(f"dead{GATE_LOCK_SUFFIX}", tags={"holder": "gone:1"})
-    time.sleep(1.0)  # older than the stale age below: left by an export that died
-    with gate_lock(client, "dead", timeout_s=5, stale_s=0.5) as holder:
+    # A second later it is older than the stale age below: left by an export that died.
+    later = lambda: time.time() + 1.0  # noqa: E731
+    with gate_lock(client, "dead", timeout_s=5, stale_s=0.5, clock=later) as holder:
         assert client.get_registered_model(f"dead{GATE_LOCK_SUFFIX}").tags["holder"] == holder

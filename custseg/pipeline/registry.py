@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -141,7 +141,11 @@ BREAKING_STALE_S = 60.0  # breaking takes milliseconds; older, the breaker died 
 
 
 def break_stale(
-    client: MlflowClient, lock: str, created: int | None, breaking_stale_s: float = BREAKING_STALE_S
+    client: MlflowClient,
+    lock: str,
+    created: int | None,
+    breaking_stale_s: float = BREAKING_STALE_S,
+    clock: Callable[[], float] = time.time,
 ) -> bool:
     """Delete the stale claim `lock` (the one created at `created`) unless another waiter is
     breaking it; True when this waiter did, or the claim is gone.
@@ -157,7 +161,7 @@ def break_stale(
     except MlflowException:
         with suppress(MlflowException):  # another waiter breaks it (or died doing so)
             since = client.get_registered_model(breaker).creation_timestamp / 1000
-            if time.time() - since > breaking_stale_s:
+            if clock() - since > breaking_stale_s:
                 client.delete_registered_model(breaker)
         return False
     try:
@@ -181,8 +185,10 @@ def gate_lock(
     timeout_s: float = 300.0,
     stale_s: float = GATE_LOCK_STALE_S,
     poll_s: float = 0.5,
+    clock: Callable[[], float] = time.time,
 ) -> Iterator[str]:
-    """Hold the export gate of model `name`; RegistryError (one line) after `timeout_s`."""
+    """Hold the export gate of model `name`; RegistryError (one line) after `timeout_s`.
+    `clock` is the wall clock the store's creation times are compared with (tests move it)."""
     from mlflow.exceptions import MlflowException
 
     lock = f"{name}{GATE_LOCK_SUFFIX}"
@@ -209,13 +215,14 @@ def gate_lock(
         except MlflowException:
             continue  # released meanwhile: claim again
         # The store's own creation time: a claim read before its tags are written is not stale.
-        since = (held.creation_timestamp or time.time() * 1000) / 1000
-        if time.time() - since > stale_s and break_stale(client, lock, held.creation_timestamp):
+        since = (held.creation_timestamp or clock() * 1000) / 1000
+        stale = clock() - since > stale_s
+        if stale and break_stale(client, lock, held.creation_timestamp, clock=clock):
             continue
         if time.monotonic() > deadline:
             raise RegistryError(
                 f"MLflow registry: the export gate of {name} is held by "
-                f"{held.tags.get('holder', '?')} for {time.time() - since:.0f} s; nothing promoted "
+                f"{held.tags.get('holder', '?')} for {clock() - since:.0f} s; nothing promoted "
                 "(retry, or "
                 f"delete the registered model {lock} if that export died)"
             )
