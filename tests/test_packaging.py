@@ -56,15 +56,13 @@ def test_the_wheel_holds_every_module_and_the_package_data(wheel: Path) -> None:
     assert not {n for n in names if n.split("/")[0] in ("stages", "tests", "eval", "app")}
 
 
-@pytest.fixture(scope="module")
-def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A new venv outside the checkout with the wheel installed (not editable); the project's
-    dependencies come from this interpreter's site-packages, the project itself does not."""
-    venv = tmp_path_factory.mktemp("venv")
+def venv_with(wheel: Path, venv: Path, dependencies: list[str]) -> Path:
+    """A new venv outside the checkout with the wheel installed (not editable), its
+    dependencies taken from `dependencies` (site-packages folders, as plain path lines: no
+    editable install's import hook)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     [site_dir] = (venv / "lib").glob("python*/site-packages")
-    # A plain path line: the dependencies, without the editable install's import hook.
-    (site_dir / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    (site_dir / "deps.pth").write_text("\n".join(dependencies) + "\n")
     done = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
          "--no-deps", "--no-index", "-q", str(wheel)],
@@ -72,6 +70,12 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return venv
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel with this interpreter's site-packages as its dependencies."""
+    return venv_with(wheel, tmp_path_factory.mktemp("venv"), site.getsitepackages())
 
 
 def _elsewhere(*command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -109,25 +113,16 @@ EXTRAS = {"spark": ("pyspark", "py4j"), "team": ("psycopg", "psycopg_binary")}
 
 @pytest.fixture(scope="module")
 def installed_without_extras(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel in a venv whose dependencies are this interpreter's site-packages minus the
-    optional extras' packages (links to every other entry): what `pip install .` gives."""
-    venv, deps = tmp_path_factory.mktemp("venv-base"), tmp_path_factory.mktemp("deps")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    """The wheel with this interpreter's site-packages minus the optional extras' packages
+    (a folder of links to every other entry): what `pip install .` gives."""
+    deps = tmp_path_factory.mktemp("deps")
     optional = {name for names in EXTRAS.values() for name in names}
     for site_packages in map(Path, site.getsitepackages()):
         for entry in site_packages.iterdir():
             top = entry.name.split("-")[0].split(".")[0].lower()
             if top not in optional and not (deps / entry.name).exists():
                 (deps / entry.name).symlink_to(entry)
-    [site_dir] = (venv / "lib").glob("python*/site-packages")
-    (site_dir / "deps.pth").write_text(f"{deps}\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-         "--no-deps", "--no-index", "-q", str(wheel)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return venv
+    return venv_with(wheel, tmp_path_factory.mktemp("venv-base"), [str(deps)])
 
 
 def test_the_extras_are_declared(wheel: Path) -> None:
