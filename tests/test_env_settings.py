@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 from custseg.cli import main
 from custseg.config import directory_from_env
 from custseg.errors import ConfigError
-from custseg.kafka.admin import ENV_BOOTSTRAP, bootstrap_servers, checked_bootstrap
-from custseg.kafka.broker import jars_home, state_home
+from custseg.kafka.admin import ENV_BOOTSTRAP
+from custseg.kafka.broker import state_home
+from custseg.kafka.cluster import bootstrap_servers, checked_bootstrap
+from custseg.kafka.jars import jars_home
 from custseg.llm.models import model_dir
 from custseg.team import team_dir
 from custseg.tracking import template_path

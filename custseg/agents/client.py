@@ -10,7 +10,8 @@ from custseg.agents.envelope import Envelope, task_envelope
 from custseg.agents.topics import topic_partitions
 from custseg.config import AgentsParams, read_yaml
 from custseg.errors import ConfigError
-from custseg.kafka.admin import bootstrap_servers, ensure_topics
+from custseg.kafka.admin import ensure_topics
+from custseg.kafka.cluster import bootstrap_servers
 
 
 def connect(params: AgentsParams, timeout_s: float = 10) -> str:
