@@ -41,7 +41,7 @@ def submit_tasks(
     progress: Callable[[list], Iterable] = iter,
 ) -> list[Envelope]:
     """Send one task envelope per task, keyed by its correlation id; return them once acked."""
-    from custseg.agents.runtime import make_producer
+    from custseg.agents.runtime.settings import make_producer
 
     producer = make_producer(bootstrap)
     try:
