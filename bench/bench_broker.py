@@ -19,7 +19,8 @@ from _common import report, timed
 from kafka import KafkaProducer
 
 from custseg.kafka.admin import ensure_topics
-from custseg.kafka.broker import JVM_OPTS, LocalBroker, fetch_jars, jars_home
+from custseg.kafka.broker import JVM_OPTS, LocalBroker
+from custseg.kafka.jars import fetch_jars, jars_home
 
 BASELINE_OPTS = ("-Xms256m", "-Xmx512m")
 

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from kafka.errors import KafkaConnectionError
 from kafka.structs import TopicPartition
 
-from custseg.agents import runtime
 from custseg.agents.envelope import (
     MAX_ENVELOPE_BYTES,
     MAX_REASON_CHARS,
@@ -25,7 +24,15 @@ from custseg.agents.envelope import (
     task_envelope,
 )
 from custseg.agents.roles import ROLES
-from custseg.agents.runtime import LLM_ATTEMPTS, RETRY_HEADER, AgentWorker, dead_letter, run_agents
+from custseg.agents.runtime import (
+    LLM_ATTEMPTS,
+    RETRY_HEADER,
+    AgentWorker,
+    Timings,
+    dead_letter,
+    run_agents,
+)
+from custseg.agents.runtime import worker as worker_module
 from custseg.agents.topics import home_partition
 from custseg.config import AgentsParams
 from custseg.errors import AgentStopped, InvalidMessage
@@ -335,15 +342,20 @@ class SlowLLM(EmptyLLM):
         return Completion("1. Pick the segment. 2. Write the flyer.", 1, 1, self.seconds, "slow")
 
 
-def run_planner_on(monkeypatch, consumer, producer, llm, stop_when=None) -> list[AgentWorker]:
-    """run_agents with one planner on the given Kafka clients; `stop_when` (an event) stops it."""
+def run_planner_on(
+    monkeypatch, consumer, producer, llm, stuck_s: float, stop_when=None
+) -> list[AgentWorker]:
+    """run_agents with one planner on the given Kafka clients, a worker `stuck_s` in the Kafka
+    client counting as stuck; `stop_when` (an event) stops it."""
     monkeypatch.setattr(AgentWorker, "consumer", lambda self: consumer)
-    monkeypatch.setattr(runtime, "make_producer", lambda *args: producer)
+    monkeypatch.setattr(worker_module, "make_producer", lambda *args: producer)
     stop = threading.Event()
     if stop_when is not None:
         threading.Thread(target=lambda: stop_when() and stop.set(), daemon=True).start()
     try:
-        return run_agents(["planner"], llm, AgentsParams(), "", stop)
+        return run_agents(
+            ["planner"], llm, AgentsParams(), "", stop, timings=Timings(stuck_s=stuck_s)
+        )
     finally:
         consumer.released.set()
         producer.released.set()
@@ -358,9 +370,8 @@ def a_task_at_home() -> Record:
 @pytest.mark.parametrize("where", ["poll", "commit"])
 def test_a_worker_stuck_in_the_kafka_client_stops_the_process(monkeypatch, where: str) -> None:
     """kafka-python waits for the broker without a deadline in places: a worker inside a poll or
-    a commit for longer than STUCK_S gives up the process (so a supervisor restarts it) instead
+    a commit for longer than `stuck_s` gives up the process (so a supervisor restarts it) instead
     of holding its partitions, and its group's rebalances, while doing nothing."""
-    monkeypatch.setattr(runtime, "STUCK_S", 0.5)
     consumer = StallingConsumer([a_task_at_home()], stall_poll=where == "poll")
     producer = StallingProducer(stall_commit=where == "commit")
     started = time.monotonic()
@@ -368,14 +379,15 @@ def test_a_worker_stuck_in_the_kafka_client_stops_the_process(monkeypatch, where
         AgentStopped, match=r"^planner stopped: stuck over 0.5 s in the Kafka client"
     ):
         # Stopped after 10 s if the watchdog missed it: then it returns and the test fails.
-        run_planner_on(monkeypatch, consumer, producer, SlowLLM(0.0), lambda: time.sleep(10) or 1)
+        run_planner_on(
+            monkeypatch, consumer, producer, SlowLLM(0.0), 0.5, lambda: time.sleep(10) or 1
+        )
     assert time.monotonic() - started < 10
     assert producer.committed == []
 
 
 def test_a_long_llm_call_is_not_being_stuck(monkeypatch) -> None:
-    """The LLM's time does not count: a call three times STUCK_S is answered and committed."""
-    monkeypatch.setattr(runtime, "STUCK_S", 0.3)
+    """The LLM's time does not count: a call three times `stuck_s` is answered and committed."""
     producer = StallingProducer()
     consumer = StallingConsumer([a_task_at_home()])
 
@@ -385,30 +397,28 @@ def test_a_long_llm_call_is_not_being_stuck(monkeypatch) -> None:
             time.sleep(0.05)
         return True
 
-    (worker,) = run_planner_on(monkeypatch, consumer, producer, SlowLLM(0.9), committed)
+    (worker,) = run_planner_on(monkeypatch, consumer, producer, SlowLLM(0.9), 0.3, committed)
     assert producer.committed == ["commit"] and producer.sent == [AgentsParams().topics.plans]
     assert worker.stats.handled == 1 and worker.error is None
 
 
 def test_a_stop_while_a_worker_is_stuck_still_ends_the_process(monkeypatch) -> None:
     """Stopped (a signal, or another worker failing) while one worker never comes back from a
-    commit: the process ends once it has been stuck STUCK_S, instead of waiting for it forever
+    commit: the process ends once it has been stuck `stuck_s`, instead of waiting for it forever
     with its consumer still in the group (which stalls the group's rebalances)."""
-    monkeypatch.setattr(runtime, "STUCK_S", 0.5)
     consumer, producer = StallingConsumer([a_task_at_home()]), StallingProducer(stall_commit=True)
     started = time.monotonic()
     with pytest.raises(AgentStopped, match=r"^planner stopped: stuck over 0.5 s"):
-        run_planner_on(monkeypatch, consumer, producer, SlowLLM(0.0), producer.committing.wait)
+        run_planner_on(monkeypatch, consumer, producer, SlowLLM(0.0), 0.5, producer.committing.wait)
     assert time.monotonic() - started < 10 and producer.committed == []
 
 
 def test_a_stop_during_a_long_llm_call_waits_for_the_answer(monkeypatch) -> None:
-    """Graceful: a worker stopped inside an LLM call (longer than STUCK_S) commits its answer."""
-    monkeypatch.setattr(runtime, "STUCK_S", 0.3)
+    """Graceful: a worker stopped inside an LLM call (longer than `stuck_s`) commits its answer."""
     llm = SlowLLM(0.9)
     producer = StallingProducer()
     (worker,) = run_planner_on(
-        monkeypatch, StallingConsumer([a_task_at_home()]), producer, llm, llm.called.wait
+        monkeypatch, StallingConsumer([a_task_at_home()]), producer, llm, 0.3, llm.called.wait
     )
     assert producer.committed == ["commit"] and worker.stats.handled == 1
 

@@ -1,6 +1,7 @@
 """The agents and the capture against what real producers send (#13): any key, any partitioner,
-any bytes; and an LLM that fails. A real broker (3 partitions, like params.yaml) with the
-stand-in LLM server, so a run takes seconds: the real-model runs are in test_agents_kafka.py.
+any bytes; an LLM that fails; agents and captures killed, a broker restarted. A real broker
+(3 partitions, like params.yaml) with the stand-in LLM server and short Kafka waits
+(FAST_TIMINGS), so a run takes seconds: the real-model run is in test_agents_kafka.py.
 
 kafka-python writes some tasks with a null or foreign key, kcat (librdkafka: another default
 partitioner) writes others; a few hundred generated bad records are interleaved with them.
@@ -8,6 +9,7 @@ partitioner) writes others; a few hundred generated bad records are interleaved 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -22,11 +24,19 @@ from kafka import KafkaProducer
 
 from custseg.agents.envelope import parse_envelope, task_envelope
 from custseg.agents.runtime import CHAOS_KILL_ENV, LLM_ATTEMPTS
+from custseg.agents.runtime.letters import retry_note
 from custseg.errors import InvalidMessage
 from custseg.kafka.broker import LocalBroker
 from custseg.testing.sandbox import project_env
 from custseg.testing.stand_in_llm import FAIL_CUE, SLOW_CUE, VARY_CUE
-from tests.fixtures.agents import Workdir, assert_grounded, assert_linked, stop, wait_for
+from tests.fixtures.agents import (
+    FAST_TIMINGS,
+    Workdir,
+    assert_grounded,
+    assert_linked,
+    stop,
+    wait_for,
+)
 
 PARTITIONS = 3
 
@@ -53,6 +63,7 @@ def workdir(
         stand_in_env(stand_in_llm, trained_project),
         partitions=PARTITIONS,
         llm={"max_retries": 0},
+        timings=FAST_TIMINGS,
     )
 
 
@@ -199,11 +210,73 @@ def test_a_failing_llm_call_is_retried_aside_then_closes_its_conversation(
     assert max(c["completed_at"] for c in lines) < failure["failed_at"]
     retried = workdir.read_topic("retries")
     assert len(retried) == LLM_ATTEMPTS - 1
+    for record in retried:  # due FAST_TIMINGS' pause × the failed attempt after it was sent
+        note = retry_note(record)
+        pause_s = float(FAST_TIMINGS["retry_pause_s"]) * (note["attempt"] - 1)
+        assert note["due"] - record.timestamp / 1000 == pytest.approx(pause_s, abs=0.5), note
     # A second capture adds nothing: the failed conversation is closed, not pending.
     again = workdir.capture(ids, timeout=10)
     assert "0 incomplete held" in again.stderr
     assert len(workdir.lines()) == len(good) and len(workdir.lines(workdir.failed)) == 1
     assert agents.poll() is None
+
+
+def test_bad_records_from_kcat_go_to_the_dlq(workdir: Workdir, agents) -> None:
+    workdir.create_topics()  # kcat waits for a topic it cannot see: the agents may not be up yet
+    kcat = ["kcat", "-b", workdir.bootstrap, "-P", "-t", workdir.topics["tasks"], "-k", "bad"]
+    subprocess.run(kcat, input=b"not json {", check=True, timeout=30)
+    envelope = json.loads(task_envelope("a task").to_bytes())
+    del envelope["correlation_id"]
+    subprocess.run(kcat, input=json.dumps(envelope).encode(), check=True, timeout=30)
+
+    # The agents keep going: a good task after the bad ones still completes.
+    ids = workdir.submit("Name one metric to track a weekend promotion.")
+    assert workdir.capture(ids, timeout=120).returncode == 0
+    assert [c["correlation_id"] for c in workdir.lines()] == ids
+    wait_for(lambda: len(workdir.read_topic("dlq")) >= 2, 60, "the dead letters")
+    dead = [json.loads(r.value) for r in workdir.read_topic("dlq")]
+    reasons = sorted(d["reason"] for d in dead)
+    assert len(dead) == 2, reasons
+    assert reasons[0].startswith("invalid envelope: correlation_id")
+    assert reasons[1].startswith("not JSON")
+    assert {d["agent"] for d in dead} == {"planner"}
+    assert {d["source"]["topic"] for d in dead} == {workdir.topics["tasks"]}
+
+
+def test_a_writer_killed_before_its_commit_and_a_restarted_capture_lose_and_duplicate_nothing(
+    workdir: Workdir,
+) -> None:
+    """The writer kills itself (SIGKILL: no clean-up at all) at its first transaction, its drafts
+    acknowledged by the broker and not committed. A capture cut short meanwhile holds the
+    incomplete conversations; a new writer answers the plans again, and the restarted capture
+    writes each conversation once. No reader ever saw the killed writer's drafts."""
+    tasks = [f"Task {i}: name one metric for the weekend promotion." for i in range(3)]
+    others = workdir.start("agents", "--role", "planner", "--role", "reviewer", log="others.log")
+    writer = workdir.start(
+        "agents", "--role", "writer", log="writer-1.log", env={CHAOS_KILL_ENV: "1"}
+    )
+    try:
+        ids = workdir.submit(*tasks)
+        assert writer.wait(timeout=120) == -signal.SIGKILL
+        # No writer runs: a capture that stops 2 s after its last message holds all three.
+        partial = workdir.run("capture", "--idle", "2")
+        assert partial.returncode == 0, partial.stderr
+        assert "0 conversation(s) appended" in partial.stderr, partial.stderr
+        assert "3 incomplete held" in partial.stderr, partial.stderr
+        writer = workdir.start("agents", "--role", "writer", log="writer-2.log")
+        done = workdir.capture(ids, timeout=120)
+        assert done.returncode == 0, done.stderr
+    finally:
+        for process in (others, writer):
+            if process.poll() is None:
+                stop(process)
+    lines = workdir.lines()
+    assert sorted(c["correlation_id"] for c in lines) == sorted(ids), "each exactly once"
+    for conversation in lines:
+        assert_linked(conversation)
+    drafts = committed_by_id(workdir, "drafts")  # a redelivered plan does not branch
+    assert sorted(d["correlation_id"] for d in drafts.values()) == sorted(ids)
+    assert len(workdir.read_topic("drafts", committed=False)) > len(ids), "the killed drafts"
 
 
 def test_a_second_capture_on_the_same_file_is_refused_in_one_line(workdir: Workdir) -> None:
@@ -232,10 +305,16 @@ def committed_by_id(workdir: Workdir, name: str) -> dict[str, dict]:
 def stalled_report(workdir: Workdir, running: dict[str, subprocess.Popen]) -> str:
     """Every live process prints its threads' stacks (SIGUSR1), then the tail of each log: where
     a stalled run waits."""
-    for process in running.values():
-        if process.poll() is None:
-            process.send_signal(signal.SIGUSR1)
-    time.sleep(2)
+    asked = [name for name, process in running.items() if process.poll() is None]
+    for name in asked:
+        running[name].send_signal(signal.SIGUSR1)
+    logs_of = {name: workdir.path / f"{name}.log" for name in asked}
+    with contextlib.suppress(AssertionError):  # a report without some stacks is still a report
+        wait_for(
+            lambda: all("most recent call first" in log.read_text() for log in logs_of.values()),
+            10,
+            "the stacks",
+        )
     logs = [f"{log.name}: …{log.read_text()[-6000:]}" for log in sorted(workdir.path.glob("*.log"))]
     return "\n".join([*logs, workdir.broker_view()])
 
@@ -260,6 +339,7 @@ def test_kills_and_a_broker_restart_leave_one_consistent_conversation_per_task(
             stand_in_env(stand_in_llm, trained_project),
             partitions=PARTITIONS,
             llm={"max_retries": 0},
+            timings=FAST_TIMINGS,
         )
         workdir.create_topics()
         # Every answer differs from any other (VARY_CUE): a reply produced twice would show.
@@ -285,9 +365,11 @@ def test_kills_and_a_broker_restart_leave_one_consistent_conversation_per_task(
         kills, broker_restarted = 0, False
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            time.sleep(rng.uniform(1.0, 3.0))
+            # The next blow falls 1-3 s from now, unless every expected conversation is captured.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                running["capture"].wait(timeout=rng.uniform(1.0, 3.0))
             if running["capture"].poll() == 0:
-                break  # every expected conversation captured
+                break
             for name, process in list(running.items()):
                 if process.poll() is not None:  # killed itself (the hook), or gave up: restart
                     hook_kills += process.returncode == -signal.SIGKILL

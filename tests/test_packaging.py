@@ -88,7 +88,7 @@ def test_installed_package_imports_from_another_directory(installed: Path, tmp_p
     code = (
         "import custseg, custseg.agents.runtime, custseg.agents.capture, custseg.evaluation.metrics"
         ", custseg.kafka.broker, custseg.serving.batch, custseg.pipeline.segments\n"
-        "from custseg.kafka.broker import resource_text\n"
+        "from custseg.kafka.jars import resource_text\n"
         "assert 'kafka_2.13' in resource_text('pom.xml')\n"
         "print(custseg.__file__)"
     )

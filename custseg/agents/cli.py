@@ -112,10 +112,11 @@ def cmd_submit(args: argparse.Namespace) -> None:
 def cmd_agents(args: argparse.Namespace) -> None:
     from custseg.agents.client import connect
     from custseg.agents.grounding import Champion
-    from custseg.agents.runtime import run_agents
+    from custseg.agents.runtime import run_agents, timings_from_env
     from custseg.llm import make_provider, resolve_settings
 
     params = load_params(args.params)
+    timings = timings_from_env()  # CUSTSEG_AGENTS_*_S: checked before anything starts
     # Grounded in the registered champion's segments, or refused in one line (`make run`).
     champion = Champion(
         params.export.model_name,
@@ -139,6 +140,7 @@ def cmd_agents(args: argparse.Namespace) -> None:
         _stop_on_signals(),
         on_event=lambda line: print(line, file=sys.stderr, flush=True),
         champion=champion,
+        timings=timings,
     )
     for w in workers:
         overhead = (

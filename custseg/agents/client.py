@@ -10,7 +10,8 @@ from custseg.agents.envelope import Envelope, task_envelope
 from custseg.agents.topics import topic_partitions
 from custseg.config import AgentsParams, read_yaml
 from custseg.errors import ConfigError
-from custseg.kafka.admin import bootstrap_servers, ensure_topics
+from custseg.kafka.admin import ensure_topics
+from custseg.kafka.cluster import bootstrap_servers
 
 
 def connect(params: AgentsParams, timeout_s: float = 10) -> str:
@@ -40,7 +41,7 @@ def submit_tasks(
     progress: Callable[[list], Iterable] = iter,
 ) -> list[Envelope]:
     """Send one task envelope per task, keyed by its correlation id; return them once acked."""
-    from custseg.agents.runtime import make_producer
+    from custseg.agents.runtime.settings import make_producer
 
     producer = make_producer(bootstrap)
     try:

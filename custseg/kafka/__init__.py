@@ -1,2 +1,3 @@
-"""Apache Kafka for the agents: any cluster's topics (admin) and the project's own local broker
-(broker, with its pom.xml, server.properties and log4j2.yaml beside it; cli)."""
+"""Apache Kafka for the agents: which cluster to use (cluster), any cluster's topics (admin), and
+the project's own local broker (broker; its jars from Maven: jars, with pom.xml, server.properties
+and log4j2.yaml beside them; cli)."""

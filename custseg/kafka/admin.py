@@ -1,49 +1,20 @@
-"""Kafka clusters as clients see them: which one to use, create the project's topics, and
-ask whether a broker answers. Works against any cluster, not only the local one."""
+"""Kafka clusters as clients see them: create the project's topics, and ask whether a broker
+answers. Works against any cluster, not only the local one (which one: `custseg.kafka.cluster`)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 from collections.abc import Iterator, Mapping
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from custseg.errors import ConfigError, KafkaBrokerError
+from custseg.errors import KafkaBrokerError
 
 DEFAULT_PORT = 9092
 DEFAULT_BOOTSTRAP = f"127.0.0.1:{DEFAULT_PORT}"
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
 _TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
-
-
-def bootstrap_servers() -> str:
-    """The cluster to use: `$KAFKA_BOOTSTRAP_SERVERS`, else the project's running local broker
-    (whatever port `custseg kafka up` gave it), else 127.0.0.1:9092."""
-    from custseg.kafka.broker import running_local_bootstrap  # broker imports this module
-
-    chosen = os.environ.get(ENV_BOOTSTRAP, "").strip()
-    if chosen:
-        return checked_bootstrap(chosen)
-    return running_local_bootstrap() or DEFAULT_BOOTSTRAP
-
-
-# host:port, the host a name, an IPv4 address or a bracketed IPv6 one.
-_SERVER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
-
-
-def checked_bootstrap(servers: str) -> str:
-    """`servers` if it is a comma-separated list of host:port; ConfigError (one line) otherwise,
-    rather than a ValueError from deep inside the Kafka client."""
-    for server in servers.split(","):
-        match = _SERVER.fullmatch(server.strip())
-        if match is None or not 1 <= int(match.group(1)) <= 65535:
-            raise ConfigError(
-                f"{ENV_BOOTSTRAP}: expected host:port[,host:port...], got {servers!r}"
-            )
-    return servers
 
 
 @contextlib.contextmanager

@@ -1,20 +1,15 @@
 """The project's own Apache Kafka broker: one KRaft node on 127.0.0.1 for development, tests
 and demos.
 
-There is no Kafka package on PyPI or Debian, so the broker jars come from Maven: `pom.xml`
-beside this module (package data, with `server.properties` and `log4j2.yaml`) is copied to a
-cache directory keyed by its digest, where Maven fills `libs/` once per machine and pom.
-`LocalBroker` formats a KRaft data dir, starts one combined broker+controller JVM bound to
+`LocalBroker` renders its `server.properties` from the shipped one, formats a KRaft data dir,
+starts one combined broker+controller JVM (the jars: `custseg.kafka.jars`) bound to
 127.0.0.1, waits until it answers a metadata request and stops it by PID.
 """
 
 from __future__ import annotations
 
 import base64
-import fcntl
-import hashlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,91 +17,34 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from custseg.config import directory_from_env
 from custseg.errors import KafkaBrokerError
 from custseg.kafka.admin import DEFAULT_PORT, broker_answers
+from custseg.kafka.jars import (
+    LOG_TAIL_LINES,
+    fetch_jars,
+    jars_home,
+    require_tool,
+    resource_text,
+    tail_text,
+)
 from custseg.net import free_port
 
 DEFAULT_CONTROLLER_PORT = 9093
-CACHE_ENV = "CUSTSEG_KAFKA_CACHE"  # where the jars go; default ~/.cache/custseg/kafka
 STATE_ENV = "CUSTSEG_KAFKA_STATE"  # the CLI's broker data and logs; default ~/.local/state/...
 # The brief's heap; C1-only JIT and the serial GC start a small dev broker faster and smaller
 # (measured by bench/bench_broker.py).
 JVM_OPTS = ("-Xms256m", "-Xmx512m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 TOOL_JVM_OPTS = ("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
-LOG_TAIL_LINES = 25
-
-
-def resource_text(name: str) -> str:
-    """A file shipped beside this module: pom.xml, server.properties or log4j2.yaml."""
-    return resources.files(__package__).joinpath(name).read_text()
-
-
-def pom_digest() -> str:
-    return hashlib.sha256(resource_text("pom.xml").encode()).hexdigest()
-
-
-def jars_home() -> Path:
-    """Where this pom's jars live: $CUSTSEG_KAFKA_CACHE (or ~/.cache/custseg/kafka)/<digest>/.
-
-    Keyed by the pom, so a fresh clone reuses them and a changed pom never meets stale jars.
-    """
-    return directory_from_env(CACHE_ENV, "~/.cache/custseg/kafka") / pom_digest()[:16]
 
 
 def state_home() -> Path:
     """The CLI's broker (`custseg kafka up`): one per user, found again from any directory."""
     state = os.environ.get("XDG_STATE_HOME", "").strip() or "~/.local/state"
     return directory_from_env(STATE_ENV, Path(state).expanduser() / "custseg" / "kafka")
-
-
-# --- jars ---------------------------------------------------------------------------------
-
-
-def _require(tool: str, why: str) -> str:
-    """Path of an executable, or a one-line error naming the Debian package to install."""
-    path = shutil.which(tool)
-    if path is None:
-        package = {"java": "openjdk-17-jre-headless", "mvn": "maven"}.get(tool, tool)
-        raise KafkaBrokerError(f"`{tool}` not found ({why}): apt-get install -y {package}")
-    return path
-
-
-def jars_ready(home: Path | None = None) -> bool:
-    """True when Maven filled `home/libs` from the current pom.xml (the stamp holds its digest)."""
-    stamp = (home or jars_home()) / "libs" / ".pom-sha256"
-    return stamp.is_file() and stamp.read_text().strip() == pom_digest()
-
-
-def fetch_jars(home: Path | None = None, force: bool = False) -> Path:
-    """Fill `home/libs` (default: `jars_home()`) with the broker's jars unless already done;
-    return the libs directory.
-
-    A lock file keeps two processes (parallel tests, a `make kafka-up` during tests) from
-    filling it at the same time.
-    """
-    home = home or jars_home()
-    libs = home / "libs"
-    libs.mkdir(parents=True, exist_ok=True)
-    with open(libs / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if jars_ready(home) and not force:
-            return libs
-        mvn = _require("mvn", "needed once to fetch the Kafka jars")
-        for old in libs.glob("*.jar"):  # a half-finished earlier fetch must not stay behind
-            old.unlink()
-        (home / "pom.xml").write_text(resource_text("pom.xml"))
-        cmd = [mvn, "-q", "-B", "dependency:copy-dependencies", "-DoutputDirectory=libs"]
-        done = subprocess.run(cmd, cwd=home, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            tail = _tail_text(done.stdout + done.stderr, LOG_TAIL_LINES)
-            raise KafkaBrokerError(f"mvn could not fetch the Kafka jars:\n{tail}")
-        (libs / ".pom-sha256").write_text(pom_digest() + "\n")
-        return libs
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -161,18 +99,12 @@ def new_cluster_id() -> str:
 # --- processes ----------------------------------------------------------------------------
 
 
-def _tail_text(text: str, lines: int) -> str:
-    """The last `lines` lines, without Java stack frames (they would crowd out the cause)."""
-    kept = [ln for ln in text.rstrip().splitlines() if not ln.lstrip().startswith(("at ", "..."))]
-    return "\n".join(kept[-lines:])
-
-
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     if not path.is_file():
         return ""
     with open(path, "rb") as fh:  # read only the end of a possibly large log
         fh.seek(max(0, fh.seek(0, os.SEEK_END) - 64_000))
-        return _tail_text(fh.read().decode(errors="replace"), lines)
+        return tail_text(fh.read().decode(errors="replace"), lines)
 
 
 def pid_alive(pid: int) -> bool:
@@ -279,7 +211,7 @@ class LocalBroker:
         cmd += ["--standalone", "-g", "-t", new_cluster_id(), "-c", str(self.properties_file)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            tail = _tail_text(done.stdout + done.stderr, LOG_TAIL_LINES)
+            tail = tail_text(done.stdout + done.stderr)
             raise KafkaBrokerError(f"kafka StorageTool format failed:\n{tail}")
         return True
 
@@ -290,7 +222,7 @@ class LocalBroker:
         """Fetch jars if needed, format on first start, launch the JVM and wait until ready."""
         if (pid := self.pid()) is not None:
             raise KafkaBrokerError(f"a broker already runs from {self.data_dir} (pid {pid})")
-        java = _require("java", "Kafka 4 needs Java 17+")
+        java = require_tool("java", "Kafka 4 needs Java 17+")
         self.jars = self.jars or fetch_jars()
         for port in (self.port, self.controller_port):
             if port_open(port):

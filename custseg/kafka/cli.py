@@ -19,9 +19,9 @@ from custseg.kafka.broker import (
     STATE_ENV,
     LocalBroker,
     configured_ports,
-    fetch_jars,
     state_home,
 )
+from custseg.kafka.jars import fetch_jars
 
 EXIT_NOT_RUNNING = 3  # `status` when no broker runs, as LSB init scripts report it
 

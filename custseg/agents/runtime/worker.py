@@ -1,9 +1,5 @@
-"""Agents on Kafka: each role consumes its input topic in its own group and replies downstream.
-
-Exactly once: a worker writes its replies (and dead letters) and the offsets of the inputs they
-answer in one Kafka transaction, and every reader of the agent topics reads `read_committed`.
-Killed at any moment, a worker leaves all of a transaction or none of it: uncommitted inputs are
-answered again and only the committed answer is ever visible, so no reply exists in two versions.
+"""One role's worker: consume its input topic (and its copies on the retry topic), answer each
+record with the LLM, and write the replies with the inputs' offsets in one Kafka transaction.
 
 An input whose LLM call fails is not retried in place, where it would hold up every record
 behind it: a copy goes to the retry topic (in the same transaction as the input's offset), with
@@ -18,10 +14,7 @@ the same kind of transaction, so the capture finds a conversation's four records
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import itertools
-import json
 import os
 import signal
 import threading
@@ -29,52 +22,35 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from custseg.agents.envelope import Envelope, now, one_line, parse_envelope
+from custseg.agents.envelope import Envelope, one_line, parse_envelope
 from custseg.agents.grounding import Champion
-from custseg.agents.roles import ROLES, Role, answer
+from custseg.agents.roles import Role, answer
+from custseg.agents.runtime.letters import (
+    MAX_KEY_BYTES,
+    dead_letter,
+    place,
+    retry_header,
+    retry_note,
+)
+from custseg.agents.runtime.outcome import COUNTERS, Outcome, Send, WorkerStats
+from custseg.agents.runtime.settings import (
+    BATCH_BUDGET_S,
+    DEFAULT_TIMINGS,
+    LLM_ATTEMPTS,
+    SEEN_LIMIT,
+    Timings,
+    consumer_settings,
+    make_producer,
+)
 from custseg.agents.topics import home_partition, topic_of
 from custseg.config import AgentsParams
-from custseg.errors import AgentStopped, ConfigError, InvalidMessage
+from custseg.errors import ConfigError, InvalidMessage
 from custseg.llm import LLMError, Provider
-
-SEEN_LIMIT = 10_000  # inputs remembered per worker, to skip one submitted twice
-# An LLM failure is usually transient (a busy or restarting server): the input is tried again
-# this many times, LLM_RETRY_PAUSE_S × attempt later each time (from the retry topic), then
-# dead-lettered.
-LLM_ATTEMPTS = 3
-LLM_RETRY_PAUSE_S = 5.0
-RETRY_HEADER = "custseg-retry"  # JSON: role, attempt, due (epoch s), source (the original)
-# One transaction commits the inputs answered within this much time (at most MAX_BATCH): a fast
-# LLM amortises the commit's round trips over many records, a slow one commits each answer.
-BATCH_BUDGET_S = 0.5
-MAX_BATCH = 200
-# Group membership: a member that stops heartbeating (kill -9) loses its partitions after
-# SESSION_TIMEOUT_MS. kafka-python heartbeats from a background thread, so a long LLM call does
-# not count; 10 s tolerates a few missed heartbeats on a busy machine (the default is 45 s).
-SESSION_TIMEOUT_MS = 10_000
-HEARTBEAT_INTERVAL_MS = 3_000
-# A transaction spans only the sends and the commit (the LLM answers before it begins); the
-# coordinator aborts one left open by a killed worker after this, releasing its readers.
-TRANSACTION_TIMEOUT_MS = 10_000
-# A poll returns within its timeout and a commit takes milliseconds, a broker restart seconds. A
-# worker that has spent longer than this in the Kafka client (since it last began a poll or came
-# back from the LLM) is stuck there: kafka-python waits for the broker without a deadline in
-# places (seen: a commit after a broker restart). The process gives up, so a supervisor restarts
-# it, rather than hold its partitions, and stall its group's rebalances, while doing nothing.
-STUCK_S = 30.0
-
-# A dead letter must always fit in a Kafka request (1 MB by default) whatever it quotes: the input's
-# value is kept up to this many bytes (JSON escaping can grow them 6×), its key up to MAX_KEY_BYTES.
-MAX_QUOTED_BYTES = 64 * 1024
-MAX_KEY_BYTES = 1024
-
 
 # Chaos testing: with this set to N, the process kills itself (SIGKILL) at its Nth transaction,
 # after the replies were acknowledged by the broker and before the commit: the worst moment.
@@ -85,119 +61,6 @@ _transactions = itertools.count(1)
 def _chaos_point() -> None:
     if (n := os.environ.get(CHAOS_KILL_ENV)) and next(_transactions) == int(n):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def dead_letter(
-    record, reason: str, agent: str, envelope: Envelope | None = None, source: dict | None = None
-) -> bytes:
-    """The dead-letter record: the reason, where the input came from (`source`, else the
-    record's own place), the conversation it belongs to when it was readable, and its raw bytes
-    (the first MAX_QUOTED_BYTES of them, with the size and SHA-256 of the whole value)."""
-    raw = record.value or b""
-    quoted = raw[:MAX_QUOTED_BYTES]
-    try:
-        value, encoding = quoted.decode(), "utf-8"
-    except UnicodeDecodeError:
-        value, encoding = base64.b64encode(quoted).decode(), "base64"
-    key = record.key[:MAX_KEY_BYTES].decode(errors="replace") if record.key else None
-    return json.dumps(
-        {
-            "reason": one_line(reason),
-            "agent": agent,
-            "at": now().isoformat(),
-            "source": source or place(record),
-            "envelope": None
-            if envelope is None
-            else {
-                "correlation_id": envelope.correlation_id,
-                "event_id": envelope.event_id,
-                "type": envelope.type,
-            },
-            "key": key,
-            "value": value,
-            "encoding": encoding,
-            "value_bytes": len(raw),
-            "value_sha256": hashlib.sha256(raw).hexdigest(),
-            "truncated": len(raw) > len(quoted),
-        }
-    ).encode()
-
-
-def place(record) -> dict:
-    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
-
-
-def retry_note(record) -> dict | None:
-    """The retry header of a record from the retry topic (None if it has none readable)."""
-    for name, value in getattr(record, "headers", None) or ():
-        if name == RETRY_HEADER:
-            try:
-                note = json.loads(value)
-                if isinstance(note, dict) and {"role", "attempt", "due", "source"} <= note.keys():
-                    return note
-            except (ValueError, TypeError, RecursionError):
-                return None
-    return None
-
-
-def make_producer(bootstrap: str, transactional_id: str | None = None) -> KafkaProducer:
-    # acks=all + idempotence: a retried send never lands twice on the broker. No linger: a
-    # worker commits its transaction right after its sends, so batching would only add latency.
-    extra = (
-        {"transactional_id": transactional_id, "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS}
-        if transactional_id
-        else {}
-    )
-    return KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=0,
-        client_id="custseg-agents",
-        **extra,
-    )
-
-
-@dataclass(frozen=True)
-class Send:
-    topic: str
-    partition: int | None  # None: the producer's partitioner (a record with no conversation)
-    key: bytes | None
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one input comes to: the records written in the transaction that commits its offset
-    (none for a duplicate, or another role's retry)."""
-
-    kind: Literal["answered", "moved", "duplicate", "dead-lettered", "retry", "not mine"]
-    sends: tuple[Send, ...] = ()
-    event: str = ""  # reported once the transaction commits
-    event_id: str | None = None  # the answered input, remembered to skip a second copy
-    llm_s: float = 0.0
-
-
-@dataclass
-class WorkerStats:
-    handled: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-    moved: int = 0
-    retries: int = 0
-    llm_s: list[float] = field(default_factory=list)  # per answered record: the LLM call
-    overhead_s: list[float] = field(default_factory=list)  # per record: wall time beyond the LLM
-
-
-# Which WorkerStats counter each outcome kind adds one to ("not mine": none).
-COUNTERS = {
-    "answered": "handled",
-    "duplicate": "duplicates",
-    "dead-lettered": "dead_letters",
-    "moved": "moved",
-    "retry": "retries",
-}
 
 
 class AgentWorker:
@@ -212,9 +75,11 @@ class AgentWorker:
         stop: threading.Event,
         on_event: Callable[[str], None] = print,
         champion: Champion | None = None,
+        timings: Timings = DEFAULT_TIMINGS,
     ) -> None:
         self.role, self.llm, self.params, self.bootstrap = role, llm, params, bootstrap
         self.stop, self.on_event, self.champion = stop, on_event, champion
+        self.timings = timings
         self.max_tokens = getattr(params.max_tokens, role.name)
         self.in_topic = topic_of(params.topics, role.consumes)
         self.out_topic = topic_of(params.topics, role.produces)
@@ -234,14 +99,7 @@ class AgentWorker:
             bootstrap_servers=self.bootstrap,
             group_id=f"{self.params.group_prefix}.{self.role.name}",
             client_id=f"custseg-{self.role.name}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",  # never answer an aborted reply
-            max_poll_records=MAX_BATCH,
-            session_timeout_ms=SESSION_TIMEOUT_MS,
-            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
-            # A local LLM call can take minutes on a busy CPU: don't get kicked out meanwhile.
-            max_poll_interval_ms=900_000,
+            **consumer_settings(self.timings),
         )
 
     def run(self) -> None:
@@ -263,6 +121,7 @@ class AgentWorker:
             producer = make_producer(
                 self.bootstrap,
                 f"{self.params.group_prefix}.{self.role.name}.{uuid.uuid4().hex[:12]}",
+                self.timings,
             )
             producer.init_transactions()
             paused: dict[TopicPartition, float] = {}  # → when to read it again
@@ -331,7 +190,8 @@ class AgentWorker:
                     headers=list(send.headers) or None,
                 )
             producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
-            producer.flush(timeout=STUCK_S)  # every reply acknowledged, none visible yet
+            # Every reply acknowledged, none visible yet.
+            producer.flush(timeout=self.timings.stuck_s)
             _chaos_point()
             producer.commit_transaction()
         except KafkaError as error:
@@ -441,14 +301,9 @@ class AgentWorker:
     def retry_later(
         self, record, incoming: Envelope, attempt: int, source: dict, error: Exception
     ) -> Outcome:
-        """A copy of the input for the retry topic, due LLM_RETRY_PAUSE_S × attempt from now."""
-        pause_s = LLM_RETRY_PAUSE_S * attempt
-        note = {
-            "role": self.role.name,
-            "attempt": attempt + 1,
-            "due": time.time() + pause_s,
-            "source": source,
-        }
+        """A copy of the input for the retry topic, due `retry_pause_s` × attempt from now."""
+        pause_s = self.timings.retry_pause_s * attempt
+        header = retry_header(self.role.name, attempt + 1, time.time() + pause_s, source)
         cid = incoming.correlation_id
         return Outcome(
             "retry",
@@ -458,7 +313,7 @@ class AgentWorker:
                     home_partition(cid, self.partitions),
                     cid.encode(),
                     record.value,
-                    ((RETRY_HEADER, json.dumps(note).encode()),),
+                    (header,),
                 ),
             ),
             f"{self.role.name}: {cid[:8]} attempt {attempt}/{LLM_ATTEMPTS} failed, retried in "
@@ -493,27 +348,6 @@ class AgentWorker:
             self.seen.popitem(last=False)
 
 
-def _stuck(worker: AgentWorker) -> bool:
-    since = worker.in_kafka_since
-    return since is not None and time.monotonic() - since > STUCK_S
-
-
-def _finish(workers: list[AgentWorker], threads: list[threading.Thread]) -> list[AgentWorker]:
-    """Wait for the stopped workers to end (one in an LLM call ends after its answer); return
-    those stuck in the Kafka client, left behind as daemon threads: waiting for them would keep
-    the process alive, and its consumers in their groups, with nothing done (seen after a broker
-    restart: one worker failed, another never came back from a commit)."""
-    stuck: list[AgentWorker] = []
-    while waiting := [
-        (worker, thread)
-        for worker, thread in zip(workers, threads, strict=True)
-        if thread.is_alive() and worker not in stuck
-    ]:
-        stuck += [worker for worker, _ in waiting if _stuck(worker)]
-        waiting[0][1].join(timeout=0.2)
-    return stuck
-
-
 def co_partitioned(consumer: KafkaConsumer, topics: list[str]) -> int:
     """The partition count the topics share; a ConfigError naming them if they differ."""
     counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
@@ -523,40 +357,3 @@ def co_partitioned(consumer: KafkaConsumer, topics: list[str]) -> int:
             + ", ".join(f"{t}: {n}" for t, n in counts.items())
         )
     return next(iter(counts.values()))
-
-
-def run_agents(
-    roles: list[str],
-    llm: Provider,
-    params: AgentsParams,
-    bootstrap: str,
-    stop: threading.Event,
-    on_event: Callable[[str], None] = print,
-    champion: Champion | None = None,
-) -> list[AgentWorker]:
-    """Run the given roles in threads of this process until `stop` is set; return the workers.
-    Answers are grounded in the `champion`'s segments when given. AgentStopped (one line) if a
-    worker could not go on: the others are stopped too, so a supervisor sees the process fail
-    and restarts it, instead of half the agents running."""
-    workers = [
-        AgentWorker(ROLES[r], llm, params, bootstrap, stop, on_event, champion) for r in roles
-    ]
-    threads = [threading.Thread(target=w.run, name=w.role.name, daemon=True) for w in workers]
-    for thread in threads:
-        thread.start()
-    try:
-        while not stop.is_set() and not any(_stuck(w) for w in workers):
-            stop.wait(0.5)
-    finally:
-        stop.set()
-        stuck = _finish(workers, threads)
-    if failed := [w for w in workers if w.error is not None]:  # the cause, when there is one
-        error, name = failed[0].error, type(failed[0].error).__name__
-        text = str(error) if str(error).startswith(name) else f"{name}: {error}"
-        raise AgentStopped(one_line(f"{failed[0].role.name} stopped: {text}"))
-    if stuck:
-        raise AgentStopped(
-            f"{stuck[0].role.name} stopped: stuck over {STUCK_S:g} s in the Kafka client "
-            "(is the broker reachable?)"
-        )
-    return workers
