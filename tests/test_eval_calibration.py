@@ -37,8 +37,9 @@ from custseg.evaluation.calibration import (
     pair_items,
     summarise,
 )
+from custseg.evaluation.items import Item
 from custseg.evaluation.judge import score_view
-from custseg.evaluation.metrics import Item, build_scorer, checked_row
+from custseg.evaluation.scorer import build_scorer, checked_row
 from custseg.llm.base import Completion, TokenLogprob, TopLogprob
 from custseg.llm.providers import LocalProvider
 from custseg.paths import CALIBRATION, PARAMS
@@ -315,9 +316,9 @@ def test_calibrate_reports_every_metric_and_grounding_check() -> None:
 def test_cli_reports_and_gates_on_accuracy_and_agreement(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import custseg.evaluation.metrics as metrics
+    import custseg.evaluation.scorer as scorer
 
-    monkeypatch.setattr(metrics, "build_scorer", lambda params: FakeScorer())
+    monkeypatch.setattr(scorer, "build_scorer", lambda params: FakeScorer())
     args = argparse.Namespace(
         params=ROOT / PARAMS,
         file=ROOT / CALIBRATION,
@@ -336,7 +337,7 @@ def test_cli_reports_and_gates_on_accuracy_and_agreement(
     assert len(args.rows.read_text().splitlines()) == 2 * 2 * 3  # 3 metrics × 2 pairs × 2 items
 
     monkeypatch.setattr(
-        metrics, "build_scorer", lambda params: FakeScorer(flip={"calibration:helpfulness:0:bad"})
+        scorer, "build_scorer", lambda params: FakeScorer(flip={"calibration:helpfulness:0:bad"})
     )
     with pytest.raises(ConfigError, match=r"below 0\.9 for helpfulness"):
         cli.cmd_calibrate(args)

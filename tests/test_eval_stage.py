@@ -21,19 +21,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from custseg.config import load_params
-from custseg.evaluation.judge import (
-    JudgeCache,
-    completion_from_dict,
-    read_seed,
-    score_view,
-    seed_text,
-)
-from custseg.evaluation.metrics import GENERIC_PLAN, METRICS, flatten
+from custseg.evaluation.judge import score_view
+from custseg.evaluation.judge_cache import JudgeCache, completion_from_dict, read_seed, seed_text
+from custseg.evaluation.specs import GENERIC_PLAN, METRICS
+from custseg.evaluation.stage import evaluate, summary_lines
+from custseg.evaluation.summary import flatten
 from custseg.llm.local_server import LocalServer
 from custseg.llm.models import DEFAULT_MODEL_ID
 from custseg.llm.providers import LocalProvider, OpenAICompatibleProvider
 from tests.fixtures.llm import forward_chat, reply, serve
-from tests.fixtures.project import committed_judge_calls, stage
+from tests.fixtures.project import committed_judge_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "tests" / "data" / "conversations_small.jsonl"
@@ -58,11 +55,6 @@ def eval_project(project: Path, judge_cache: Path, monkeypatch: pytest.MonkeyPat
     shutil.copy2(SMALL, project / "data" / "conversations.jsonl")
     monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(judge_cache))
     return project
-
-
-def evaluate(*args: Any, **kwargs: Any) -> Any:
-    """stages/evaluate.py's `evaluate`, run in this process."""
-    return stage("evaluate").evaluate(*args, **kwargs)
 
 
 def _mlflow_run(run_id: str) -> Any:
@@ -237,7 +229,7 @@ def test_stage_entry_point_uses_the_configured_judge(
 
 
 def test_a_fresh_clone_rescores_the_committed_conversations_with_no_judge_call(
-    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The committed judge replies (data/judge_cache.jsonl) travel with the repository: an
     empty user cache and no model file at all, and the committed results come out again."""
@@ -246,8 +238,8 @@ def test_a_fresh_clone_rescores_the_committed_conversations_with_no_judge_call(
         shutil.copy2(ROOT / name, project / name)
     monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tmp_path / "empty-judge-cache"))
     monkeypatch.setenv("CUSTSEG_MODEL_DIR", str(tmp_path / "no-model"))  # a call would fail
-    assert stage("evaluate").main(["--no-progress"]) == 0
-    out = capsys.readouterr().out
+    outcome = evaluate(load_params("params.yaml"), progress=False)
+    out = "\n".join(summary_lines(outcome))
     assert f"judge calls made: 0, cache hits: {committed_judge_calls()}" in out, out
     for name in ("data/eval_results.jsonl", "data/judge_cache.jsonl", "metrics/eval.json"):
         assert (project / name).read_bytes() == (ROOT / name).read_bytes(), name

@@ -97,7 +97,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         load_calibration,
         on_topic_share,
     )
-    from custseg.evaluation.metrics import build_scorer
+    from custseg.evaluation.scorer import build_scorer
     from custseg.io import write_json_atomic
 
     if unknown := set(args.metric or ()) - set(FIELDS):
