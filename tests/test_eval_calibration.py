@@ -448,6 +448,9 @@ def test_saved_replies_answer_the_next_calibration_with_no_judge_call(
     with pytest.raises(ConfigError, match=r"^--save-replies: needs every pair") as error:
         cli.cmd_calibrate(args)
     assert "\n" not in str(error.value)
+    args.save_replies, args.limit, args.replies = False, None, tmp_path
+    with pytest.raises(ConfigError, match=r"^--replies: .*: a directory, not a file$"):
+        cli.cmd_calibrate(args)
 
 
 # --- the score mapping ---------------------------------------------------------------------

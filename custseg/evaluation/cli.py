@@ -117,6 +117,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         raise ConfigError(f"--metric: unknown {sorted(unknown)} (choose from {sorted(FIELDS)})")
     if args.save_replies and (args.metric or args.limit):
         raise ConfigError("--save-replies: needs every pair, drop --metric and --limit")
+    if args.replies.is_dir():
+        raise ConfigError(f"--replies: {args.replies}: a directory, not a file")
     params = load_params(args.params)
     pairs = load_calibration(args.file)
     scorer = build_scorer(params, seed=args.replies)
