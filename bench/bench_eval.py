@@ -7,7 +7,7 @@
    generates the evaluation steps), stock template, no cache. One metric instance per
    definition, reused across conversations (deepeval then generates steps once per metric).
    Goal: our cold wall time ≤ 0.5× this. Run on a quiet machine: the two sides run one after
-   the other, each in its natural order (ours in `custseg.evaluation.metrics.scoring_order`,
+   the other, each in its natural order (ours in `custseg.evaluation.items.scoring_order`,
    deepeval conversation by conversation, all metrics each, as `deepeval.evaluate` does).
 
     python bench/bench_eval.py [--conversations data/conversations.jsonl] [--n 3]
@@ -23,14 +23,11 @@ from typing import Any
 
 from custseg.config import load_params
 from custseg.evaluation.adapter import ProviderJudge
-from custseg.evaluation.judge import CachedJudge, JudgeCache
-from custseg.evaluation.metrics import (
-    METRICS,
-    Scorer,
-    conversation_items,
-    read_conversations,
-    score_items,
-)
+from custseg.evaluation.items import conversation_items, read_conversations
+from custseg.evaluation.judge import CachedJudge
+from custseg.evaluation.judge_cache import JudgeCache
+from custseg.evaluation.scorer import Scorer, score_items
+from custseg.evaluation.specs import METRICS
 from custseg.llm import load_provider
 from custseg.paths import CONVERSATIONS, PARAMS
 

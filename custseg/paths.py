@@ -33,3 +33,6 @@ EVAL_METRICS = Path("metrics/eval.json")
 # The judge's replies for the committed conversations: a fresh clone re-scores them with no call.
 JUDGE_SEED = Path("data/judge_cache.jsonl")
 CALIBRATION = Path("eval/calibration.yaml")  # the judge's labeled pairs (`custseg eval calibrate`)
+# The bundled judge's replies for those pairs (`custseg eval calibrate --save-replies`): read back
+# as a fallback cache, so anyone re-derives the calibration numbers with no judge call.
+CALIBRATION_REPLIES = Path("eval/calibration_judge_cache.jsonl")

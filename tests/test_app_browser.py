@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from custseg.evaluation.metrics import METRICS
+from custseg.evaluation.specs import METRICS
 from custseg.serving.model import features_frame
 from tests.fixtures.project import ROOT
 

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from custseg.agents.capture import seconds_per_conversation
 from custseg.agents.cli import capture_estimate
 from custseg.entrypoint import duration
-from custseg.evaluation.judge import JudgeCache, mean_call_seconds
-from tests.fixtures.project import ROOT, stage
+from custseg.evaluation.judge_cache import JudgeCache, mean_call_seconds
+from custseg.evaluation.stage import estimate
+from tests.fixtures.project import ROOT
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
@@ -67,7 +68,7 @@ def test_the_eval_stage_estimates_from_the_judges_measured_latency(tmp_path: Pat
     cache = JudgeCache(tmp_path, {"a": {"latency_s": 6.0}, "b": {"latency_s": 8.0}})
     assert mean_call_seconds(cache) == 7.0
     assert mean_call_seconds(JudgeCache(tmp_path / "empty")) is None
-    line = stage("evaluate").estimate(48, 12, 7.0)
+    line = estimate(48, 12, 7.0)
     assert line == (
         "eval: 48 judge call(s) for 12 conversation(s); ~7.0 s a judge call here, so at most "
         "~5.6 min (cached replies cost nothing)"

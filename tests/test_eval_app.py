@@ -8,7 +8,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from custseg.evaluation.metrics import METRICS, positions
+from custseg.evaluation.items import positions
+from custseg.evaluation.specs import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "app" / "views" / "evaluation.py"

@@ -1,8 +1,11 @@
 """Trust in the judge: the calibration set, the report's arithmetic, and the bundled model on it.
 
-The `llm` test uses the tests' own judge cache (`tests_judge_cache`), not the user's that
-`custseg eval calibrate` fills: warm, it makes no judge call; cold, it makes about 140 (~5 s
-each on 2 idle cores). The other tests use a fake scorer: no judge.
+The bundled judge's replies for every calibration pair are committed
+(eval/calibration_judge_cache.jsonl, `custseg eval calibrate --save-replies`) and read back as
+a fallback cache: the `llm` tests re-derive every number from them with no judge call while
+the prompts, metrics and judge are unchanged; a changed question misses them and is asked of
+the real model (~5 s a call on 2 idle cores). One test re-asks a few of them, to show the
+replies are this judge's. The other tests use a fake scorer, the stand-in LLM, or no judge.
 """
 
 from __future__ import annotations
@@ -37,51 +40,111 @@ from custseg.evaluation.calibration import (
     pair_items,
     summarise,
 )
+from custseg.evaluation.items import Item
 from custseg.evaluation.judge import score_view
-from custseg.evaluation.metrics import Item, build_scorer, checked_row
+from custseg.evaluation.judge_cache import read_seed
+from custseg.evaluation.scorer import Scorer, build_scorer, checked_row
+from custseg.llm import Provider, make_provider, resolve_settings
 from custseg.llm.base import Completion, TokenLogprob, TopLogprob
 from custseg.llm.providers import LocalProvider
-from custseg.paths import CALIBRATION, PARAMS
+from custseg.paths import CALIBRATION, CALIBRATION_REPLIES, PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 # Issue #17's goal is 0.9 on both for every metric; with the bundled 1.5B judge plan quality,
-# improvement and grounding reach it on all 17 pairs (docs/evaluation.md: Calibration). This test
-# holds what the judge reaches on the first LIMIT pairs per metric, asked in this test's order
-# (measured 2026-11-30, improvement pulled towards 0.5 for finals that repeat the draft:
-# ranking 1.00 / 0.75 / 0.88 / 1.00, threshold agreement 0.81 / 0.62 / 0.81 / 0.88), so a
-# change that makes the judge worse fails here.
-# Helpfulness and improvement move by a pair with llama.cpp's arithmetic alone (helpfulness
-# ranked 0.88 here before the header lost the plan-quality steps; improvement agreed 0.81
-# before the reply's opening was given as prompt): their items sit close to the pass mark.
-LIMIT = 8
-FLOORS = {  # metric: (ranking accuracy, threshold agreement)
-    "plan_quality": (0.9, 0.75),
-    "helpfulness": (0.7, 0.6),
-    "improvement": (0.85, 0.75),
-    "grounding": (0.85, 0.85),
+# improvement and grounding reach it on all 17 pairs (docs/evaluation.md: Calibration). The
+# committed replies give, of 17 pairs and 34 items (2026-12-06, the docs' table):
+#   plan_quality 17 pairs ranked right, 31 items agreeing, 30 held out (1.00 / 0.91 / 0.88)
+#   helpfulness  14, 23, 23 (0.82 / 0.68 / 0.68)    improvement 16, 31, 31 (0.94 / 0.91 / 0.91)
+#   grounding    17, 31, 29 (1.00 / 0.91 / 0.85)
+# The floors are one pair or item below: a question asked afresh (a changed prompt) moves by
+# llama.cpp's arithmetic alone, which has moved helpfulness and improvement by a pair; a change
+# that makes the judge worse by more fails here.
+FLOORS = {  # metric: (pairs ranked right, items agreeing at the pass mark, the same held out)
+    "plan_quality": (16, 30, 29),
+    "helpfulness": (13, 22, 22),
+    "improvement": (15, 30, 30),
+    "grounding": (16, 30, 28),
 }
+# Re-asked of the real model: (section, pair, label), one question of each GEval but one.
+REASKED = (("plan_quality", 0, "good"), ("helpfulness", 0, "bad"), ("grounding", 0, "good"))
+# How far llama.cpp's arithmetic moves a score between two askings of one prompt: 0 asked in
+# the order the replies were made, up to 0.025 in 36 questions asked in a shuffled order (what
+# its prompt cache holds changes how the prompt is batched).
+REASK_TOLERANCE = 0.05
 
 
-@pytest.mark.timeout(900)
+def committed_scorer(provider: Provider, cache: Path, monkeypatch: pytest.MonkeyPatch) -> Scorer:
+    """A Scorer on `provider` with an empty user cache (`cache`) and the committed replies as
+    its fallback, as `custseg eval calibrate` reads them on a fresh clone."""
+    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(cache))
+    return build_scorer(load_params(ROOT / PARAMS), provider, seed=ROOT / CALIBRATION_REPLIES)
+
+
+@pytest.mark.timeout(2400)  # no judge call when nothing changed; all ~220 cost ~20 min
 def test_judge_ranks_and_separates_good_from_degraded_items(
-    local_provider: LocalProvider, tests_judge_cache: Path, monkeypatch: pytest.MonkeyPatch
+    local_provider: LocalProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tests_judge_cache))
     params = load_params(ROOT / PARAMS)
     pairs = load_calibration(ROOT / CALIBRATION)
-    scorer = build_scorer(params, local_provider)
-    results, rows = calibrate(pairs, scorer, params.base.seed, limit=LIMIT)
+    scorer = committed_scorer(local_provider, tmp_path, monkeypatch)
+    results, rows = calibrate(pairs, scorer, params.base.seed)
     report = {
-        m: (round(r.accuracy, 2), round(r.agreement, 2), r.errors) for m, r in results.items()
+        m: (round(r.accuracy, 2), round(r.agreement, 2), r.held_out_agreement, r.errors)
+        for m, r in results.items()
     }
-    print(f"calibration (accuracy, agreement, errors): {report}; judge {scorer.judge.stats}")
+    print(f"calibration (accuracy, agreement, held-out, errors): {report}; {scorer.judge.stats}")
     assert set(results) == {*FIELDS, CHECK, JUDGE_PART} == {*FLOORS, CHECK, JUDGE_PART}
     assert len(rows) == 2 * sum(r.pairs for m, r in results.items() if m != JUDGE_PART)
-    for metric, (accuracy, agreement) in FLOORS.items():  # grounding_check: reported only
+    for metric, (ranked, agreeing, held_out) in FLOORS.items():  # grounding_check: reported
         result = results[metric]
-        assert result.pairs == LIMIT and result.errors == 0, (metric, report)
-        assert result.accuracy >= accuracy, (metric, report)
-        assert result.agreement >= agreement, (metric, report)
+        assert result.pairs == len(pairs[metric]) == 17 and result.errors == 0, (metric, report)
+        assert result.higher >= ranked, (metric, report)
+        assert result.good_pass + result.bad_fail >= agreeing, (metric, report)
+        assert result.held_out_agreement is not None, (metric, report)
+        assert round(result.held_out_agreement * 2 * result.pairs) >= held_out, (metric, report)
+
+
+def test_the_committed_replies_answer_every_calibration_question(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So the test above and `custseg eval calibrate` need no judge call, and the file holds
+    nothing else. No model file here: a call would fail. After a change to a prompt, a metric
+    or the judge: `custseg eval calibrate --save-replies` (and the README's calibration table)."""
+    monkeypatch.setenv("CUSTSEG_MODEL_DIR", str(tmp_path / "no-model"))
+    params = load_params(ROOT / PARAMS)
+    bundled = make_provider(resolve_settings(params.llm, env={}))
+    scorer = committed_scorer(bundled, tmp_path / "cache", monkeypatch)
+    _, rows = calibrate(load_calibration(ROOT / CALIBRATION), scorer, params.base.seed)
+    stale = "run `custseg eval calibrate --save-replies`"
+    assert scorer.judge.stats.calls == 0, f"{scorer.judge.stats.calls} question(s) new: {stale}"
+    assert [row for row in rows if row["error"]] == []
+    cache = scorer.judge.cache
+    assert set(cache.used) == set(cache.seed), f"replies no question asks: {stale}"
+
+
+@pytest.mark.timeout(600)
+def test_the_committed_replies_are_the_bundled_judges(
+    local_provider: LocalProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few committed questions asked again of the real model score the same, within what
+    llama.cpp's arithmetic moves."""
+    params = load_params(ROOT / PARAMS)
+    cal = load_calibration(ROOT / CALIBRATION)
+    items = []
+    for section, index, label in REASKED:
+        good, bad = pair_items(section, index, cal[section][index], params.base.seed, cal.profile)
+        items.append(good if label == "good" else bad)
+    committed = committed_scorer(local_provider, tmp_path / "committed", monkeypatch)
+    recorded = [committed.score(item) for item in items]
+    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tmp_path / "fresh"))
+    fresh = build_scorer(params, local_provider)  # no committed replies: every question asked
+    asked = [fresh.score(item) for item in items]
+    assert (committed.judge.stats.calls, fresh.judge.stats.calls) == (0, len(items))
+    differences = [
+        abs(a["judge_score"] - r["judge_score"]) for a, r in zip(asked, recorded, strict=True)
+    ]
+    print(f"re-asked {len(items)}: score differences {differences}")
+    assert max(differences) <= REASK_TOLERANCE, (recorded, asked)
 
 
 # --- the calibration set ---------------------------------------------------------------------
@@ -315,9 +378,9 @@ def test_calibrate_reports_every_metric_and_grounding_check() -> None:
 def test_cli_reports_and_gates_on_accuracy_and_agreement(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import custseg.evaluation.metrics as metrics
+    import custseg.evaluation.scorer as scorer
 
-    monkeypatch.setattr(metrics, "build_scorer", lambda params: FakeScorer())
+    monkeypatch.setattr(scorer, "build_scorer", lambda params, seed: FakeScorer())
     args = argparse.Namespace(
         params=ROOT / PARAMS,
         file=ROOT / CALIBRATION,
@@ -326,6 +389,8 @@ def test_cli_reports_and_gates_on_accuracy_and_agreement(
         json=tmp_path / "cal.json",
         rows=tmp_path / "rows.jsonl",
         min_accuracy=0.9,
+        replies=ROOT / CALIBRATION_REPLIES,
+        save_replies=False,
     )
     cli.cmd_calibrate(args)
     out = capsys.readouterr().out
@@ -336,9 +401,55 @@ def test_cli_reports_and_gates_on_accuracy_and_agreement(
     assert len(args.rows.read_text().splitlines()) == 2 * 2 * 3  # 3 metrics × 2 pairs × 2 items
 
     monkeypatch.setattr(
-        metrics, "build_scorer", lambda params: FakeScorer(flip={"calibration:helpfulness:0:bad"})
+        scorer,
+        "build_scorer",
+        lambda params, seed: FakeScorer(flip={"calibration:helpfulness:0:bad"}),
     )
     with pytest.raises(ConfigError, match=r"below 0\.9 for helpfulness"):
+        cli.cmd_calibrate(args)
+
+
+def test_saved_replies_answer_the_next_calibration_with_no_judge_call(
+    stand_in_llm: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--save-replies` writes exactly the replies the pairs needed to `--replies`; read back
+    there, they answer every question of a run with an empty user cache. The stand-in LLM is
+    the judge (its scores mean nothing; the plumbing is the subject)."""
+    monkeypatch.setenv("CUSTSEG_LLM_PROVIDER", "openai")
+    monkeypatch.setenv("CUSTSEG_LLM_BASE_URL", stand_in_llm)
+    monkeypatch.setenv("CUSTSEG_LLM_MODEL", "stand-in-judge")
+    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tmp_path / "first-cache"))
+    args = argparse.Namespace(
+        params=ROOT / PARAMS,
+        file=ROOT / CALIBRATION,
+        metric=None,
+        limit=None,
+        json=None,
+        rows=None,
+        min_accuracy=0.0,
+        replies=tmp_path / "replies.jsonl",
+        save_replies=True,
+    )
+    cli.cmd_calibrate(args)
+    saved = read_seed(args.replies)
+    out = capsys.readouterr().out
+    assert f"judge calls made: {len(saved)}, " in out and f"saved {len(saved)} judge" in out
+    assert len(saved) > 4 * len(load_calibration(ROOT / CALIBRATION)["plan_quality"])
+
+    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tmp_path / "second-cache"))
+    args.save_replies = False
+    cli.cmd_calibrate(args)
+    assert f"judge calls made: 0, cache hits: {len(saved)}" in capsys.readouterr().out
+
+    args.save_replies, args.limit = True, 2  # a part of the pairs would drop the others' replies
+    with pytest.raises(ConfigError, match=r"^--save-replies: needs every pair") as error:
+        cli.cmd_calibrate(args)
+    assert "\n" not in str(error.value)
+    args.save_replies, args.limit, args.replies = False, None, tmp_path
+    with pytest.raises(ConfigError, match=r"^--replies: .*: a directory, not a file$"):
         cli.cmd_calibrate(args)
 
 

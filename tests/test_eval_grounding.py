@@ -17,7 +17,7 @@ from custseg.evaluation.grounding import (
     known_values,
     segment_value,
 )
-from custseg.evaluation.metrics import grounded_in
+from custseg.evaluation.items import grounded_in
 from tests.fixtures.project import ROOT
 
 LEVELS = ("low", "average", "high")

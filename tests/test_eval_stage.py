@@ -1,4 +1,10 @@
-"""The eval stage end to end with the real local judge: scores, cache, failures, MLflow."""
+"""The eval stage: scores, cache, failures, MLflow, its command line, and the committed replies.
+
+The plumbing (cache, MLflow run and traces, a failing metric, the judge chosen by environment
+variables) is tested against the stand-in LLM server (a deterministic score per question, with
+logprobs, in milliseconds); one test scores a conversation with the real bundled judge end to
+end; and a fresh clone re-scores the committed conversations from the committed replies.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -21,19 +25,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from custseg.config import load_params
-from custseg.evaluation.judge import (
-    JudgeCache,
-    completion_from_dict,
-    read_seed,
-    score_view,
-    seed_text,
-)
-from custseg.evaluation.metrics import GENERIC_PLAN, METRICS, flatten
-from custseg.llm.local_server import LocalServer
+from custseg.evaluation.judge import score_view
+from custseg.evaluation.judge_cache import JudgeCache, completion_from_dict, read_seed, seed_text
+from custseg.evaluation.specs import GENERIC_PLAN, METRICS
+from custseg.evaluation.stage import evaluate
+from custseg.evaluation.summary import flatten
 from custseg.llm.models import DEFAULT_MODEL_ID
 from custseg.llm.providers import LocalProvider, OpenAICompatibleProvider
-from tests.fixtures.llm import forward_chat, reply, serve
-from tests.fixtures.project import committed_judge_calls, stage
+from custseg.testing.stand_in_llm import reply, serve, stand_in_reply
+from tests.fixtures.project import committed_judge_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "tests" / "data" / "conversations_small.jsonl"
@@ -43,11 +43,12 @@ N_COMPLETE = 2  # the small file holds two complete conversations and one withou
 SCORED = [m for m in METRICS if not m.startswith("grounding")]
 CALLS = N_COMPLETE * (len(SCORED) + 1)  # judge calls: the pair is asked in both orders
 PLAN_MARKER = f"Answer A:\n{GENERIC_PLAN}\n"  # only the plan_quality prompt shows it
+STAND_IN_MODEL = "stand-in-judge"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def judge_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A judge cache shared by this module's tests only (empty at the start)."""
+    """An empty judge cache of the test's own."""
     return tmp_path_factory.mktemp("judge-cache")
 
 
@@ -60,9 +61,15 @@ def eval_project(project: Path, judge_cache: Path, monkeypatch: pytest.MonkeyPat
     return project
 
 
-def evaluate(*args: Any, **kwargs: Any) -> Any:
-    """stages/evaluate.py's `evaluate`, run in this process."""
-    return stage("evaluate").evaluate(*args, **kwargs)
+def stand_in_judge(base_url: str) -> OpenAICompatibleProvider:
+    """The judge as an OpenAI-compatible provider at `base_url` (…/v1): the stand-in's."""
+    return OpenAICompatibleProvider(
+        base_url=base_url, model=STAND_IN_MODEL, timeout=30, max_retries=1, backoff_s=0.01
+    )
+
+
+def read_rows() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path("data/eval_results.jsonl").read_text().splitlines()]
 
 
 def _mlflow_run(run_id: str) -> Any:
@@ -71,21 +78,22 @@ def _mlflow_run(run_id: str) -> Any:
     return mlflow.MlflowClient().get_run(run_id)
 
 
-def test_stage_scores_caches_and_agrees_with_mlflow(
-    eval_project: Path, local_provider: LocalProvider
-) -> None:
+def test_stage_scores_caches_and_agrees_with_mlflow(eval_project: Path, stand_in_llm: str) -> None:
     params = load_params("params.yaml")
-    first = evaluate(params, local_provider, progress=False)
+    judge = stand_in_judge(stand_in_llm)
+    first = evaluate(params, judge, progress=False)
     # Exactly one judge call per conversation × metric on a cold cache.
     assert (first.calls, first.hits) == (CALLS, 0)
     assert [s["why"] for s in first.skipped] == ["missing final"]
-    rows = [json.loads(line) for line in Path("data/eval_results.jsonl").read_text().splitlines()]
+    rows = read_rows()
     assert rows == first.rows and len(rows) == N_COMPLETE * len(SCORED)
     for row in rows:
         assert row["error"] is None, row
         assert 0.0 <= row["score"] <= 1.0 and row["reason"]
-        assert row["judge_model"] == f"local:{DEFAULT_MODEL_ID}" and row["latency_s"] > 0
+        assert row["judge_model"] == f"openai:{STAND_IN_MODEL}"
         assert (row["positions"] is not None) == (row["metric"] == "improvement")
+        if row["metric"] != "improvement":  # weighted by the reply's logprobs, not the digit
+            assert round(row["judge_score"] * 10 % 1, 6) in {0.25, 0.75}, row
 
     summary = json.loads(Path("metrics/eval.json").read_text())
     assert summary["conversations"] == 3 and summary["skipped"] == 1
@@ -109,7 +117,7 @@ def test_stage_scores_caches_and_agrees_with_mlflow(
     assert first.traces.created == N_COMPLETE
 
     # Unchanged conversations: every answer from the cache, the same results.
-    second = evaluate(params, local_provider, progress=False)
+    second = evaluate(params, judge, progress=False)
     assert (second.calls, second.hits) == (0, CALLS)
     assert second.rows == first.rows and second.summary == summary
     # The same traces and feedback: nothing added twice.
@@ -136,55 +144,40 @@ def traced(experiment_id: str) -> dict[str, list[str]]:
 
 
 @dataclass
-class FailingProxy:
-    """An OpenAI-compatible endpoint on 127.0.0.1 that forwards to llama.cpp, except that
-    prompts containing `marker` get HTTP 503 (a broken judge for one metric)."""
+class FailingJudge:
+    """An OpenAI-compatible endpoint on 127.0.0.1 that answers as the stand-in LLM does,
+    except that prompts containing PLAN_MARKER get HTTP 503 (a broken judge for one metric)."""
 
     url: str = ""
     refused: list[str] = field(default_factory=list)
 
 
 @pytest.fixture
-def failing_proxy(llm_server: LocalServer) -> Iterator[FailingProxy]:
-    proxy = FailingProxy()
+def failing_judge() -> Iterator[FailingJudge]:
+    judge = FailingJudge()
 
     def handle(handler: BaseHTTPRequestHandler) -> None:
-        body = handler.rfile.read(int(handler.headers["Content-Length"]))
-        prompt = json.loads(body)["messages"][-1]["content"]
+        body = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
+        prompt = body["messages"][-1]["content"]
         if PLAN_MARKER in prompt:
-            proxy.refused.append(prompt)
+            judge.refused.append(prompt)
             reply(handler, 503, b'{"error": "judge overloaded"}')
             return
-        try:
-            reply(handler, 200, forward_chat(llm_server, body, timeout=300))
-        except urllib.error.HTTPError as error:
-            reply(handler, error.code, error.read())
+        reply(handler, *stand_in_reply(body))
 
     with serve(handle) as url:
-        proxy.url = url
-        yield proxy
+        judge.url = url
+        yield judge
 
 
 def test_a_failing_judge_metric_keeps_the_other_scores(
-    eval_project: Path,
-    failing_proxy: FailingProxy,
-    llm_server: LocalServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    eval_project: Path, failing_judge: FailingJudge, judge_cache: Path
 ) -> None:
-    # A cold cache of its own: cached plan_quality answers would hide the broken endpoint.
-    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tmp_path / "cold-cache"))
-    provider = OpenAICompatibleProvider(
-        base_url=f"{failing_proxy.url}/v1",
-        api_key=llm_server.api_key,
-        model=DEFAULT_MODEL_ID,
-        timeout=300,
-        max_retries=1,
-        backoff_s=0.01,
+    outcome = evaluate(
+        load_params("params.yaml"), stand_in_judge(f"{failing_judge.url}/v1"), progress=False
     )
-    outcome = evaluate(load_params("params.yaml"), provider, progress=False)
     # Each plan_quality question was tried twice (one retry), then recorded as an error.
-    assert len(failing_proxy.refused) == N_COMPLETE * 2
+    assert len(failing_judge.refused) == N_COMPLETE * 2
     assert (outcome.calls, outcome.hits) == (CALLS, 0)
     for row in outcome.rows:
         if row["metric"] == "plan_quality":
@@ -194,29 +187,24 @@ def test_a_failing_judge_metric_keeps_the_other_scores(
     summary = json.loads(Path("metrics/eval.json").read_text())
     assert summary["errors"] == N_COMPLETE and summary["scored"] == N_COMPLETE * 3
     # Failures are not cached: with the endpoint healthy again they would be asked again.
-    cached = sum(1 for _ in (tmp_path / "cold-cache").rglob("*.json"))
+    cached = sum(1 for _ in judge_cache.rglob("*.json"))
     assert cached == CALLS - N_COMPLETE  # all but the plan_quality questions
     assert summary["plan_quality"] == {"mean": None, "pass_rate": None, "scored": 0, "errors": 2}
     assert summary["helpfulness_final"]["scored"] == N_COMPLETE
 
 
 def test_stage_entry_point_uses_the_configured_judge(
-    eval_project: Path, llm_server: LocalServer, judge_cache: Path, outbound_check: Path
+    eval_project: Path, stand_in_llm: str, judge_cache: Path, outbound_check: Path
 ) -> None:
     """`python stages/evaluate.py` (dvc.yaml's command) in a subprocess, judge chosen by
-    CUSTSEG_LLM_* variables, under outbound-check: no connection leaves the machine (telemetry
-    off, judge on 127.0.0.1).
-
-    Runs after the first test filled the module's cache with the local provider's replies:
-    the same model behind the OpenAI-compatible provider is asked for JSON differently (no
-    one-line grammar), so those entries are not its replies and every score is a judge call.
-    """
+    CUSTSEG_LLM_* variables (the stand-in's endpoint), under outbound-check: no connection
+    leaves the machine (telemetry off, judge on 127.0.0.1)."""
     env = {
         **os.environ,
         "CUSTSEG_LLM_PROVIDER": "openai",
-        "CUSTSEG_LLM_BASE_URL": f"{llm_server.url}/v1",
-        "CUSTSEG_LLM_MODEL": DEFAULT_MODEL_ID,
-        "OPENAI_API_KEY": llm_server.api_key,
+        "CUSTSEG_LLM_BASE_URL": stand_in_llm,
+        "CUSTSEG_LLM_MODEL": STAND_IN_MODEL,
+        "OPENAI_API_KEY": "stand-in-key",
         "CUSTSEG_JUDGE_CACHE": str(judge_cache),
     }
     done = subprocess.run(
@@ -232,12 +220,30 @@ def test_stage_entry_point_uses_the_configured_judge(
     assert "skipped c4d5e6f7-2a3b-4c5d-9e8f-0a1b2c3d4e03: missing final" in done.stdout
     summary = json.loads(Path("metrics/eval.json").read_text())
     assert summary["errors"] == 0 and summary["scored"] == N_COMPLETE * len(SCORED)
-    rows = [json.loads(line) for line in Path("data/eval_results.jsonl").read_text().splitlines()]
-    assert {row["judge_model"] for row in rows} == {f"openai:{DEFAULT_MODEL_ID}"}
+    assert {row["judge_model"] for row in read_rows()} == {f"openai:{STAND_IN_MODEL}"}
+
+
+def test_the_bundled_judge_scores_a_conversation_end_to_end(
+    eval_project: Path, local_provider: LocalProvider
+) -> None:
+    """The real 1.5B judge on one conversation: every question answered (the pair in both
+    orders), scores in range with the judge's reasons and timings; re-scored from its cache."""
+    conversations = Path("data/conversations.jsonl")
+    conversations.write_text(conversations.read_text().splitlines()[0] + "\n")
+    params = load_params("params.yaml")
+    first = evaluate(params, local_provider, progress=False)
+    assert (first.calls, first.hits) == (len(SCORED) + 1, 0)
+    assert len(first.rows) == len(SCORED) and first.summary["errors"] == 0
+    for row in first.rows:
+        assert row["error"] is None, row
+        assert 0.0 <= row["score"] <= 1.0 and row["reason"]
+        assert row["judge_model"] == f"local:{DEFAULT_MODEL_ID}" and row["latency_s"] > 0
+    again = evaluate(params, local_provider, progress=False)
+    assert (again.calls, again.hits) == (0, len(SCORED) + 1) and again.rows == first.rows
 
 
 def test_a_fresh_clone_rescores_the_committed_conversations_with_no_judge_call(
-    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The committed judge replies (data/judge_cache.jsonl) travel with the repository: an
     empty user cache and no model file at all, and the committed results come out again."""
@@ -246,9 +252,8 @@ def test_a_fresh_clone_rescores_the_committed_conversations_with_no_judge_call(
         shutil.copy2(ROOT / name, project / name)
     monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tmp_path / "empty-judge-cache"))
     monkeypatch.setenv("CUSTSEG_MODEL_DIR", str(tmp_path / "no-model"))  # a call would fail
-    assert stage("evaluate").main(["--no-progress"]) == 0
-    out = capsys.readouterr().out
-    assert f"judge calls made: 0, cache hits: {committed_judge_calls()}" in out, out
+    outcome = evaluate(load_params("params.yaml"), progress=False)
+    assert (outcome.calls, outcome.hits) == (0, committed_judge_calls())
     for name in ("data/eval_results.jsonl", "data/judge_cache.jsonl", "metrics/eval.json"):
         assert (project / name).read_bytes() == (ROOT / name).read_bytes(), name
 

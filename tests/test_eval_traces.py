@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from custseg.evaluation.metrics import read_conversations
+from custseg.evaluation.items import read_conversations
 from custseg.evaluation.traces import (
     MARK,
     MARK_VALUE,

@@ -12,42 +12,47 @@ from hypothesis import strategies as st
 from custseg.config import parse_params
 from custseg.errors import ConfigError
 from custseg.evaluation.calibration import MIN_PAIRS, compare, load_calibration, pair_items
+from custseg.evaluation.items import (
+    conversation_items,
+    final_position,
+    pairwise_text,
+    positions,
+    scoring_order,
+    split_conversations,
+)
 from custseg.evaluation.judge import (
     REASON_MAX_CHARS,
     CachedJudge,
-    JudgeCache,
-    cache_dir,
-    cache_key,
-    completion_from_dict,
-    completion_to_dict,
     relabel,
     score_first_template,
     score_view,
     shown_reason,
 )
-from custseg.evaluation.metrics import (
+from custseg.evaluation.judge_cache import (
+    JudgeCache,
+    cache_dir,
+    cache_key,
+    completion_from_dict,
+    completion_to_dict,
+)
+from custseg.evaluation.scorer import (
+    Scorer,
+    as_changed,
+    final_over_draft,
+    improvement_score,
+    new_words_share,
+    plan_reason,
+    score_items,
+)
+from custseg.evaluation.specs import (
     GENERIC_PLAN,
     HELPFULNESS,
     METRICS,
     PLAN_QUALITY,
     SPECS,
-    Scorer,
-    aggregate,
-    as_changed,
-    conversation_items,
-    final_over_draft,
-    final_position,
-    flatten,
-    improvement_score,
-    new_words_share,
-    pairwise_text,
-    plan_reason,
-    positions,
-    score_items,
-    scoring_order,
     shared_header,
-    split_conversations,
 )
+from custseg.evaluation.summary import aggregate, flatten
 from custseg.llm.base import ChatRequest, Completion, Provider, TokenLogprob, TopLogprob
 from custseg.paths import CALIBRATION
 

@@ -81,12 +81,7 @@ def test_prefilled_reply_is_the_score_first_json_without_its_opening_tokens(
     """The local judge reads `{"score": ` as prompt: the reply still parses as the judge's
     ScoreFirst (reason capped), its first generated token is the score, and it spends fewer
     generated tokens than the one-shot reply to the same prompt, with a close weighted score."""
-    from custseg.evaluation.judge import (
-        REASON_MAX_CHARS,
-        SCORE_PREFILL,
-        CachedJudge,
-        score_view,
-    )
+    from custseg.evaluation.judge import REASON_MAX_CHARS, SCORE_PREFILL, CachedJudge, score_view
     from custseg.evaluation.judge import ScoreFirst as JudgeReply
 
     prompt = (

@@ -86,7 +86,7 @@ def _elsewhere(*command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_installed_package_imports_from_another_directory(installed: Path, tmp_path: Path) -> None:
     python = str(installed / "bin" / "python")
     code = (
-        "import custseg, custseg.agents.runtime, custseg.agents.capture, custseg.evaluation.metrics"
+        "import custseg, custseg.agents.runtime, custseg.agents.capture, custseg.evaluation.scorer"
         ", custseg.kafka.broker, custseg.serving.batch, custseg.pipeline.segments\n"
         "from custseg.kafka.jars import resource_text\n"
         "assert 'kafka_2.13' in resource_text('pom.xml')\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from custseg.conversation import CHAIN
-from custseg.evaluation.metrics import METRICS, grounded_in
+from custseg.evaluation.items import grounded_in
 from custseg.evaluation.report import (
     CAPTURE_COMMAND,
     EVAL_COMMAND,
@@ -21,6 +21,7 @@ from custseg.evaluation.report import (
     score_distribution_figure,
     score_wide,
 )
+from custseg.evaluation.specs import METRICS
 from custseg.paths import CONVERSATIONS, EVAL_RESULTS
 
 st.title("Agent evaluation")

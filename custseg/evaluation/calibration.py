@@ -31,15 +31,12 @@ import msgspec
 from custseg.config import read_yaml
 from custseg.conversation import GroundedIn
 from custseg.errors import ConfigError
-from custseg.evaluation.metrics import (
-    METRICS,
-    TIE_EPS,
-    Item,
-    Scorer,
-    improvement_item,
-)
+from custseg.evaluation.items import Item, improvement_item
+from custseg.evaluation.scorer import Scorer
+from custseg.evaluation.specs import METRICS
 
 MIN_PAIRS = 15
+TIE_EPS = 1e-9  # scores closer than this are a tie
 FIELDS = {
     "plan_quality": ("task", "good", "bad"),
     "helpfulness": ("task", "good", "bad"),

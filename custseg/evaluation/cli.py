@@ -49,6 +49,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     cal.add_argument("--json", type=Path, help="also write the report here")
     cal.add_argument("--rows", type=Path, help="write every scored item (JSONL) here")
     cal.add_argument(
+        "--replies",
+        type=Path,
+        default=paths.CALIBRATION_REPLIES,
+        help="judge replies read back as a fallback cache: a question they answer costs no "
+        "judge call (a changed prompt or judge is asked afresh)",
+    )
+    cal.add_argument(
+        "--save-replies",
+        action="store_true",
+        help="write the replies this run used to --replies (every pair: no --metric, --limit)",
+    )
+    cal.add_argument(
         "--min-accuracy",
         type=share,
         default=0.0,
@@ -97,14 +109,19 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         load_calibration,
         on_topic_share,
     )
-    from custseg.evaluation.metrics import build_scorer
-    from custseg.io import write_json_atomic
+    from custseg.evaluation.judge_cache import seed_text
+    from custseg.evaluation.scorer import build_scorer
+    from custseg.io import write_json_atomic, write_text_atomic
 
     if unknown := set(args.metric or ()) - set(FIELDS):
         raise ConfigError(f"--metric: unknown {sorted(unknown)} (choose from {sorted(FIELDS)})")
+    if args.save_replies and (args.metric or args.limit):
+        raise ConfigError("--save-replies: needs every pair, drop --metric and --limit")
+    if args.replies.is_dir():
+        raise ConfigError(f"--replies: {args.replies}: a directory, not a file")
     params = load_params(args.params)
     pairs = load_calibration(args.file)
-    scorer = build_scorer(params)
+    scorer = build_scorer(params, seed=args.replies)
     print(f"calibrate: judge {scorer.judge.get_model_name()}", file=sys.stderr)
 
     def progress(jobs):
@@ -126,6 +143,10 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         )
     if args.rows:
         args.rows.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if args.save_replies:  # exactly the replies the pairs need, as the eval stage keeps its own
+        used = scorer.judge.cache.used
+        write_text_atomic(args.replies, seed_text(used))
+        print(f"saved {len(used)} judge replies to {args.replies}")
     low = [
         m
         for m, r in results.items()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from custseg.evaluation.metrics import METRICS
+from custseg.evaluation.specs import METRICS
 
 EVAL_COMMAND = "dvc repro eval"
 CAPTURE_COMMAND = "custseg capture"

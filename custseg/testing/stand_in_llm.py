@@ -1,12 +1,15 @@
 """A stand-in OpenAI-compatible LLM server: answers every chat at once, deterministically, in
-the shape each agent asks for (no model). For tests and benchmarks of the plumbing around the
-LLM (Kafka, retries, kills), where the real model would make a run take minutes. A task can
-carry cues: FAIL_CUE makes every call for it fail (HTTP 500), SLOW_CUE makes it take SLOW_S,
-VARY_CUE makes each answer differ (so a reply produced twice would show)."""
+the shape each agent asks for, and the judge's questions with a score (no model). For tests and
+benchmarks of the plumbing around the LLM (Kafka, retries, kills, the eval stage's cache and
+MLflow run), where the real model would make a run take minutes. A task can carry cues:
+FAIL_CUE makes every call for it fail (HTTP 500), SLOW_CUE makes it take SLOW_S, VARY_CUE makes
+each answer differ (so a reply produced twice would show)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import threading
 import time
 import uuid
@@ -64,26 +67,69 @@ def stand_in_content(body: dict[str, Any]) -> str:
     return f"1. Read the task: {task}\n2. Answer it with the segments."
 
 
-def stand_in_chat(handler: BaseHTTPRequestHandler) -> None:
-    body = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
+def asks_for_a_score(body: dict[str, Any]) -> bool:
+    """Whether the request is a judge's: its reply schema has a `score` field."""
+    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    return "score" in (schema.get("properties") or {})
+
+
+def stand_in_score(prompt: str) -> int:
+    """The stand-in judge's score, 0-10: drawn from the prompt, so the same question always
+    gets the same score and different questions mostly different ones."""
+    return int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 11
+
+
+def stand_in_judgement(prompt: str) -> tuple[str, list[dict[str, Any]]]:
+    """A score-first JSON reply, and its tokens with logprobs as llama.cpp reports them: the
+    score's first digit 3:1 between the score and its neighbour, every other token certain."""
+    score = stand_in_score(prompt)
+    digits = list(str(score))
+    neighbour = str(score - 1 if score > 0 else 1)
+
+    def token(text: str, alternatives: tuple[tuple[str, float], ...] = ()) -> dict[str, Any]:
+        tops = alternatives or ((text, 0.0),)
+        return {
+            "token": text,
+            "logprob": tops[0][1],
+            "top_logprobs": [{"token": t, "logprob": p} for t, p in tops],
+        }
+
+    first = token(digits[0], ((digits[0], math.log(0.75)), (neighbour, math.log(0.25))))
+    tokens = [
+        *map(token, ('{"', "score", '":', " ")),
+        first,
+        *map(token, digits[1:]),
+        *map(token, (",", ' "', "reason", '":', ' "', "stand-in judgement", '"}')),
+    ]
+    return "".join(t["token"] for t in tokens), tokens
+
+
+def stand_in_reply(body: dict[str, Any]) -> tuple[int, bytes]:
+    """(HTTP status, JSON body) the stand-in answers a /v1/chat/completions request with."""
     asked = body["messages"][-1]["content"]
     if FAIL_CUE in asked:
-        reply(handler, 500, json.dumps({"error": "stand-in told to fail"}).encode())
-        return
+        return 500, json.dumps({"error": "stand-in told to fail"}).encode()
     if SLOW_CUE in asked:
         time.sleep(SLOW_S)
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+    if asks_for_a_score(body):
+        content, tokens = stand_in_judgement(asked)
+        if body.get("logprobs"):
+            choice["logprobs"] = {"content": tokens}
+    else:
+        content = stand_in_content(body)
+    choice["message"] = {"role": "assistant", "content": content}
     answer = {
         "model": body.get("model", "stand-in"),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": stand_in_content(body)},
-                "finish_reason": "stop",
-            }
-        ],
+        "choices": [choice],
         "usage": {"prompt_tokens": 10, "completion_tokens": 10},
     }
-    reply(handler, 200, json.dumps(answer).encode())
+    return 200, json.dumps(answer).encode()
+
+
+def stand_in_chat(handler: BaseHTTPRequestHandler) -> None:
+    body = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
+    reply(handler, *stand_in_reply(body))
 
 
 @contextmanager
