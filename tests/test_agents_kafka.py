@@ -50,6 +50,7 @@ def agents(workdir: Workdir) -> Iterator[subprocess.Popen]:
         stop(process)
 
 
+@pytest.mark.timeout(900)  # ~9 replies of the real model: ~2-3 min on 2 idle cores
 def test_three_tasks_become_three_linked_conversations(workdir: Workdir, agents) -> None:
     ids = workdir.submit(*TASKS)
     assert len(set(ids)) == 3

@@ -109,10 +109,10 @@ def test_the_committed_replies_answer_every_calibration_question(
 ) -> None:
     """So the test above and `custseg eval calibrate` need no judge call, and the file holds
     nothing else. No model file here: a call would fail. After a change to a prompt, a metric
-    or the judge: `custseg eval calibrate --save-replies` (and the README's calibration table)."""
+    or the judge: `custseg eval calibrate --save-replies` (and the calibration table in docs/evaluation.md)."""
     monkeypatch.setenv("CUSTSEG_MODEL_DIR", str(tmp_path / "no-model"))
     params = load_params(ROOT / PARAMS)
-    bundled = make_provider(resolve_settings(params.llm, env={}))
+    bundled = make_provider(resolve_settings(params.llm))  # conftest cleared CUSTSEG_LLM_*
     scorer = committed_scorer(bundled, tmp_path / "cache", monkeypatch)
     _, rows = calibrate(load_calibration(ROOT / CALIBRATION), scorer, params.base.seed)
     stale = "run `custseg eval calibrate --save-replies`"
