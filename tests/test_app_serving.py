@@ -159,7 +159,7 @@ def test_scores_equal_model_predict_and_rows_keep_their_order(kmeans: KMeans) ->
     result = score_csv(frame.to_csv(index=False).encode(), kmeans, LABELS)
     expected = kmeans.predict(features_frame(income, spending))
     assert result.scored["segment"].tolist() == expected.tolist()
-    assert result.scored["id"].tolist() == list(range(500))
+    assert result.scored["id"].tolist() == [str(i) for i in range(500)]  # as uploaded: text
     assert result.scored["segment_name"].tolist() == [LABELS[s] for s in expected]
     assert result.counts["customers"].tolist() == np.bincount(expected, minlength=3).tolist()
     assert result.counts["share"].sum() == pytest.approx(1.0)
