@@ -377,3 +377,32 @@ def test_a_busy_port_is_one_line(trained_project: Path) -> None:
     assert (
         done.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
+
+
+def test_a_body_that_stops_arriving_is_answered_408() -> None:
+    """The ASGI app in process, its client a stand-in that sends headers and then nothing: the
+    wait is bounded (0.2 s here, 60 s in `custseg serve`) and the answer is one JSON line."""
+    import asyncio
+
+    from custseg.serving.rest import scoring_app
+
+    sent: list[dict] = []
+
+    async def stalled() -> dict:
+        await asyncio.Event().wait()  # never set: the body never comes
+        return {}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/invocations",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+    }  # fmt: skip
+    app = scoring_app(model=None, max_body_bytes=2**20, body_timeout_s=0.2)
+    asyncio.run(asyncio.wait_for(app(scope, stalled, send), timeout=30))
+    assert sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"]) == {
+        "error_code": "REQUEST_TIMEOUT",
+        "message": "the body did not arrive within 0.2 s",
+    }

@@ -39,6 +39,7 @@ DEFAULT_MAX_BODY_MB = 10  # ~250,000 customers as dataframe_split JSON
 # A body a little over the limit is read to its end (and dropped) so the client, still sending,
 # gets the 413 instead of a reset connection; one declared beyond this is refused unread.
 MAX_DRAINED_BYTES = 64 * 2**20
+BODY_TIMEOUT_S = 60.0  # a client that stops sending its body is answered 408 and let go
 MAX_MESSAGE_CHARS = 500
 JSON_FORMATS = ("dataframe_split", "dataframe_records")
 CONTENT_TYPES = {"application/json": "json", "text/csv": "csv"}
@@ -46,6 +47,7 @@ ERROR_CODES = {
     400: "BAD_REQUEST",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
     413: "REQUEST_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
     500: "INTERNAL_ERROR",
@@ -64,7 +66,7 @@ def bad_request(message: str) -> RequestError:
 
 
 def content_kind(content_type: str | None) -> str:
-    """ "json" or "csv" for a Content-Type header; RequestError 415 for anything else."""
+    """The request's kind, json or csv, from its Content-Type; RequestError 415 otherwise."""
     mime, *parameters = [part.strip() for part in (content_type or "").split(";")]
     kind = CONTENT_TYPES.get(mime.lower())
     if kind is None:
@@ -254,8 +256,11 @@ async def read_body(headers: dict[str, str], receive: Receive, max_bytes: int) -
     return b"".join(chunks)
 
 
-def scoring_app(model: Any, max_body_bytes: int) -> Callable[..., Awaitable[None]]:
-    """The ASGI app serving `model`: routes, body limit, and every failure as a JSON reply."""
+def scoring_app(
+    model: Any, max_body_bytes: int, body_timeout_s: float = BODY_TIMEOUT_S
+) -> Callable[..., Awaitable[None]]:
+    """The ASGI app serving `model`: routes, body limit and time limit, and every failure as a
+    JSON reply."""
     mlflow_version = version("mlflow")
 
     async def reply(send: Send, status: int, body: bytes, media: str) -> None:
@@ -267,10 +272,13 @@ def scoring_app(model: Any, max_body_bytes: int) -> Callable[..., Awaitable[None
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             kind = content_kind(headers.get("content-type"))
-            body = await read_body(headers, receive, max_body_bytes)
+            async with asyncio.timeout(body_timeout_s):
+                body = await read_body(headers, receive, max_body_bytes)
             return await asyncio.to_thread(score_body, model, kind, body, max_body_bytes)
         except RequestError as error:
             return error_reply(error.status, str(error))
+        except TimeoutError:
+            return error_reply(408, f"the body did not arrive within {body_timeout_s:g} s")
 
     async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan is off; nothing else is served
