@@ -329,13 +329,13 @@ def serve(name: str, alias: str, port: int, max_body_mb: int = DEFAULT_MAX_BODY_
 
     os.environ.update(NO_TELEMETRY)  # nothing phones home, whatever the shell set
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    ref = resolve_model(name, alias)  # ModelNotFoundError: a ServingError, reported as one line
-    sock = bind_loopback(port)
-    print(
-        f"serving {ref.name} v{ref.version} (@{alias}) at http://127.0.0.1:{port}/invocations",
-        flush=True,
-    )
+    sock = bind_loopback(port)  # first: a busy port is told before MLflow's import (2-5 s)
     try:
+        ref = resolve_model(name, alias)  # ModelNotFoundError: a ServingError, one line
+        print(
+            f"serving {ref.name} v{ref.version} (@{alias}) at http://127.0.0.1:{port}/invocations",
+            flush=True,
+        )
         model = load_model(ref)
     except ServingError:
         sock.close()
