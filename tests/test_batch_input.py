@@ -256,6 +256,22 @@ def test_a_column_is_neutralised_as_each_cell_would_be(cells: list[str | None]) 
     assert [None if isinstance(g, float) else g for g in got] == expected
 
 
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"a," * 600_000 + b"\n1,2\n", "the header has more than 1,000 columns, the limit"),
+        (b"x" * (2 << 20) + b"\n1\n", "not a well-formed CSV: its header row cannot be read"),
+        (b'"unclosed,annual_income,spending_score\n1,2,3\n' + b"x" * 200_000, "not a well-formed"),
+    ],
+    ids=["600,000 header fields", "2 MiB header", "unclosed quote"],
+)
+def test_a_header_that_cannot_be_one_is_refused_in_one_line(data: bytes, expected: str) -> None:
+    with pytest.raises(BatchError) as caught:
+        parse_batch_csv(data)
+    [problem] = caught.value.problems
+    assert problem.startswith(expected), problem
+
+
 def test_the_delimiter_is_the_one_that_names_the_features(kmeans: KMeans) -> None:
     # More semicolons than commas in the header, but only the comma names both features.
     data = b"a;b;c;d,annual_income,spending_score\nx;y,60,50\n"

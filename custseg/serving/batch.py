@@ -70,6 +70,8 @@ BOMS = (
 ENCODINGS = (("utf-8", ""), ("cp1252", "Windows-1252"), ("latin-1", "Latin-1"))
 DELIMITERS = (",", ";", "\t")  # `;` where the decimal mark is a comma (most of Europe)
 SNIFFED_BYTES = 8192  # how much of the start a NUL byte or the encoding is judged on
+MAX_HEADER_CHARS = 1 << 20  # where the header row must end: a longer one is not read
+MAX_COLUMNS = 1_000
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
@@ -113,10 +115,10 @@ def _nul_problem(head: bytes) -> str:
 
 
 def first_record(text: str, delimiter: str) -> list[str]:
-    """The first non-empty CSV record of `text` (quoted fields may span lines); only the lines
-    it needs are read (no copy of a 100 MB upload). [] when there is none, or a field of it is
-    longer than the csv module's limit (128 KiB: an unclosed quote, say)."""
-    rows = csv.reader(_lines(text), delimiter=delimiter)
+    """The first non-empty CSV record of `text` (quoted fields may span lines), read from its
+    first MAX_HEADER_CHARS only. [] when there is none, or a field of it is longer than the csv
+    module's limit (128 KiB: an unclosed quote, say)."""
+    rows = csv.reader(_lines(text[:MAX_HEADER_CHARS]), delimiter=delimiter)
     try:
         return next((row for row in rows if row), [])
     except csv.Error:
@@ -137,7 +139,7 @@ def sniff_delimiter(text: str) -> str:
     the most fields (a comma on a tie or when none splits it)."""
     headers = {d: first_record(text, d) for d in DELIMITERS}
     for delimiter, header in headers.items():
-        if not match_columns(header)[1]:
+        if len(header) <= MAX_COLUMNS and not match_columns(header)[1]:
             return delimiter
     return max(DELIMITERS, key=lambda d: len(headers[d]))  # max keeps the first of equals
 
@@ -218,8 +220,11 @@ def parse_batch_csv(
     if not text.strip():
         raise BatchError(["the file is empty"])
     delimiter = sniff_delimiter(text)
+    width = len(first_record(text, delimiter))
+    if width > MAX_COLUMNS:
+        raise BatchError([f"the header has more than {MAX_COLUMNS:,} columns, the limit"])
     utf8 = data if not encoding else text.encode()  # Arrow reads UTF-8 bytes
-    header, frame = read_cells(utf8, delimiter, len(first_record(text, delimiter)))
+    header, frame = read_cells(utf8, delimiter, width)
     if frame.empty:
         raise BatchError(["the file has a header but no data rows"])
     if len(frame) > max_rows:
