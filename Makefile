@@ -142,7 +142,7 @@ team-status:  ## is the team server running, and its tracking URL
 	@$(call TEAM_CLI,status) || [ $$? -eq 3 ]
 
 SERVE_PORT ?= 5001
-serve: install  ## MLflow's REST scoring server on @champion, 127.0.0.1 (port SERVE_PORT=5001)
+serve: install  ## REST scoring of @champion (MLflow's protocol, values checked), 127.0.0.1 (port SERVE_PORT=5001)
 	$(BIN)/custseg serve --port $(SERVE_PORT)
 
 app: install  ## Streamlit app on 127.0.0.1 (port APP_PORT=8501; needs a registered model: make run)

@@ -3,8 +3,9 @@
 1. Cold start (real browser): `streamlit run` (as `make app`) → health → page title → segment
    map drawn → Predict clicked → metric shown, each timed from the server's launch. Debian's
    chromium driven by Playwright.
-2. Warm slider rerun (AppTest, server side): one slider move re-runs the whole page script; the
-   script's own time (hooked around Streamlit's exec) and AppTest's wall time. Goal ≤ 0.3 s.
+2. Warm Predict rerun (AppTest, server side): a slider moved, then Predict, re-runs the whole
+   page script (the sliders sit in a form: moving one alone runs nothing); the script's own time
+   (hooked around Streamlit's exec) and AppTest's wall time. Goal ≤ 0.3 s.
 3. Batch of 1,000,000 rows: parse and validate (timed apart), then scoring
    (`custseg.serving.score_batch`) against raw `model.predict` on the same frame, in the same
    run. Goal: scoring ≤ 1.5× predict. CSV export for the download timed apart.
@@ -71,24 +72,27 @@ def cold_start(project: Path, log: Path) -> dict[str, float]:
                 page.locator('[data-testid="stMetricValue"]').wait_for()
                 marks["prediction shown"] = time.perf_counter() - started
                 marks["click → prediction (warm)"] = time.perf_counter() - clicked
-                # One slider step in the browser until the star is redrawn at the new income.
+                # One slider step and Predict until the star is redrawn at the new income.
                 slider = page.get_by_role("slider", name=MALL_HEADERS[INCOME])
-                slider.focus()
+                predict = page.get_by_role("button", name="Predict Customer Cluster")
                 moves = []
                 for _ in range(5):
                     target = int(slider.get_attribute("aria-valuetext")) + 1
                     moved = time.perf_counter()
+                    slider.focus()
                     page.keyboard.press("ArrowRight")
+                    predict.click()
                     page.wait_for_function(STAR_AT, arg=target, polling=10)
                     moves.append(time.perf_counter() - moved)
-                marks["slider step → star redrawn (median)"] = statistics.median(moves)
+                marks["slider step + Predict → star redrawn (median)"] = statistics.median(moves)
             finally:
                 browser.close()
     return marks
 
 
 def slider_reruns(project: Path, reruns: int) -> tuple[list[float], list[float]]:
-    """(script seconds, AppTest wall seconds) of `reruns` warm slider moves."""
+    """(script seconds, AppTest wall seconds) of `reruns` warm slider moves, each submitted with
+    Predict (the form sends nothing before)."""
     import streamlit.runtime.scriptrunner.script_runner as script_runner
     from streamlit.testing.v1 import AppTest
 
@@ -111,13 +115,15 @@ def slider_reruns(project: Path, reruns: int) -> tuple[list[float], list[float]]
         at = AppTest.from_file(str(APP), default_timeout=120).run()
         at.button(key="predict").click().run()
         for value in (40, 80, 60):  # warm-up: caches filled, code paths imported
-            at.slider(key="income").set_value(value).run()
+            at.slider(key="income").set_value(value)
+            at.button(key="predict").click().run()
         script_times.clear()
         walls = []
         for i in range(reruns):
             slider = at.slider(key="income" if i % 2 else "spending")
             start = time.perf_counter()
-            slider.set_value(20 + (i * 37) % 80).run()
+            slider.set_value(20 + (i * 37) % 80)
+            at.button(key="predict").click().run()
             walls.append(time.perf_counter() - start)
             assert not at.exception and at.metric[0].value.startswith("Cluster ")
     finally:
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, seconds in cold_start(project, Path(tmp) / "streamlit.log").items():
             print(f"  {name:32s} {seconds:7.2f} s")
 
-        print(f"\n2. warm slider rerun, server side (AppTest, {args.reruns} reruns)")
+        print(f"\n2. warm Predict rerun, server side (AppTest, {args.reruns} reruns)")
         scripts, walls = slider_reruns(project, args.reruns)
         for name, values in (("page script", scripts), ("AppTest wall", walls)):
             p90 = sorted(values)[int(0.9 * (len(values) - 1))]

@@ -3,17 +3,22 @@
 Each session opens the Segment page (its first script run), then all N click *Predict Customer
 Cluster* at once; click→result ends when the run that shows the metric has reached the client.
 Server CPU is the streamlit process's user+system time (/proc), split into the page load and the
-prediction, per session. Three kinds of client:
+prediction, per session. Four kinds of client (`--kinds` picks some):
 - *protocol*: a websocket per session speaking Streamlit's protobuf protocol
   (custseg/testing/streamlit_ws.py): no rendering and no static files, so its click→result is
   the server's alone;
 - *returning browser*: one chromium, a context per session that has loaded the app once before
   (its assets are in the HTTP cache, as for a second tab or a repeat visit);
 - *new browser*: a fresh context per session, fetching Streamlit's and Plotly's 7.7 MB of
-  JavaScript and fonts from the server.
+  JavaScript and fonts from the server;
+- *sliders*: returning browsers whose sessions each move both sliders (`--steps` key presses
+  each, as a user drags them) and then click; its CPU per session counts the moves too, and the
+  bench checks that each result is for the moved customer.
 The browsers click with a DOM click each, back to back, and time click→metric on their own clock;
 they share the 2 cores with the server, so their times include their own rendering. The baseline
 is N = 1 of the same kind in the same run: the ratios say how a session's cost grows with company.
+The sliders kind is also set against the click-only returning browsers of the same N (same run):
+moving the sliders should cost the server nothing until Predict (the sliders sit in a form).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 
 from _common import ROOT
 
+from custseg.features import INCOME, MALL_HEADERS, SPENDING
 from custseg.telemetry import disable_telemetry
 from custseg.testing.streamlit_ws import Session
 
@@ -48,6 +54,22 @@ CLICK_JS = """(label) => {
   window.__bench.clicked = performance.now();
   button.click();
 }"""
+# The income the map's star (its last trace) shows: the customer the prediction was made for.
+STAR_INCOME_JS = """() => {
+  const data = document.querySelector('.js-plotly-plot').data;
+  return data[data.length - 1].x[0];
+}"""
+SLIDERS = (MALL_HEADERS[INCOME], MALL_HEADERS[SPENDING])
+
+
+KINDS = {
+    "protocol": "Protocol clients (the server's own cost and latency)",
+    "returning": "Returning browser per session (assets cached)",
+    "new": "New browser per session (downloads the app's assets)",
+    "sliders": "Returning browser per session, both sliders moved before the click",
+}
+# (kind, returning: assets cached, moves: both sliders moved before the click)
+BROWSER_KINDS = (("returning", True, False), ("new", False, False), ("sliders", True, True))
 
 
 @dataclass(frozen=True)
@@ -100,7 +122,21 @@ def wait_loaded(page) -> None:
     page.locator(".js-plotly-plot").first.wait_for()
 
 
-def round_of(browser, url: str, n: int, pid: int, returning: bool) -> Round:
+def move_sliders(page, steps: int) -> int:
+    """Move income up and spending down by `steps` key presses each, as a user would (every
+    press is a new slider value); return the income the customer ends at."""
+    from custseg.testing.browser import set_slider
+
+    income = int(page.get_by_role("slider", name=SLIDERS[0]).get_attribute("aria-valuetext"))
+    spending = int(page.get_by_role("slider", name=SLIDERS[1]).get_attribute("aria-valuetext"))
+    set_slider(page, SLIDERS[0], income + steps)
+    set_slider(page, SLIDERS[1], spending - steps)
+    return income + steps
+
+
+def round_of(browser, url: str, n: int, pid: int, returning: bool, steps: int = 0) -> Round:
+    """One round of `n` browser sessions; with `steps`, each moves both sliders before it
+    clicks, and those moves count as the prediction's server CPU."""
     contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(n)]
     if returning:  # each browser has seen the app once: its assets are in the HTTP cache
         for context in contexts:
@@ -112,6 +148,7 @@ def round_of(browser, url: str, n: int, pid: int, returning: bool) -> Round:
     for page in pages:
         wait_loaded(page)
     cpu_loaded, clients_loaded = cpu_seconds(pid), descendants_cpu_seconds(pid)
+    incomes = [move_sliders(page, steps) for page in pages] if steps else []
     for page in pages:
         page.evaluate(TIMER_JS, METRIC)
     for page in pages:
@@ -122,6 +159,8 @@ def round_of(browser, url: str, n: int, pid: int, returning: bool) -> Round:
         timing = page.evaluate("() => window.__bench")
         latencies.append((timing["shown"] - timing["clicked"]) / 1000)
     cpu_done, clients_done = cpu_seconds(pid), descendants_cpu_seconds(pid)
+    for page, income in zip(pages, incomes, strict=False):  # the result is the moved customer's
+        page.wait_for_function(f"() => ({STAR_INCOME_JS})() === {income}")
     for context in contexts:
         context.close()
     return Round(
@@ -147,6 +186,23 @@ async def protocol_round(url: str, n: int, pid: int) -> Round:
     return Round(n, (cpu_loaded - cpu_before) / n, (cpu_done - cpu_loaded) / n, latencies)
 
 
+def p95(latencies: list[float]) -> float:
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+def report_against_clicks(sliders: list[Round], clicks: list[Round]) -> None:
+    """Each sliders round against the click-only round of the same N, measured in the same run."""
+    print("\nSliders moved, then Predict, against click-only (returning browsers, same N)")
+    print(f"{'N':>3} {'server CPU/session':>19} {'vs click-only':>14} "
+          f"{'click→result p95':>17} {'vs click-only':>14}")  # fmt: skip
+    for moved, clicked in zip(sliders, clicks, strict=True):
+        print(
+            f"{moved.sessions:3d} {moved.cpu:17.3f} s {moved.cpu / clicked.cpu:13.2f}× "
+            f"{p95(moved.latencies):15.2f} s {p95(moved.latencies) / p95(clicked.latencies):13.2f}×"
+        )
+
+
 def report(kind: str, rounds: list[Round]) -> None:
     base = rounds[0].cpu
     print(f"\n{kind}")
@@ -154,19 +210,22 @@ def report(kind: str, rounds: list[Round]) -> None:
           f"{'click→result median':>20} {'p95':>7} {'max':>7} "
           f"{'client CPU/predict':>19}")  # fmt: skip
     for r in rounds:
-        ordered = sorted(r.latencies)
-        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
         print(
             f"{r.sessions:3d} {r.cpu:17.3f} s {r.load_cpu:6.3f}s {r.predict_cpu:7.3f}s "
             f"{r.cpu / base:6.2f}× {statistics.median(r.latencies):18.2f} s "
-            f"{p95:6.2f}s {max(r.latencies):6.2f}s {r.client_predict_cpu:17.3f} s"
+            f"{p95(r.latencies):6.2f}s {max(r.latencies):6.2f}s {r.client_predict_cpu:17.3f} s"
         )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 5, 10, 20])
+    parser.add_argument(
+        "--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="default: all four"
+    )
+    parser.add_argument("--steps", type=int, default=20, help="key presses per slider (sliders)")
     args = parser.parse_args(argv)
+    kinds = set(args.kinds) | ({"returning"} if "sliders" in args.kinds else set())
     disable_telemetry()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -188,23 +247,29 @@ def main(argv: list[str] | None = None) -> int:
         with running_app(app, project, Path(tmp) / "streamlit.log") as (url, process, _):
             wait_healthy(url, process)
             asyncio.run(protocol_round(url, 1, process.pid))  # loads the model once
-            rounds["protocol"] = [
-                asyncio.run(protocol_round(url, n, process.pid)) for n in args.sessions
-            ]
+            if "protocol" in kinds:
+                rounds["protocol"] = [
+                    asyncio.run(protocol_round(url, n, process.pid)) for n in args.sessions
+                ]
             with sync_playwright() as playwright:  # its sync API runs an event loop here
                 browser = playwright.chromium.launch(
                     executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
                 )
                 try:
-                    for kind, returning in (("returning", True), ("new", False)):
-                        rounds[kind] = [
-                            round_of(browser, url, n, process.pid, returning) for n in args.sessions
-                        ]
+                    for kind, returning, moves in BROWSER_KINDS:
+                        steps = args.steps if moves else 0
+                        if kind in kinds:
+                            rounds[kind] = [
+                                round_of(browser, url, n, process.pid, returning, steps)
+                                for n in args.sessions
+                            ]
                 finally:
                     browser.close()
-    report("Protocol clients (the server's own cost and latency)", rounds["protocol"])
-    report("Returning browser per session (assets cached)", rounds["returning"])
-    report("New browser per session (downloads the app's assets)", rounds["new"])
+    for kind, title in KINDS.items():
+        if kind in rounds:
+            report(title, rounds[kind])
+    if "sliders" in rounds:
+        report_against_clicks(rounds["sliders"], rounds["returning"])
     return 0
 
 

@@ -1,4 +1,4 @@
-"""REST scoring (`custseg serve`, MLflow's server) against in-process predict, same rows, same run.
+"""REST scoring (`custseg serve`) against in-process predict, same rows, same run.
 
 Rows per second for batches of 1 (one request per customer) and 10,000 (one request), each
 against `model.predict` on the same rows in this process (the baseline), printed as ratios.

@@ -6,7 +6,7 @@ custseg llm fetch | models | serve | check
 custseg kafka up | down | status | fetch
 custseg mlflow template                MLflow's migrated empty store, once per machine
 custseg plots template                 DVC's plots page with Vega inlined (offline)
-custseg serve                          REST scoring: MLflow's server on the registered model
+custseg serve                          REST scoring (MLflow's protocol) of the registered model
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from custseg import team
 from custseg.agents import cli as agents_cli
-from custseg.entrypoint import add_command, command_group, port, run
+from custseg.entrypoint import add_command, command_group, port, positive_int, run
 from custseg.evaluation import cli as evaluation_cli
 from custseg.kafka import cli as kafka_cli
 from custseg.llm import cli as llm_cli
@@ -44,7 +44,9 @@ def _serve(args: argparse.Namespace) -> None:
 
     export = load_params(args.params).export
     try:
-        serve(args.name or export.model_name, args.alias or export.alias, args.port)
+        serve(
+            args.name or export.model_name, args.alias or export.alias, args.port, args.max_body_mb
+        )
     except ServingError as error:
         raise UserError(str(error)) from None
 
@@ -75,16 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
         "build .dvc/plots/offline.html from vendor/vega (run from the project root)",
         _plots_template,
     )
-    from custseg.serving.rest import DEFAULT_PORT
+    from custseg.serving.rest import DEFAULT_MAX_BODY_MB, DEFAULT_PORT
 
     serve = add_command(
         commands,
         "serve",
-        "MLflow's REST scoring server (POST /invocations) on the registered model, 127.0.0.1",
+        "REST scoring of the registered model (MLflow's POST /invocations), values checked, "
+        "127.0.0.1",
         _serve,
         params=True,
     )
     serve.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    serve.add_argument(
+        "--max-body-mb",
+        type=positive_int,
+        default=DEFAULT_MAX_BODY_MB,
+        help=f"largest request body in MB; larger ones get 413 (default {DEFAULT_MAX_BODY_MB})",
+    )
     serve.add_argument("--alias", help="default: params.yaml export.alias (champion)")
     serve.add_argument("--name", help="default: params.yaml export.model_name")
     return root

@@ -68,12 +68,25 @@ class ModelNotFoundError(ServingError):
     """No registry, no registered model, or no version under the asked alias."""
 
 
-class BatchError(ServingError):
-    """An uploaded CSV that cannot be scored; `problems` lists each issue in one line."""
+class InvalidInput(ServingError):
+    """Input that cannot be scored (a customer, a CSV, a request); `problems` lists each issue
+    in one line."""
 
     def __init__(self, problems: Iterable[str]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
+
+
+class BatchError(InvalidInput):
+    """An uploaded CSV that cannot be scored."""
+
+
+class RequestError(InvalidInput):
+    """A REST request that cannot be scored; `status` is the HTTP status to answer (4xx)."""
+
+    def __init__(self, status: int, problems: Iterable[str]) -> None:
+        self.status = status
+        super().__init__(problems)
 
 
 class ServerNotUp(RuntimeError):

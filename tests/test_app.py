@@ -8,6 +8,7 @@ so the batch page is driven through its paste box, which feeds the same bytes to
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -94,15 +95,30 @@ def test_prediction_equals_the_registered_model(
     assert f"**{int(row['size']):,}** training customers" in all_text(at)
 
 
-def test_predictions_follow_the_sliders_after_the_click(
+def star(at: AppTest) -> tuple[list, list]:
+    """Where the map's star (its last trace: the customer predicted) is drawn."""
+    trace = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][-1]
+    return trace["x"], trace["y"]
+
+
+def test_the_sliders_sit_in_a_form_and_only_predict_uses_them(
     served_project: Path, registered_model_loader
 ) -> None:
+    """Moving a slider is not sent to the server (AppTest honours forms as the browser does):
+    a rerun meanwhile (another widget, say) keeps the last predicted customer; Predict sends
+    the sliders' values."""
     model = registered_model_loader()
     at = predict(start_app(), 60, 50)
+    assert at.slider(key="income").form_id == at.button(key="predict").form_id != ""
     for income, spending in [(25, 80), (130, 10)]:
         at.slider(key="income").set_value(income)
         at.slider(key="spending").set_value(spending).run()
+        assert at.metric[0].value == f"Cluster {expected_segment(model, 60, 50)}"
+        assert star(at) == ([60], [50])
+        predict(at, income, spending)  # the values set again, with Predict this time
         assert at.metric[0].value == f"Cluster {expected_segment(model, income, spending)}"
+        assert star(at) == ([income], [spending])
+        predict(at, 60, 50)  # back to the first customer for the next round
 
 
 def test_model_panel_links_the_run_when_the_ui_address_is_set(

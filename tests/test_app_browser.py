@@ -17,6 +17,7 @@ import pytest
 
 from custseg.evaluation.specs import METRICS
 from custseg.serving.model import features_frame
+from custseg.testing.browser import set_slider
 from tests.fixtures.project import ROOT
 
 pytestmark = pytest.mark.browser
@@ -24,7 +25,12 @@ pytestmark = pytest.mark.browser
 # The app fixtures (trained_project, ...) until tests/conftest.py lists this module.
 
 TIMEOUT_MS = 120_000  # a cold app imports MLflow and loads the model: ~20 s here, more on CI
-GOOD_CSV = "customer,Annual Income (k$),Spending Score (1-100)\na,20,90\nb,130,10\nc,65.5,55\n"
+# The customer column as people write it: read as text, it comes back exactly so.
+CUSTOMERS = ["007", "01234", "n/a"]
+GOOD_CSV = (
+    "customer,Annual Income (k$),Spending Score (1-100)\n"
+    f"{CUSTOMERS[0]},20,90\n{CUSTOMERS[1]},130,10\n{CUSTOMERS[2]},65.5,55\n"
+)
 BAD_CSV = "annual_income,spending_score\n60,50\nlots,40\n150,20\n"
 
 
@@ -76,19 +82,21 @@ def wait_idle(page) -> None:
     )
 
 
-def set_slider(page, label: str, value: int) -> None:
-    """Move a slider with the keyboard, then wait until the app shows the new value."""
-    slider = page.get_by_role("slider", name=label)
-    current = int(slider.get_attribute("aria-valuetext"))
-    slider.focus()
-    key = "ArrowRight" if value > current else "ArrowLeft"
-    for _ in range(abs(value - current)):
-        page.keyboard.press(key)
-    page.wait_for_function(
-        '([label, value]) => document.querySelector(`input[aria-label="${label}"]`)'
-        "?.getAttribute('aria-valuetext') === String(value)",
-        arg=[label, value],
-    )
+def watch_reruns(page) -> list[str]:
+    """The script runs the page asks the server for from now on (the rerun messages its
+    websocket sends), as a list that grows."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+
+    reruns: list[str] = []
+
+    def frame_sent(payload: str | bytes) -> None:
+        message = BackMsg()
+        message.ParseFromString(payload if isinstance(payload, bytes) else payload.encode())
+        if message.WhichOneof("type") == "rerun_script":
+            reruns.append(message.rerun_script.page_script_hash)
+
+    page.on("websocket", lambda websocket: websocket.on("framesent", frame_sent))
+    return reruns
 
 
 @pytest.fixture
@@ -109,17 +117,21 @@ def test_segment_page_predicts_like_the_registered_model(
     from tests.fixtures.app import ARTIFACTS
 
     model = registered_model
+    reruns = watch_reruns(page)
 
     page.goto(app_url)
     page.get_by_text("Which segment is this customer in?").wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
-    set_slider(page, "Annual Income (k$)", 72)
-    set_slider(page, "Spending Score (1-100)", 31)
     wait_idle(page)
+    loaded = len(reruns)
+    set_slider(page, "Annual Income (k$)", 72)  # 12 steps up
+    set_slider(page, "Spending Score (1-100)", 31)  # 19 steps down
     page.get_by_role("button", name="Predict Customer Cluster").click()
     metric = page.locator('[data-testid="stMetricValue"]')
     metric.wait_for()
     wait_idle(page)
+    # The sliders sit in a form: their 31 steps asked the server for nothing; Predict for one run.
+    assert len(reruns) - loaded == 1, reruns
 
     expected = int(model.predict(features_frame(72, 31))[0])
     assert metric.inner_text().strip() == f"Cluster {expected}"
@@ -175,7 +187,7 @@ def test_batch_page_uploads_scores_and_downloads(page, app_url: str, registered_
         page.get_by_role("button", name="Download the scored CSV").click()
     rows = list(csv.DictReader(io.StringIO(Path(download_info.value.path()).read_text())))
     expected = model.predict(features_frame([20, 130, 65.5], [90, 10, 55]))
-    assert [r["customer"] for r in rows] == ["a", "b", "c"]
+    assert [r["customer"] for r in rows] == CUSTOMERS
     assert [int(r["segment"]) for r in rows] == expected.tolist()
     assert all(r["segment_name"].startswith(f"{r['segment']} · ") for r in rows)
 

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.cluster import KMeans
 
-from custseg.errors import BatchError, ModelNotFoundError
+from custseg.errors import BatchError, InvalidInput, ModelNotFoundError
 from custseg.serving.batch import (
     PLAIN_NUMBER,
     frame_to_csv_bytes,
@@ -159,7 +159,7 @@ def test_scores_equal_model_predict_and_rows_keep_their_order(kmeans: KMeans) ->
     result = score_csv(frame.to_csv(index=False).encode(), kmeans, LABELS)
     expected = kmeans.predict(features_frame(income, spending))
     assert result.scored["segment"].tolist() == expected.tolist()
-    assert result.scored["id"].tolist() == list(range(500))
+    assert result.scored["id"].tolist() == [str(i) for i in range(500)]  # as uploaded: text
     assert result.scored["segment_name"].tolist() == [LABELS[s] for s in expected]
     assert result.counts["customers"].tolist() == np.bincount(expected, minlength=3).tolist()
     assert result.counts["share"].sum() == pytest.approx(1.0)
@@ -210,6 +210,13 @@ def test_predict_segment_is_model_predict(kmeans: KMeans) -> None:
         assert predict_segment(kmeans, income, spending) == int(
             kmeans.predict(features_frame(income, spending))[0]
         )
+    # The app's customer passes the rules batch and REST use (its sliders cannot leave them).
+    with pytest.raises(InvalidInput) as caught:
+        predict_segment(kmeans, -5, np.inf)
+    assert caught.value.problems == [
+        "'annual_income': 1 value(s) outside 15–140 at row(s) 0 (first: -5)",
+        "'spending_score': 1 missing or non-numeric value(s) at row(s) 0 (first: inf)",
+    ]
 
 
 def test_labels_are_unique_even_when_names_repeat() -> None:

@@ -15,6 +15,7 @@ from custseg.entrypoint import port, positive_int, positive_seconds, share
 # (command line before the value, option): every numeric option a command has.
 OPTIONS = [
     (["serve"], "--port"),
+    (["serve"], "--max-body-mb"),
     (["llm", "serve"], "--port"),
     (["llm", "check"], "--max-tokens"),
     (["kafka", "status"], "--port"),

@@ -25,8 +25,10 @@ st.markdown(
     f"A CSV with a header row and the columns `{INCOME}` "
     f"({BOUNDS[INCOME][0]:g}–{BOUNDS[INCOME][1]:g} k$) and `{SPENDING}` "
     f"({BOUNDS[SPENDING][0]:g}–{BOUNDS[SPENDING][1]:g}); the Mall Customers headers "
-    f"`{MALL_HEADERS[INCOME]}` and `{MALL_HEADERS[SPENDING]}` work too. Other columns are kept. "
-    f"Up to {MAX_BATCH_ROWS:,} rows and {MAX_BATCH_BYTES // 2**20} MB."
+    f"`{MALL_HEADERS[INCOME]}` and `{MALL_HEADERS[SPENDING]}` work too. Other columns come "
+    "back exactly as uploaded (a cell a spreadsheet would run as a formula gets a leading `'`). "
+    f"Up to {MAX_BATCH_ROWS:,} rows and {MAX_BATCH_BYTES // 2**20} MB; UTF-8, UTF-16 with a "
+    "byte-order mark, Windows-1252."
 )
 uploaded = st.file_uploader("CSV file", type=["csv", "txt"], key="batch_file")
 with st.expander("…or paste CSV text", expanded=False):

@@ -21,15 +21,18 @@ st.sidebar.header("Customer")
 for key, default in {"income": 60, "spending": 50}.items():
     if key not in st.session_state:  # first visit, or back from another page
         st.session_state[key] = st.session_state.get(f"kept_{key}", default)
-income = st.sidebar.slider(
-    MALL_HEADERS[INCOME], *(int(b) for b in BOUNDS[INCOME]), step=1, key="income"
-)
-spending = st.sidebar.slider(
-    MALL_HEADERS[SPENDING], *(int(b) for b in BOUNDS[SPENDING]), step=1, key="spending"
-)
+# A form: moving a slider stays in the browser; only Predict sends both values and reruns the
+# page (before, every slider step was a full rerun on the server).
+with st.sidebar.form("customer", border=False):
+    income = st.slider(
+        MALL_HEADERS[INCOME], *(int(b) for b in BOUNDS[INCOME]), step=1, key="income"
+    )
+    spending = st.slider(
+        MALL_HEADERS[SPENDING], *(int(b) for b in BOUNDS[SPENDING]), step=1, key="spending"
+    )
+    if st.form_submit_button("Predict Customer Cluster", key="predict", type="primary"):
+        st.session_state[PREDICTED] = True
 st.session_state["kept_income"], st.session_state["kept_spending"] = income, spending
-if st.sidebar.button("Predict Customer Cluster", key="predict", type="primary"):
-    st.session_state[PREDICTED] = True
 
 st.title("Which segment is this customer in?")
 st.caption(

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from custseg.errors import ModelNotFoundError, ServingError, first_line
+from custseg.errors import InvalidInput, ModelNotFoundError, ServingError, first_line
 from custseg.features import INCOME, SPENDING
 from custseg.pipeline.lineage import describe_git
+from custseg.serving.validation import frame_problems
 from custseg.tracking import configure_mlflow, registry_uri, sqlite_path
 
 if TYPE_CHECKING:
@@ -303,5 +304,9 @@ def features_frame(income: Any, spending: Any) -> pd.DataFrame:
 
 
 def predict_segment(model: Any, income: float, spending: float) -> int:
-    """The segment id of one customer."""
-    return int(model.predict(features_frame(income, spending))[0])
+    """The segment id of one customer; InvalidInput, naming the feature, for values the rules
+    refuse (custseg.serving.validation: batch and REST check the same way)."""
+    customer = features_frame(income, spending)
+    if problems := frame_problems(customer):
+        raise InvalidInput([problem.describe("row", 0) for problem in problems])
+    return int(model.predict(customer)[0])

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from custseg.net import free_port, wait_until_answers
 from custseg.testing.sandbox import project_env
@@ -87,3 +88,19 @@ def running_app(
         yield f"http://127.0.0.1:{port}", process, started
     finally:
         stop_process(process)
+
+
+def set_slider(page: Any, label: str, value: int) -> None:
+    """Move the Playwright `page`'s slider labelled `label` to `value` with the keyboard, one
+    press a step as a user does, then wait until the page shows the value."""
+    slider = page.get_by_role("slider", name=label)
+    current = int(slider.get_attribute("aria-valuetext"))
+    slider.focus()
+    key = "ArrowRight" if value > current else "ArrowLeft"
+    for _ in range(abs(value - current)):
+        page.keyboard.press(key)
+    page.wait_for_function(
+        '([label, value]) => document.querySelector(`input[aria-label="${label}"]`)'
+        "?.getAttribute('aria-valuetext') === String(value)",
+        arg=[label, value],
+    )

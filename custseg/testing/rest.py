@@ -1,8 +1,9 @@
 """`custseg serve` started for a test or a benchmark: a free loopback port in a sandbox project,
-healthy before use, its process group stopped after (MLflow's server runs uvicorn children)."""
+healthy before use, its process group stopped after; and clients that send any body."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from custseg.errors import ServerNotUp
 from custseg.net import free_port, wait_until_answers
@@ -38,6 +40,31 @@ def running_scoring_server(project: Path, log: Path, timeout_s: float = 120.0) -
         yield url
     finally:
         stop_process(process, 30, group=True)
+
+
+def post(
+    url: str,
+    body: bytes,
+    content_type: str | None = "application/json",
+    chunked: bool = False,
+    path: str = "/invocations",
+    method: str = "POST",
+) -> tuple[int, bytes]:
+    """(status, reply bytes) of one request, whatever the status: with `content_type` None no
+    Content-Type header is sent; `chunked` sends the body without a Content-Length."""
+    address = urlsplit(url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    try:
+        if chunked:
+            pieces = (body[i : i + 65536] for i in range(0, len(body), 65536))
+            connection.request(method, path, pieces, headers, encode_chunked=True)
+        else:
+            connection.request(method, path, body, headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
 def post_json(url: str, body: bytes) -> tuple[int, dict]:
