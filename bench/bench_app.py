@@ -134,13 +134,7 @@ def slider_reruns(project: Path, reruns: int) -> tuple[list[float], list[float]]
 
 def batch(project: Path, rows: int, repeats: int = 5) -> dict[str, list[float]]:
     """Timings of each batch step over `repeats` runs on the same `rows`-row CSV."""
-    from custseg.serving.batch import (
-        BatchResult,
-        parse_batch_csv,
-        score_batch,
-        segment_counts,
-        validate_batch,
-    )
+    from custseg.serving.batch import BatchResult, score_batch, segment_counts, validate_batch
     from custseg.serving.model import (
         describe_run,
         load_model,
@@ -148,6 +142,7 @@ def batch(project: Path, rows: int, repeats: int = 5) -> dict[str, list[float]]:
         resolve_model,
         segment_labels,
     )
+    from custseg.serving.upload import parse_batch_csv
     from custseg.testing.sandbox import project_env
 
     os.environ.update(project_env(project))

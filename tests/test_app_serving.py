@@ -22,10 +22,6 @@ from sklearn.cluster import KMeans
 
 from custseg.errors import BatchError, InvalidInput, ModelNotFoundError
 from custseg.serving.batch import (
-    PLAIN_NUMBER,
-    frame_to_csv_bytes,
-    neutralise_cell,
-    parse_batch_csv,
     score_batch,
     score_csv,
     segment_counts,
@@ -38,6 +34,7 @@ from custseg.serving.charts import (
     segment_map_spec,
     with_customer,
 )
+from custseg.serving.download import frame_to_csv_bytes, neutralise_cell
 from custseg.serving.model import (
     Lineage,
     describe_run,
@@ -51,6 +48,8 @@ from custseg.serving.model import (
     resolve_model,
     segment_labels,
 )
+from custseg.serving.upload import parse_batch_csv
+from custseg.serving.validation import PLAIN_NUMBER
 
 LABELS = [f"{i} · name" for i in range(3)]
 LINEAGE_TAGS = ["data.sha256", "data.rows", "git.commit", "git.dirty"]

@@ -17,15 +17,10 @@ from sklearn.cluster import KMeans
 
 from custseg.errors import BatchError
 from custseg.features import BOUNDS, HEADER_ALIASES, INCOME, SPENDING
-from custseg.serving.batch import (
-    OUTPUT_COLUMNS,
-    neutralise_cell,
-    neutralise_texts,
-    parse_batch_csv,
-    score_csv,
-    validate_batch,
-)
+from custseg.serving.batch import OUTPUT_COLUMNS, score_csv, validate_batch
+from custseg.serving.download import neutralise_cell, neutralise_texts
 from custseg.serving.model import features_frame
+from custseg.serving.upload import parse_batch_csv
 from custseg.serving.validation import PLAIN_NUMBER
 
 LABELS = [f"{i} · name" for i in range(3)]

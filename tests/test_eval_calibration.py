@@ -109,7 +109,7 @@ def test_the_committed_replies_answer_every_calibration_question(
 ) -> None:
     """So the test above and `custseg eval calibrate` need no judge call, and the file holds
     nothing else. No model file here: a call would fail. After a change to a prompt, a metric
-    or the judge: `custseg eval calibrate --save-replies` (and the calibration table in docs/evaluation.md)."""
+    or the judge: `custseg eval calibrate --save-replies` (and the table in docs/evaluation.md)."""
     monkeypatch.setenv("CUSTSEG_MODEL_DIR", str(tmp_path / "no-model"))
     params = load_params(ROOT / PARAMS)
     bundled = make_provider(resolve_settings(params.llm))  # conftest cleared CUSTSEG_LLM_*

@@ -13,8 +13,9 @@ import ui_common
 
 from custseg.errors import BatchError
 from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
-from custseg.serving.batch import MAX_BATCH_BYTES, MAX_BATCH_ROWS, BatchResult, score_csv
+from custseg.serving.batch import BatchResult, score_csv
 from custseg.serving.charts import segment_counts_figure
+from custseg.serving.upload import MAX_BATCH_BYTES, MAX_BATCH_ROWS
 
 PREVIEW_ROWS = 20
 

@@ -195,7 +195,8 @@ def checked_features(columns: dict[str, list[Any]]) -> Any:
 
 def csv_features(body: bytes, max_bytes: int) -> Any:
     """A CSV body, read and checked exactly as batch scoring reads an upload."""
-    from custseg.serving.batch import parse_batch_csv, validate_batch
+    from custseg.serving.batch import validate_batch
+    from custseg.serving.upload import parse_batch_csv
 
     try:
         return validate_batch(parse_batch_csv(body, max_bytes=max_bytes))
