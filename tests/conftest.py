@@ -29,17 +29,30 @@ pytest_plugins = [
 LLM_FIXTURES = {"llm_model_path", "local_provider", "llm_server", "ollama_stand_in"}
 # `make test` and `make check` run two workers (pytest-xdist, --dist loadgroup). Every test that
 # needs the session's Kafka broker or the bundled LLM runs in one of them, so a session still
-# starts one broker and one model server; Spark's tests share one worker too (one JVM).
+# starts one broker and one model server; Spark's tests share one worker too (one JVM); and the
+# tests of a module that share a module fixture (a server, a built wheel) share a worker, so it
+# is built once.
 SERVICE_FIXTURES = LLM_FIXTURES | {"kafka_bootstrap"}
+
+
+def worker_group(item: pytest.Item) -> str | None:
+    """The xdist group `item` must run in, if any."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if SERVICE_FIXTURES & fixtures:
+        return "services"
+    if item.get_closest_marker("spark"):
+        return "spark"
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info else ()
+    if any(d.scope == "module" for defs in definitions for d in defs):
+        return item.module.__name__ if item.module else None
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if LLM_FIXTURES & fixtures:
+        if LLM_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.llm)
-        if SERVICE_FIXTURES & fixtures:
-            item.add_marker(pytest.mark.xdist_group("services"))
-        elif item.get_closest_marker("spark"):
-            item.add_marker(pytest.mark.xdist_group("spark"))
+        if group := worker_group(item):
+            item.add_marker(pytest.mark.xdist_group(group))
