@@ -56,3 +56,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.llm)
         if group := worker_group(item):
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(trylast=True)  # after xdist has written the groups into the test ids
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Fail at once if a group was not applied (pytest 9 ignores how xdist 3.8 writes it): the
+    workers would each start a broker and a model server, and race for them."""
+    if not session.config.getoption("loadgroup", False):
+        return
+    lost = [i.nodeid for i in session.items if worker_group(i) and "@" not in i.nodeid]
+    if lost:
+        raise pytest.UsageError(f"xdist groups not applied (e.g. {lost[0]}): check pytest-xdist")
