@@ -167,6 +167,24 @@ def test_grounding_is_the_judges_score_times_the_checks() -> None:
     assert "Check: " in judged["reason"] and "25%" in judged["reason"]
 
 
+def test_the_wrong_segment_and_a_missing_offer_fail_their_rows_with_the_reason() -> None:
+    """Issue #33's first case, scored as the stage does: "which segment has the highest mean
+    annual income? Suggest one offer", answered with the average segment and no offer."""
+    line = (ROOT / "data" / "conversations.jsonl").read_text().splitlines()[11]
+    conversation = split_conversations([line]).complete[0]
+    assert conversation["final"] == "average income · average spending"
+    scorer = Scorer(CachedJudge(RecordingProvider(), None), {k: 0.5 for k in SPECS})
+    rows = {i.metric: scorer.score(i) for i in conversation_items(conversation, 42)}
+    check, helpful = rows["grounding_check"], rows["helpfulness_final"]
+    assert check["passed"] is False and check["score"] == pytest.approx(0.5)
+    assert "claim: addresses average income · average spending (61.1 k$)" in check["reason"]
+    assert check["grounding"]["claims"] and rows["grounding"]["grounding"]["claims"]
+    assert helpful["passed"] is False and helpful["score"] == 0.0
+    assert helpful["reason"].endswith(
+        "Check: breaks the task's limits: no offer (task: Suggest one offer)"
+    )
+
+
 def test_items_are_scored_conversation_by_conversation_and_returned_in_order() -> None:
     conversations = split_conversations(SMALL.read_text().splitlines()).complete
     items = [i for c in conversations for i in conversation_items(c, 42)]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from custseg.conversation import Segment
@@ -290,6 +290,9 @@ class GroundingCheck:
     invented: list[str]  # cited but not the model's
     figures: list[str]
     wrong: list[str]  # figures the model does not have (or not the segment they are stated for)
+    # Claims the profile contradicts and segments the task asks about that are missed
+    # (custseg.evaluation.claims), one readable line each.
+    claims: list[str] = field(default_factory=list)
 
     @property
     def cited(self) -> int:
@@ -297,22 +300,27 @@ class GroundingCheck:
 
     @property
     def score(self) -> float:
-        """The share of cited names and figures that are the model's (1.0 when none cited)."""
-        bad = len(self.invented) + len(self.wrong)
-        return 1.0 if not self.cited else (self.cited - bad) / self.cited
+        """The share of cited names and figures that are the model's, each false claim counted
+        as one more wrong item (1.0 when nothing is cited or claimed)."""
+        bad = len(self.invented) + len(self.wrong) + len(self.claims)
+        total = self.cited + len(self.claims)
+        return 1.0 if not total else (total - bad) / total
 
     @property
     def passed(self) -> bool:
-        return not self.invented and not self.wrong
+        return not self.invented and not self.wrong and not self.claims
 
     def reason(self) -> str:
-        if not self.cited:
-            return "cites no segment and no segment figure"
-        parts = [f"cites {len(self.segments)} segment name(s) and {len(self.figures)} figure(s)"]
+        parts = (
+            [f"cites {len(self.segments)} segment name(s) and {len(self.figures)} figure(s)"]
+            if self.cited
+            else ["cites no segment and no segment figure"]
+        )
         if self.invented:
             parts.append("not the model's segments: " + "; ".join(self.invented))
         if self.wrong:
             parts.append("figures not the model's: " + "; ".join(self.wrong))
+        parts += [f"claim: {claim}" for claim in self.claims]
         return ". ".join(parts)
 
 
@@ -321,7 +329,9 @@ def _shown(value: float) -> str:
 
 
 def check_grounding(answer: str, task: str, segments: Sequence[Segment]) -> GroundingCheck:
-    """Check `answer`'s segment names and figures against the model's `segments`."""
+    """Check `answer`'s segment names and figures against the model's `segments` (the
+    claims too: `custseg.evaluation.claims.check_answer`)."""
+
     by_key: dict[tuple[str, str], Segment] = {}
     for segment in segments:
         if (key := segment_key(segment.name)) is not None:

@@ -26,6 +26,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from custseg.evaluation.asks import missing, task_asks
 from custseg.evaluation.grounding import COUNT_WORDS, count_value
 
 _COUNT = rf"(?P<n>\d{{1,3}}(?:,\d{{3}})*|{'|'.join(COUNT_WORDS)}|a\s+single|single)"
@@ -166,12 +167,16 @@ class LimitsCheck:
 
 
 def check_limits(answer: str, task: str) -> LimitsCheck:
-    """Check `answer` against each limit `task` sets."""
+    """Check `answer` against each limit `task` sets and each count or part it asks for."""
     limits, broken = task_limits(task), []
+    asks = task_asks(task)
+    for ask in asks:
+        if (lacks := missing(answer, ask)) is not None:
+            broken.append(f"{lacks} (task: {ask.written})")
     for limit in limits:
         used = limit.measure(answer)
         slack = 0.005 if limit.unit == "budget" else 0.0  # rounding in a split ("33.3%")
         if used > limit.at_most * (1 + slack):
             unit = "of the budget" if limit.unit == "budget" else limit.unit
             broken.append(f"{_shown(used)} {unit} (task: {limit.written})")
-    return LimitsCheck([limit.written for limit in limits], broken)
+    return LimitsCheck([limit.written for limit in limits] + [ask.written for ask in asks], broken)

@@ -12,7 +12,8 @@ from typing import Any
 
 from custseg.config import Params
 from custseg.conversation import GroundedIn
-from custseg.evaluation.grounding import GroundingCheck, check_grounding
+from custseg.evaluation.claims import check_answer
+from custseg.evaluation.grounding import GroundingCheck
 from custseg.evaluation.items import Item, pairwise_text, scoring_order, swapped
 from custseg.evaluation.judge import CachedJudge, shown_reason
 from custseg.evaluation.judge_cache import JudgeCache, cache_dir, read_seed
@@ -108,6 +109,7 @@ class Scorer:
             "grounding": None,
         }
         started = time.perf_counter()
+        kept = True  # the task's limits and asks, where the metric checks them
         try:
             if item.answers is not None:
                 score, judge_score, reason, latency = self._improvement(item)
@@ -119,21 +121,21 @@ class Scorer:
                     reason = plan_reason(reason)
                 elif METRICS[item.metric] == "helpfulness":
                     score, limits = self._helpfulness(item.task, item.output)
-                    reason = with_check(reason, limits.reason())
+                    reason, kept = with_check(reason, limits.reason()), limits.passed
         except Exception as error:  # an LLMError, bad JSON, a timeout: this item only
             row["error"] = " ".join(f"{type(error).__name__}: {error}".split())[:500]
             row["latency_s"] = round(time.perf_counter() - started, 3)
             return row
         if item.metric == "grounding":  # the judge's view, scaled by what the check found
             assert item.grounding is not None
-            check = check_grounding(item.output, item.task, item.grounding.segments)
+            check = check_answer(item.output, item.task, item.grounding.segments)
             score *= check.score
             row["grounding"] = check_details(item.grounding, check)
             reason = with_check(reason, "" if check.passed else check.reason())
         row.update(
             score=round(score, 6),
             judge_score=round(judge_score, 6),
-            passed=score >= threshold,
+            passed=score >= threshold and kept,  # a broken limit or a missed ask fails it
             reason=reason,
             # The original calls' judge time, also when answered from the cache (deterministic).
             latency_s=round(latency, 3),
@@ -187,7 +189,7 @@ class Scorer:
 def checked_row(item: Item) -> dict[str, Any]:
     """The grounding check's row: no judge, a score and a reason all the same."""
     assert item.grounding is not None
-    check = check_grounding(item.output, item.task, item.grounding.segments)
+    check = check_answer(item.output, item.task, item.grounding.segments)
     return {
         "correlation_id": item.item_id,
         "metric": item.metric,
@@ -213,6 +215,7 @@ def check_details(grounding: GroundedIn, check: GroundingCheck) -> dict[str, Any
         "invented": check.invented,
         "figures": check.figures,
         "wrong": check.wrong,
+        "claims": check.claims,
     }
 
 

@@ -1,0 +1,164 @@
+"""What a task asks the answer to give, checked with no judge: how many items ("three email
+subject lines", "two sentences", "three metrics") and that each asked part is there ("suggest
+one offer" → an offer; "how many customers" → a number).
+
+Counting, generous so a correct answer is never failed: lines-like items (subject lines,
+headlines, slogans) are the most of the answer's non-empty lines, list items, inline numbers
+("1. … 2. …") and quoted strings; sentences are split at . ! ? and line ends; other items
+(metrics, ideas, tips) are counted only in a list (2+ bulleted or numbered lines, or inline
+numbers), never in prose. Too few is a finding; too many only when the answer numbers its
+items past the count ("4." of three). Not read: counts per item ("one sentence per segment")
+and counts of segments (custseg.evaluation.claims checks those against the profile).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from custseg.evaluation.grounding import COUNT_WORDS, count_value
+
+_N = rf"(?P<n>\d{{1,2}}|{'|'.join(COUNT_WORDS)})"
+_VERB = (
+    r"(?:write|suggest|give|list|propose|draft|name|provide|outline|recommend|share|create|"
+    r"craft|come\s+up\s+with|send)"
+)
+_COUNT_ASK = (
+    re.compile(
+        rf"\b{_VERB}\s+(?:me\s+|us\s+)?(?:exactly\s+|only\s+)?{_N}\s+"
+        r"(?P<what>[^\W\d_][\w-]*(?:\s+[^\W\d_][\w-]*){0,2})",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        rf"\bin\s+(?:exactly\s+)?{_N}\s+(?P<what>sentences?|lines?|bullets?|"
+        r"bullet\s+points?)\b(?!\s+(?:per|each|for\s+each)\b)",
+        re.IGNORECASE,
+    ),
+)
+# Not a count of the answer's items: "one sentence per segment", "two lines for each offer".
+_PER_ITEM = re.compile(r"\s+(?:per|each|for\s+each|for\s+every|a|an|every)\b", re.I)
+_LINES = re.compile(r"\b(?:lines?|headlines?|taglines?|slogans?|titles?|tweets?)$", re.I)
+_SENTENCES = re.compile(r"^sentences?$", re.IGNORECASE)
+# Counted elsewhere, or not items: segments (claims), words/characters/paragraphs (limits).
+_NOT_ITEMS = re.compile(
+    r"(?:segments?|clusters?|groups?|words?|char(?:acter)?s?|paragraphs?|times?|days?|weeks?|"
+    r"months?|years?|customers?|percent|k)$",
+    re.IGNORECASE,
+)
+_LIST_ITEM = re.compile(r"^[ \t]{0,3}(?:[-*•]|\d{1,2}[.)])[ \t]+\S", re.MULTILINE)
+_INLINE_NUMBER = re.compile(r"(?:^|\s)(?P<n>\d{1,2})[.)]\s+(?=\S)")
+_QUOTED = re.compile(r"(?<!\w)[\"“][^\"“”\n]{3,}[\"”]")
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
+# Parts a task asks for and words any answer giving them has.
+PARTS = (
+    (
+        "an offer",
+        re.compile(
+            rf"\b(?:{_VERB}|make|design)\s+(?:(?:one|an?|a\s+single|exactly\s+one|some)\s+)?"
+            r"(?:[\w-]+\s+){0,2}?offers?\b|\bwhat\s+(?:should|could|can|would)\s+we\s+offer\b",
+            re.IGNORECASE,
+        ),
+        re.compile(
+            r"offer|discount|%|percent|voucher|coupon|reward|free|perk|deal|access|program|"
+            r"invit|bundle|gift|points|loyalty|member|trial|upgrade|cashback|cash\s+back|event|"
+            r"evening|preview|sale|promot|promo|subscription|service|package|bonus|credit|"
+            r"exclusive|premium|luxury|product|personal|tier|vip|early|delivery|shipping",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "a number",
+        re.compile(
+            r"\bhow\s+many\b|\bwhat\s+(?:share|percentage|proportion|is\s+(?:their|its|the)\s+"
+            r"(?:mean|average))\b",
+            re.IGNORECASE,
+        ),
+        re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|half)\b", re.I),
+    ),
+)
+
+
+def _plural(word: str) -> bool:
+    return word.lower().endswith("s") and not word.lower().endswith("ss")
+
+
+@dataclass(frozen=True)
+class Ask:
+    what: str  # "items", "lines", "sentences" or a part ("an offer")
+    n: int  # how many (1 for a part)
+    written: str  # as the task states it
+
+
+def _count_ask(match: re.Match) -> Ask | None:
+    """The count a `_COUNT_ASK` match asks for, if it is a count of items."""
+    n, words = count_value(match["n"]), match["what"].split()
+    # The thing counted: the first plural word ("three email subject lines"); of one, only a
+    # line or a sentence ("one subject line"), anything else is a part (PARTS).
+    if n > 1:
+        at = next((i for i, w in enumerate(words) if _plural(w)), None)
+    else:
+        at = next((i for i, w in enumerate(words) if _LINES.search(w) or _SENTENCES.match(w)), None)
+    if at is None or n > 12 or _NOT_ITEMS.search(words[at]) or (n == 1 and _plural(words[at])):
+        return None
+    noun = " ".join(words[: at + 1])
+    noun_end = match.start("what") + list(re.finditer(r"\S+", match["what"]))[at].end()
+    if _PER_ITEM.match(match.string, noun_end):
+        return None
+    if _LINES.search(noun):
+        kind = "lines"
+    elif _SENTENCES.match(words[at]):
+        kind = "sentences"
+    elif n > 1:
+        kind = "items"
+    else:
+        return None  # "one offer": a part (PARTS), not a count
+    said = match.group(0)[: match.start("what") - match.start()] + noun
+    return Ask(kind, n, " ".join(said.split()))
+
+
+def task_asks(task: str) -> list[Ask]:
+    """What `task` asks the answer to give: counts of items and parts."""
+    asks = []
+    for pattern in _COUNT_ASK:
+        for match in pattern.finditer(task):
+            if (ask := _count_ask(match)) is not None:
+                asks.append(ask)
+    for what, asked, _ in PARTS:
+        if found := asked.search(task):
+            asks.append(Ask(what, 1, " ".join(found.group(0).split())))
+    return asks
+
+
+def counted(answer: str, kind: str) -> tuple[int, int] | None:
+    """(at most, at least) how many `kind` the answer gives: the generous and the strict
+    count; None when it cannot be counted (items in prose)."""
+    text = answer.strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    listed = len(_LIST_ITEM.findall(text))
+    inline = [int(m["n"]) for m in _INLINE_NUMBER.finditer(text)]
+    numbered = len(inline) if inline[:2] == [1, 2] else 0
+    strict = max(inline) if numbered else 0
+    if kind == "sentences":
+        pieces = [p for line in lines for p in _SENTENCE_END.split(line) if p.strip()]
+        return len(pieces), strict
+    if kind == "lines":
+        return max(len(lines), listed, numbered, len(_QUOTED.findall(text))), strict
+    if max(listed, numbered) < 2:
+        return None
+    return max(listed, numbered, len(lines)), strict
+
+
+def missing(answer: str, ask: Ask) -> str | None:
+    """What the answer lacks or overdoes of `ask`, as one line (None when it keeps it)."""
+    for what, _, gives in PARTS:
+        if ask.what == what:
+            return None if gives.search(answer) else f"no {what.split()[-1]}"
+    found = counted(answer, ask.what)
+    if found is None:
+        return None
+    most, least = found
+    if most < ask.n:
+        return f"gives {most} {ask.what.removesuffix('s')}(s)"
+    if least > ask.n:
+        return f"numbered up to {least}"
+    return None

@@ -1,0 +1,333 @@
+"""Claim checks with no judge (#33 item 1): superlatives, comparisons and rankings about
+segments against the profile, the segment the task is about, and the counts and parts the task
+asks for. Generated profiles (2-8 segments) and sentences: true ones pass, false ones are caught;
+then the agents' own conversations and the calibration set's good answers (no false alarm)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import msgspec
+import pytest
+import yaml
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from custseg.conversation import Segment
+from custseg.evaluation.asks import task_asks
+from custseg.evaluation.claims import check_answer, check_claims, ranked
+from custseg.evaluation.grounding import COUNT_WORDS, TOLERANCE
+from custseg.evaluation.items import grounded_in
+from custseg.evaluation.limits import check_limits
+from tests.fixtures.project import ROOT
+
+LEVELS = ("low", "average", "high")
+WRITINGS = (
+    "{i} income · {s} spending",
+    "the {i}-income, {s}-spending customers",
+    "{i} income and {s} spending",
+    "the '{i} income · {s} spending' segment",
+)
+TASK = "Tell the store managers about our customers."
+
+
+@st.composite
+def profiles(draw, min_size: int = 2) -> list[Segment]:
+    """2-8 segments with distinct names from the pipeline's vocabulary, random sizes and means."""
+    pairs = draw(
+        st.lists(st.sampled_from(list(itertools.product(LEVELS, LEVELS))), min_size=min_size,
+                 max_size=8, unique=True)
+    )  # fmt: skip
+    sizes = draw(st.lists(st.integers(5, 400), min_size=len(pairs), max_size=len(pairs)))
+    return [
+        Segment(
+            id=n,
+            name=f"{i} income · {s} spending",
+            size=size,
+            share=size / sum(sizes),
+            mean_income=draw(st.floats(15, 140).map(lambda v: round(v, 1))),
+            mean_spending=draw(st.floats(1, 99).map(lambda v: round(v, 1))),
+        )
+        for n, ((i, s), size) in enumerate(zip(pairs, sizes, strict=True))
+    ]
+
+
+def said(segment: Segment, template: str) -> str:
+    i, s = segment.name.replace(" income ·", "").replace(" spending", "").split()
+    return template.format(i=i, s=s)
+
+
+def value(segment: Segment, field: str) -> float:
+    return float(getattr(segment, field))
+
+
+# A superlative sentence per (field, highest?), about one segment {a}.
+SUPERLATIVES = {
+    ("mean_income", True): (
+        "{a} has the highest mean annual income.",
+        "The segment with the highest mean annual income is {a}.",
+        "{a} earns the most.",
+    ),
+    ("mean_income", False): ("{a} has the lowest average income.",),
+    ("mean_spending", True): ("{a} spends the most.", "{a} has the highest spending score."),
+    ("mean_spending", False): (
+        "The segment with the lowest mean spending score is {a}.",
+        "{a} are the lowest spenders.",
+    ),
+    ("size", True): ("The largest segment is {a}.", "{a} has the most customers."),
+    ("size", False): ("{a} is the smallest segment.", "{a} has the fewest customers."),
+}
+
+
+@settings(max_examples=200)
+@given(profile=profiles(), data=st.data())
+def test_a_true_superlative_passes_and_a_false_one_is_caught(profile, data) -> None:
+    (field, highest) = data.draw(st.sampled_from(sorted(SUPERLATIVES)))
+    sentence = data.draw(st.sampled_from(SUPERLATIVES[field, highest]))
+    writing = data.draw(st.sampled_from(WRITINGS))
+    order = ranked(profile, field, highest)
+    true = sentence.format(a=said(order[0], writing))
+    assert check_claims(true, TASK, profile) == [], true
+    other = data.draw(st.sampled_from(order[1:]))
+    assume(abs(value(other, field) - value(order[0], field)) > TOLERANCE[field])
+    false = f"Good news. {sentence.format(a=said(other, writing))} Act on it."
+    (finding,) = check_claims(false, TASK, profile)
+    assert other.name in finding and order[0].name in finding, finding
+
+
+@settings(max_examples=150)
+@given(profile=profiles(min_size=3), data=st.data())
+def test_the_two_that_most_or_least_are_the_top_or_bottom_two(profile, data) -> None:
+    field = data.draw(st.sampled_from(["mean_income", "mean_spending"]))
+    highest = data.draw(st.booleans())
+    word = {"mean_income": "mean annual incomes", "mean_spending": "spending scores"}[field]
+    top = "highest" if highest else "lowest"
+    form = data.draw(
+        st.sampled_from(
+            [
+                f"The two segments with the {top} {word} are {{a}} and {{b}}.",
+                f"Send the flyer to {{a}} and {{b}}. These segments have the {top} {word}.",
+            ]
+        )
+    )
+    order = ranked(profile, field, highest)
+    a, b = data.draw(st.permutations(order[:2]))
+    assert check_claims(form.format(a=a.name, b=b.name), TASK, profile) == []
+    outsider = data.draw(st.sampled_from(order[2:]))
+    assume(abs(value(outsider, field) - value(order[1], field)) > TOLERANCE[field])
+    wrong = form.format(a=a.name, b=outsider.name)
+    (finding,) = check_claims(wrong, TASK, profile)
+    assert f"the {top}" in finding and outsider.name in finding, finding
+
+
+@settings(max_examples=150)
+@given(profile=profiles(), data=st.data())
+def test_a_comparison_holds_only_when_the_figures_say_so(profile, data) -> None:
+    a, b = data.draw(st.permutations(profile))[:2]
+    field, sentence = data.draw(
+        st.sampled_from(
+            [
+                ("mean_income", "{a} has a higher mean annual income than {b}."),
+                ("mean_spending", "{a} has a higher spending score than {b}."),
+                ("mean_spending", "{a} spends more than {b}."),
+                ("size", "{a} has more customers than {b}."),
+            ]
+        )
+    )
+    assume(abs(value(a, field) - value(b, field)) > TOLERANCE[field])
+    findings = check_claims(sentence.format(a=a.name, b=b.name), TASK, profile)
+    assert (findings == []) == (value(a, field) > value(b, field)), findings
+
+
+@settings(max_examples=100)
+@given(profile=profiles(min_size=3), data=st.data())
+def test_a_ranking_place_is_checked(profile, data) -> None:
+    order = ranked(profile, "size", True)
+    assert check_claims(f"{order[1].name} is the second-largest segment.", TASK, profile) == []
+    other = data.draw(st.sampled_from([order[0], *order[2:]]))
+    assume(abs(value(other, "size") - value(order[1], "size")) > TOLERANCE["size"])
+    (finding,) = check_claims(f"{other.name} is the second-largest segment.", TASK, profile)
+    assert "second-highest size" in finding
+
+
+@settings(max_examples=150)
+@given(profile=profiles(), data=st.data())
+def test_the_answer_must_address_the_segment_the_task_asks_for(profile, data) -> None:
+    field, words = data.draw(
+        st.sampled_from([("mean_income", "the highest mean annual income"),
+                         ("size", "the most customers"),
+                         ("mean_spending", "the lowest mean spending score")])
+    )  # fmt: skip
+    task = f"Which segment has {words}? Suggest one offer for it."
+    order = ranked(profile, field, "lowest" not in words)
+    right = f"{order[0].name}: offer them early access to the new collection."
+    assert check_claims(right, task, profile) == []
+    other = data.draw(st.sampled_from(order[1:]))
+    assume(abs(value(other, field) - value(order[0], field)) > TOLERANCE[field])
+    (finding,) = check_claims(right.replace(order[0].name, other.name), task, profile)
+    assert finding.startswith(f"addresses {other.name}") and order[0].name in finding
+    # Loose wording is not read as a name (silent); no segment at all is a finding.
+    assert check_claims("Offer the high-income shoppers early access.", task, profile) == []
+    assert check_claims("Offer early access.", task, profile) == [
+        "names no segment; the task asks which"
+    ]
+    named = data.draw(st.sampled_from(profile))
+    asked = f'Propose a loyalty offer for the "{named.name}" segment.'
+    assert check_claims(f"Give {named.name} a free gift.", asked, profile) == []
+    for another in (s for s in profile if s != named):
+        (finding,) = check_claims(f"Give {another.name} a free gift.", asked, profile)
+        assert "the task is about" in finding and named.name in finding
+
+
+@settings(max_examples=100)
+@given(profile=profiles(), data=st.data())
+def test_all_the_segments_a_task_asks_about_are_covered(profile, data) -> None:
+    k = len(profile)
+    task = f"Draft a brief explaining what the {COUNT_WORDS[k - 1]} customer segments mean."
+    named = data.draw(st.lists(st.sampled_from(profile), min_size=1, unique=True))
+    answer = " ".join(f"{s.name} is one kind of shopper." for s in named)
+    findings = check_claims(answer, task, profile)
+    assert (findings == []) == (len(named) == k), findings
+    if findings:
+        assert findings[0].startswith(f"covers {len(named)} of the {k} segments")
+
+
+def test_the_customer_a_task_describes_falls_in_the_nearest_segment() -> None:
+    profile = conversation(13)["profile"]
+    task = conversation(13)["task"]  # earns 85k$, spending score 20
+    assert check_claims("The high income · low spending segment.", task, profile) == []
+    (finding,) = check_claims("The high income · high spending segment.", task, profile)
+    assert "nearest: high income · low spending" in finding
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "It is not true that {a} has the highest mean annual income.",
+        "Which segment has the highest mean annual income, {a}?",
+        "{a} is one of the segments with the highest mean annual income.",
+        "If {a} had the highest mean annual income, we would upsell.",
+        "{a} has the highest mean annual income among the low spenders.",
+        "Most customers in {a} like the app.",
+    ],
+)
+def test_a_sentence_the_check_cannot_read_stays_silent(sentence) -> None:
+    profile = conversation(11)["profile"]
+    lowest = ranked(profile, "mean_income", False)[0]
+    assert check_claims(sentence.format(a=lowest.name), TASK, profile) == []
+
+
+# --- counts and parts the task asks for (limits) -------------------------------------------------
+
+SUBJECTS = [
+    "Fresh styles, kind prices",
+    "Your new favourite, for less",
+    "Style that fits the budget",
+    "New in: smart buys",
+    "Looks you love, prices you like",
+]
+
+
+@settings(max_examples=150)
+@given(n=st.integers(1, 5), m=st.integers(1, 5), data=st.data())
+def test_too_few_lines_sentences_or_listed_items_break_the_ask(n, m, data) -> None:
+    word = COUNT_WORDS[n - 1]
+    kind = data.draw(st.sampled_from(["lines", "sentences", "items"]))
+    form = "{t}"
+    if kind == "lines":
+        task = f"Write {word} email subject line{'s' * (n > 1)} for the launch."
+        form = data.draw(st.sampled_from(["{t}", '"{t}"', "{i}. {t}", "- {t}"]))
+        answer = "\n".join(form.format(t=t, i=i) for i, t in enumerate(SUBJECTS[:m], 1))
+    elif kind == "sentences":
+        task = f"Explain the segments in {word} sentence{'s' * (n > 1)}."
+        answer = " ".join(f"{t}." for t in SUBJECTS[:m])
+    else:
+        assume(n > 1 and m > 1)
+        task = f"Suggest {word} metrics to track the promotion."
+        answer = "\n".join(f"- {t}" for t in SUBJECTS[:m])
+    check = check_limits(answer, task)
+    numbered_past = form.startswith("{i}.") and m > n  # "3." of two: too many
+    assert check.passed == (m >= n and not numbered_past), (task, answer, check)
+    if m < n:
+        assert check.broken == [f"gives {m} {kind.removesuffix('s')}(s) (task: {check.limits[0]})"]
+
+
+def test_items_in_prose_are_not_counted_and_numbered_past_the_count_are() -> None:
+    task = "Suggest three metrics to track the promotion."
+    assert check_limits("Track the visits and the basket size.", task).passed  # prose: silent
+    listed = "1. Visits\n2. Basket size\n3. Repeat rate\n4. Returns"
+    assert check_limits(listed, task).broken == ["numbered up to 4 (task: Suggest three metrics)"]
+    assert task_asks("Write one sentence per segment.") == []
+
+
+@pytest.mark.parametrize(
+    ("task", "good", "bad"),
+    [
+        ("Suggest one offer for them.", "A free personal-shopper session.", "The high spenders."),
+        ("What should we offer them?", "Early access to the sale.", "They are a segment."),
+        ("How many customers are in it?", "There are 34 customers.", "Quite a few."),
+    ],
+)
+def test_a_part_the_task_asks_for_must_be_there(task, good, bad) -> None:
+    assert check_limits(good, task).passed
+    assert not check_limits(bad, task).passed
+
+
+# --- the agents' own conversations and the calibration set ---------------------------------------
+
+
+def conversation(index: int) -> dict:
+    line = (ROOT / "data" / "conversations.jsonl").read_text().splitlines()[index]
+    record = json.loads(line)
+    grounding = grounded_in(record)
+    assert grounding is not None
+    return {**record, "profile": grounding.segments}
+
+
+# Issue #33's Why: the finals that are wrong, and what the checks say about each.
+WRONG_FINALS = {
+    1: ("limits", "gives 1 line(s) (task: Write three email subject lines)"),
+    2: ("claims", "have the highest mean spending score; they are high income · high spending"),
+    11: ("claims", "the task asks for the highest mean income: high income · high spending"),
+    12: ("claims", "covers 2 of the 5 segments the task asks about"),
+    13: ("claims", "names no segment; the task asks which"),
+}
+
+
+def test_the_wrong_committed_finals_fail_with_the_right_reason() -> None:
+    for index, (check, expected) in WRONG_FINALS.items():
+        c = conversation(index)
+        if check == "claims":
+            found = check_answer(c["final"], c["task"], c["profile"])
+        else:
+            found = check_limits(c["final"], c["task"])
+        assert not found.passed and expected in found.reason(), (index, found.reason())
+    eleven = conversation(11)
+    assert "no offer" in check_limits(eleven["final"], eleven["task"]).reason()
+
+
+def test_no_false_alarm_on_the_committed_conversations_good_answers() -> None:
+    lines = (ROOT / "data" / "conversations.jsonl").read_text().splitlines()
+    for index in range(len(lines)):
+        c = conversation(index)
+        if index in WRONG_FINALS:
+            continue
+        found = check_answer(c["final"], c["task"], c["profile"])
+        assert found.passed, (index, found.reason())
+        # The SMS over 160 characters was already a broken limit; nothing else is.
+        broken = check_limits(c["final"], c["task"]).broken
+        assert all("characters" in b for b in broken), (index, broken)
+
+
+def test_no_false_alarm_on_the_calibration_sets_good_answers() -> None:
+    calibration = yaml.safe_load((ROOT / "eval" / "calibration.yaml").read_text())
+    profile = msgspec.convert(calibration["profile"]["segments"], list[Segment])
+    caught = 0
+    for section in ("helpfulness", "grounding", "improvement"):
+        for pair in calibration[section]:
+            assert check_claims(pair["good"], pair["task"], profile) == [], pair["good"]
+            assert check_limits(pair["good"], pair["task"]).passed, pair["good"]
+            bad = check_claims(pair["bad"], pair["task"], profile)
+            caught += bool(bad) or not check_limits(pair["bad"], pair["task"]).passed
+    assert caught >= 15  # and they catch bad ones (17 when written)
