@@ -15,8 +15,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from custseg.conversation import Segment
+from custseg.evaluation.addressed import check_answer, check_claims
 from custseg.evaluation.asks import task_asks
-from custseg.evaluation.claims import check_answer, check_claims, ranked
+from custseg.evaluation.claims import ranked
 from custseg.evaluation.grounding import COUNT_WORDS, TOLERANCE
 from custseg.evaluation.items import grounded_in
 from custseg.evaluation.limits import check_limits
@@ -148,7 +149,43 @@ def test_a_ranking_place_is_checked(profile, data) -> None:
     other = data.draw(st.sampled_from([order[0], *order[2:]]))
     assume(abs(value(other, "size") - value(order[1], "size")) > TOLERANCE["size"])
     (finding,) = check_claims(f"{other.name} is the second-largest segment.", TASK, profile)
-    assert "second-highest size" in finding
+    assert "second-highest number of customers" in finding
+
+
+@settings(max_examples=150)
+@given(profile=profiles(min_size=3), data=st.data())
+def test_a_ranking_holds_only_in_the_figures_order(profile, data) -> None:
+    field, words = data.draw(
+        st.sampled_from([("mean_income", "mean annual income"), ("size", "customers"),
+                         ("mean_spending", "spending score")])
+    )  # fmt: skip
+    highest = data.draw(st.booleans())
+    head = data.draw(
+        st.sampled_from(
+            [
+                f"Ranked by {words}, {'highest' if highest else 'lowest'} first: {{names}}.",
+                f"From {'highest to lowest' if highest else 'lowest to highest'} {words}:\n"
+                "{lines}\n\nThat is all.",
+            ]
+        )
+    )
+    named = data.draw(st.lists(st.sampled_from(profile), min_size=2, max_size=4, unique=True))
+    order = sorted(named, key=lambda s: value(s, field), reverse=highest)
+    tol = TOLERANCE[field]
+
+    def written(group: list[Segment]) -> str:
+        lines = "\n".join(f"{n}. {s.name} ({value(s, field):g})" for n, s in enumerate(group, 1))
+        return head.format(names=", ".join(s.name for s in group), lines=lines)
+
+    assert check_claims(written(order), TASK, profile) == []
+    shuffled = data.draw(st.permutations(named))
+    sign = 1 if highest else -1
+    in_order = all(sign * (value(a, field) - value(b, field)) >= -tol
+                   for a, b in itertools.pairwise(shuffled))  # fmt: skip
+    findings = check_claims(written(list(shuffled)), TASK, profile)
+    assert (findings == []) == in_order, findings
+    if findings:
+        assert findings[0].startswith("ranks ") and "the order is" in findings[0]
 
 
 @settings(max_examples=150)
@@ -210,6 +247,9 @@ def test_the_customer_a_task_describes_falls_in_the_nearest_segment() -> None:
         "If {a} had the highest mean annual income, we would upsell.",
         "{a} has the highest mean annual income among the low spenders.",
         "Most customers in {a} like the app.",
+        "Give {a} the largest share of the budget.",
+        "{a} is the top segment for this launch.",
+        "{a} has the highest mean annual income of the low-income segments.",
     ],
 )
 def test_a_sentence_the_check_cannot_read_stays_silent(sentence) -> None:

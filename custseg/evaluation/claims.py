@@ -5,12 +5,10 @@
   spending scores" (of the names in the sentence before), "X is the second-largest segment".
   The segments stated must be the top (bottom) ones of that figure, as many as are named.
 - Comparisons: "X has a higher mean income than Y", "X spends more than Y".
-- The segment the task is about: the one it names ("... for the "high income · low spending"
-  segment"), the one it asks for ("Which segment has the highest mean annual income?"), or the
-  one a customer it describes falls in ("earns 85k$ a year and has a spending score of 20",
-  when one segment's means are clearly the nearest). An answer that names segments must name it.
-- How many segments the task asks for: "which two segments" (at least two named), "the five
-  segments" / "all segments" (all of the model's, when it has that many).
+- Rankings: "ranked by mean income: X, Y, Z", "from highest to lowest spending: X, Y, Z" (the
+  names in the order written must be in that order, up to rounding).
+
+Which segment the answer addresses is custseg.evaluation.addressed's.
 
 Precision first: a sentence the checks cannot read stays silent. Not read: questions, negations
 and hedges ("not the highest", "one of the highest", "if"), superlatives within a group ("the
@@ -19,30 +17,27 @@ highest income among the low spenders"), and a pronoun with no segment named bef
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import math
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from custseg.conversation import Segment
 from custseg.evaluation.grounding import (
     _CLAUSE_END,
-    _LEVEL_WORDING,
     COUNT_WORDS,
     TOLERANCE,
     CitedName,
-    GroundingCheck,
-    check_grounding,
-    count_value,
     name_spans,
     segment_key,
 )
 
 Key = tuple[str, str]
 # A figure a claim ranks segments by: the profile's field and how it is said.
-SAID = {"mean_income": "mean income", "mean_spending": "mean spending score", "size": "size"}
+SAID = {
+    "mean_income": "mean income",
+    "mean_spending": "mean spending score",
+    "size": "number of customers",
+}
 UNIT = {"mean_income": " k$", "mean_spending": "", "size": " customers"}
 _N = rf"(?:\d{{1,2}}|{'|'.join(COUNT_WORDS)})"
 _INCOME = r"(?:(?:mean|average)\s+)?(?:annual\s+)?(?:incomes?|earners?|earnings)"
@@ -50,7 +45,8 @@ _SPENDING = r"(?:(?:mean|average)\s+)?(?:spending(?:\s+scores?)?|spenders?|spend
 _SIZE = r"(?:customers|clients|shoppers|share|(?:customer\s+)?(?:segments?|groups?|base))"
 _HIGH = r"highest|largest|biggest|greatest|most|top"
 _LOW = r"lowest|smallest|least|fewest"
-_ATTR = rf"(?P<attr>{_INCOME}|{_SPENDING}|{_SIZE})"
+_FIGURE = rf"{_INCOME}|{_SPENDING}|{_SIZE}"
+_ATTR = rf"(?P<attr>{_FIGURE})"
 _SUPERLATIVE = re.compile(
     rf"\bthe\s+(?:(?P<k>{_N})\s+)?(?:(?P<rank>second|third)[- ])?(?P<dir>{_HIGH}|{_LOW})[- ]{_ATTR}"
     rf"(?:\s+and\s+(?:the\s+)?(?:(?:{_HIGH}|{_LOW})\s+)?(?P<attr2>{_INCOME}|{_SPENDING}))?\b"
@@ -70,24 +66,25 @@ _HEDGE = re.compile(
 )
 # A superlative within a group, not over all segments ("the highest income among the ...").
 _WITHIN = re.compile(
-    r"^\s*(?:scores?\s+)?(?:among|of\s+the|within|in\s+(?:its|their|the|this|that)|except|"
-    r"besides|other\s+than|apart\s+from|after|outside|for\s+(?:its|their|a|an))\b",
+    r"\s*(?:scores?\s+)?(?:among|of\s+(?!all\b|[\d$€£])|within|"
+    r"in\s+(?:its|their|the|this|that)|except|besides|other\s+than|apart\s+from|after|"
+    r"outside|for\s+(?:its|their|a|an))\b",
     re.IGNORECASE,
 )
 _PRONOUN = re.compile(r"\b(?:these|those|both|they|this\s+segment|the\s+two|it)\b", re.IGNORECASE)
-# Parts of a sentence that make separate claims ("A ..., while B ...").
-_CONTRAST = re.compile(r",?\s+(?:while|whereas|but)\b|,\s+and\s+(?=the\b)", re.IGNORECASE)
-_TASK_ASKS = re.compile(rf"\bwhich\s+(?:(?P<n>{_N})\s+)?(?:customer\s+)?segments?\b", re.I)
-_ALL_SEGMENTS = re.compile(
-    rf"\b(?:(?:all|across|of|explaining|describe|covering)\s+)?the\s+(?P<n>{_N})\s+"
-    r"(?:customer\s+)?segments\b|\ball\s+(?:the\s+|our\s+)?(?:customer\s+)?segments\b",
+_SIZE_WORDS = ("larger", "bigger", "smaller")
+# A ranking: "ranked by mean income: A, B, C", "from highest to lowest spending: A, B, C".
+_RANKING = re.compile(
+    rf"\b(?:ranked|ordered|sorted|in\s+order)\s+(?:by|of)\s+(?:their\s+|the\s+)?{_ATTR}"
+    rf"(?:\s*,?\s*\(?(?P<first>{_HIGH}|{_LOW})\s+first\b)?"
+    rf"|\bfrom\s+(?:the\s+)?(?P<from>{_HIGH}|{_LOW})(?:[- ](?P<attr_a>{_FIGURE}))?"
+    rf"\s+to\s+(?:the\s+)?(?:{_HIGH}|{_LOW})(?:[- ](?P<attr_b>{_FIGURE}))?",
     re.IGNORECASE,
 )
-_CUSTOMER_INCOME = re.compile(r"\bearns?\s+\$?(?P<v>\d+(?:\.\d+)?)\s?k\b", re.IGNORECASE)
-_CUSTOMER_SPENDING = re.compile(r"\bspending\s+score\s+(?:of\s+|is\s+)?(?P<v>\d+)\b", re.I)
-_SIZE_WORDS = ("larger", "bigger", "smaller")
-# A customer is placed in a segment only when its means are clearly the nearest.
-CLEARLY_NEAREST = 0.6
+_ASCENDING = re.compile(r"\bascending\b", re.IGNORECASE)
+_PARAGRAPH_END = re.compile(r"\n\s*\n")
+# Parts of a sentence that make separate claims ("A ..., while B ...").
+_CONTRAST = re.compile(r",?\s+(?:while|whereas|but)\b|,\s+and\s+(?=the\b)", re.IGNORECASE)
 
 
 def _field(attr: str) -> str:
@@ -187,6 +184,8 @@ def _superlative_findings(
                 if found:
                     findings.append(found)
             findings += _comparison_findings(text, part_start, part_end, names, by_key)
+        if readable and (ranking := _RANKING.search(text, start, end)):
+            findings += _ranking_findings(text, ranking, end, spans, by_key)
         if in_sentence:
             previous = in_sentence
     return findings
@@ -199,8 +198,10 @@ def _claim_finding(
     by_key: dict[Key, Segment],
     segments: Sequence[Segment],
 ) -> str | None:
-    if _WITHIN.match(text, phrase.end()):
-        return None
+    if _WITHIN.match(text, phrase.end()) or (
+        (phrase["dir"] or "").lower() == "top" and _field(phrase["attr"]) == "size"
+    ):
+        return None  # within a group; "the top segment" (best, not largest)
     keys = list(dict.fromkeys(n.key for n in names))
     if not keys or any(k not in by_key for k in keys):
         return None  # no subject, or one the grounding check flags already
@@ -225,6 +226,45 @@ def _claim_finding(
                 f"{_named(order, field)}"
             )
     return None
+
+
+def _ranking_findings(
+    text: str, ranking: re.Match, end: int, spans: Sequence[CitedName], by_key: dict[Key, Segment]
+) -> list[str]:
+    """A ranking's names, in the order written (the rest of its sentence, or the first name of
+    each line up to the paragraph's end), must be in order of its figure."""
+    attr = ranking["attr"] or ranking["attr_a"] or ranking["attr_b"]
+    if attr is None:
+        return []
+    field = _field(attr)
+    word = (ranking["first"] or ranking["from"] or "highest").lower()
+    highest = re.fullmatch(_HIGH, word, re.IGNORECASE) is not None
+    highest = highest and not _ASCENDING.search(text, ranking.start(), end)
+    names = [n for n in spans if ranking.end() <= n.start and n.end <= end]
+    if not names:  # a list after it: the first name of each line
+        stop = _PARAGRAPH_END.search(text, ranking.end())
+        lines: dict[int, CitedName] = {}
+        for n in spans:
+            if ranking.end() <= n.start and (stop is None or n.end <= stop.start()):
+                lines.setdefault(text.count("\n", 0, n.start), n)
+        names = list(lines.values())
+    keys = list(dict.fromkeys(n.key for n in names))
+    if len(keys) < 2 or any(k not in by_key for k in keys):
+        return []
+    said = [by_key[k] for k in keys]
+    values = [_value(s, field) for s in said]
+    if any(v is None for v in values):
+        return []
+    tol, sign = TOLERANCE[field], 1 if highest else -1
+    pairs = itertools.pairwise(values)
+    if all(sign * (a - b) >= -tol for a, b in pairs):  # type: ignore[operator]
+        return []
+    order = sorted(said, key=lambda s: _value(s, field), reverse=highest)  # type: ignore[arg-type,return-value]
+    which = "highest" if highest else "lowest"
+    return [
+        f"ranks {', '.join(s.name for s in said)} by {SAID[field]} from the {which}; "
+        f"the order is {_named(order, field).replace(' and ', ', ')}"
+    ]
 
 
 def _compared(match: re.Match) -> str | None:
@@ -266,111 +306,11 @@ def _comparison_findings(
     return findings
 
 
-class Target(NamedTuple):
-    segments: list[Segment]
-    why: str
-    field: str | None  # the figure that singles them out, if one does
-    highest: bool = True  # from the highest value of `field` (else the lowest)
-
-    def addressed(self, named: Sequence[Segment], segments: Sequence[Segment]) -> bool:
-        """Whether `named` include the target: as many of the top (bottom) ones by the field,
-        up to rounding (a near tie is either), or the very segments."""
-        if self.field is None:
-            return all(s in named for s in self.segments)
-        n = len(self.segments)
-        near = [s for s in named if in_top(s, segments, self.field, self.highest, n)]
-        return len(near) >= len(self.segments)
-
-
-def task_target(task: str, segments: Sequence[Segment]) -> Target | None:
-    """The segment(s) the task is about and why: the one it names, the ones it asks for by a
-    superlative, or the one a customer it describes falls in."""
-    by_key = {key: s for s in segments if (key := segment_key(s.name)) is not None}
-    asks = _TASK_ASKS.search(task)
-    if asks:
-        phrase = _SUPERLATIVE.search(task, asks.end())
-        if (
-            phrase
-            and not phrase["verb"]
-            and not phrase["rank"]
-            and not _WITHIN.match(task, phrase.end())
-        ):
-            n = count_value(asks["n"]) if asks["n"] else 1
-            field = _field(phrase["attr"])
-            highest = re.fullmatch(_HIGH, phrase["dir"], re.IGNORECASE) is not None
-            order = ranked(segments, field, highest)
-            if n <= len(order):
-                which = "highest" if highest else "lowest"
-                why = f"the task asks for the {which} {SAID[field]}"
-                return Target(order[:n], why, field, highest)
-        income, spending = _CUSTOMER_INCOME.search(task), _CUSTOMER_SPENDING.search(task)
-        if income and spending:
-            return _nearest(float(income["v"]), float(spending["v"]), segments)
-    keys = list(dict.fromkeys(n.key for n in name_spans(task)))
-    if len(keys) == 1 and keys[0] in by_key:
-        return Target([by_key[keys[0]]], "the task is about", None)
-    return None
-
-
-def _nearest(income: float, spending: float, segments: Sequence[Segment]) -> Target | None:
-    """The segment whose means are clearly the nearest to a customer's (None if none is)."""
-    having = [s for s in segments if s.mean_income is not None and s.mean_spending is not None]
-    if len(having) < 2:
-        return None
-    dist = sorted(
-        (math.hypot(s.mean_income - income, s.mean_spending - spending), n)  # type: ignore[operator]
-        for n, s in enumerate(having)
-    )
-    if dist[0][0] > CLEARLY_NEAREST * dist[1][0]:
-        return None
-    return Target([having[dist[0][1]]], "the customer the task describes is nearest", None)
-
-
-def _target_findings(
-    answer: str, task: str, spans: Sequence[CitedName], by_key: dict[Key, Segment],
-    segments: Sequence[Segment],
-) -> list[str]:  # fmt: skip
-    named = [by_key[k] for k in dict.fromkeys(n.key for n in spans) if k in by_key]
-    findings = []
-    asks = _TASK_ASKS.search(task)
-    if asks and not spans and not _LEVEL_WORDING.search(answer):
-        return ["names no segment; the task asks which"]
-    if asks and asks["n"] and 0 < len(named) < count_value(asks["n"]):
-        findings.append(f"names {len(named)} segment(s); the task asks for {asks['n']}")
-    every = _ALL_SEGMENTS.search(task)
-    if every and named and (not every["n"] or count_value(every["n"]) == len(segments)):
-        missing = [s.name for s in segments if s not in named]
-        if missing:
-            findings.append(
-                f"covers {len(named)} of the {len(segments)} segments the task asks about "
-                f"(missing: {', '.join(missing)})"
-            )
-    target = task_target(task, segments)
-    if target and named and not target.addressed(named, segments):
-        field = target.field
-
-        def listed(group: Sequence[Segment]) -> str:
-            return _named(group, field) if field else " and ".join(s.name for s in group)
-
-        findings.append(f"addresses {listed(named)}; {target.why}: {listed(target.segments)}")
-    return findings
-
-
-def check_claims(answer: str, task: str, segments: Sequence[Segment]) -> list[str]:
-    """What `answer` claims about the segments that the profile contradicts, and where it
-    misses the segment(s) `task` asks about: one readable line each (none when all hold)."""
+def claim_findings(answer: str, segments: Sequence[Segment]) -> list[str]:
+    """What `answer` claims about the segments that the profile contradicts, one readable
+    line each (none when all hold)."""
     by_key: dict[Key, Segment] = {}
     for segment in segments:
         if (key := segment_key(segment.name)) is not None:
             by_key.setdefault(key, segment)
-    spans = name_spans(answer)
-    found = _superlative_findings(answer, spans, by_key, segments)
-    found += _target_findings(answer, task, spans, by_key, segments)
-    return list(dict.fromkeys(found))
-
-
-def check_answer(answer: str, task: str, segments: Sequence[Segment]) -> GroundingCheck:
-    """The grounding check with the claims: names, figures and claims against `segments`."""
-    return dataclasses.replace(
-        check_grounding(answer, task, segments), claims=check_claims(answer, task, segments)
-    )
+    return _superlative_findings(answer, name_spans(answer), by_key, segments)

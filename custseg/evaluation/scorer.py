@@ -12,7 +12,7 @@ from typing import Any
 
 from custseg.config import Params
 from custseg.conversation import GroundedIn
-from custseg.evaluation.claims import check_answer
+from custseg.evaluation.addressed import check_answer
 from custseg.evaluation.grounding import GroundingCheck
 from custseg.evaluation.items import Item, pairwise_text, scoring_order, swapped
 from custseg.evaluation.judge import CachedJudge, shown_reason

@@ -1,0 +1,165 @@
+"""Whether an answer addresses what its task asks about, checked with no judge, and the full
+claim check (`check_claims`: this and custseg.evaluation.claims) that `grounding_check` adds.
+
+- The segment the task is about: the one it names ("... for the "high income · low spending"
+  segment"), the one it asks for ("Which segment has the highest mean annual income?"), or the
+  one a customer it describes falls in ("earns 85k$ a year and has a spending score of 20",
+  when one segment's means are clearly the nearest). An answer that names segments must name
+  it (a near tie on the figure is either); a "which segment" task answered with no segment, not
+  even in loose words ("the high spenders"), is a finding.
+- How many segments the task asks for: "which two segments" (at least two named), "the five
+  segments" / "all segments" (all of the model's, when it has that many; an answer naming none
+  is not read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from custseg.conversation import Segment
+from custseg.evaluation.claims import (
+    _HIGH,
+    _N,
+    _SUPERLATIVE,
+    _WITHIN,
+    SAID,
+    Key,
+    _field,
+    _named,
+    claim_findings,
+    in_top,
+    ranked,
+)
+from custseg.evaluation.grounding import (
+    _LEVEL_WORDING,
+    CitedName,
+    GroundingCheck,
+    check_grounding,
+    count_value,
+    name_spans,
+    segment_key,
+)
+
+_TASK_ASKS = re.compile(rf"\bwhich\s+(?:(?P<n>{_N})\s+)?(?:customer\s+)?segments?\b", re.I)
+_ALL_SEGMENTS = re.compile(
+    rf"\b(?:(?:all|across|of|explaining|describe|covering)\s+)?the\s+(?P<n>{_N})\s+"
+    r"(?:customer\s+)?segments\b|\ball\s+(?:the\s+|our\s+)?(?:customer\s+)?segments\b",
+    re.IGNORECASE,
+)
+_CUSTOMER_INCOME = re.compile(r"\bearns?\s+\$?(?P<v>\d+(?:\.\d+)?)\s?k\b", re.IGNORECASE)
+_CUSTOMER_SPENDING = re.compile(r"\bspending\s+score\s+(?:of\s+|is\s+)?(?P<v>\d+)\b", re.I)
+# A customer is placed in a segment only when its means are clearly the nearest.
+CLEARLY_NEAREST = 0.6
+
+
+class Target(NamedTuple):
+    segments: list[Segment]
+    why: str
+    field: str | None  # the figure that singles them out, if one does
+    highest: bool = True  # from the highest value of `field` (else the lowest)
+
+    def addressed(self, named: Sequence[Segment], segments: Sequence[Segment]) -> bool:
+        """Whether `named` include the target: as many of the top (bottom) ones by the field,
+        up to rounding (a near tie is either), or the very segments."""
+        if self.field is None:
+            return all(s in named for s in self.segments)
+        n = len(self.segments)
+        near = [s for s in named if in_top(s, segments, self.field, self.highest, n)]
+        return len(near) >= len(self.segments)
+
+
+def task_target(task: str, segments: Sequence[Segment]) -> Target | None:
+    """The segment(s) the task is about and why: the one it names, the ones it asks for by a
+    superlative, or the one a customer it describes falls in."""
+    by_key = {key: s for s in segments if (key := segment_key(s.name)) is not None}
+    asks = _TASK_ASKS.search(task)
+    if asks:
+        phrase = _SUPERLATIVE.search(task, asks.end())
+        if (
+            phrase
+            and not phrase["verb"]
+            and not phrase["rank"]
+            and not _WITHIN.match(task, phrase.end())
+        ):
+            n = count_value(asks["n"]) if asks["n"] else 1
+            field = _field(phrase["attr"])
+            highest = re.fullmatch(_HIGH, phrase["dir"], re.IGNORECASE) is not None
+            order = ranked(segments, field, highest)
+            if n <= len(order):
+                which = "highest" if highest else "lowest"
+                why = f"the task asks for the {which} {SAID[field]}"
+                return Target(order[:n], why, field, highest)
+        income, spending = _CUSTOMER_INCOME.search(task), _CUSTOMER_SPENDING.search(task)
+        if income and spending:
+            return _nearest(float(income["v"]), float(spending["v"]), segments)
+    keys = list(dict.fromkeys(n.key for n in name_spans(task)))
+    if len(keys) == 1 and keys[0] in by_key:
+        return Target([by_key[keys[0]]], "the task is about", None)
+    return None
+
+
+def _nearest(income: float, spending: float, segments: Sequence[Segment]) -> Target | None:
+    """The segment whose means are clearly the nearest to a customer's (None if none is)."""
+    having = [s for s in segments if s.mean_income is not None and s.mean_spending is not None]
+    if len(having) < 2:
+        return None
+    dist = sorted(
+        (math.hypot(s.mean_income - income, s.mean_spending - spending), n)  # type: ignore[operator]
+        for n, s in enumerate(having)
+    )
+    if dist[0][0] > CLEARLY_NEAREST * dist[1][0]:
+        return None
+    return Target([having[dist[0][1]]], "the customer the task describes is nearest", None)
+
+
+def _target_findings(
+    answer: str, task: str, spans: Sequence[CitedName], by_key: dict[Key, Segment],
+    segments: Sequence[Segment],
+) -> list[str]:  # fmt: skip
+    named = [by_key[k] for k in dict.fromkeys(n.key for n in spans) if k in by_key]
+    findings = []
+    asks = _TASK_ASKS.search(task)
+    if asks and not spans and not _LEVEL_WORDING.search(answer):
+        return ["names no segment; the task asks which"]
+    if asks and asks["n"] and 0 < len(named) < count_value(asks["n"]):
+        findings.append(f"names {len(named)} segment(s); the task asks for {asks['n']}")
+    every = _ALL_SEGMENTS.search(task)
+    if every and named and (not every["n"] or count_value(every["n"]) == len(segments)):
+        missing = [s.name for s in segments if s not in named]
+        if missing:
+            findings.append(
+                f"covers {len(named)} of the {len(segments)} segments the task asks about "
+                f"(missing: {', '.join(missing)})"
+            )
+    target = task_target(task, segments)
+    if target and named and not target.addressed(named, segments):
+        field = target.field
+
+        def listed(group: Sequence[Segment]) -> str:
+            return _named(group, field) if field else " and ".join(s.name for s in group)
+
+        findings.append(f"addresses {listed(named)}; {target.why}: {listed(target.segments)}")
+    return findings
+
+
+def check_claims(answer: str, task: str, segments: Sequence[Segment]) -> list[str]:
+    """What `answer` claims about the segments that the profile contradicts, and where it
+    misses the segment(s) `task` asks about: one readable line each (none when all hold)."""
+    by_key: dict[Key, Segment] = {}
+    for segment in segments:
+        if (key := segment_key(segment.name)) is not None:
+            by_key.setdefault(key, segment)
+    found = claim_findings(answer, segments)
+    found += _target_findings(answer, task, name_spans(answer), by_key, segments)
+    return list(dict.fromkeys(found))
+
+
+def check_answer(answer: str, task: str, segments: Sequence[Segment]) -> GroundingCheck:
+    """The grounding check with the claims: names, figures and claims against `segments`."""
+    return dataclasses.replace(
+        check_grounding(answer, task, segments), claims=check_claims(answer, task, segments)
+    )
