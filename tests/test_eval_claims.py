@@ -307,6 +307,7 @@ def test_items_in_prose_are_not_counted_and_numbered_past_the_count_are() -> Non
         ("Suggest one offer for them.", "A free personal-shopper session.", "The high spenders."),
         ("What should we offer them?", "Early access to the sale.", "They are a segment."),
         ("How many customers are in it?", "There are 34 customers.", "Quite a few."),
+        ("Which two segments get the flyer, and why?", "A and B: they buy most.", "A and B"),
     ],
 )
 def test_a_part_the_task_asks_for_must_be_there(task, good, bad) -> None:

@@ -1,6 +1,6 @@
 """What a task asks the answer to give, checked with no judge: how many items ("three email
 subject lines", "two sentences", "three metrics") and that each asked part is there ("suggest
-one offer" → an offer; "how many customers" → a number).
+one offer" → an offer; "how many customers" → a number; "and why?" → a reason).
 
 Counting, generous so a correct answer is never failed: lines-like items (subject lines,
 headlines, slogans) are the most of the answer's non-empty lines, list items, inline numbers
@@ -74,6 +74,16 @@ PARTS = (
             re.IGNORECASE,
         ),
         re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|half)\b", re.I),
+    ),
+    (
+        "a reason",
+        re.compile(r"\b(?:and|explain|say|tell\s+us)\s+why\b", re.IGNORECASE),
+        # Generous: any linking word a reason is given with (only a bare answer lacks one).
+        re.compile(
+            r"\b(?:because|since|as|so|due|given|thanks|which|that|who|indicat\w*|reasons?|why|"
+            r"means?|shows?|helps?|to|for|with)\b|[:–—]",
+            re.IGNORECASE,
+        ),
     ),
 )
 

@@ -22,7 +22,9 @@ call) and one deterministic check:
                      model's): a 1.5B judge misses most wrong figures, the check misses what it
                      cannot parse. For conversations whose envelopes carry their segments.
 - grounding_check    the check alone (custseg.evaluation.grounding, no judge): segment names and
-                     figures the final cites, checked against the profile.
+                     figures the final cites, and its claims about segments (.claims, .addressed:
+                     superlatives, rankings, the segment the task asks about), checked against
+                     the profile.
 
 Every prompt starts with the same header (all metrics' steps), then the case, then a question
 naming the metric. Scored conversation by conversation (`items.scoring_order`), consecutive
@@ -139,7 +141,8 @@ def shared_header(specs: Iterable[GEvalSpec] = SPECS.values()) -> str:
 
 
 # Result metric → its GEval definition and threshold key in params `eval.thresholds` (None: not
-# a judge's; grounding_check passes when the answer cites nothing the model does not have).
+# a judge's; grounding_check passes when the answer cites nothing the model does not have and
+# claims nothing the profile contradicts).
 METRICS: dict[str, str | None] = {
     "plan_quality": "plan_quality",
     "helpfulness_draft": "helpfulness",
