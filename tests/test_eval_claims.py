@@ -209,6 +209,7 @@ def test_the_answer_must_address_the_segment_the_task_asks_for(profile, data) ->
     assert check_claims("Offer early access.", task, profile) == [
         "names no segment; the task asks which"
     ]
+    assert check_claims("Segment 1: offer early access.", task, profile) == []  # a label
     named = data.draw(st.sampled_from(profile))
     asked = f'Propose a loyalty offer for the "{named.name}" segment.'
     assert check_claims(f"Give {named.name} a free gift.", asked, profile) == []

@@ -39,6 +39,7 @@ from custseg.evaluation.grounding import (
     CitedName,
     GroundingCheck,
     check_grounding,
+    cited_labels,
     count_value,
     name_spans,
     segment_key,
@@ -123,7 +124,13 @@ def _target_findings(
     named = [by_key[k] for k in dict.fromkeys(n.key for n in spans) if k in by_key]
     findings = []
     asks = _TASK_ASKS.search(task)
-    if asks and not spans and not _LEVEL_WORDING.search(answer):
+    # Not even loosely ("the high spenders") nor by a label ("segment 2"): no answer at all.
+    if (
+        asks
+        and not spans
+        and not _LEVEL_WORDING.search(answer)
+        and not cited_labels(answer, segments)
+    ):
         return ["names no segment; the task asks which"]
     if asks and asks["n"] and 0 < len(named) < count_value(asks["n"]):
         findings.append(f"names {len(named)} segment(s); the task asks for {asks['n']}")
