@@ -124,6 +124,25 @@ def test_the_two_that_most_or_least_are_the_top_or_bottom_two(profile, data) -> 
 
 @settings(max_examples=150)
 @given(profile=profiles(), data=st.data())
+def test_two_figures_in_one_superlative_are_each_checked_with_their_own_word(profile, data) -> None:
+    up, down = data.draw(st.sampled_from([(True, False), (False, True), (True, True)]))
+    words = {True: "highest", False: "lowest"}
+    sentence = f"{{a}} has the {words[up]} mean annual income and the {words[down]} spending score."
+    income, spending = ranked(profile, "mean_income", up), ranked(profile, "mean_spending", down)
+    both = [s for s in profile if s in (income[0], spending[0])]
+    if income[0] == spending[0]:
+        assert check_claims(sentence.format(a=income[0].name), TASK, profile) == []
+    for segment in both:
+        wrong = (
+            abs(value(segment, "mean_income") - value(income[0], "mean_income")) > 1.5
+            or abs(value(segment, "mean_spending") - value(spending[0], "mean_spending")) > 1.5
+        )
+        findings = check_claims(sentence.format(a=segment.name), TASK, profile)
+        assert (findings != []) == wrong, findings
+
+
+@settings(max_examples=150)
+@given(profile=profiles(), data=st.data())
 def test_a_comparison_holds_only_when_the_figures_say_so(profile, data) -> None:
     a, b = data.draw(st.permutations(profile))[:2]
     field, sentence = data.draw(

@@ -109,7 +109,7 @@ def _nearest(income: float, spending: float, segments: Sequence[Segment]) -> Tar
     if len(having) < 2:
         return None
     dist = sorted(
-        (math.hypot(s.mean_income - income, s.mean_spending - spending), n)  # type: ignore[operator]
+        (math.hypot((s.mean_income or 0.0) - income, (s.mean_spending or 0.0) - spending), n)
         for n, s in enumerate(having)
     )
     if dist[0][0] > CLEARLY_NEAREST * dist[1][0]:

@@ -49,7 +49,7 @@ _FIGURE = rf"{_INCOME}|{_SPENDING}|{_SIZE}"
 _ATTR = rf"(?P<attr>{_FIGURE})"
 _SUPERLATIVE = re.compile(
     rf"\bthe\s+(?:(?P<k>{_N})\s+)?(?:(?P<rank>second|third)[- ])?(?P<dir>{_HIGH}|{_LOW})[- ]{_ATTR}"
-    rf"(?:\s+and\s+(?:the\s+)?(?:(?:{_HIGH}|{_LOW})\s+)?(?P<attr2>{_INCOME}|{_SPENDING}))?\b"
+    rf"(?:\s+and\s+(?:the\s+)?(?:(?P<dir_b>{_HIGH}|{_LOW})\s+)?(?P<attr2>{_INCOME}|{_SPENDING}))?\b"
     rf"|\b(?P<verb>spends?|spending|earns?|earning)\s+(?:the\s+)?(?P<dir2>most|least)\b",
     re.IGNORECASE,
 )
@@ -114,7 +114,7 @@ def _named(segments: Sequence[Segment], field: str) -> str:
 def ranked(segments: Sequence[Segment], field: str, highest: bool) -> list[Segment]:
     """The segments that have `field`, from the highest (or lowest) value."""
     having = [s for s in segments if _value(s, field) is not None]
-    return sorted(having, key=lambda s: _value(s, field), reverse=highest)  # type: ignore[arg-type,return-value]
+    return sorted(having, key=lambda s: getattr(s, field), reverse=highest)
 
 
 def in_top(
@@ -206,16 +206,21 @@ def _claim_finding(
     if not keys or any(k not in by_key for k in keys):
         return None  # no subject, or one the grounding check flags already
     claimed = [by_key[k] for k in keys]
+
+    def high(word: str) -> bool:
+        return re.fullmatch(_HIGH, word, re.IGNORECASE) is not None
+
     if phrase["verb"]:
-        fields, highest, skip = [_field(phrase["verb"])], phrase["dir2"].lower() == "most", 0
+        claims, skip = [(_field(phrase["verb"]), phrase["dir2"].lower() == "most")], 0
     else:
-        fields = [_field(phrase["attr"])] + ([_field(phrase["attr2"])] if phrase["attr2"] else [])
-        highest = re.fullmatch(_HIGH, phrase["dir"], re.IGNORECASE) is not None
-        rank = (phrase["rank"] or "").lower()
-        skip = {"second": 1, "third": 2}.get(rank, 0)
+        # "the highest income and (the lowest) spending": each figure with its own word.
+        claims = [(_field(phrase["attr"]), high(phrase["dir"]))]
+        if phrase["attr2"]:
+            claims.append((_field(phrase["attr2"]), high(phrase["dir_b"] or phrase["dir"])))
+        skip = {"second": 1, "third": 2}.get((phrase["rank"] or "").lower(), 0)
         if skip and len(claimed) > 1:
             return None
-    for field in dict.fromkeys(fields):
+    for field, highest in dict.fromkeys(claims):
         if not holds(claimed, segments, field, highest, skip):
             order = ranked(segments, field, highest)[skip : skip + len(claimed)]
             which = "highest" if highest else "lowest"
@@ -252,14 +257,13 @@ def _ranking_findings(
     if len(keys) < 2 or any(k not in by_key for k in keys):
         return []
     said = [by_key[k] for k in keys]
-    values = [_value(s, field) for s in said]
-    if any(v is None for v in values):
-        return []
+    values = [v for s in said if (v := _value(s, field)) is not None]
     tol, sign = TOLERANCE[field], 1 if highest else -1
-    pairs = itertools.pairwise(values)
-    if all(sign * (a - b) >= -tol for a, b in pairs):  # type: ignore[operator]
+    if len(values) < len(said) or all(
+        sign * (a - b) >= -tol for a, b in itertools.pairwise(values)
+    ):
         return []
-    order = sorted(said, key=lambda s: _value(s, field), reverse=highest)  # type: ignore[arg-type,return-value]
+    order = sorted(said, key=lambda s: getattr(s, field), reverse=highest)
     which = "highest" if highest else "lowest"
     return [
         f"ranks {', '.join(s.name for s in said)} by {SAID[field]} from the {which}; "
