@@ -141,6 +141,21 @@ def test_two_figures_in_one_superlative_are_each_checked_with_their_own_word(pro
         assert (findings != []) == wrong, findings
 
 
+@settings(max_examples=100)
+@given(profile=profiles(min_size=3), data=st.data())
+def test_a_superlatives_subject_is_the_name_before_it_else_after_it(profile, data) -> None:
+    order = ranked(profile, "mean_income", True)
+    other = data.draw(st.sampled_from(order[1:]))
+    true = f"{order[0].name} has the highest mean annual income, unlike {other.name}."
+    assert check_claims(true, TASK, profile) == []
+    followed = f"The highest mean annual income is {order[0].name}'s, then {order[1].name}."
+    assert check_claims(followed, TASK, profile) == []  # the top two, in order: true
+    assume(abs(value(other, "mean_income") - value(order[0], "mean_income")) > 1.5)
+    false = f"{other.name} has the highest mean annual income, unlike {order[0].name}."
+    (finding,) = check_claims(false, TASK, profile)
+    assert finding.startswith(f"says {other.name}")
+
+
 @settings(max_examples=150)
 @given(profile=profiles(), data=st.data())
 def test_a_comparison_holds_only_when_the_figures_say_so(profile, data) -> None:
@@ -267,6 +282,7 @@ def test_the_customer_a_task_describes_falls_in_the_nearest_segment() -> None:
         "If {a} had the highest mean annual income, we would upsell.",
         "{a} has the highest mean annual income among the low spenders.",
         "Most customers in {a} like the app.",
+        "{b} and {a} matter. It has the highest mean annual income.",
         "Give {a} the largest share of the budget.",
         "{a} is the top segment for this launch.",
         "{a} has the highest mean annual income of the low-income segments.",
@@ -274,8 +290,11 @@ def test_the_customer_a_task_describes_falls_in_the_nearest_segment() -> None:
 )
 def test_a_sentence_the_check_cannot_read_stays_silent(sentence) -> None:
     profile = conversation(11)["profile"]
-    lowest = ranked(profile, "mean_income", False)[0]
-    assert check_claims(sentence.format(a=lowest.name), TASK, profile) == []
+    lowest, highest = (
+        ranked(profile, "mean_income", False)[0],
+        ranked(profile, "mean_income", True)[0],
+    )
+    assert check_claims(sentence.format(a=lowest.name, b=highest.name), TASK, profile) == []
 
 
 # --- counts and parts the task asks for (limits) -------------------------------------------------

@@ -177,10 +177,17 @@ def _superlative_findings(
             phrases = list(_SUPERLATIVE.finditer(text, part_start, part_end))
             if len(phrases) > 1 and len({n.key for n in names}) > 1:
                 continue  # which name each phrase is about: not read
-            if not names and not in_sentence and _PRONOUN.search(text, part_start, part_end):
-                names = previous
+            pronoun = _PRONOUN.search(text, part_start, part_end)
+            if not names and not in_sentence and pronoun:
+                # "it" / "this segment" stands for one segment only; "these", "both" for all.
+                singular = pronoun.group(0).lower() in ("it", "this segment")
+                names = previous if not singular or len({n.key for n in previous}) == 1 else []
             for phrase in phrases:
-                found = _claim_finding(text, phrase, names, by_key, segments)
+                # Its subject: the names before it ("A has the highest ..., unlike B"), else
+                # after it ("the segment with the highest ... is A").
+                before = [n for n in names if n.end <= phrase.start()]
+                subject = before or [n for n in names if n.start >= phrase.end()] or names
+                found = _claim_finding(text, phrase, subject, by_key, segments)
                 if found:
                     findings.append(found)
             findings += _comparison_findings(text, part_start, part_end, names, by_key)
