@@ -400,6 +400,21 @@ def test_no_false_alarm_on_the_committed_conversations_good_answers() -> None:
         assert all("characters" in b for b in broken), (index, broken)
 
 
+# Right answers written as the agents write: lists, bold, quotes, comparisons, rankings.
+WRITTEN_RIGHT = [
+    (case["task"], case["answer"])
+    for case in yaml.safe_load((ROOT / "tests/data/claims_right_answers.yaml").read_text())
+]
+
+
+@pytest.mark.parametrize(("task", "answer"), WRITTEN_RIGHT)
+def test_no_false_alarm_on_right_answers_in_the_agents_styles(task, answer) -> None:
+    profile = conversation(0)["profile"]
+    found = check_answer(answer, task, profile)
+    assert found.passed, found.reason()
+    assert check_limits(answer, task).passed, check_limits(answer, task).reason()
+
+
 def test_no_false_alarm_on_the_calibration_sets_good_answers() -> None:
     calibration = yaml.safe_load((ROOT / "eval" / "calibration.yaml").read_text())
     profile = msgspec.convert(calibration["profile"]["segments"], list[Segment])
