@@ -1,8 +1,9 @@
 """The one JSONL reader/writer (custseg.jsonl) and every writer under a failing disk.
 
-Disks here are real where the machine allows it: /dev/full gives ENOSPC on every write, a removed
-directory ENOENT. A read-only file system cannot be made by chmod for root, so EROFS is injected
-at the os boundary (a unit test of our own error handling).
+The disks are real: /dev/full gives ENOSPC on every write, a removed directory ENOENT, and a
+small tmpfs mounted for the test fills up or is read-only (chmod does not stop root; the tests
+run as root in the project's container, where `mount` works). Faults no disk gives on demand
+(EIO at fsync) are injected at the os boundary: a unit test of our own error handling.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -199,3 +204,52 @@ def test_an_entry_point_says_a_refused_write_in_one_line(
     assert run(lambda: write_json_atomic(target, {"a": 1})) == 2
     err = capsys.readouterr().err
     assert err == f"error: cannot write {target}: [Errno 17] File exists\n"
+
+
+@contextmanager
+def tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at `where` for the block (`size=64k`, `ro`, …)."""
+    where.mkdir(parents=True, exist_ok=True)
+    cmd = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"these tests need root and `mount`: {done.stderr.strip()}"
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def write_results(path: Path) -> None:
+    jsonl.write(path, [{"reason": "x" * 1000}] * 200)  # ~200 KB: more than the disk holds
+
+
+WRITERS: list[tuple[str, Callable[[Path], None]]] = [
+    ("jsonl", write_results),
+    ("json", lambda path: write_json_atomic(path, {"rows": ["x" * 1000] * 200})),
+    ("seed", lambda path: write_seed(path, {f"k{i}": {"text": "x" * 1000} for i in range(200)})),
+]
+
+
+@pytest.mark.parametrize(("kind", "write"), WRITERS, ids=[k for k, _ in WRITERS])
+def test_a_real_full_disk_keeps_the_old_output(
+    tmp_path: Path, kind: str, write: Callable[[Path], None]
+) -> None:
+    with tmpfs(tmp_path / "disk", "size=64k") as disk:
+        path = disk / "out" / f"results.{kind}"
+        jsonl.write(path, [{"old": 1}])
+        with pytest.raises(WriteError) as caught:
+            write(path)
+        assert str(caught.value) == f"cannot write {path}: [Errno 28] No space left on device"
+        assert jsonl.read(path).values == [{"old": 1}]
+        assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
+
+
+def test_a_real_read_only_disk_stops_every_writer_in_one_line(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", "size=64k,ro") as disk:
+        path = disk / "data/conversations.jsonl"
+        erofs = re.escape("[Errno 30] Read-only file system")
+        with pytest.raises(WriteError, match=rf"^cannot write {re.escape(str(path))}: {erofs}$"):
+            write_results(path)
+        capture_lock = pytest.raises(WriteError, match=rf"^capture: cannot write .*: {erofs}$")
+        with capture_lock, only_writer(path):
+            pass
