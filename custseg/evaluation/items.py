@@ -13,7 +13,6 @@ import msgspec
 from custseg import jsonl
 from custseg.conversation import CHAIN, GroundedIn, describe_segment
 from custseg.evaluation.specs import GENERIC_PLAN, METRICS
-from custseg.jsonl import BadLine, Lines
 
 # --- pairwise positions ------------------------------------------------------------------
 
@@ -62,12 +61,12 @@ def missing_parts(record: dict[str, Any]) -> list[str]:
     return [p for p in CHAIN if not isinstance(record.get(p), str) or not record[p].strip()]
 
 
-def split_conversations(lines: Lines) -> Conversations:
+def split_conversations(lines: jsonl.Lines) -> Conversations:
     """Complete conversations, and the rest (incomplete or unreadable lines) with why, in the
     order of the file."""
     complete, skipped = [], []
     for number, record in sorted([*lines.records, *((b.number, b) for b in lines.bad)]):
-        if isinstance(record, BadLine):
+        if isinstance(record, jsonl.BadLine):
             skipped.append({"correlation_id": f"line {number}", "why": record.why})
             continue
         if not isinstance(record, dict):

@@ -121,7 +121,8 @@ def ids_in(path: Path) -> set[str]:
             cut_torn_tail(f.fileno())
     except OSError as error:
         raise cannot_write(path, error, "capture") from None
-    return {str(r.get("correlation_id")) for r in read(path).objects()}
+    ids = (r.get("correlation_id") for r in read(path).objects())
+    return {cid for cid in ids if isinstance(cid, str)}
 
 
 def _utc(text: str) -> datetime:
