@@ -22,6 +22,7 @@ from custseg.errors import WriteError
 from custseg.evaluation.items import read_conversations
 from custseg.kafka.admin import ensure_topics
 from custseg.testing.conversations import conversation, produce, send
+from tests.fixtures.agents import Workdir
 
 SEPARATORS = "\u2028\u2029\x85"
 
@@ -126,3 +127,33 @@ def test_a_directory_removed_under_a_running_capture_stops_it_and_loses_nothing(
     assert ids(second) <= set(again.written) <= ids(first) | ids(second)
     on_disk = [r["correlation_id"] for r in jsonl.read(out).objects()]
     assert ids(second) <= set(on_disk) and len(on_disk) == len(set(on_disk))
+
+
+def test_custseg_capture_on_a_full_disk_exits_2_in_one_line_then_resumes(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The command as a user runs it: exit 2 and the one line, no traceback; run again once the
+    disk is fixed, it writes every conversation (the first run committed nothing)."""
+    workdir = Workdir(tmp_path, kafka_bootstrap, {}, partitions=3)
+    workdir.create_topics()
+    kinds = {"task": "tasks", "plan": "plans", "draft": "drafts", "final": "finals"}
+    sent = [conversation(f"task {i}") for i in range(5)]
+    send(
+        kafka_bootstrap,
+        {k: workdir.topics[v] for k, v in kinds.items()},
+        (e for c in sent for e in c),
+    )
+    workdir.conversations.parent.mkdir(parents=True)
+    workdir.conversations.symlink_to("/dev/full")
+
+    full = workdir.capture(sorted(ids(sent)), timeout=120)
+    assert full.returncode == 2, full.stderr
+    assert "Traceback" not in full.stderr
+    assert full.stderr.splitlines()[-1] == (
+        "error: capture: cannot write data/conversations.jsonl: [Errno 28] No space left on device"
+    )
+
+    workdir.conversations.unlink()
+    again = workdir.capture(sorted(ids(sent)), timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert sorted(c["correlation_id"] for c in workdir.lines()) == sorted(ids(sent))
