@@ -17,6 +17,7 @@ from custseg.agents.topics import chain_topics
 from custseg.config import load_params
 from custseg.entrypoint import add_command, duration, positive_int, positive_seconds
 from custseg.errors import ConfigError
+from custseg.io import write_text_atomic
 
 ROLE_CHOICES = ("all", "planner", "writer", "reviewer")
 
@@ -104,9 +105,9 @@ def cmd_submit(args: argparse.Namespace) -> None:
         lambda futures: tqdm(futures, desc="submit", unit="task", file=sys.stderr),
     )
     ids = "".join(f"{e.correlation_id}\n" for e in envelopes)
+    print(ids, end="")  # first: the tasks are sent, their ids must not be lost with the file
     if args.ids_out:
-        args.ids_out.write_text(ids)
-    print(ids, end="")
+        write_text_atomic(args.ids_out, ids)  # a disk that refuses: one line
 
 
 def cmd_agents(args: argparse.Namespace) -> None:

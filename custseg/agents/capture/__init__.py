@@ -65,7 +65,6 @@ def capture(
     `workers` > 1 reads the partitions in that many processes (see `reader.slice_partitions`).
     With the `dlq` topic, a conversation a dead letter ends is closed as failed (see
     `failed_path`)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     with only_writer(out):
         captured = recover(out)
         watch = Watch(

@@ -23,7 +23,7 @@ from kafka import KafkaConsumer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from custseg.agents.capture.assembler import Assembler
-from custseg.agents.capture.sink import append, failed_path, jsonl
+from custseg.agents.capture.sink import append, failed_path, jsonl, open_sink
 from custseg.agents.envelope import parse_envelope
 from custseg.agents.topics import home_partition
 from custseg.conversation import CHAIN
@@ -227,8 +227,7 @@ def read_slice(
     letters = DeadLetters(consumer, assembler)
     parse, add, home = parse_envelope, assembler.add, _home  # the hot loop's, bound once
     try:
-        # a+: appends, and can read the tail back (see append)
-        with out.open("a+b") as sink, _rare_collections():
+        with open_sink(out) as sink, _rare_collections():
             while not progress.over():
                 letters.resume_due()
                 batch = consumer.poll(timeout_ms=POLL_MS)
@@ -259,7 +258,7 @@ def read_slice(
                     append(sink, jsonl(new))
                     result.written += _ids(new, progress)
                 if closed:  # rare: the failure file is opened only when there is one
-                    with failed_path(out).open("a+b") as failures:
+                    with open_sink(failed_path(out)) as failures:
                         append(failures, jsonl(closed))
                     result.failed += _ids(closed, progress)
                 if batch:
