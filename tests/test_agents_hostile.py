@@ -13,8 +13,6 @@ import hashlib
 import json
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -30,15 +28,14 @@ from custseg.errors import InvalidMessage
 from custseg.testing.conversations import conversation
 from custseg.testing.stand_in_llm import FAIL_CUE
 from tests.fixtures.agents import FAST_TIMINGS, Workdir, stop, wait_for
-from tests.test_agents_reliability import stand_in_env
+
+# The same fixtures as the reliability tests: a Workdir with short Kafka waits, the agents running.
+from tests.test_agents_reliability import agents, workdir  # noqa: F401
 
 PARTITIONS = 3
 ROLE_INPUT = {"planner": "tasks", "writer": "plans", "reviewer": "drafts"}
-ANSWERS = {
-    "tasks": "task",
-    "plans": "plan",
-    "drafts": "draft",
-}  # what each input topic's reader takes
+# What each input topic's reader takes.
+ANSWERS = {"tasks": "task", "plans": "plan", "drafts": "draft"}
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
     lambda inner: (
@@ -46,28 +43,6 @@ JSON = st.recursive(
     ),
     max_leaves=6,
 )
-
-
-@pytest.fixture
-def workdir(
-    tmp_path: Path, kafka_bootstrap: str, stand_in_llm: str, trained_project: Path
-) -> Workdir:
-    return Workdir(
-        tmp_path,
-        kafka_bootstrap,
-        stand_in_env(stand_in_llm, trained_project),
-        partitions=PARTITIONS,
-        llm={"max_retries": 0},
-        timings=FAST_TIMINGS,
-    )
-
-
-@pytest.fixture
-def agents(workdir: Workdir) -> Iterator[subprocess.Popen]:
-    process = workdir.start("agents", log="agents.log")
-    yield process
-    if process.poll() is None:
-        stop(process)
 
 
 def records(topics: dict[str, str]) -> st.SearchStrategy:
@@ -211,7 +186,8 @@ def expected_letter(name: str, value: bytes | None, headers, bounds: RetryBounds
 
 @pytest.mark.timeout(300)
 def test_generated_records_on_every_topic_stop_and_stall_nothing(
-    workdir: Workdir, agents: subprocess.Popen
+    workdir: Workdir,  # noqa: F811 (the imported fixture)
+    agents: subprocess.Popen,  # noqa: F811
 ) -> None:
     workdir.create_topics()
     topics = workdir.topics
@@ -333,37 +309,37 @@ def read_json(raw: bytes | None):
         return None
 
 
-def ends(workdir: Workdir, names: list[str]) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=workdir.bootstrap, isolation_level="read_committed")
+def ends(work: Workdir, names: list[str]) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=work.bootstrap, isolation_level="read_committed")
     try:
         return consumer.end_offsets(
-            [TopicPartition(workdir.topics[n], p) for n in names for p in range(PARTITIONS)]
+            [TopicPartition(work.topics[n], p) for n in names for p in range(PARTITIONS)]
         )
     finally:
         consumer.close()
 
 
-def idle_for(workdir: Workdir, seconds: float) -> bool:
+def idle_for(work: Workdir, seconds: float) -> bool:
     """Whether no agent topic grew for `seconds`."""
     names = ["plans", "drafts", "finals", "dlq", "retries"]
-    before = ends(workdir, names)
+    before = ends(work, names)
     time.sleep(seconds)
-    return ends(workdir, names) == before
+    return ends(work, names) == before
 
 
-def lag(workdir: Workdir) -> dict[str, int]:
+def lag(work: Workdir) -> dict[str, int]:
     """Per chain and dead-letter partition, the records after the capture's committed offset
     (only partitions with some): transaction markers hold an offset but no record."""
     from kafka import KafkaAdminClient
 
-    group = f"test-{workdir.topics['tasks'].split('.')[0]}.capture"  # Workdir's group prefix
-    end = ends(workdir, ["tasks", "plans", "drafts", "finals", "dlq"])
-    admin = KafkaAdminClient(bootstrap_servers=workdir.bootstrap)
+    group = f"test-{work.topics['tasks'].split('.')[0]}.capture"  # Workdir's group prefix
+    end = ends(work, ["tasks", "plans", "drafts", "finals", "dlq"])
+    admin = KafkaAdminClient(bootstrap_servers=work.bootstrap)
     try:
         committed = admin.list_group_offsets([group])[group]
     finally:
         admin.close()
-    consumer = KafkaConsumer(bootstrap_servers=workdir.bootstrap, isolation_level="read_committed")
+    consumer = KafkaConsumer(bootstrap_servers=work.bootstrap, isolation_level="read_committed")
     left: dict[str, int] = {}
     try:
         consumer.assign(list(end))
