@@ -16,7 +16,7 @@ from typing import Annotated
 
 import msgspec
 
-from custseg.agents.envelope import Id, _reason, one_line
+from custseg.agents.envelope import Id, one_line, validation_reason
 from custseg.errors import InvalidMessage
 
 RETRY_HEADER = "custseg-retry"  # JSON: role, attempt, due (epoch s), source (the original)
@@ -191,4 +191,4 @@ def _problem(what: str, error: msgspec.DecodeError) -> str:
     """msgspec's error as "what: path: problem" (as the envelope's), in one line."""
     if not isinstance(error, msgspec.ValidationError):
         return one_line(f"{what}: not JSON: {str(error).removeprefix('JSON is malformed: ')}")
-    return one_line(f"{what}: {_reason(str(error)).removeprefix('invalid envelope: ')}")
+    return one_line(f"{what}: {validation_reason(str(error)).removeprefix('invalid envelope: ')}")
