@@ -86,8 +86,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--letter-wait",
         type=positive_seconds,
         default=WaitBounds.letter_wait_s,
-        help="drop a dead letter whose named record is not read within this many seconds "
-        "(default: %(default)g)",
+        help="drop a dead letter whose named record's partition makes no progress towards it "
+        "for this many seconds (default: %(default)g)",
     )
     cap.add_argument(
         "--workers",

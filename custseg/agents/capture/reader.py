@@ -2,8 +2,9 @@
 the dead letters read in step with it, and the watch that decides when it stops.
 
 No record makes it wait for good (`WaitBounds`): a dead letter naming an offset the capture has
-not read waits for it at most `letter_wait_s`, and not at all if the broker has no such record
-yet (it is dropped, with a note); replies whose task is not read within `orphan_s` are released.
+not read waits for it only while reading moves towards it (at most `letter_wait_s` without
+progress), and not at all if the broker has no such record (it is dropped, with a note);
+replies whose task is not read within `orphan_s` are released.
 
 The capture assigns itself the partitions instead of joining its group: the four parts of a
 conversation must meet in one reader, so a rebalance can only hurt, and without group membership
@@ -47,7 +48,8 @@ class WaitBounds:
     conversation's first reply is released: its offsets no longer hold the commit back. A task
     is written before its replies, so only a forged or lost one waits that long.
     `letter_wait_s`: a dead letter naming a record the capture has not read yet pauses its
-    partition until that record is read, at most this long; then it is dropped, with a note.
+    partition until that record is read; if the record's partition makes no progress towards it
+    for this long, the letter is dropped, with a note.
     """
 
     orphan_s: float = 300.0
@@ -143,8 +145,8 @@ class DeadLetters:
     record it names has been read (the consumer's position on the source partition is past
     it), else its partition waits there, paused. So a restart that catches up on a long tasks
     backlog cannot see a task's dead letter before the task. No letter pins a partition: one
-    naming a record the broker does not have is dropped at once, and a wait ends after
-    `wait_s` (then the letter is dropped); each drop is noted."""
+    naming a record the broker does not have is dropped at once, and one whose source partition
+    makes no progress towards the record for `wait_s` is dropped then; each drop is noted."""
 
     def __init__(
         self,
@@ -157,9 +159,8 @@ class DeadLetters:
         self.consumer, self.assembler = consumer, assembler
         self.wait_s, self.note, self.clock = wait_s, note, clock
         self.mine = set(consumer.assignment())
-        # letters' partition → (the source partition, the offset named, the letter's offset,
-        # when to give up)
-        self.waiting: dict[TopicPartition, tuple[TopicPartition, int, int, float]] = {}
+        # letters' partition → the wait of the letter at its head
+        self.waiting: dict[TopicPartition, _Wait] = {}
         self.given_up: set[tuple[TopicPartition, int]] = set()  # letters to drop when read again
         self.dropped = 0
 
@@ -174,13 +175,14 @@ class DeadLetters:
                 self.assembler.skip(tp, record.offset)
                 continue
             named = letter["source"]["offset"]
-            if self.consumer.position(source) <= named:
+            if (position := self.consumer.position(source)) <= named:
                 if (why := self._never(tp, record.offset, source, named)) is not None:
                     self._drop(tp, record.offset, why)
                     continue
                 self.consumer.seek(tp, record.offset)  # take it again once the source is read
                 self.consumer.pause(tp)
-                self.waiting[tp] = (source, named, record.offset, self.clock() + self.wait_s)
+                give_up_at = self.clock() + self.wait_s
+                self.waiting[tp] = _Wait(source, named, record.offset, give_up_at, position)
                 break
             if (failure := self.assembler.add_dead_letter(letter, tp, record.offset)) is not None:
                 closed.append(failure)
@@ -188,34 +190,46 @@ class DeadLetters:
 
     def _never(self, tp: TopicPartition, at: int, source: TopicPartition, named: int) -> str | None:
         """Why the record a letter names will not be read (None: it may be, so wait)."""
+        where = f"{source.topic}[{source.partition}]@{named}"
         if (tp, at) in self.given_up:
             self.given_up.discard((tp, at))
-            return f"not read within {self.wait_s:g} s"
+            return f"its record {where} not reached, no progress for {self.wait_s:g} s"
         # The agents dead-letter only committed records, so a genuine one is below the end.
         end = self.consumer.end_offsets([source])[source]
-        return f"the partition ends at {end}" if named >= end else None
+        return f"its record {where} is past the partition's end ({end})" if named >= end else None
 
     def _drop(self, tp: TopicPartition, at: int, why: str) -> None:
         self.assembler.skip(tp, at)
         self.dropped += 1
-        self.note(
-            f"capture: dead letter {tp.topic}[{tp.partition}]@{at} dropped: the record it "
-            f"names was {why}"
-        )
+        self.note(f"capture: dead letter {tp.topic}[{tp.partition}]@{at} dropped: {why}")
 
     def resume_due(self) -> None:
         now = self.clock()
         due = []
-        for tp, (source, named, at, give_up_at) in self.waiting.items():
-            if self.consumer.position(source) > named:
+        for tp, wait in self.waiting.items():
+            position = self.consumer.position(wait.source)
+            if position > wait.named:
                 due.append(tp)
-            elif now > give_up_at:
-                self.given_up.add((tp, at))  # read again, then dropped
+            elif position > wait.position:  # getting there (a backlog): wait on
+                wait.position, wait.give_up_at = position, now + self.wait_s
+            elif now > wait.give_up_at:
+                self.given_up.add((tp, wait.at))  # read again, then dropped
                 due.append(tp)
         for tp in due:
             del self.waiting[tp]
         if due:
             self.consumer.resume(*due)
+
+
+@dataclass
+class _Wait:
+    """A dead letter waiting for the record it names (`named` on `source`)."""
+
+    source: TopicPartition
+    named: int
+    at: int  # the letter's own offset
+    give_up_at: float
+    position: int  # the source's position when it last moved
 
 
 def slice_partitions(
