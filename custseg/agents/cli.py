@@ -13,6 +13,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from custseg import paths
+from custseg.agents.capture.reader import WaitBounds
+from custseg.agents.envelope import one_line
 from custseg.agents.topics import chain_topics
 from custseg.config import load_params
 from custseg.entrypoint import add_command, duration, positive_int, positive_seconds
@@ -73,6 +75,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     cap.add_argument(
         "--timeout", type=positive_seconds, default=None, help="stop after this many seconds"
+    )
+    cap.add_argument(
+        "--orphan-wait",
+        type=positive_seconds,
+        default=WaitBounds.orphan_s,
+        help="release replies whose task is not read within this many seconds "
+        "(default: %(default)g)",
+    )
+    cap.add_argument(
+        "--letter-wait",
+        type=positive_seconds,
+        default=WaitBounds.letter_wait_s,
+        help="drop a dead letter whose named record's partition makes no progress towards it "
+        "for this many seconds (default: %(default)g)",
     )
     cap.add_argument(
         "--workers",
@@ -199,17 +215,20 @@ def cmd_capture(args: argparse.Namespace) -> None:
             workers=args.workers or params.workers,
             dlq=params.topics.dlq,
             on_written=lambda _cid: bar.update(1),
+            on_note=lambda line: print(one_line(line), file=sys.stderr, flush=True),
+            bounds=WaitBounds(args.orphan_wait, args.letter_wait),
         )
     failed = failed_path(out)
     print(
         f"capture: {len(result.written)} conversation(s) appended to {out}, "
         f"{len(result.failed)} closed as failed (dead-lettered; in {failed}), "
         f"{len(result.incomplete)} incomplete held, {result.invalid} invalid record(s) and "
-        f"{result.moved} off their home partition skipped",
+        f"{result.moved} off their home partition skipped, {result.released} without a task "
+        f"released, {result.dropped} dead letter(s) naming no record read dropped",
         file=sys.stderr,
     )
     for cid, parts in sorted(result.incomplete.items()):
-        print(f"  incomplete {cid}: missing {', '.join(parts)}", file=sys.stderr)
+        print(f"  incomplete {one_line(cid)}: missing {', '.join(parts)}", file=sys.stderr)
     # The files, not this run's result: earlier runs may have written some of them.
     if expect and (missing := expect - recover(out)):
         raise ConfigError(
