@@ -6,7 +6,6 @@ then the agents' own conversations and the calibration set's good answers (no fa
 from __future__ import annotations
 
 import itertools
-import json
 
 import msgspec
 import pytest
@@ -14,6 +13,7 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from custseg import jsonl
 from custseg.conversation import Segment
 from custseg.evaluation.addressed import check_answer, check_claims
 from custseg.evaluation.asks import task_asks
@@ -358,8 +358,7 @@ def test_a_part_the_task_asks_for_must_be_there(task, good, bad) -> None:
 
 
 def conversation(index: int) -> dict:
-    line = (ROOT / "data" / "conversations.jsonl").read_text().splitlines()[index]
-    record = json.loads(line)
+    record = jsonl.read(ROOT / "data" / "conversations.jsonl").values[index]
     grounding = grounded_in(record)
     assert grounding is not None
     return {**record, "profile": grounding.segments}
@@ -388,8 +387,7 @@ def test_the_wrong_committed_finals_fail_with_the_right_reason() -> None:
 
 
 def test_no_false_alarm_on_the_committed_conversations_good_answers() -> None:
-    lines = (ROOT / "data" / "conversations.jsonl").read_text().splitlines()
-    for index in range(len(lines)):
+    for index in range(len(jsonl.read(ROOT / "data" / "conversations.jsonl").values)):
         c = conversation(index)
         if index in WRONG_FINALS:
             continue
