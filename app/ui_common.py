@@ -24,10 +24,8 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from custseg.config import ExportParams, load_params
 from custseg.errors import ConfigError, ModelNotFoundError, ServingError
 from custseg.features import FEATURES
-from custseg.paths import CUSTOMERS, PARAMS
-from custseg.pipeline.data import read_training_data
-from custseg.serving.batch import Ranges, training_ranges
-from custseg.serving.charts import display_sample, segment_map_spec
+from custseg.paths import PARAMS
+from custseg.serving.charts import segment_map_spec
 from custseg.serving.memory import start_releasing
 from custseg.serving.model import (
     SETUP_COMMAND,
@@ -38,6 +36,7 @@ from custseg.serving.model import (
     list_aliases,
     load_model,
     load_segment_profiles,
+    mlflow_client,
     mlflow_run_url,
     mtime_ns,
     registry_stamp,
@@ -45,6 +44,7 @@ from custseg.serving.model import (
     segment_labels,
     version_ref,
 )
+from custseg.serving.training_data import TrainingData, load_training_data
 from custseg.telemetry import disable_telemetry
 from custseg.tracking import registry_uri, tracking_uri
 
@@ -57,7 +57,6 @@ ALIASES_SEEN = "model_aliases_seen"  # {alias: version} as the sidebar showed th
 ENV_ALIAS = "CUSTSEG_MODEL_ALIAS"
 ENV_NAME = "CUSTSEG_MODEL_NAME"
 ENV_UI_URL = "MLFLOW_UI_URL"
-MAX_MAP_POINTS = 5_000
 # How stale the alias box may be on a store whose changes cannot be seen (a tracking server);
 # a local sqlite registry is re-read as soon as its file changes.
 REGISTRY_TTL_S = 3.0
@@ -72,6 +71,7 @@ class ServedModel:
     model: Any
     profile: pd.DataFrame
     labels: list[str]
+    training: TrainingData  # the version's own data: map, ranges, caption
 
     @property
     def n_clusters(self) -> int:
@@ -223,6 +223,13 @@ def _profile(store: str, run_id: str, n_clusters: int, _run: RunInfo) -> pd.Data
     return load_segment_profiles(_run, n_clusters)
 
 
+# A version's data never changes; the TTL only lets a failed read (taken as "not recorded")
+# be tried again.
+@st.cache_data(max_entries=32, ttl=60, show_spinner=False)
+def _training_data(store: str, version: str, run_id: str) -> TrainingData:
+    return load_training_data(version, run_id, mlflow_client())
+
+
 def served_model() -> ServedModel:
     """The model behind the selected alias, or an actionable message and a stopped page."""
     try:
@@ -235,10 +242,11 @@ def served_model() -> ServedModel:
         model = _load_model(ref.cache_key, ref)
         run = _run_info(tracking_uri(), ref.run_id)
         profile = _profile(tracking_uri(), ref.run_id, int(model.n_clusters), run)
+        training = _training_data(tracking_uri(), ref.version, ref.run_id)
     except ServingError as error:
         show_model_error(error)
         st.stop()
-    return ServedModel(ref, run, model, profile, segment_labels(profile))
+    return ServedModel(ref, run, model, profile, segment_labels(profile), training)
 
 
 def show_model_error(error: ServingError) -> None:
@@ -256,44 +264,25 @@ class SegmentMap:
 
     spec: dict
     points: int
-    data_found: bool
 
 
 # A resource, not data: the same dict is handed to every session instead of a pickled copy.
 @st.cache_resource(max_entries=4, show_spinner="Scoring the training customers…")
-def _segment_map(
-    path: str, mtime_ns: int, model_key: tuple[str, ...], max_points: int, _served: ServedModel
-) -> SegmentMap:
-    if mtime_ns < 0:
-        customers = pd.DataFrame({FEATURES[0]: [], FEATURES[1]: []})
-    else:
-        customers = display_sample(read_training_data(path), max_points)
-    model = _served.model
+def _segment_map(model_key: tuple[str, ...], recorded: bool, _served: ServedModel) -> SegmentMap:
+    customers, model = _served.training.sample, _served.model
     segments = (
         model.predict(features_frame(customers[FEATURES[0]], customers[FEATURES[1]]))
         if len(customers)
         else np.array([], dtype=int)
     )
     spec = segment_map_spec(customers, segments, model.cluster_centers_, _served.labels)
-    return SegmentMap(spec, len(customers), mtime_ns >= 0)
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def _training_ranges(path: str, mtime_ns: int) -> Ranges:
-    return training_ranges(read_training_data(path))
-
-
-def training_data_ranges() -> Ranges | None:
-    """(min, max) of each feature in the training customers (None without the data file)."""
-    path = CUSTOMERS.resolve()
-    return _training_ranges(str(path), path.stat().st_mtime_ns) if path.is_file() else None
+    return SegmentMap(spec, len(customers))
 
 
 def segment_map(served: ServedModel) -> SegmentMap:
-    """The served model's map of the training customers (only the centers without the data
-    file), built once per model version and data file."""
-    path = CUSTOMERS.resolve()
-    return _segment_map(str(path), mtime_ns(path), served.ref.cache_key, MAX_MAP_POINTS, served)
+    """The served version's map of its own training customers (the sample train logged with
+    it; only the centres for a version without one), built once per version."""
+    return _segment_map(served.ref.cache_key, served.training.recorded, served)
 
 
 def model_panel(served: ServedModel) -> None:

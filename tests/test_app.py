@@ -194,7 +194,9 @@ def test_the_customer_survives_leaving_the_page(served_project: Path, registered
     assert at.metric[0].value == f"Cluster {expected_segment(model, 100, 20)}"
 
 
-def test_missing_model_files_and_training_data_are_explained(project: Path, pipeline) -> None:
+def test_missing_model_files_are_explained_and_the_workspace_data_is_not_needed(
+    project: Path, pipeline
+) -> None:
     pipeline(project)
     (project / "mlruns").rename(project / "mlruns-away")
     at = start_app()
@@ -203,11 +205,12 @@ def test_missing_model_files_and_training_data_are_explained(project: Path, pipe
 
     (project / "mlruns-away").rename(project / "mlruns")
     (project / "data" / "customers.csv").unlink()
-    at.run()  # recovers without a restart; the map then shows only the centers
-    assert not at.error and not at.exception
-    assert "data/customers.csv not found" in at.warning[0].value
+    at.run()  # recovers without a restart; the map is the model's own data, not the workspace's
+    assert not at.error and not at.exception and not at.warning
     predict(at, 50, 50)
     assert at.metric[0].value.startswith("Cluster ") and at.get("plotly_chart")
+    customers = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][:-2]
+    assert customers, "the training customers are still drawn (centres and star are the last two)"
 
 
 # --- the batch page -----------------------------------------------------------------------

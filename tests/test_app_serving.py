@@ -21,15 +21,14 @@ from hypothesis import strategies as st
 from sklearn.cluster import KMeans
 
 from custseg.errors import BatchError, InvalidInput, ModelNotFoundError
+from custseg.pipeline.training_data import training_ranges
 from custseg.serving.batch import (
     score_batch,
     score_csv,
     segment_counts,
-    training_ranges,
     validate_batch,
 )
 from custseg.serving.charts import (
-    display_sample,
     segment_counts_figure,
     segment_map_spec,
     with_customer,
@@ -353,11 +352,6 @@ def test_registry_stamp_follows_the_sqlite_file_and_the_clock(tmp_path: Path) ->
     # A server store cannot be watched: its answers live for one window at most.
     assert registry_stamp("http://127.0.0.1:5000", 3.0, 10.0) == (-1, 3)
     assert registry_stamp("http://127.0.0.1:5000", 3.0, 12.0) == (-1, 4)
-
-
-def test_display_sample_caps_points() -> None:
-    frame = pd.DataFrame({"a": range(10)})
-    assert len(display_sample(frame, 4)) == 4 and display_sample(frame, 20) is frame
 
 
 def test_counts_figure() -> None:

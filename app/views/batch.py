@@ -58,7 +58,8 @@ if cached is not None and cached[:2] == (digest, served.ref.cache_key):
 else:
     try:
         with st.spinner("Scoring…"):
-            result = score_csv(data, served.model, served.labels, ui_common.training_data_ranges())
+            # Ranges of the served version's own training data (None: not recorded with it).
+            result = score_csv(data, served.model, served.labels, served.training.ranges)
     except BatchError as error:
         ui_common.forget_result()
         # The problems quote the file (headers, values) and the name is the user's: plain text,
@@ -76,6 +77,8 @@ st.success(
 st.text(f"File: {source}")
 for note in result.notes:
     st.text(note)
+if not served.training.recorded:
+    st.text(f"{served.training.not_recorded()}: rows were not checked against them.")
 left, right = st.columns([1, 1], gap="large")
 with left:
     st.subheader("Customers per segment")

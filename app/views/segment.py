@@ -6,10 +6,9 @@ import streamlit as st
 import ui_common
 
 from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
-from custseg.paths import CUSTOMERS
 from custseg.serving.batch import describe_ranges, outside_ranges
 from custseg.serving.charts import with_customer
-from custseg.serving.model import SETUP_COMMAND, features_frame, predict_segment
+from custseg.serving.model import features_frame, predict_segment
 
 PREDICTED = "segment_predicted"  # set once the button was clicked; predictions then follow
 
@@ -35,9 +34,10 @@ with st.sidebar.form("customer", border=False):
 st.session_state["kept_income"], st.session_state["kept_spending"] = income, spending
 
 st.title("Which segment is this customer in?")
+training = served.training  # the served version's own data, never the workspace's
 st.caption(
-    f"K-means with k = {served.n_clusters}, trained on the customers in {CUSTOMERS} and "
-    "served from the MLflow model registry."
+    f"K-means with k = {served.n_clusters}, trained on {training.describe()}; version "
+    f"{served.ref.version}, served from the MLflow model registry."
 )
 
 segment = (
@@ -58,7 +58,7 @@ with left:
             delta_color="off",
             delta_arrow="off",
         )
-        ranges = ui_common.training_data_ranges()
+        ranges = training.ranges
         customer = features_frame(income, spending)
         if ranges and outside_ranges(customer, ranges).any():
             st.warning(
@@ -80,12 +80,16 @@ with left:
 
 with right:
     segment_map = ui_common.segment_map(served)
-    if not segment_map.data_found:
+    if not training.recorded:
         st.warning(
-            f"{CUSTOMERS} not found: the map shows only the segment centers "
-            f"(run `{SETUP_COMMAND}` to create it)."
+            f"{training.not_recorded()}: the map shows the segment centres only and the "
+            "customer is not checked against the training ranges.",
+            icon=":material/info:",
         )
     figure = with_customer(segment_map.spec, served.labels, (income, spending), segment)
     st.plotly_chart(figure, key="segment_map", width="stretch")
-    if segment_map.points >= ui_common.MAX_MAP_POINTS:
-        st.caption(f"A random sample of {ui_common.MAX_MAP_POINTS:,} customers is shown.")
+    if training.rows is not None and segment_map.points < training.rows:
+        st.caption(
+            f"A random sample of {segment_map.points:,} of the {training.rows:,} training "
+            "customers is shown."
+        )

@@ -32,6 +32,14 @@ from custseg.pipeline.spark_engine import (
     spark_run_params,
     spark_session,
 )
+from custseg.pipeline.training_data import (
+    ARTIFACT_DIR,
+    MAX_SAMPLE_ROWS,
+    map_sample,
+    training_ranges,
+    training_summary,
+    write_training_data,
+)
 from custseg.tracking import configure_mlflow
 
 
@@ -66,13 +74,16 @@ def train(all_params: Params) -> dict:
             source = data if data.suffix == ".parquet" else X
             spark_engine = SparkKMeans(spark, spark_frame(spark, source), params.spark)
             fit, engine_params = spark_engine.fit, spark_run_params(params.spark, spark)
-        return _train_and_track(all_params, data, X, fit, engine_params, spark_engine)
+        # The map's points travel with the version (ids included): drawn once, here.
+        sample = map_sample(customers, MAX_SAMPLE_ROWS, all_params.base.seed)
+        return _train_and_track(all_params, data, X, sample, fit, engine_params, spark_engine)
 
 
 def _train_and_track(
     all_params: Params,
     data: Path,
     X: pd.DataFrame,
+    sample: pd.DataFrame,
     fit: Fit,
     engine_params: dict,
     spark_engine: SparkKMeans | None,
@@ -88,6 +99,14 @@ def _train_and_track(
     metrics = {"k": k, "n_customers": len(X), **scores}
     profile = profile_segments(X, model)
     origin = lineage(all_params, data, len(X))
+    source = all_params.simulate.source
+    data_summary = training_summary(
+        origin["data"],
+        None if source is None else str(source),
+        training_ranges(X),
+        len(sample),
+        seed,
+    )
 
     mlflow = configure_mlflow(params.experiment)
     from mlflow.models import infer_signature
@@ -129,6 +148,9 @@ def _train_and_track(
             # Plotly's JS is embedded so the artifact opens without fetching anything.
             k_sweep_figure(sweep, k).write_html(html, include_plotlyjs=True)
             mlflow.log_artifact(str(html))
+            # What the views show about this version's data (custseg.serving.training_data).
+            folder = write_training_data(Path(tmp, ARTIFACT_DIR), data_summary, sample)
+            mlflow.log_artifacts(str(folder), ARTIFACT_DIR)
             if spark_engine is not None:
                 # The registered model is the scikit-learn one; Spark's own is kept beside it.
                 saved = save_spark_model(spark_engine.models[k], Path(tmp, "spark-model"))

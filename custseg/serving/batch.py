@@ -19,6 +19,7 @@ import pandas as pd
 
 from custseg.errors import BatchError
 from custseg.features import FEATURES
+from custseg.pipeline.training_data import Ranges
 from custseg.serving.download import frame_to_csv_bytes, neutralise_cell, spreadsheet_safe
 from custseg.serving.upload import match_columns, parse_batch_csv
 from custseg.serving.validation import (
@@ -138,14 +139,6 @@ class BatchResult:
             return alive.to_csv_bytes()
 
         return build
-
-
-Ranges = dict[str, tuple[float, float]]
-
-
-def training_ranges(customers: pd.DataFrame) -> Ranges:
-    """Each feature's (min, max) in the training data: outside it a segment is a guess."""
-    return {f: (float(customers[f].min()), float(customers[f].max())) for f in FEATURES}
 
 
 def outside_ranges(features: pd.DataFrame, ranges: Ranges) -> np.ndarray:

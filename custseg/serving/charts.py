@@ -18,13 +18,6 @@ def segment_color(segment: int) -> str:
     return PALETTE[segment % len(PALETTE)]
 
 
-def display_sample(frame: pd.DataFrame, max_points: int, seed: int = 0) -> pd.DataFrame:
-    """At most `max_points` rows, sampled with a fixed seed: a browser chokes on a million dots."""
-    if len(frame) <= max_points:
-        return frame
-    return frame.sample(n=max_points, random_state=seed).sort_index()
-
-
 def segment_map_spec(
     customers: pd.DataFrame, segments: np.ndarray, centers: np.ndarray, labels: list[str]
 ) -> dict:
