@@ -5,9 +5,12 @@ the stages run in this process as DVC would run them)."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mlflow import MlflowClient
 
 from custseg.cli import main
@@ -106,3 +109,31 @@ def test_custseg_promote_shows_the_verdict_and_moves_the_champion(
     assert _champion() == 1
     names = [m.name for m in MlflowClient().search_registered_models()]
     assert not [n for n in names if n.endswith(".gate-lock")], "the gate's lock is released"
+
+
+@settings(max_examples=50)
+@given(content=st.binary(max_size=64) | st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(
+    st.sampled_from(["name", "version", "run_id", "other"]), st.integers() | st.text(max_size=5)
+)))  # fmt: skip
+def test_restore_reads_what_model_info_names_or_says_in_one_line_why_not(content: bytes) -> None:
+    from custseg.errors import UserError
+    from custseg.pipeline.restore import named_version
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model_info.json"
+        assert named_version(path) is None  # not there yet: `dvc repro` makes it
+        path.write_bytes(content)
+        try:
+            info = json.loads(content.decode("utf-8"))
+        except ValueError:
+            info = None
+        kinds = {"name": str, "version": int, "run_id": str}
+        valid = isinstance(info, dict) and all(type(info.get(k)) is t for k, t in kinds.items())
+        if valid:
+            assert named_version(path) == {key: info[key] for key in kinds}
+        else:
+            with pytest.raises(UserError) as error:
+                named_version(path)
+            assert str(error.value) == (
+                f"{path}: not an export's output; run `dvc repro -f -s export` to rewrite it"
+            )

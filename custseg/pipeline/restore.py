@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from custseg.errors import RegistryError, UserError, first_line
@@ -24,13 +25,18 @@ def named_version(path: Path = MODEL_INFO) -> dict | None:
     """The registered version the outputs name (name, version, run_id), or None without them."""
     try:
         info = json.loads(path.read_text())
-        return {key: info[key] for key in ("name", "version", "run_id")}
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except ValueError:  # not JSON, not UTF-8
+        info = None
+    kinds = {"name": str, "version": int, "run_id": str}
+    if not isinstance(info, dict) or not all(
+        type(info.get(key)) is kind for key, kind in kinds.items()
+    ):
         raise UserError(
             f"{path}: not an export's output; run `dvc repro -f -s export` to rewrite it"
-        ) from None
+        )
+    return {key: info[key] for key in kinds}
 
 
 def is_registered(client, named: dict) -> bool:
@@ -58,7 +64,10 @@ def restore(path: Path = MODEL_INFO) -> str:
         f"a new registry): `{' '.join(RETRAIN)}`",
         flush=True,
     )
-    done = subprocess.run(RETRAIN, check=False)
+    # This environment's dvc (the venv's), found even when the shell has not activated it.
+    dvc = Path(sys.executable).with_name("dvc")
+    command = [str(dvc) if dvc.is_file() else "dvc", *RETRAIN[1:]]
+    done = subprocess.run(command, check=False)
     if done.returncode != 0:
         raise UserError(f"`{' '.join(RETRAIN)}` failed (exit {done.returncode}); see above")
     now = named_version(path) or named
