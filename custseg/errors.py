@@ -48,6 +48,12 @@ class HTTPRequestError(Exception):
     """A failure another identical request would repeat (400, 401, 404, …)."""
 
 
+class WriteError(UserError):
+    """An output could not be written (full disk, read-only file system, vanished directory):
+    one line naming the path and the errno (`custseg.io.cannot_write`); nothing half-written is
+    left in its place."""
+
+
 class NoGrounding(UserError):
     """No champion to ground the answers in (one line, naming the command that fixes it)."""
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from custseg import jsonl
 from custseg.evaluation.specs import METRICS
 from custseg.serving.model import features_frame
 from custseg.testing.browser import set_slider
@@ -201,7 +201,7 @@ def test_evaluation_page_shows_the_committed_scores(page, app_url: str, trained_
     for copy in copies:  # the shared project is otherwise read-only: removed again below
         shutil.copy2(ROOT / "data" / copy.name, copy)
     try:
-        rows = [json.loads(line) for line in copies[1].read_text().splitlines()]
+        rows = jsonl.read(copies[1]).objects()
         page.goto(f"{app_url}/evaluation")
         main = page.locator('[data-testid="stMain"]')
         main.get_by_text("Score distribution").wait_for()
@@ -223,7 +223,7 @@ def test_evaluation_page_shows_the_committed_scores(page, app_url: str, trained_
         # The drill-down: one committed conversation's task, plan, draft and final side by side.
         shown_text = main.inner_text()
         task = shown_text.split("\nTask\n\n", 1)[1].split("\n\nPlan\n\n", 1)[0]
-        by_task = {c["task"]: c for c in map(json.loads, copies[0].read_text().splitlines())}
+        by_task = {c["task"]: c for c in jsonl.read(copies[0]).objects()}
         assert task in by_task, task
         assert by_task[task]["final"].split("\n")[0][:40] in shown_text
         assert "Draft" in shown_text and "Reviewer's note" in shown_text

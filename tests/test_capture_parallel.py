@@ -5,13 +5,13 @@ Each test makes its own topics (co-partitioned: three partitions each, like para
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from custseg import jsonl
 from custseg.agents.capture import capture
 from custseg.errors import ConfigError
 from custseg.kafka.admin import ensure_topics
@@ -26,7 +26,7 @@ def topics_for(bootstrap: str, partitions: dict[str, int] | None = None) -> dict
 
 
 def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return jsonl.read(path).values
 
 
 def test_workers_write_each_conversation_once_and_resume(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from custseg import jsonl
 from custseg.evaluation.items import positions
 from custseg.evaluation.specs import METRICS
 
@@ -24,7 +25,7 @@ def run_page() -> AppTest:
 
 def write_results(path: Path) -> list[str]:
     """Results for the small file's two complete conversations; one judge error."""
-    ids = [json.loads(line)["correlation_id"] for line in SMALL.read_text().splitlines()][:2]
+    ids = [r["correlation_id"] for r in jsonl.read(SMALL).values][:2]
     rows = []
     for n, cid in enumerate(ids):
         for m, metric in enumerate(METRICS):

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from custseg import jsonl
 from custseg.config import load_params
 from custseg.errors import ConfigError
 from custseg.evaluation import cli
@@ -169,7 +170,7 @@ def test_most_degraded_items_stay_on_topic(section: str) -> None:
 
 def test_calibration_profile_is_the_committed_conversations() -> None:
     profile = load_calibration(ROOT / CALIBRATION).profile
-    conversation = json.loads((ROOT / "data" / "conversations.jsonl").read_text().splitlines()[0])
+    conversation = jsonl.read(ROOT / "data" / "conversations.jsonl").values[0]
     assert conversation["grounded_in"]["version"] == profile.version
     assert [s["name"] for s in conversation["grounded_in"]["segments"]] == [
         s.name for s in profile.segments
@@ -398,7 +399,7 @@ def test_cli_reports_and_gates_on_accuracy_and_agreement(
     report = json.loads(args.json.read_text())
     assert report["helpfulness"]["accuracy"] == 1.0 and report["helpfulness"]["agreement"] == 1.0
     assert report["on_topic_bad"]["grounding"] == 1.0
-    assert len(args.rows.read_text().splitlines()) == 2 * 2 * 3  # 3 metrics × 2 pairs × 2 items
+    assert len(jsonl.read(args.rows).values) == 2 * 2 * 3  # 3 metrics × 2 pairs × 2 items
 
     monkeypatch.setattr(
         scorer,

@@ -4,12 +4,12 @@ the model that grounded it. Generated profiles and answers, so the rule is teste
 from __future__ import annotations
 
 import itertools
-import json
 
 import msgspec
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from custseg import jsonl
 from custseg.conversation import Segment
 from custseg.evaluation.grounding import (
     TOLERANCE,
@@ -415,10 +415,9 @@ def test_labels_listed_beside_segment_names_are_presented_as_segments(profile, d
 
 def test_the_committed_conversations_all_pass() -> None:
     """No false alarm on what the agents really wrote: every plan, draft and final."""
-    lines = (ROOT / "data" / "conversations.jsonl").read_text().splitlines()
-    assert len(lines) >= 15
-    for line in lines:
-        conversation = json.loads(line)
+    conversations = jsonl.read(ROOT / "data" / "conversations.jsonl").values
+    assert len(conversations) >= 15
+    for conversation in conversations:
         grounding = grounded_in(conversation)
         assert grounding is not None
         for text in ("plan", "draft", "final"):

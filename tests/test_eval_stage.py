@@ -24,9 +24,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from custseg import jsonl
 from custseg.config import load_params
 from custseg.evaluation.judge import score_view
-from custseg.evaluation.judge_cache import JudgeCache, completion_from_dict, read_seed, seed_text
+from custseg.evaluation.judge_cache import JudgeCache, completion_from_dict, read_seed
 from custseg.evaluation.specs import GENERIC_PLAN, METRICS
 from custseg.evaluation.stage import evaluate
 from custseg.evaluation.summary import flatten
@@ -69,7 +70,7 @@ def stand_in_judge(base_url: str) -> OpenAICompatibleProvider:
 
 
 def read_rows() -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path("data/eval_results.jsonl").read_text().splitlines()]
+    return jsonl.read("data/eval_results.jsonl").values
 
 
 def _mlflow_run(run_id: str) -> Any:
@@ -229,7 +230,7 @@ def test_the_bundled_judge_scores_a_conversation_end_to_end(
     """The real 1.5B judge on one conversation: every question answered (the pair in both
     orders), scores in range with the judge's reasons and timings; re-scored from its cache."""
     conversations = Path("data/conversations.jsonl")
-    conversations.write_text(conversations.read_text().splitlines()[0] + "\n")
+    jsonl.write(conversations, jsonl.read(conversations).values[:1])
     params = load_params("params.yaml")
     first = evaluate(params, local_provider, progress=False)
     assert (first.calls, first.hits) == (len(SCORED) + 1, 0)
@@ -282,7 +283,9 @@ SEED_LINES = st.one_of(
 def test_a_damaged_seed_costs_calls_never_a_crash(lines: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "seed.jsonl")
-        path.write_text("\n".join([*lines, seed_text({"kept": VALUE}).strip()]) + "\n")
+        path.write_text(
+            "\n".join([*lines, jsonl.dumps_line({"key": "kept", "value": VALUE}).strip()]) + "\n"
+        )
         seed = read_seed(path)
         assert seed["kept"] == VALUE, "a good line survives its bad neighbours"
         for stored in seed.values():  # whatever is kept, the judge can read back

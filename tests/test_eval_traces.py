@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from custseg import jsonl
 from custseg.evaluation.items import read_conversations
 from custseg.evaluation.traces import (
     MARK,
@@ -38,7 +38,7 @@ EXPERIMENT = "agent-evaluation"
 def committed() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The committed conversations and the eval stage's rows for them."""
     conversations = read_conversations(CONVERSATIONS).complete
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+    rows = jsonl.read(RESULTS).values
     return conversations, rows
 
 

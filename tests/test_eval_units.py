@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from custseg import jsonl
 from custseg.config import parse_params
 from custseg.errors import ConfigError
 from custseg.evaluation.calibration import MIN_PAIRS, compare, load_calibration, pair_items
@@ -17,6 +18,7 @@ from custseg.evaluation.items import (
     final_position,
     pairwise_text,
     positions,
+    read_conversations,
     scoring_order,
     split_conversations,
 )
@@ -116,7 +118,7 @@ def test_an_unchanged_final_is_no_improvement_whatever_the_judges_say(
 
 
 def test_helpfulness_is_the_judges_score_times_the_task_limits_kept() -> None:
-    conversation = split_conversations(SMALL.read_text().splitlines()).complete[0]
+    conversation = read_conversations(SMALL).complete[0]
     sms = {
         **conversation,
         "task": "Write an SMS (under 160 characters) inviting our best customers to a preview.",
@@ -146,7 +148,7 @@ def test_helpfulness_is_the_judges_score_times_the_task_limits_kept() -> None:
 
 
 def test_grounding_is_the_judges_score_times_the_checks() -> None:
-    conversation = split_conversations(SMALL.read_text().splitlines()).complete[0]
+    conversation = read_conversations(SMALL).complete[0]
     segments = [
         {"id": 0, "name": "high income · high spending", "size": 38, "share": 0.19},
         {"id": 1, "name": "low income · low spending", "size": 22, "share": 0.11},
@@ -168,7 +170,7 @@ def test_grounding_is_the_judges_score_times_the_checks() -> None:
 
 
 def test_items_are_scored_conversation_by_conversation_and_returned_in_order() -> None:
-    conversations = split_conversations(SMALL.read_text().splitlines()).complete
+    conversations = read_conversations(SMALL).complete
     items = [i for c in conversations for i in conversation_items(c, 42)]
     scored = []
 
@@ -212,7 +214,7 @@ class RecordingProvider(Provider):
 
 
 def test_prompts_share_the_header_the_task_and_answer_a() -> None:
-    conversation = split_conversations(SMALL.read_text().splitlines()).complete[0]
+    conversation = read_conversations(SMALL).complete[0]
     provider = RecordingProvider()
     scorer = Scorer(CachedJudge(provider, None), {k: 0.5 for k in SPECS})
     rows = score_items(scorer, conversation_items(conversation, 42))
@@ -257,8 +259,8 @@ def test_a_header_without_the_metrics_steps_is_refused() -> None:
 
 
 def test_incomplete_and_unreadable_conversations_are_skipped() -> None:
-    lines = [*SMALL.read_text().splitlines(), "", "{not json", "[1, 2]"]
-    conversations = split_conversations(lines)
+    data = SMALL.read_bytes() + b"\n{not json\n[1, 2]\n"
+    conversations = split_conversations(jsonl.parse(data))
     assert len(conversations.complete) == 2
     whys = [s["why"] for s in conversations.skipped]
     assert whys == ["missing final", "not valid JSON", "not a JSON object"]

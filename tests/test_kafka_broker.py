@@ -16,11 +16,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from custseg.errors import KafkaBrokerError
-from custseg.kafka.admin import ENV_BOOTSTRAP, ensure_topics
-from custseg.kafka.broker import LocalBroker, running_local_bootstrap
+from custseg.kafka.admin import ENV_BOOTSTRAP, broker_answers, ensure_topics
+from custseg.kafka.broker import LocalBroker, port_open, running_local_bootstrap
+from custseg.kafka.cli import _other_cluster
 from custseg.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,8 +156,71 @@ def test_cli_leaves_an_external_cluster_alone(tmp_path: Path) -> None:
     env = _cli_env(**{ENV_BOOTSTRAP: "broker.example:9092"})
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
-    assert "using that cluster, not starting a local broker" in done.stdout
+    assert done.stdout.splitlines() == [
+        f"{ENV_BOOTSTRAP}=broker.example:9092 is not the project's broker: "
+        "not starting a local broker"
+    ]
     assert not any(tmp_path.iterdir())
+
+
+@given(
+    port=st.integers(1, 65535),
+    hosts=st.lists(st.sampled_from(["127.0.0.1", "localhost", "LOCALHOST"]), min_size=1),
+    space=st.sampled_from(["", " ", "  "]),
+)
+def test_a_variable_naming_only_the_local_broker_is_ours(
+    port: int, hosts: list[str], space: str
+) -> None:
+    servers = ",".join(f"{space}{host}:{port}{space}" for host in hosts)
+    assert _other_cluster(servers, port) is None
+    assert _other_cluster("", port) is None
+
+
+@given(
+    port=st.integers(1, 65535),
+    other=st.one_of(
+        st.integers(1, 65535).map(lambda p: f"127.0.0.1:{p}"),
+        st.from_regex(r"[a-z][a-z0-9.-]{0,20}:[0-9]{1,5}", fullmatch=True),
+    ),
+)
+def test_a_variable_naming_any_other_broker_is_not_ours(port: int, other: str) -> None:
+    assume(other not in {f"127.0.0.1:{port}", f"localhost:{port}"})
+    assert _other_cluster(f"127.0.0.1:{port},{other}", port) == f"127.0.0.1:{port},{other}"
+
+
+def test_up_after_down_with_the_variable_exported_as_up_suggests(tmp_path: Path) -> None:
+    """#31: with KAFKA_BOOTSTRAP_SERVERS naming the project's broker, `down` stopped it and `up`
+    then started nothing. The broker's own data directory decides, whatever the variable says."""
+    port, controller = free_port(), free_port()
+    dirs = ["--data-dir", str(tmp_path / "data"), "--log-dir", str(tmp_path / "logs")]
+
+    def kafka(action: str, *flags: str, servers: str = f"127.0.0.1:{port}") -> list[str]:
+        cmd = [sys.executable, "-m", "custseg", "kafka", action, *dirs, *flags]
+        env = _cli_env(**{ENV_BOOTSTRAP: servers})
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode in (0, 3), done.stdout + done.stderr
+        return done.stdout.splitlines()
+
+    try:
+        up = kafka("up", "--port", str(port), "--controller-port", str(controller))
+        assert up[0].startswith(f"Kafka broker up at 127.0.0.1:{port} ")
+        assert kafka("down") == ["stopped"]
+        assert kafka("status") == ["not running"]
+        again = kafka("up")  # no flags: the ports it last ran on, which the variable names
+        assert again[0].startswith(f"Kafka broker up at 127.0.0.1:{port} ")
+        assert broker_answers(f"127.0.0.1:{port}")
+        assert kafka("up")[0].startswith("already running")
+        # Another cluster named: status and down still act on ours, and say the other is not.
+        status = kafka("status", servers="elsewhere.invalid:9092")
+        assert status[0] == f"{ENV_BOOTSTRAP}=elsewhere.invalid:9092 is not the project's " + (
+            "broker: left alone"
+        )
+        assert status[1].startswith("running (pid ") and "answering" in status[1]
+    finally:
+        down = kafka("down", servers="elsewhere.invalid:9092")
+    assert down[-1] == "stopped"
+    assert kafka("status") == ["not running"]
+    assert not port_open(port)
 
 
 def _make(target: str, variables: dict[str, str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -187,7 +253,10 @@ def test_make_kafka_up_status_down_cycle(tmp_path: Path) -> None:
         # The variable naming another cluster does not stop `down` from stopping ours.
         down = _make("kafka-down", variables, **{ENV_BOOTSTRAP: "elsewhere.invalid:9092"})
     assert down.returncode == 0, down.stderr
-    assert down.stdout.strip() == "stopped"
+    assert down.stdout.splitlines() == [
+        f"{ENV_BOOTSTRAP}=elsewhere.invalid:9092 is not the project's broker: left alone",
+        "stopped",
+    ]
     assert "not running" in _make("kafka-status", variables).stdout
     assert not (tmp_path / "data" / "broker.pid").exists()
     assert running_local_bootstrap(tmp_path / "data") is None

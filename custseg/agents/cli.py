@@ -13,10 +13,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from custseg import paths
+from custseg.agents.capture.reader import WaitBounds
+from custseg.agents.envelope import one_line
 from custseg.agents.topics import chain_topics
 from custseg.config import load_params
 from custseg.entrypoint import add_command, duration, positive_int, positive_seconds
 from custseg.errors import ConfigError
+from custseg.io import write_text_atomic
 
 ROLE_CHOICES = ("all", "planner", "writer", "reviewer")
 
@@ -74,6 +77,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--timeout", type=positive_seconds, default=None, help="stop after this many seconds"
     )
     cap.add_argument(
+        "--orphan-wait",
+        type=positive_seconds,
+        default=WaitBounds.orphan_s,
+        help="release replies whose task is not read within this many seconds "
+        "(default: %(default)g)",
+    )
+    cap.add_argument(
+        "--letter-wait",
+        type=positive_seconds,
+        default=WaitBounds.letter_wait_s,
+        help="drop a dead letter whose named record's partition makes no progress towards it "
+        "for this many seconds (default: %(default)g)",
+    )
+    cap.add_argument(
         "--workers",
         type=positive_int,
         help="processes, each reading partitions p %% N == k of every topic (default: "
@@ -104,9 +121,9 @@ def cmd_submit(args: argparse.Namespace) -> None:
         lambda futures: tqdm(futures, desc="submit", unit="task", file=sys.stderr),
     )
     ids = "".join(f"{e.correlation_id}\n" for e in envelopes)
+    print(ids, end="")  # first: the tasks are sent, their ids must not be lost with the file
     if args.ids_out:
-        args.ids_out.write_text(ids)
-    print(ids, end="")
+        write_text_atomic(args.ids_out, ids)  # a disk that refuses: one line
 
 
 def cmd_agents(args: argparse.Namespace) -> None:
@@ -198,17 +215,20 @@ def cmd_capture(args: argparse.Namespace) -> None:
             workers=args.workers or params.workers,
             dlq=params.topics.dlq,
             on_written=lambda _cid: bar.update(1),
+            on_note=lambda line: print(one_line(line), file=sys.stderr, flush=True),
+            bounds=WaitBounds(args.orphan_wait, args.letter_wait),
         )
     failed = failed_path(out)
     print(
         f"capture: {len(result.written)} conversation(s) appended to {out}, "
         f"{len(result.failed)} closed as failed (dead-lettered; in {failed}), "
         f"{len(result.incomplete)} incomplete held, {result.invalid} invalid record(s) and "
-        f"{result.moved} off their home partition skipped",
+        f"{result.moved} off their home partition skipped, {result.released} without a task "
+        f"released, {result.dropped} dead letter(s) naming no record read dropped",
         file=sys.stderr,
     )
     for cid, parts in sorted(result.incomplete.items()):
-        print(f"  incomplete {cid}: missing {', '.join(parts)}", file=sys.stderr)
+        print(f"  incomplete {one_line(cid)}: missing {', '.join(parts)}", file=sys.stderr)
     # The files, not this run's result: earlier runs may have written some of them.
     if expect and (missing := expect - recover(out)):
         raise ConfigError(

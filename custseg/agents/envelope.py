@@ -125,7 +125,7 @@ def parse_envelope(raw: bytes | None) -> Envelope:
     try:
         envelope = _DECODER.decode(raw)
     except msgspec.ValidationError as error:
-        raise InvalidMessage(one_line(_reason(str(error)))) from None
+        raise InvalidMessage(one_line(validation_reason(str(error)))) from None
     except msgspec.DecodeError as error:
         reason = str(error).removeprefix("JSON is malformed: ")
         raise InvalidMessage(one_line(f"not JSON: {reason}")) from None
@@ -145,7 +145,7 @@ def one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
     return escaped if len(escaped) <= limit else escaped[: limit - 1] + "…"
 
 
-def _reason(error: str) -> str:
+def validation_reason(error: str) -> str:
     """msgspec's "message - at `$.path`" as "invalid envelope: path: message"."""
     at = _AT.fullmatch(error)
     message, where = at["msg"], at["path"] or ""

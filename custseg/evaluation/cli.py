@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,6 +101,7 @@ def report_lines(results: dict[str, SectionResult]) -> list[str]:
 def cmd_calibrate(args: argparse.Namespace) -> None:
     """Score the labeled pairs and report, per metric, the judge's ranking accuracy, its
     agreement with the labels at the pass mark, and the spread of its scores."""
+    from custseg import jsonl
     from custseg.evaluation.calibration import (
         FIELDS,
         JUDGE_PART,
@@ -109,9 +109,9 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         load_calibration,
         on_topic_share,
     )
-    from custseg.evaluation.judge_cache import seed_text
+    from custseg.evaluation.judge_cache import write_seed
     from custseg.evaluation.scorer import build_scorer
-    from custseg.io import write_json_atomic, write_text_atomic
+    from custseg.io import write_json_atomic
 
     if unknown := set(args.metric or ()) - set(FIELDS):
         raise ConfigError(f"--metric: unknown {sorted(unknown)} (choose from {sorted(FIELDS)})")
@@ -142,10 +142,10 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
             {"judge": scorer.judge.get_model_name(), "on_topic_bad": topics, **report},
         )
     if args.rows:
-        args.rows.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        jsonl.write(args.rows, rows)
     if args.save_replies:  # exactly the replies the pairs need, as the eval stage keeps its own
         used = scorer.judge.cache.used
-        write_text_atomic(args.replies, seed_text(used))
+        write_seed(args.replies, used)
         print(f"saved {len(used)} judge replies to {args.replies}")
     low = [
         m

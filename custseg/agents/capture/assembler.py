@@ -3,6 +3,8 @@ for one a dead letter closed, and which offsets are safe to commit meanwhile."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kafka.structs import TopicPartition
@@ -75,7 +77,8 @@ def failure_record(cid: str, parts: list[Part], letter: dict) -> dict:
 
 @dataclass
 class Assembler:
-    """Holds partial conversations; tells which offsets are safe to commit."""
+    """Holds partial conversations; tells which offsets are safe to commit; releases replies
+    whose task never comes (`release_orphans`), so they cannot hold an offset for ever."""
 
     written: set[str] = field(default_factory=set)
     # correlation_id → the parts read so far, with where each was read
@@ -84,6 +87,10 @@ class Assembler:
     # because a partition is read in order, so the first key is the oldest
     held: dict[TopicPartition, dict[int, None]] = field(default_factory=dict)
     consumed: dict[TopicPartition, int] = field(default_factory=dict)
+    # correlation_id → when its first part, a reply, was read; until its task is. Insertion
+    # order is time order (one monotonic clock), so the oldest orphan is the first key.
+    taskless: dict[str, float] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
 
     def add(self, envelope: Envelope, tp: TopicPartition, offset: int) -> dict | None:
         """Add one message; return the conversation record if it just became complete."""
@@ -94,6 +101,10 @@ class Assembler:
         parts = self.pending.setdefault(cid, [])
         parts.append((envelope, tp, offset))
         self.held.setdefault(tp, {})[offset] = None
+        if envelope.type == "task":
+            self.taskless.pop(cid, None)
+        elif len(parts) == 1:
+            self.taskless[cid] = self.clock()
         if len(parts) < len(CHAIN):  # too few parts for a chain: nothing to look for yet
             return None
         chain = find_chain([e for e, _, _ in parts])
@@ -112,11 +123,33 @@ class Assembler:
             return None  # written already, or not a record this capture holds
         return self._close(cid, failure_record(cid, self.pending[cid], letter))
 
+    def release_orphans(self, wait_s: float) -> list[tuple[str, list[str]]]:
+        """Let go of the conversations that got replies but no task within `wait_s` of reading
+        the first reply (a task is always written before its replies): their offsets are no
+        longer held, and their later records are skipped. Each as (correlation id, the types
+        read)."""
+        released = []
+        now = self.clock()
+        while self.taskless:
+            cid, since = next(iter(self.taskless.items()))
+            if now - since <= wait_s:
+                break
+            released.append(
+                (cid, [t for t in CHAIN if any(e.type == t for e, _, _ in self.pending[cid])])
+            )
+            self._done(cid)
+        return released
+
     def _close(self, cid: str, record: dict) -> dict:
+        self._done(cid)
+        return record
+
+    def _done(self, cid: str) -> None:
+        """Forget a pending conversation: its offsets are released, its later records skipped."""
         for _, part_tp, part_offset in self.pending.pop(cid):
             del self.held[part_tp][part_offset]
+        self.taskless.pop(cid, None)
         self.written.add(cid)
-        return record
 
     def skip(self, tp: TopicPartition, offset: int) -> None:
         self.consumed[tp] = offset + 1

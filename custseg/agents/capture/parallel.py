@@ -11,7 +11,7 @@ import signal
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 
-from custseg.agents.capture.reader import CaptureResult, Watch, read_slice
+from custseg.agents.capture.reader import CaptureResult, WaitBounds, Watch, read_slice
 
 
 class Relay:
@@ -27,6 +27,9 @@ class Relay:
     def heard(self) -> None:
         self.events.put((self.worker, "heard", None))
 
+    def note(self, line: str) -> None:
+        self.events.put((self.worker, "note", line))
+
     def assigned(self) -> None:
         self.events.put((self.worker, "assigned", None))
 
@@ -35,25 +38,36 @@ class Relay:
 
 
 def _work(
-    args: tuple, captured: set[str], worker: int, workers: int, events: Queue, stop: Event
+    args: tuple,
+    captured: set[str],
+    worker: int,
+    workers: int,
+    events: Queue,
+    stop: Event,
+    bounds: WaitBounds,
 ) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)  # the parent decides when to stop, and says so
     try:
-        result = read_slice(*args, worker, workers, captured, Relay(worker, events, stop))
+        relay = Relay(worker, events, stop)
+        result = read_slice(*args, worker, workers, captured, relay, bounds)
         events.put((worker, "done", result))
     except Exception as error:
         events.put((worker, "failed", error))  # re-raised by the parent, type and message intact
 
 
-def in_parallel(args: tuple, workers: int, captured: set[str], watch: Watch) -> CaptureResult:
+def in_parallel(
+    args: tuple, workers: int, captured: set[str], watch: Watch, bounds: WaitBounds
+) -> CaptureResult:
     """Run `read_slice(*args, k, workers, ...)` in `workers` processes until `watch` is over;
     the merged result, or the first worker's error."""
     # fork: the workers start in milliseconds, with this process's imports already done
     context = multiprocessing.get_context("fork")
     events, stop = context.Queue(), context.Event()
     processes = [
-        context.Process(target=_work, args=(args, captured, k, workers, events, stop), daemon=True)
+        context.Process(
+            target=_work, args=(args, captured, k, workers, events, stop, bounds), daemon=True
+        )
         for k in range(workers)
     ]
     for process in processes:
@@ -76,6 +90,8 @@ def in_parallel(args: tuple, workers: int, captured: set[str], watch: Watch) -> 
                 watch.wrote(value)
             elif kind == "heard":
                 watch.heard()
+            elif kind == "note":
+                watch.note(value)
             elif kind == "assigned":
                 watch.assigned()
             elif kind in ("done", "failed"):
@@ -100,4 +116,6 @@ def merged(results: list[CaptureResult]) -> CaptureResult:
         messages=sum(r.messages for r in results),
         failed=[cid for r in results for cid in r.failed],
         moved=sum(r.moved for r in results),
+        released=sum(r.released for r in results),
+        dropped=sum(r.dropped for r in results),
     )

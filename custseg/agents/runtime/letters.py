@@ -8,9 +8,12 @@ import base64
 import hashlib
 import json
 
-from custseg.agents.envelope import Envelope, now, one_line
+import msgspec
 
-RETRY_HEADER = "custseg-retry"  # JSON: role, attempt, due (epoch s), source (the original)
+from custseg.agents.envelope import Envelope, now, one_line
+from custseg.agents.schemas import RETRY_HEADER, parse_retry_note
+from custseg.errors import InvalidMessage
+
 # A dead letter must always fit in a Kafka request (1 MB by default) whatever it quotes: the input's
 # value is kept up to this many bytes (JSON escaping can grow them 6×), its key up to MAX_KEY_BYTES.
 MAX_QUOTED_BYTES = 64 * 1024
@@ -66,13 +69,12 @@ def retry_header(role: str, attempt: int, due: float, source: dict) -> tuple[str
 
 
 def retry_note(record) -> dict | None:
-    """The retry header of a record from the retry topic (None if it has none readable)."""
+    """The retry header of a record from the retry topic, decoded by type (None if it has none
+    readable). The workers also check its ranges: `schemas.read_retry`."""
     for name, value in getattr(record, "headers", None) or ():
         if name == RETRY_HEADER:
             try:
-                note = json.loads(value)
-                if isinstance(note, dict) and {"role", "attempt", "due", "source"} <= note.keys():
-                    return note
-            except (ValueError, TypeError, RecursionError):
+                return msgspec.to_builtins(parse_retry_note(value))
+            except InvalidMessage:
                 return None
     return None

@@ -29,14 +29,8 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from custseg.agents.envelope import Envelope, one_line, parse_envelope
 from custseg.agents.grounding import Champion
-from custseg.agents.roles import Role, answer
-from custseg.agents.runtime.letters import (
-    MAX_KEY_BYTES,
-    dead_letter,
-    place,
-    retry_header,
-    retry_note,
-)
+from custseg.agents.roles import ROLES, Role, answer
+from custseg.agents.runtime.letters import MAX_KEY_BYTES, dead_letter, place, retry_header
 from custseg.agents.runtime.outcome import COUNTERS, Outcome, Send, WorkerStats
 from custseg.agents.runtime.settings import (
     BATCH_BUDGET_S,
@@ -47,6 +41,7 @@ from custseg.agents.runtime.settings import (
     consumer_settings,
     make_producer,
 )
+from custseg.agents.schemas import RetryBounds, RetryRead, max_retry_wait_s, read_retry
 from custseg.agents.topics import home_partition, topic_of
 from custseg.config import AgentsParams
 from custseg.errors import ConfigError, InvalidMessage
@@ -84,6 +79,8 @@ class AgentWorker:
         self.in_topic = topic_of(params.topics, role.consumes)
         self.out_topic = topic_of(params.topics, role.produces)
         self.retry_topic = params.topics.retries
+        # What a retry header may name: every role's input topic (each role reads the topic).
+        self.inputs = {r.name: topic_of(params.topics, r.consumes) for r in ROLES.values()}
         self.partitions = params.partitions  # of every agent topic; checked in run()
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.stats = WorkerStats()
@@ -206,30 +203,36 @@ class AgentWorker:
             for tp, offset in firsts.items():
                 if tp in mine:
                     consumer.seek(tp, offset)
-            self.on_event(f"{self.role.name}: transaction aborted, inputs read again: {error}")
+            self.on_event(
+                one_line(f"{self.role.name}: transaction aborted, inputs read again: {error}")
+            )
             return
         for outcome in outcomes:
             self._count(outcome)
 
     def _not_due_for(self, record) -> float:
-        """Seconds until this worker's retry copy is due (0: now, or not a retry of mine)."""
+        """Seconds until this worker's retry copy is due (0: now, or not a valid retry of mine).
+        Bounded: a due time further ahead than a retry ever waits is refused by `_retry_of`."""
+        read = self._retry_of(record)
+        if read is None or read.note is None or read.owner != self.role.name:
+            return 0.0
+        return max(0.0, read.note.due - time.time())
+
+    def _retry_of(self, record) -> RetryRead | None:
+        """A retry-topic record's header, checked by type and range (None: not on that topic)."""
         if record.topic != self.retry_topic:
-            return 0.0
-        note = retry_note(record)
-        if note is None or note["role"] != self.role.name:
-            return 0.0
-        try:
-            return max(0.0, float(note["due"]) - time.time())
-        except (TypeError, ValueError):
-            return 0.0
+            return None
+        wait_s = max_retry_wait_s(self.timings.retry_pause_s, LLM_ATTEMPTS)
+        bounds = RetryBounds(self.inputs, self.partitions, LLM_ATTEMPTS, wait_s)
+        return read_retry(getattr(record, "headers", None), bounds, time.time())
 
     def _count(self, outcome: Outcome) -> None:
         if counter := COUNTERS.get(outcome.kind):
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         if outcome.kind == "answered":
             self.stats.llm_s.append(outcome.llm_s)
-        if outcome.event:
-            self.on_event(outcome.event)
+        if outcome.event:  # ids and reasons come from records: escaped, one line
+            self.on_event(one_line(outcome.event))
 
     def decide_safely(self, record) -> Outcome:
         """`decide`, with a last line of defence: a record that makes it fail in a way nobody
@@ -241,18 +244,21 @@ class AgentWorker:
         except KafkaError:
             raise
         except Exception as error:  # any record-caused failure, see above
-            note = retry_note(record) if record.topic == self.retry_topic else None
+            read = self._retry_of(record)
+            source = read.note.source.as_dict() if read and read.note else None
             reason = f"unexpected {type(error).__name__}: {error}"
-            return self.dead_letter(record, reason, source=note and note["source"])
+            return self.dead_letter(record, reason, source=source)
 
     def decide(self, record) -> Outcome:
         """What to do with one record: answer it, move it home, skip it, send it to the retry
         topic or dead-letter it."""
-        note = None
-        if record.topic == self.retry_topic:
-            note = retry_note(record)
-            if note is None or note["role"] != self.role.name:
+        note = source = None
+        if (read := self._retry_of(record)) is not None:
+            if read.owner != self.role.name:
                 return Outcome("not mine")  # another role's retry: its worker answers it
+            if read.note is None:  # a header no worker can act on: one dead letter, from me
+                return self.dead_letter(record, read.problem or "invalid retry header")
+            note, source = read.note, read.note.source.as_dict()
         try:
             incoming = parse_envelope(record.value)
             if incoming.type != self.role.consumes:
@@ -260,7 +266,7 @@ class AgentWorker:
                     f"{self.role.name} answers {self.role.consumes}s, got a {incoming.type}"
                 )
         except InvalidMessage as error:
-            return self.dead_letter(record, str(error), source=note and note["source"])
+            return self.dead_letter(record, str(error), source=source)
         cid = incoming.correlation_id
         home = home_partition(cid, self.partitions)
         if note is None and record.partition != home:
@@ -272,7 +278,7 @@ class AgentWorker:
             )
         if incoming.event_id in self.seen:
             return Outcome("duplicate")
-        attempt = int(note["attempt"]) if note else 1
+        attempt = note.attempt if note else 1
         self.in_kafka_since = None  # the LLM's time is not the Kafka client's
         try:
             started = time.perf_counter()
@@ -281,7 +287,7 @@ class AgentWorker:
             llm_s = time.perf_counter() - started
             value = outgoing.to_bytes()  # an empty or broken reply fails here: like a failed call
         except (LLMError, InvalidMessage) as error:
-            source = note["source"] if note else place(record)
+            source = source or place(record)
             if attempt >= LLM_ATTEMPTS:
                 reason = f"llm failed {attempt} times: {error}"
                 return self.dead_letter(record, reason, incoming, source)
