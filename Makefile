@@ -58,8 +58,9 @@ lock:  ## renew requirements.lock from pyproject.toml's ranges, keeping current 
 		--custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade) -o requirements.lock
 
 # The params check first: a YAML syntax error gets one line here instead of DVC's parser dump.
-run: install  ## set-up + dvc repro on params.yaml
+run: install  ## set-up + dvc repro on params.yaml (first re-registers a pulled model: custseg mlflow restore)
 	$(BIN)/python stages/check_params.py
+	$(BIN)/custseg mlflow restore
 	$(BIN)/dvc repro
 
 # The tiers (pyproject.toml lists the marks): `make check` leaves out the bundled LLM, Spark, the
@@ -96,6 +97,7 @@ llm-check: install  ## send one prompt through the configured LLM provider
 # it is up to date).
 champion: install  ## train and register the model if needed (dvc repro export)
 	$(BIN)/python stages/check_params.py
+	$(BIN)/custseg mlflow restore
 	$(BIN)/dvc repro export
 
 # Broker up, agents, submit eval/tasks.yaml, capture the conversations, stop the agents.

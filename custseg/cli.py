@@ -4,9 +4,11 @@ custseg submit | agents | capture      the agents over Kafka
 custseg eval calibrate                 trust in the GEval judge
 custseg llm fetch | models | serve | check
 custseg kafka up | down | status | fetch
-custseg mlflow template                MLflow's migrated empty store, once per machine
+custseg team up | down | status        team mode: one MLflow server on PostgreSQL for a team
+custseg mlflow template | restore      MLflow's empty store; re-register the pulled model
 custseg plots template                 DVC's plots page with Vega inlined (offline)
 custseg serve                          REST scoring (MLflow's protocol) of the registered model
+custseg promote VERSION                make VERSION @champion by decision; shows the gate's verdict
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ def _mlflow_template(_args: argparse.Namespace) -> None:
     print(f"MLflow store template {state}: {path} (${TEMPLATE_DIR_ENV} moves it)")
 
 
+def _mlflow_restore(_args: argparse.Namespace) -> None:
+    from custseg.pipeline.restore import restore
+
+    print(restore())
+
+
 def _plots_template(_args: argparse.Namespace) -> None:
     from custseg.pipeline.plots_page import write_template
 
@@ -51,6 +59,13 @@ def _serve(args: argparse.Namespace) -> None:
         raise UserError(str(error)) from None
 
 
+def _promote(args: argparse.Namespace) -> None:
+    from custseg.config import load_params
+    from custseg.pipeline.promote import promote
+
+    print("\n".join(promote(args.version, load_params(args.params).export)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="custseg",
@@ -69,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         "template",
         "build the migrated empty store that every new sqlite store copies (once per version)",
         _mlflow_template,
+    )
+    add_command(
+        actions,
+        "restore",
+        "retrain and register the model models/model_info.json names if this registry lacks it "
+        "(a clone after `dvc pull`, a new team server); `make run` runs it first",
+        _mlflow_restore,
     )
     actions = command_group(commands, "plots", "DVC plots set-up", "DVC plots set-up.")
     add_command(
@@ -96,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--alias", help="default: params.yaml export.alias (champion)")
     serve.add_argument("--name", help="default: params.yaml export.model_name")
+    promote = add_command(
+        commands,
+        "promote",
+        "make VERSION of the registered model (export.model_name) its champion "
+        "(export.alias), whatever the gate said: how an experiment or a new k reaches "
+        "production; prints the gate's verdict on it",
+        _promote,
+        params=True,
+    )
+    promote.add_argument(
+        "version", metavar="VERSION", type=positive_int, help="registered version number, e.g. 3"
+    )
     return root
 
 

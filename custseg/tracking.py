@@ -18,8 +18,22 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TEMPLATE_DIR_ENV = "CUSTSEG_MLFLOW_TEMPLATES"  # default ~/.cache/custseg/mlflow
 
 
+# DVC sets DVC_ROOT for every stage it runs: the repository's root, which with `dvc exp run
+# --temp` (or --queue) is the workspace, not the temporary copy the stage runs in. The project's
+# own store lives there, so an experiment in a copy registers into the workspace's registry.
+DVC_ROOT_ENV = "DVC_ROOT"
+
+
+def project_root() -> Path:
+    """Where the project's default store (mlflow.db, mlruns/) lives: DVC_ROOT in a stage, else
+    the working directory."""
+    return Path(os.environ.get(DVC_ROOT_ENV, "").strip() or ".")
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    root = project_root()
+    default = DEFAULT_TRACKING_URI if root == Path(".") else f"sqlite:///{root / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI", default)
 
 
 def registry_uri() -> str:
@@ -36,8 +50,21 @@ def configure_mlflow(experiment: str | None = None):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry_uri())
     if experiment:
+        _create_in_project_root(mlflow, uri, experiment)
         mlflow.set_experiment(experiment)
     return mlflow
+
+
+def _create_in_project_root(mlflow, uri: str, experiment: str) -> None:
+    """A new experiment of the default store keeps its artifacts in the project's mlruns/ even
+    when the stage runs in DVC's temporary copy (MLflow would put them in the copy, which DVC
+    deletes after `dvc exp run --temp`)."""
+    root = project_root().resolve()
+    if sqlite_path(uri) is None or root == Path.cwd().resolve():
+        return
+    if mlflow.get_experiment_by_name(experiment) is None:
+        location = (root / "mlruns" / experiment).as_uri()
+        mlflow.MlflowClient().create_experiment(experiment, artifact_location=location)
 
 
 def model_uri(name: str, alias: str) -> str:

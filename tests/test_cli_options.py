@@ -4,6 +4,8 @@ the option (exit 2), before anything starts; good values pass through as numbers
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -82,3 +84,70 @@ def test_float_options_take_exactly_their_range(number: float) -> None:
         else:
             with pytest.raises(argparse.ArgumentTypeError):
                 kind(repr(number))
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict:
+    """Every runnable `custseg` command line → its parser."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        return {path: parser}
+    leaves: dict = {}
+    for name, sub in groups[0].choices.items():
+        leaves.update(_leaf_commands(sub, (*path, name)))
+    return leaves
+
+
+# The positional arguments a command needs before its options, to get as far as reading params.
+POSITIONAL = {("submit",): ["a question"], ("promote",): ["1"]}
+
+
+def test_every_command_that_reads_params_takes_params(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's claim: the commands that read params.yaml take `--params` (and read that
+    file, first): a missing one is one line naming it, before anything starts."""
+    from custseg.cli import build_parser
+
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: a command reading the default fails too
+    with_params = [
+        command
+        for command, parser in _leaf_commands(build_parser()).items()
+        if any("--params" in action.option_strings for action in parser._actions)
+    ]
+    assert {("serve",), ("promote",), ("agents",), ("eval", "calibrate")} <= set(with_params)
+    for command in with_params:
+        assert main([*command, *POSITIONAL.get(command, []), "--params", "nope.yaml"]) == 2
+        assert capsys.readouterr().err.strip() == "error: nope.yaml: file not found", command
+
+
+def test_the_help_texts_say_what_the_commands_do(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    summary = capsys.readouterr().out
+    for command in ("team", "promote", "serve", "kafka"):
+        assert f"\ncustseg {command} " in summary, command
+    for action, meaning in (
+        ("up", "seconds to wait for the started broker to answer"),
+        ("down", "not used by down"),
+        ("status", "not used by status"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["kafka", action, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+        assert meaning in text and "for 'up'" not in text, action
+    with pytest.raises(SystemExit):
+        main(["promote", "--help"])
+    assert "VERSION" in capsys.readouterr().out
+
+
+@given(st.text(alphabet="0123456789 +-x.", max_size=6))
+def test_promote_takes_only_a_version_number(text: str) -> None:
+    from custseg.cli import build_parser
+
+    parser = build_parser()
+    valid = re.fullmatch(r"\s*\+?\d+\s*", text) is not None and int(text) >= 1
+    if valid:
+        assert parser.parse_args(["promote", "--", text]).version == int(text)
+    else:
+        with pytest.raises(SystemExit):
+            parser.parse_args(["promote", "--", text])

@@ -22,8 +22,10 @@ from sklearn.metrics import silhouette_score
 from custseg.features import FEATURES
 from custseg.pipeline.registry import (
     Comparison,
+    Decision,
     compare_on_data,
     current_champion,
+    hold_for_experiment,
     promotion_decision,
 )
 from custseg.pipeline.segments import sample_silhouette
@@ -74,6 +76,9 @@ def test_a_champion_that_cannot_score_the_data_is_kept_unless_forced() -> None:
 scores = st.floats(-1, 1, allow_nan=False)
 
 
+segment_counts = st.none() | st.integers(2, 10)
+
+
 @given(
     candidate=scores,
     champion=scores,
@@ -81,6 +86,8 @@ scores = st.floats(-1, 1, allow_nan=False)
     tolerance=st.floats(0, 2, allow_nan=False),
     min_ari=st.none() | st.floats(-1, 1, allow_nan=False),
     force=st.booleans(),
+    candidate_k=segment_counts,
+    champion_k=segment_counts,
 )
 def test_the_gate_promotes_exactly_when_its_rules_allow(
     candidate: float,
@@ -89,14 +96,55 @@ def test_the_gate_promotes_exactly_when_its_rules_allow(
     tolerance: float,
     min_ari: float | None,
     force: bool,
+    candidate_k: int | None,
+    champion_k: int | None,
 ) -> None:
-    decision = promotion_decision(
-        Comparison(candidate, champion, ari), tolerance, min_ari=min_ari, force=force
+    comparison = Comparison(
+        candidate, champion, ari, candidate_k=candidate_k, champion_k=champion_k
     )
-    allowed = candidate >= champion - tolerance and (min_ari is None or ari >= min_ari)
+    decision = promotion_decision(comparison, tolerance, min_ari=min_ari, force=force)
+    new_k = None not in (candidate_k, champion_k) and candidate_k != champion_k
+    allowed = (
+        candidate >= champion - tolerance and (min_ari is None or ari >= min_ari) and not new_k
+    )
     assert decision.promote is (allowed or force)
     assert decision.reason.endswith("promoted by export.force") is (force and not allowed)
+    assert (f"k {candidate_k} ≠ champion's k {champion_k}" in decision.reason) is new_k
     assert "\n" not in decision.reason
+
+
+def test_a_new_k_is_not_promoted_on_silhouette_alone() -> None:
+    """Silhouette favours few segments: k=2 beating k=5 by a wide margin is still refused."""
+    two_beats_five = Comparison(0.52, 0.37, 0.4, candidate_k=2, champion_k=5)
+    refused = promotion_decision(two_beats_five, tolerance=0.01)
+    assert not refused.promote
+    assert refused.reason.startswith("silhouette 0.5200 ≥ champion 0.3700")
+    assert refused.reason.endswith(
+        "; k 2 ≠ champion's k 5: a new k is promoted by decision "
+        "(`custseg promote VERSION` or export.force), never on silhouette alone"
+    )
+    assert promotion_decision(two_beats_five, tolerance=0.01, force=True).promote
+    same_k = Comparison(0.52, 0.37, 0.4, candidate_k=5, champion_k=5)
+    assert promotion_decision(same_k, tolerance=0.01).promote
+
+
+@given(
+    promote=st.booleans(),
+    experiment=st.none() | st.text("abcdefghij-", min_size=1, max_size=20),
+    force=st.booleans(),
+)
+def test_an_experiment_takes_the_champion_only_when_forced(
+    promote: bool, experiment: str | None, force: bool
+) -> None:
+    verdict = Decision(promote, "the gate's reason")
+    held = hold_for_experiment(verdict, experiment, force=force)
+    assert held.promote is (promote and (experiment is None or force))
+    assert held.reason.startswith("the gate's reason")
+    if promote and not held.promote:
+        assert f"experiment {experiment} does not move the champion" in held.reason
+        assert "`custseg promote VERSION`" in held.reason
+    else:
+        assert held == verdict
 
 
 def _blobs(centers: list[tuple[float, float]], n: int, seed: int, std: float = 3.0) -> pd.DataFrame:
@@ -112,6 +160,7 @@ def test_compare_on_data_scores_both_labelings_of_the_same_rows() -> None:
     same = compare_on_data(four, four, X, sample_size=100, seed=7)
     assert same.candidate_silhouette == same.champion_silhouette and same.ari == 1.0
     versus = compare_on_data(two, four, X, sample_size=100, seed=7)
+    assert (versus.candidate_k, versus.champion_k) == (2, 4)
     assert versus.champion_silhouette == same.champion_silhouette
     assert versus.candidate_silhouette < versus.champion_silhouette
     assert 0 < versus.ari < 1 and versus.unscorable is None
@@ -257,6 +306,7 @@ def test_the_gate_compares_like_with_like_across_data_sets(project: Path) -> Non
     worse = _export_after(project, train={"n_clusters": 2})
     assert not worse["promoted"] and worse["aliases"] == ["candidate"]
     assert worse["decision"].startswith(f"silhouette {worse['gate']['candidate_silhouette']:.4f} <")
+    assert "k 2 ≠ champion's k 5" in worse["decision"] and not worse["gate"]["passed"]
     assert 0 < worse["gate"]["ari"] < 1
     assert _champion() == 4
     write_params(project, export={"force": True})

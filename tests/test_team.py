@@ -174,9 +174,11 @@ def test_two_experiments_at_once_end_with_one_champion_and_every_decision(
     name = "team-race"
     repos = [git_sandbox(tmp_path / who, name) for who in ("carol", "dave")]
     env = client_env(team.url)
+    # Forced: an experiment takes @champion only when asked, and both ask, so the second
+    # decision shows whether it saw the first's champion (serial) or not (a lost update).
     runs = [
         subprocess.Popen(
-            ["dvc", "exp", "run", "export", "-S", f"base.seed={seed}"],
+            ["dvc", "exp", "run", "export", "-S", f"base.seed={seed}", "-S", "export.force=true"],
             cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for seed, repo in zip((11, 12), repos, strict=True)
@@ -225,3 +227,70 @@ def test_dvc_push_from_one_clone_pull_into_another(tmp_path: Path) -> None:
     run("dvc", "pull", "--with-deps", "simulate", cwd=bob)
     assert (bob / "data/customers.csv").read_bytes() == (alice / "data/customers.csv").read_bytes()
     assert "up to date" in run("dvc", "status", "simulate", cwd=bob)
+
+
+def _make(target: str, clone: Path) -> str:
+    """This checkout's `make <target>` in `clone`, with this checkout's venv (already installed:
+    `-o install` keeps make from rebuilding it)."""
+    shutil.copy2(ROOT / "Makefile", clone / "Makefile")
+    if not (clone / ".venv").exists():
+        (clone / ".venv").symlink_to(ROOT / ".venv")
+    env = {k: v for k, v in client_env().items() if not k.startswith("MAKE")}
+    return run("make", "--no-print-directory", "-o", "install", target, cwd=clone, env=env)
+
+
+@pytest.mark.timeout(900)  # two trainings, a push, a pull and two `make` runs
+def test_a_clone_that_only_pulled_gets_its_champion_back(tmp_path: Path) -> None:
+    """After `dvc pull` every output is up to date but the clone has no registry: `make champion`
+    (and `make run`, which runs the same check first) re-registers what model_info.json names."""
+    import mlflow
+
+    alice = git_sandbox(tmp_path / "alice")
+    run("dvc", "repro", "export", cwd=alice)
+    run("git", "add", "-A", cwd=alice)
+    run("git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "model", cwd=alice)
+    run("dvc", "push", cwd=alice)
+    bob = tmp_path / "bob"
+    run("git", "clone", "-q", str(alice), str(bob), cwd=tmp_path)
+    run("dvc", "pull", cwd=bob)
+    assert "up to date" in run("dvc", "status", "export", cwd=bob)
+    assert not (bob / "mlflow.db").exists()
+
+    log = _make("champion", bob)
+    assert "lacks customer-segments v1" in log and "re-registered customer-segments v1" in log
+    client = mlflow.MlflowClient(f"sqlite:///{bob / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("customer-segments", "champion")
+    info = json.loads((bob / "models/model_info.json").read_text())
+    assert (int(champion.version), champion.run_id) == (info["version"], info["run_id"])
+    # The model loads from the clone's own store, and a second run finds it there.
+    loaded = subprocess.run(
+        [sys.executable, "-c",
+         "import mlflow; m = mlflow.sklearn.load_model('models:/customer-segments@champion'); "
+         "print(len(m.cluster_centers_))"],
+        cwd=bob, env=client_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert loaded.stdout.strip() == "5", loaded.stderr
+    again = _make("champion", bob)
+    assert "holds customer-segments v1" in again and "re-registered" not in again
+
+
+def test_status_exit_codes_are_the_documented_ones(tmp_path: Path) -> None:
+    """docs/scale-out-and-team.md: `custseg team status` exits 3 when the server is not running;
+    `make team-status` says so and exits 0 (make reports any failing recipe as 2, never 3)."""
+    env = {
+        **os.environ,
+        "CUSTSEG_TEAM_DIR": str(tmp_path / "team"),
+        "TEAM_PORT": str(free_port()),
+        "TEAM_PG_PORT": str(free_port()),
+    }
+    make = subprocess.run(
+        ["make", "--no-print-directory", "team-status"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert make.returncode == 0 and "stopped" in make.stdout, make
+    direct = subprocess.run(
+        [str(Path(sys.executable).parent / "custseg"), "team", "status",
+         "--port", env["TEAM_PORT"], "--pg-port", env["TEAM_PG_PORT"]],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert direct.returncode == 3 and "stopped" in direct.stdout, direct

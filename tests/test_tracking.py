@@ -58,3 +58,35 @@ def test_the_template_has_no_default_experiment(migrated_mlflow_db: Path) -> Non
         assert connection.execute("SELECT count(*) FROM experiments").fetchone() == (0,)
         revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
     assert revision and revision[0]
+
+
+def test_a_stage_in_dvcs_temporary_copy_uses_the_workspace_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_mlflow_db: Path
+) -> None:
+    """`dvc exp run --temp` runs a stage in a copy under .dvc/tmp/exps/ with DVC_ROOT naming the
+    workspace: the default store, and a new experiment's artifacts, are the workspace's."""
+    from custseg.testing.sandbox import MLFLOW_ENV, forget_mlflow_process_state
+    from custseg.tracking import configure_mlflow, tracking_uri
+
+    for key in MLFLOW_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv(TEMPLATE_DIR_ENV, str(tmp_path / "templates"))
+    template_path().parent.mkdir()
+    template_path().write_bytes(migrated_mlflow_db.read_bytes())
+    workspace, copy = tmp_path / "workspace", tmp_path / "workspace/.dvc/tmp/exps/tmp1"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert tracking_uri() == "sqlite:///mlflow.db"  # outside DVC: the working directory's
+    monkeypatch.setenv("DVC_ROOT", str(workspace))
+    assert tracking_uri() == f"sqlite:///{workspace / 'mlflow.db'}"
+    try:
+        mlflow = configure_mlflow("customer-segmentation")
+        experiment = mlflow.get_experiment_by_name("customer-segmentation")
+        assert experiment.artifact_location == (workspace / "mlruns/customer-segmentation").as_uri()
+        with mlflow.start_run():
+            mlflow.log_text("kept", "note.txt")
+        assert (workspace / "mlflow.db").is_file() and not (copy / "mlflow.db").exists()
+        assert list((workspace / "mlruns").rglob("note.txt")) and not (copy / "mlruns").exists()
+    finally:
+        forget_mlflow_process_state()

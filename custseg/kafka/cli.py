@@ -46,10 +46,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     ):
         action = add_command(actions, name, text, _run)
         if name != "fetch":
-            _broker_options(action)
+            _broker_options(action, TIMEOUT_HELP[name])
 
 
-def _broker_options(parser: argparse.ArgumentParser) -> None:
+# What --timeout means to each action (down and status accept it, so scripts may pass one).
+TIMEOUT_HELP = {
+    "up": "seconds to wait for the started broker to answer (default 90)",
+    "down": "not used by down: it sends SIGTERM, then SIGKILL after 30 s",
+    "status": "not used by status: it answers at once",
+}
+
+
+def _broker_options(parser: argparse.ArgumentParser, timeout_help: str) -> None:
     home = f"${STATE_ENV}, else $XDG_STATE_HOME/custseg/kafka"  # read when the command runs
     last = "the ports it last ran on, else"  # read from the data directory
     parser.add_argument(
@@ -62,9 +70,7 @@ def _broker_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-dir", type=Path, help=f"data, PID file (default: {home}/data)")
     parser.add_argument("--log-dir", type=Path, help=f"broker logs (default: {home}/logs)")
-    parser.add_argument(
-        "--timeout", type=positive_seconds, default=90.0, help="seconds to wait for 'up'"
-    )
+    parser.add_argument("--timeout", type=positive_seconds, default=90.0, help=timeout_help)
 
 
 def _run(args: argparse.Namespace) -> int:

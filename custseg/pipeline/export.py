@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -20,9 +21,21 @@ from custseg.pipeline.registry import (
     compare_on_data,
     current_champion,
     gate_lock,
+    hold_for_experiment,
     promotion_decision,
 )
 from custseg.tracking import configure_mlflow
+
+# `dvc exp run` (in the workspace, --temp or --queue) puts the experiment's name in the
+# environment of every stage it runs; `dvc repro` does not (DVC 3.67: dvc/env.py,
+# dvc/repo/experiments/queue/base.py). DVC_EXP_BASELINE_REV is set beside it.
+EXPERIMENT_ENV = "DVC_EXP_NAME"
+
+
+def experiment_name() -> str | None:
+    """The `dvc exp run` this stage runs in, or None for `dvc repro` (the committed pipeline)."""
+    return os.environ.get(EXPERIMENT_ENV, "").strip() or None
+
 
 RUN_KEYS = ("run_id", "model_uri", "silhouette", "silhouette_sample", "seed", "lineage")
 
@@ -58,14 +71,15 @@ def read_candidate_data(run_info: dict, path: Path | None = None) -> pd.DataFram
     return read_training_data(path)[FEATURES].astype(float)
 
 
-def export(run_info: dict, params: ExportParams) -> dict:
-    """Register the run's model, move the aliases the gate allows; a registry failure at any
-    step stops here with one line (RegistryError) and moves no alias after it."""
+def export(run_info: dict, params: ExportParams, experiment: str | None = None) -> dict:
+    """Register the run's model, move the aliases the gate allows (an `experiment`'s model
+    takes @champion only with export.force); a registry failure at any step stops here with
+    one line (RegistryError) and moves no alias after it."""
     from mlflow.exceptions import MlflowException
 
     customers = read_candidate_data(run_info)
     try:
-        return _register_and_gate(run_info, params, customers)
+        return _register_and_gate(run_info, params, customers, experiment)
     except MlflowException as error:
         raise RegistryError(f"MLflow registry: {first_line(error)}; nothing promoted") from None
 
@@ -83,7 +97,9 @@ def _compare(mlflow, run_info: dict, champion, customers: pd.DataFrame) -> Compa
     )
 
 
-def _register_and_gate(run_info: dict, params: ExportParams, customers: pd.DataFrame) -> dict:
+def _register_and_gate(
+    run_info: dict, params: ExportParams, customers: pd.DataFrame, experiment: str | None
+) -> dict:
     mlflow = configure_mlflow()
     client = mlflow.MlflowClient()
     name = params.model_name
@@ -95,22 +111,30 @@ def _register_and_gate(run_info: dict, params: ExportParams, customers: pd.DataF
         lineage_tags = flat_tags(run_info["lineage"])
         version = mlflow.register_model(run_info["model_uri"], name, tags=lineage_tags)
     client.set_registered_model_alias(name, params.candidate_alias, version.version)
+    if experiment:  # which `dvc exp show` row this version is
+        client.set_model_version_tag(name, version.version, "dvc.experiment", experiment)
     # One gate at a time: the champion read, the comparison and the alias move happen while
     # this export holds the model's gate, so a concurrent export cannot overwrite unseen.
     with gate_lock(client, name):
         champion = current_champion(client, name, params.alias)
         comparison = None
         if champion is not None and champion.version == version.version:
-            decision = Decision(True, f"version {version.version} is already @{params.alias}")
+            decision = verdict = Decision(
+                True, f"version {version.version} is already @{params.alias}"
+            )
         else:
             if champion is not None:
                 comparison = _compare(mlflow, run_info, champion, customers)
-            decision = promotion_decision(
+            verdict = promotion_decision(
                 comparison, params.tolerance, min_ari=params.min_ari, force=params.force
             )
+            decision = hold_for_experiment(verdict, experiment, force=params.force)
         gate = {
             "promoted": decision.promote,
             "decision": decision.reason,
+            # the gate's own verdict; an experiment may pass it and still not be promoted
+            "passed": verdict.promote,
+            "experiment": experiment,
             "champion_version": None if champion is None else int(champion.version),
             # no comparison (no champion, or it is this version): no scores
             **{
@@ -155,6 +179,7 @@ def gate_metrics(info: dict) -> dict:
     return {
         "version": info["version"],
         "promoted": gate["promoted"],
+        "passed": gate["passed"],
         "decision": gate["decision"],
         **{
             key: gate[key]
@@ -179,7 +204,7 @@ def export_stage(params_path: Path) -> str:
     """Register the model as `candidate`; promote it to `champion` if the gate passes; write
     which version and why (models/model_info.json, metrics/export.json)."""
     params = load_params(params_path).export
-    info = export(read_run_info(), params)
+    info = export(read_run_info(), params, experiment_name())
     write_json_atomic(MODEL_INFO, info)
     write_json_atomic(EXPORT_METRICS, gate_metrics(info))
     return summary(info, params)

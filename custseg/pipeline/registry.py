@@ -37,6 +37,14 @@ class Comparison:
     champion_silhouette: float | None = None
     ari: float | None = None  # adjusted Rand index between the two labelings
     unscorable: str | None = None
+    candidate_k: int | None = None  # number of segments; None when the model does not say
+    champion_k: int | None = None
+
+
+def n_segments(model: Any) -> int | None:
+    """How many segments a fitted model has (its centers), or None for a model without them."""
+    centers = getattr(model, "cluster_centers_", None)
+    return None if centers is None else len(centers)
 
 
 def _feature_mismatch(model: Any) -> str | None:
@@ -66,6 +74,8 @@ def compare_on_data(
         candidate_score,
         sample_silhouette(values, champion_labels, sample_size, seed),
         float(adjusted_rand_score(champion_labels, candidate_labels)),
+        candidate_k=n_segments(candidate),
+        champion_k=n_segments(champion),
     )
 
 
@@ -78,7 +88,12 @@ def promotion_decision(
 ) -> Decision:
     """Promote when there is no champion, or when, on the candidate's data, the candidate's
     silhouette is not worse than the champion's by more than `tolerance` (and the two labelings
-    agree to at least `min_ari`, when set). `force` promotes whatever the scores say."""
+    agree to at least `min_ari`, when set) and both have the same number of segments.
+    `force` promotes whatever the scores say.
+
+    A different k is never promoted on silhouette alone: silhouette favours few segments (k=2
+    often scores best on data with no real groups), so changing k is a decision (`force`, or
+    `custseg promote`), not a score."""
     if comparison is None:
         return Decision(True, "no champion yet")
     if comparison.unscorable is not None:
@@ -96,11 +111,31 @@ def promotion_decision(
     stable = min_ari is None or comparison.ari >= min_ari
     if min_ari is not None:
         reason += f" {'≥' if stable else '<'} min_ari {min_ari:g}"
-    if good_enough and stable:
+    new_k, old_k = comparison.candidate_k, comparison.champion_k
+    same_k = new_k is None or old_k is None or new_k == old_k
+    if not same_k:
+        reason += (
+            f"; k {new_k} ≠ champion's k {old_k}: a new k is promoted by decision "
+            "(`custseg promote VERSION` or export.force), never on silhouette alone"
+        )
+    if good_enough and stable and same_k:
         return Decision(True, reason)
     if force:
         return Decision(True, f"{reason}; promoted by export.force")
     return Decision(False, reason)
+
+
+def hold_for_experiment(decision: Decision, experiment: str | None, *, force: bool) -> Decision:
+    """An experiment's model is registered and judged, but takes @champion only when asked
+    (`force`): otherwise every `dvc exp run` that the gate liked would replace production."""
+    if experiment is None or force or not decision.promote:
+        return decision
+    return Decision(
+        False,
+        f"{decision.reason}; the gate passes, but experiment {experiment} does not move the "
+        "champion: `custseg promote VERSION`, or `dvc exp apply` + commit + "
+        "`dvc repro -f -s export`",
+    )
 
 
 def current_champion(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:

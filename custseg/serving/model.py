@@ -158,7 +158,7 @@ def resolve_model(name: str, alias: str, client: MlflowClient | None = None) -> 
     if (path := missing_sqlite_store(uri)) is not None:
         raise ModelNotFoundError(
             f"No MLflow registry yet ({path} does not exist). Train and register the model "
-            f"with `{SETUP_COMMAND}`, then reload this page."
+            f"with `{SETUP_COMMAND}`, then rerun the command, or reload the app."
         )
     client = client or mlflow_client()
     try:
@@ -168,7 +168,7 @@ def resolve_model(name: str, alias: str, client: MlflowClient | None = None) -> 
         if not _model_exists(client, name):
             raise ModelNotFoundError(
                 f"No registered model '{name}' in {uri}. Train and register it with "
-                f"`{SETUP_COMMAND}`, then reload this page."
+                f"`{SETUP_COMMAND}`, then rerun the command, or reload the app."
             ) from None
         aliases = list_aliases(name, client)
         if alias in aliases:
@@ -177,7 +177,7 @@ def resolve_model(name: str, alias: str, client: MlflowClient | None = None) -> 
         raise ModelNotFoundError(
             f"Model '{name}' has no version with alias @{alias} (it has {have}). "
             f"`{SETUP_COMMAND}` registers and promotes a model when it passes the quality "
-            "gate; or choose another alias."
+            "gate, `custseg promote VERSION` promotes one by decision; or choose another alias."
         ) from None
     return ModelRef(name, alias, str(version.version), version.run_id or "", uri)
 

@@ -1,0 +1,56 @@
+"""`custseg promote VERSION`: a person's decision to make a registered version the champion.
+
+Experiments and a change of k never take @champion on their own (custseg.pipeline.registry);
+this is how they do, with the gate's recorded verdict shown beside the decision."""
+
+from __future__ import annotations
+
+from custseg.config import ExportParams
+from custseg.errors import RegistryError, UserError, first_line
+from custseg.pipeline.registry import current_champion, gate_lock
+from custseg.tracking import configure_mlflow
+
+
+def gate_verdict(tags: dict[str, str]) -> str:
+    """What the gate said about a version when `export` registered it (its `gate.*` tags)."""
+    decision = tags.get("gate.decision")
+    if decision is None:
+        return "the gate never judged it (not registered by `dvc repro`/`dvc exp run`)"
+    passed = tags.get("gate.passed", tags.get("gate.promoted")) == "true"
+    return f"{'passed' if passed else 'refused'}: {decision}"
+
+
+def _known_versions(client, name: str) -> list[int]:
+    return sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+
+
+def promote(version: int, params: ExportParams) -> list[str]:
+    """Move `params.alias` to `version` (under the gate's lock); the lines to print."""
+    from mlflow.exceptions import MlflowException
+
+    client = configure_mlflow().MlflowClient()
+    name = params.model_name
+    try:
+        known = _known_versions(client, name)
+        if version not in known:
+            have = f"versions {known[0]}-{known[-1]}" if known else "no versions; run `dvc repro`"
+            raise UserError(f"{name} has no version {version} ({have})")
+        tags = client.get_model_version(name, str(version)).tags
+        lines = [f"{name} v{version}: the gate {gate_verdict(tags)}"]
+        with gate_lock(client, name):
+            champion = current_champion(client, name, params.alias)
+            before = None if champion is None else int(champion.version)
+            if before == version:
+                return [*lines, f"{name} v{version} is already @{params.alias}"]
+            client.set_model_version_tag(name, str(version), "promoted_by", "custseg promote")
+            client.update_model_version(
+                name,
+                str(version),
+                description=f"promoted to @{params.alias} by `custseg promote` "
+                f"(was v{before}); the gate {gate_verdict(tags)}",
+            )
+            client.set_registered_model_alias(name, params.alias, str(version))
+    except MlflowException as error:
+        raise RegistryError(f"MLflow registry: {first_line(error)}; nothing promoted") from None
+    was = "no champion before" if before is None else f"was v{before}"
+    return [*lines, f"{name} v{version} is now @{params.alias} ({was})"]
