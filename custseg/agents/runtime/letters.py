@@ -10,7 +10,8 @@ import json
 
 from custseg.agents.envelope import Envelope, now, one_line
 
-RETRY_HEADER = "custseg-retry"  # JSON: role, attempt, due (epoch s), source (the original)
+# JSON: role, attempt, due (epoch s), source (the original), spent (LLM s so far; optional)
+RETRY_HEADER = "custseg-retry"
 # A dead letter must always fit in a Kafka request (1 MB by default) whatever it quotes: the input's
 # value is kept up to this many bytes (JSON escaping can grow them 6×), its key up to MAX_KEY_BYTES.
 MAX_QUOTED_BYTES = 64 * 1024
@@ -58,10 +59,13 @@ def place(record) -> dict:
     return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
 
 
-def retry_header(role: str, attempt: int, due: float, source: dict) -> tuple[str, bytes]:
+def retry_header(
+    role: str, attempt: int, due: float, source: dict, spent: float = 0.0
+) -> tuple[str, bytes]:
     """The header of a retry copy: the role that answers it, the attempt it will be, when it is
-    due (epoch seconds) and the original record's place."""
-    note = {"role": role, "attempt": attempt, "due": due, "source": source}
+    due (epoch seconds), the original record's place and the LLM seconds spent on it so far
+    (counted against the task's time budget)."""
+    note = {"role": role, "attempt": attempt, "due": due, "source": source, "spent": spent}
     return RETRY_HEADER, json.dumps(note).encode()
 
 
