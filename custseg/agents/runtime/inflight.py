@@ -46,13 +46,16 @@ class InFlight:
         for queue in self.by_partition.values():
             yield from queue
 
-    def add(self, tp: TopicPartition, entry: Entry) -> None:
+    def add(self, tp: TopicPartition, entry: Entry) -> list[Entry]:
         """Add the next input of `tp`; one at or before an offset already here means the
-        partition was read again (a seek, a rebalance): the entries from there are dropped."""
-        queue = self.by_partition.setdefault(tp, deque())
+        partition was read again (a seek, a rebalance): the entries from there are dropped,
+        and returned."""
+        queue = self.by_partition.get(tp)
+        dropped = []
         if queue and entry.record.offset <= queue[-1].record.offset:
-            self.drop_from(tp, entry.record.offset)
-        queue.append(entry)
+            dropped = self.drop_from(tp, entry.record.offset)
+        self.by_partition.setdefault(tp, deque()).append(entry)
+        return dropped
 
     def ready(self) -> list[tuple[TopicPartition, Entry]]:
         """Take out, per partition, the done entries that no entry in flight precedes."""
