@@ -12,9 +12,7 @@ import signal
 import statistics
 import threading
 import time
-from collections import namedtuple
 from collections.abc import Iterator
-from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 
@@ -22,11 +20,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.structs import TopicPartition
 
 from custseg.agents.runtime import LLM_ATTEMPTS, Timings
 from custseg.agents.runtime.calls import call_within, give_up_reason, spent_so_far
-from custseg.agents.runtime.inflight import Entry, InFlight
 from custseg.agents.runtime.letters import retry_note
 from custseg.agents.runtime.settings import MAX_RESTART_BACKOFF_S, RESTART_BACKOFF_S
 from custseg.agents.runtime.supervisor import restart_delay
@@ -36,7 +32,6 @@ from custseg.testing.stand_in_llm import STALL_CUE, STALL_ONCE_CUE, STALLED
 from tests.fixtures.agents import FAST_TIMINGS, Workdir, assert_linked, stop, wait_for
 from tests.test_agents_reliability import PARTITIONS, stand_in_env
 
-Record = namedtuple("Record", "topic partition offset")
 SHUTDOWN_S = Timings().shutdown_s  # the stated bound, with the shipped settings
 
 
@@ -104,52 +99,6 @@ def test_a_call_is_waited_for_only_within_its_limit_and_until_a_stop() -> None:
     with pytest.raises(CallAbandoned):
         call_within(never.wait, 600.0, stop)
     assert time.monotonic() - started < 5.0
-
-
-@given(st.lists(st.integers(0, 2), min_size=1, max_size=30), st.randoms(use_true_random=False))
-def test_offsets_are_given_up_in_order_per_partition_whatever_order_calls_end_in(
-    partitions: list[int], rng
-) -> None:
-    """Inputs on up to 3 partitions, their calls ending in any order: `ready` only ever gives up
-    done entries, each partition's in offset order with none skipped, and in the end all."""
-    inflight = InFlight()
-    entries = []
-    for offset, partition in enumerate(partitions):
-        entry = Entry(Record("t", partition, offset), Future())
-        inflight.add(TopicPartition("t", partition), entry)
-        entries.append(entry)
-    given_up: dict[int, list[int]] = {}
-    for entry in rng.sample(entries, len(entries)):
-        # Holding up: exactly the partitions whose first entry left is in flight, a later done.
-        left = {p: [e for e in entries if e.record.partition == p] for p in set(partitions)}
-        left = {p: q[len(given_up.get(p, [])) :] for p, q in left.items()}
-        expected = {
-            (p, id(q[0]))
-            for p, q in left.items()
-            if q and not q[0].future.done() and any(e.future.done() for e in q[1:])
-        }
-        held = {(tp.partition, id(head)) for tp, head in inflight.holding_up(-1.0)}
-        assert held == expected
-        entry.future.set_result(None)
-        for tp, done in inflight.ready():
-            assert done.future.done()
-            given_up.setdefault(tp.partition, []).append(done.record.offset)
-    assert len(inflight) == 0
-    for partition, offsets in given_up.items():
-        assert offsets == [o for o, p in enumerate(partitions) if p == partition]
-
-
-def test_a_partition_read_again_drops_what_was_in_flight_from_there() -> None:
-    inflight = InFlight()
-    tp = TopicPartition("t", 0)
-    first, second = Entry(Record("t", 0, 5), Future()), Entry(Record("t", 0, 6), Future())
-    inflight.add(tp, first)
-    inflight.add(tp, second)
-    again = Entry(Record("t", 0, 6), Future())
-    inflight.add(tp, again)  # a seek or a rebalance: offset 6 is read again
-    assert second.abandon.is_set() and not first.abandon.is_set()
-    assert [e.record.offset for e in inflight.entries()] == [5, 6]
-    assert inflight.drop_all() == {tp: 5} and first.abandon.is_set() and len(inflight) == 0
 
 
 # --- the real process, broker and stand-in LLM --------------------------------------------

@@ -46,22 +46,12 @@ class Decisions:
     def decide_safely(self, record) -> Outcome:
         """What one record comes to, its LLM call (if any) made here and now."""
         step = self.route_safely(record)
-        if isinstance(step, Outcome):
-            return step
-        outcome = self.answer_safely(step, self.stop)
-        if outcome.kind == "answered":
-            self._remember(step.incoming.event_id)
-        return outcome
+        return step if isinstance(step, Outcome) else self.answer_safely(step, self.stop)
 
     def decide(self, record) -> Outcome:
         """`decide_safely` without the last line of defence."""
         step = self.route(record)
-        if isinstance(step, Outcome):
-            return step
-        outcome = self.answer(step, self.stop)
-        if outcome.kind == "answered":
-            self._remember(step.incoming.event_id)
-        return outcome
+        return step if isinstance(step, Outcome) else self.answer(step, self.stop)
 
     def route_safely(self, record) -> Outcome | Job:
         """`route`, with a last line of defence (`_unforeseen`)."""
@@ -142,6 +132,7 @@ class Decisions:
                 return self.dead_letter(record, f"{reason}: {error}", incoming, source)
             return self.retry_later(record, incoming, attempt, source, error, spent_s)
         cid = incoming.correlation_id
+        self._remember(incoming.event_id)
         return Outcome(
             "answered",
             (Send(self.out_topic, job.home, cid.encode(), value),),

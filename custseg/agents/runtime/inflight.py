@@ -46,16 +46,13 @@ class InFlight:
         for queue in self.by_partition.values():
             yield from queue
 
-    def add(self, tp: TopicPartition, entry: Entry) -> list[Entry]:
+    def add(self, tp: TopicPartition, entry: Entry) -> None:
         """Add the next input of `tp`; one at or before an offset already here means the
-        partition was read again (a seek, a rebalance): the entries from there are dropped,
-        and returned."""
-        queue = self.by_partition.get(tp)
-        dropped = []
+        partition was read again (a seek, a rebalance): the entries from there are dropped."""
+        queue = self.by_partition.setdefault(tp, deque())
         if queue and entry.record.offset <= queue[-1].record.offset:
-            dropped = self.drop_from(tp, entry.record.offset)
-        self.by_partition.setdefault(tp, deque()).append(entry)
-        return dropped
+            self.drop_from(tp, entry.record.offset)
+        queue.append(entry)
 
     def ready(self) -> list[tuple[TopicPartition, Entry]]:
         """Take out, per partition, the done entries that no entry in flight precedes."""

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -96,31 +96,16 @@ class AgentWorker(Decisions):
         self.in_kafka_since: float | None = None
         self.clients: tuple[KafkaConsumer, object | None] | None = None  # for `abandon`
         self.handed: dict[str, Entry] = {}  # event id → a call whose input went to the retry topic
-        self.inflight = InFlight()  # the inputs being answered
 
     def consumer(self) -> KafkaConsumer:
-        consumer = KafkaConsumer(
+        return KafkaConsumer(
+            self.in_topic,
+            self.retry_topic,
             bootstrap_servers=self.bootstrap,
             group_id=f"{self.params.group_prefix}.{self.role.name}",
             client_id=f"custseg-{self.role.name}",
             **consumer_settings(self.timings),
         )
-        consumer.subscribe([self.in_topic, self.retry_topic], listener=DropRevoked(self))
-        return consumer
-
-    def revoked(self, partitions) -> None:
-        """A rebalance takes `partitions` (called inside a poll): walk away from their inputs
-        in flight, which their next owner answers; committing them here would answer them
-        twice (the broker checks the group's generation, not who owns a partition)."""
-        for tp in partitions:
-            self._forget(self.inflight.drop_from(tp, 0))
-
-    def _forget(self, entries) -> None:
-        """Inputs walked away from are not answered: a copy read again is no duplicate. Only
-        this thread (the loop's) touches `seen`; the pool's calls never do."""
-        for entry in entries:
-            if entry.job is not None:
-                self.seen.pop(entry.job.incoming.event_id, None)
 
     def abandon(self) -> None:
         """Let go of a worker stuck in the Kafka client, from another thread: close its clients
@@ -165,7 +150,7 @@ class AgentWorker(Decisions):
             self.clients = (consumer, producer)
             producer.init_transactions()
             paused: dict[TopicPartition, float] = {}  # → when to read it again
-            inflight = self.inflight
+            inflight = InFlight()
             pool = ThreadPoolExecutor(CALLS_IN_FLIGHT, thread_name_prefix=f"{self.role.name}-llm")
             try:
                 while not self.stop.is_set():
@@ -175,7 +160,6 @@ class AgentWorker(Decisions):
                     self.hand_over_holdups(inflight)
                     self.commit_ready(consumer, producer, inflight)
             finally:
-                self._forget(inflight.entries())
                 inflight.drop_all()  # stopping: calls in flight abandoned, their inputs redone
                 for entry in self.handed.values():
                     entry.abandon.set()
@@ -203,14 +187,7 @@ class AgentWorker(Decisions):
         due yet is sought back to and pauses its partition until then. With calls in flight,
         the poll is short and the wait is for the first of them to end."""
         room = CALLS_IN_FLIGHT - len(inflight)
-        if room <= 0:  # full: poll for the group's sake (rebalances), for no record
-            mine = consumer.assignment()
-            consumer.pause(*mine)
-            consumer.poll(timeout_ms=20)
-            consumer.resume(*(tp for tp in mine if tp not in paused))
-            batch = {}
-        else:
-            batch = consumer.poll(timeout_ms=20 if len(inflight) else 300, max_records=room)
+        batch = consumer.poll(timeout_ms=20 if len(inflight) else 300, max_records=max(1, room))
         for tp, records in batch.items():
             for record in records:
                 wait_s = self._not_due_for(record)
@@ -219,10 +196,7 @@ class AgentWorker(Decisions):
                     consumer.pause(tp)
                     paused[tp] = time.monotonic() + wait_s
                     break
-                entry = self.start(record, pool)
-                self._forget(inflight.add(tp, entry))  # read again: the older copy is let go
-                if entry.job is not None:
-                    self._remember(entry.job.incoming.event_id)
+                inflight.add(tp, self.start(record, pool))
         if busy := [e.future for e in inflight.entries() if not e.future.done()]:
             wait(busy, timeout=0.05, return_when=FIRST_COMPLETED)
 
@@ -235,6 +209,7 @@ class AgentWorker(Decisions):
             return Entry(record, done)
         if handed := self.handed.pop(step.incoming.event_id, None):  # its call is under way
             return Entry(record, handed.call, step, handed.started, handed.abandon)
+        self._remember(step.incoming.event_id)  # a second copy read meanwhile is a duplicate
         entry = Entry(record, Future(), step)
         entry.future = entry.call = pool.submit(self.answer_safely, step, entry.abandon)
         return entry
@@ -266,33 +241,22 @@ class AgentWorker(Decisions):
         outcomes: list[Outcome] = []
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         firsts: dict[TopicPartition, int] = {}
-        starts: list[float] = []
-        blocked: set[TopicPartition] = set()
         for tp, entry in ready:
             try:
-                if tp in blocked:
-                    raise CallAbandoned("after an abandoned input of its partition")
                 outcome = entry.future.result()
-            except CallAbandoned:  # walked away from (a stop): read again, by the next owner
-                if tp not in blocked and tp in consumer.assignment():
-                    consumer.seek(tp, entry.record.offset)
-                blocked.add(tp)
-                self._forget([entry, *inflight.drop_from(tp, 0)])
-                continue
-            if outcome.kind != "answered":
-                self._forget([entry])
+            except CallAbandoned:  # walked away from (a stop): left to be read again
+                inflight.drop_all()
+                consumer.seek(tp, entry.record.offset)
+                break
+            if entry.job is not None and outcome.kind != "answered":
+                self.seen.pop(entry.job.incoming.event_id, None)
             outcomes.append(outcome)
-            starts.append(entry.started)
             firsts.setdefault(tp, entry.record.offset)
             offsets[tp] = OffsetAndMetadata(entry.record.offset + 1, "", -1)
-        if offsets and self.commit(consumer, producer, outcomes, offsets, firsts, inflight):
-            now = time.monotonic()  # wall time beyond the LLM, waiting in line included
-            self.stats.overhead_s += [
-                max(0.0, now - started - outcome.llm_s)
-                for started, outcome in zip(starts, outcomes, strict=True)
-            ]
+        if offsets:
+            self.commit(consumer, producer, outcomes, offsets, firsts, inflight)
 
-    def commit(self, consumer, producer, outcomes, offsets, firsts, inflight: InFlight) -> bool:
+    def commit(self, consumer, producer, outcomes, offsets, firsts, inflight: InFlight) -> None:
         """Write the outcomes' records and the inputs' offsets in one transaction. If it fails
         (a rebalance took a partition, the broker restarted), it is aborted: nothing of it is
         visible, the inputs in flight are walked away from, and all are read again from
@@ -320,17 +284,18 @@ class AgentWorker(Decisions):
                 producer.abort_transaction()
             except KafkaError:
                 raise error from None  # the producer is unusable: the worker cannot go on
-            self._forget(inflight.entries())
+            for entry in inflight.entries():
+                if entry.job is not None:
+                    self.seen.pop(entry.job.incoming.event_id, None)
             firsts = {**inflight.drop_all(), **firsts}  # the committed ones came first
             mine = consumer.assignment()
             for tp, offset in firsts.items():
                 if tp in mine:
                     consumer.seek(tp, offset)
             self.on_event(f"{self.role.name}: transaction aborted, inputs read again: {error}")
-            return False
+            return
         for outcome in outcomes:
             self._count(outcome)
-        return True
 
     def _count(self, outcome: Outcome) -> None:
         if counter := COUNTERS.get(outcome.kind):
@@ -339,19 +304,6 @@ class AgentWorker(Decisions):
             self.stats.llm_s.append(outcome.llm_s)
         if outcome.event:
             self.on_event(outcome.event)
-
-
-class DropRevoked(ConsumerRebalanceListener):
-    """Tells the worker which partitions a rebalance takes from it."""
-
-    def __init__(self, worker: AgentWorker) -> None:
-        self.worker = worker
-
-    def on_partitions_revoked(self, revoked) -> None:
-        self.worker.revoked(revoked)
-
-    def on_partitions_assigned(self, assigned) -> None:
-        pass
 
 
 def co_partitioned(consumer: KafkaConsumer, topics: list[str]) -> int:
