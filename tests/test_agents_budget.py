@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import math
 import signal
-import statistics
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -276,41 +274,3 @@ def test_a_fenced_worker_is_restarted_in_place_and_answers_the_next_task(
     assert stop(agents) == 0
     summary = (workdir.path / "agents.log").read_text().splitlines()
     assert any(line.startswith("writer: 2 answered") and ", 1 restarts" in line for line in summary)
-
-
-def agents_latency_s(conversation: dict) -> float:
-    """From the task's production to the final's: the agents' part of a conversation."""
-    events = conversation["events"]
-    produced = [datetime.fromisoformat(events[k]["produced_at"]) for k in ("task", "final")]
-    return (produced[1] - produced[0]).total_seconds()
-
-
-def test_a_hanging_llm_call_does_not_hold_up_the_other_conversations(
-    workdir: Workdir, running: list
-) -> None:
-    """10 healthy tasks alone, then 10 more behind one whose every call hangs (sent first, so
-    it heads its partition): all 10 complete while the hanging call is still in flight. The
-    healthy latency with and without it is printed; the ratio is measured under controlled
-    load by bench/bench_agents_slow_call.py (on 2 shared cores a timing assertion here would
-    test the machine)."""
-    running.append(agents := workdir.start("agents", log="agents.log"))
-    warm = workdir.submit("Warm up: name one metric.")  # the groups joined, the clients connected
-    assert workdir.capture(warm, timeout=120).returncode == 0
-    alone = workdir.submit(*(f"Task {i}: name one metric for the flyer." for i in range(10)))
-    assert workdir.capture(alone, timeout=120).returncode == 0
-    hanging = f"Plan the impossible {STALL_CUE} {time.time_ns()}"
-    ids = workdir.submit(
-        hanging, *(f"Task {i}: name one metric for the poster." for i in range(10))
-    )
-    assert workdir.capture(ids[1:], timeout=120).returncode == 0
-    assert STALLED[task_line(hanging)] == 1, "still the first call: in flight all along"
-    assert not [c for c in workdir.lines() if c["correlation_id"] == ids[0]]
-    by_id = {c["correlation_id"]: agents_latency_s(c) for c in workdir.lines()}
-    before = statistics.median(by_id[i] for i in alone)
-    during = statistics.median(by_id[i] for i in ids[1:])
-    print(f"healthy latency median: {before:.2f} s alone, {during:.2f} s beside a hanging call")
-    handed = [
-        line for line in (workdir.path / "agents.log").read_text().splitlines() if "handed" in line
-    ]
-    assert all(line.startswith("planner: ") for line in handed), handed
-    assert agents.poll() is None

@@ -314,7 +314,7 @@ class StallingConsumer:
     def partitions_for_topic(self, topic: str) -> set[int]:
         return set(range(AgentsParams().partitions))
 
-    def poll(self, timeout_ms: int, max_records: int | None = None) -> dict:
+    def poll(self, timeout_ms: int) -> dict:
         if self.stall_poll:
             self.released.wait(15)  # bounded: a missed stall fails the test, not hangs it
         if self.batches:

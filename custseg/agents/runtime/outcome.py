@@ -4,9 +4,7 @@ its offset; and what a worker counts of them (`WorkerStats`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from custseg.agents.envelope import Envelope
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -28,18 +26,6 @@ class Outcome:
     event: str = ""  # reported once the transaction commits
     event_id: str | None = None  # the answered input, remembered to skip a second copy
     llm_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Job:
-    """An input to answer with the LLM: the record, its retry header (None on a first attempt),
-    its envelope, its conversation's home partition and the attempt it is."""
-
-    record: Any
-    note: dict | None
-    incoming: Envelope
-    home: int
-    attempt: int
 
 
 @dataclass

@@ -22,13 +22,9 @@ SEEN_LIMIT = 10_000  # inputs remembered per worker, to skip one submitted twice
 # this many times, `Timings.retry_pause_s` × attempt later each time (from the retry topic),
 # then dead-lettered.
 LLM_ATTEMPTS = 3
-# A worker answers up to this many inputs at once (LLM calls in a pool), so a slow call does not
-# hold up the conversations behind it; what is done is committed in order per partition, in one
-# transaction per turn of the loop. The local provider still makes one call at a time.
-CALLS_IN_FLIGHT = 8
-# A call in flight this long while later inputs of its partition are done goes to the retry
-# topic (due at once, same attempt, its time counted against the budget), so they can commit.
-HAND_OVER_S = 1.0
+# One transaction commits the inputs answered within this much time (at most MAX_BATCH): a fast
+# LLM amortises the commit's round trips over many records, a slow one commits each answer.
+BATCH_BUDGET_S = 0.5
 MAX_BATCH = 200
 # A worker that stops (a broker restart, a fenced producer, stuck in the Kafka client) is
 # restarted in place after RESTART_BACKOFF_S × 2^(n-1) for its nth restart in a row, at most

@@ -10,11 +10,6 @@ naming the original record, which closes its conversation in the capture. A call
 at most what is left of that budget, and not at all once the worker is told to stop: its input
 is then left uncommitted, for the next owner of the partition to answer (`calls`).
 
-Up to CALLS_IN_FLIGHT inputs are answered at once, in a pool: an input's offset is committed
-once every earlier input of its partition is done (`inflight`), and one whose call holds up
-done inputs behind it for over HAND_OVER_S is handed to the retry topic, its call going on.
-What each record comes to is decided in `decisions`.
-
 Every record is answered on its conversation's home partition (`topics.home_partition`): one
 found elsewhere (a null or foreign key, another client's partitioner) is moved there first, in
 the same kind of transaction, so the capture finds a conversation's four records together.
@@ -30,30 +25,36 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from custseg.agents.envelope import Envelope, one_line, parse_envelope
 from custseg.agents.grounding import Champion
-from custseg.agents.roles import Role
-from custseg.agents.runtime.calls import spent_so_far
-from custseg.agents.runtime.decisions import Decisions
-from custseg.agents.runtime.inflight import Entry, InFlight
-from custseg.agents.runtime.outcome import COUNTERS, Outcome, WorkerStats
+from custseg.agents.roles import Role, answer
+from custseg.agents.runtime.calls import call_within, give_up_reason, spent_so_far
+from custseg.agents.runtime.letters import (
+    MAX_KEY_BYTES,
+    dead_letter,
+    place,
+    retry_header,
+    retry_note,
+)
+from custseg.agents.runtime.outcome import COUNTERS, Outcome, Send, WorkerStats
 from custseg.agents.runtime.settings import (
-    CALLS_IN_FLIGHT,
+    BATCH_BUDGET_S,
     DEFAULT_TIMINGS,
-    HAND_OVER_S,
+    LLM_ATTEMPTS,
+    SEEN_LIMIT,
     Timings,
     consumer_settings,
     make_producer,
 )
-from custseg.agents.topics import topic_of
+from custseg.agents.topics import home_partition, topic_of
 from custseg.config import AgentsParams
-from custseg.errors import CallAbandoned, ConfigError
-from custseg.llm import Provider
+from custseg.errors import CallAbandoned, ConfigError, InvalidMessage
+from custseg.llm import LLMError, Provider
 
 # Chaos testing: with this set to N, the process kills itself (SIGKILL) at its Nth transaction,
 # after the replies were acknowledged by the broker and before the commit: the worst moment.
@@ -66,7 +67,7 @@ def _chaos_point() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class AgentWorker(Decisions):
+class AgentWorker:
     """One role's consume → answer → (replies + input offsets in one transaction) loop."""
 
     def __init__(
@@ -95,7 +96,6 @@ class AgentWorker(Decisions):
         # waits for the LLM (a local model may take minutes, which is not being stuck).
         self.in_kafka_since: float | None = None
         self.clients: tuple[KafkaConsumer, object | None] | None = None  # for `abandon`
-        self.handed: dict[str, Entry] = {}  # event id → a call whose input went to the retry topic
 
     def consumer(self) -> KafkaConsumer:
         return KafkaConsumer(
@@ -150,21 +150,12 @@ class AgentWorker(Decisions):
             self.clients = (consumer, producer)
             producer.init_transactions()
             paused: dict[TopicPartition, float] = {}  # → when to read it again
-            inflight = InFlight()
-            pool = ThreadPoolExecutor(CALLS_IN_FLIGHT, thread_name_prefix=f"{self.role.name}-llm")
-            try:
-                while not self.stop.is_set():
-                    self.in_kafka_since = time.monotonic()
-                    self._resume_due(consumer, paused)
-                    self.take(consumer, pool, inflight, paused)
-                    self.hand_over_holdups(inflight)
-                    self.commit_ready(consumer, producer, inflight)
-            finally:
-                inflight.drop_all()  # stopping: calls in flight abandoned, their inputs redone
-                for entry in self.handed.values():
-                    entry.abandon.set()
-                self.handed.clear()
-                pool.shutdown(wait=False, cancel_futures=True)
+            while not self.stop.is_set():
+                self.in_kafka_since = time.monotonic()
+                self._resume_due(consumer, paused)
+                batch = consumer.poll(timeout_ms=300)
+                if batch:
+                    self.process(consumer, producer, batch, paused)
         finally:
             self.in_kafka_since = time.monotonic()  # closing talks to the broker too
             # Bounded: a worker that is stopping must not outlast `shutdown_s` on a gone broker.
@@ -181,86 +172,44 @@ class AgentWorker(Decisions):
         if mine := [tp for tp in due if tp in consumer.assignment()]:  # not lost to a rebalance
             consumer.resume(*mine)
 
-    def take(self, consumer, pool: ThreadPoolExecutor, inflight: InFlight, paused: dict) -> None:
-        """Poll for as many records as there is room in flight and start each: decided at once
-        (moved, duplicate, dead letter, …) or its LLM call started in the pool. A retry copy not
-        due yet is sought back to and pauses its partition until then. With calls in flight,
-        the poll is short and the wait is for the first of them to end."""
-        room = CALLS_IN_FLIGHT - len(inflight)
-        batch = consumer.poll(timeout_ms=20 if len(inflight) else 300, max_records=max(1, room))
+    def process(self, consumer, producer, batch: dict, paused: dict) -> None:
+        """Decide each polled record in order, then commit the decided ones in one transaction.
+        Records left (the time budget ran out, a stop, or a retry not due yet, which pauses its
+        partition until then) are sought back to, so a later poll returns them again."""
+        started = time.perf_counter()
+        outcomes: list[Outcome] = []
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        firsts = {tp: records[0].offset for tp, records in batch.items()}
         for tp, records in batch.items():
             for record in records:
+                if self.stop.is_set() or (
+                    outcomes and time.perf_counter() - started > BATCH_BUDGET_S
+                ):
+                    consumer.seek(tp, record.offset)
+                    break
                 wait_s = self._not_due_for(record)
                 if wait_s > 0:
                     consumer.seek(tp, record.offset)
                     consumer.pause(tp)
                     paused[tp] = time.monotonic() + wait_s
                     break
-                inflight.add(tp, self.start(record, pool))
-        if busy := [e.future for e in inflight.entries() if not e.future.done()]:
-            wait(busy, timeout=0.05, return_when=FIRST_COMPLETED)
-
-    def start(self, record, pool: ThreadPoolExecutor) -> Entry:
-        """The record's entry: its outcome now, or its LLM call started in the pool."""
-        step = self.route_safely(record)
-        if isinstance(step, Outcome):
-            done: Future = Future()
-            done.set_result(step)
-            return Entry(record, done)
-        if handed := self.handed.pop(step.incoming.event_id, None):  # its call is under way
-            return Entry(record, handed.call, step, handed.started, handed.abandon)
-        self._remember(step.incoming.event_id)  # a second copy read meanwhile is a duplicate
-        entry = Entry(record, Future(), step)
-        entry.future = entry.call = pool.submit(self.answer_safely, step, entry.abandon)
-        return entry
-
-    def hand_over_holdups(self, inflight: InFlight) -> None:
-        """An input whose call has taken over HAND_OVER_S while later inputs of its partition
-        wait, done, behind it is handed to the retry topic (a copy due now: same attempt, its
-        time spent so far), so they are committed. Its call goes on: the copy, when read back,
-        takes its answer (`start`) instead of calling again. Copies on the retry topic are not
-        handed on: they hold up only later retries."""
-        for _tp, entry in inflight.holding_up(HAND_OVER_S):
-            if entry.record.topic == self.retry_topic:
-                continue
-            spent_s = spent_so_far(entry.job.note) + time.monotonic() - entry.started
-            self.handed[entry.job.incoming.event_id] = entry
-            handed: Future = Future()
-            handed.set_result(self.hand_over(entry.job, spent_s))
-            entry.future = handed
-        for event_id, entry in list(self.handed.items()):  # never read back here: let go
-            if time.monotonic() - entry.started > 2 * self.timings.task_budget_s:
-                entry.abandon.set()
-                del self.handed[event_id]
-
-    def commit_ready(self, consumer, producer, inflight: InFlight) -> None:
-        """Commit, in one transaction, the outcomes no input in flight precedes."""
-        ready = inflight.ready()
-        if not ready:
-            return
-        outcomes: list[Outcome] = []
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        firsts: dict[TopicPartition, int] = {}
-        for tp, entry in ready:
-            try:
-                outcome = entry.future.result()
-            except CallAbandoned:  # walked away from (a stop): left to be read again
-                inflight.drop_all()
-                consumer.seek(tp, entry.record.offset)
-                break
-            if entry.job is not None and outcome.kind != "answered":
-                self.seen.pop(entry.job.incoming.event_id, None)
-            outcomes.append(outcome)
-            firsts.setdefault(tp, entry.record.offset)
-            offsets[tp] = OffsetAndMetadata(entry.record.offset + 1, "", -1)
+                try:
+                    outcome = self.decide_safely(record)
+                except CallAbandoned:  # stopping: left uncommitted, redone by the next owner
+                    consumer.seek(tp, record.offset)
+                    break
+                outcomes.append(outcome)
+                offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
         if offsets:
-            self.commit(consumer, producer, outcomes, offsets, firsts, inflight)
+            self.commit(consumer, producer, outcomes, offsets, firsts)
+            self.stats.overhead_s += [
+                (time.perf_counter() - started - sum(o.llm_s for o in outcomes)) / len(outcomes)
+            ] * len(outcomes)
 
-    def commit(self, consumer, producer, outcomes, offsets, firsts, inflight: InFlight) -> None:
+    def commit(self, consumer, producer, outcomes, offsets, firsts) -> None:
         """Write the outcomes' records and the inputs' offsets in one transaction. If it fails
         (a rebalance took a partition, the broker restarted), it is aborted: nothing of it is
-        visible, the inputs in flight are walked away from, and all are read again from
-        `firsts` where still ours."""
+        visible, and the inputs are read again from `firsts` where still ours."""
         try:
             producer.begin_transaction()
             for send in (s for o in outcomes for s in o.sends):
@@ -284,10 +233,6 @@ class AgentWorker(Decisions):
                 producer.abort_transaction()
             except KafkaError:
                 raise error from None  # the producer is unusable: the worker cannot go on
-            for entry in inflight.entries():
-                if entry.job is not None:
-                    self.seen.pop(entry.job.incoming.event_id, None)
-            firsts = {**inflight.drop_all(), **firsts}  # the committed ones came first
             mine = consumer.assignment()
             for tp, offset in firsts.items():
                 if tp in mine:
@@ -297,6 +242,18 @@ class AgentWorker(Decisions):
         for outcome in outcomes:
             self._count(outcome)
 
+    def _not_due_for(self, record) -> float:
+        """Seconds until this worker's retry copy is due (0: now, or not a retry of mine)."""
+        if record.topic != self.retry_topic:
+            return 0.0
+        note = retry_note(record)
+        if note is None or note["role"] != self.role.name:
+            return 0.0
+        try:
+            return max(0.0, float(note["due"]) - time.time())
+        except (TypeError, ValueError):
+            return 0.0
+
     def _count(self, outcome: Outcome) -> None:
         if counter := COUNTERS.get(outcome.kind):
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
@@ -304,6 +261,138 @@ class AgentWorker(Decisions):
             self.stats.llm_s.append(outcome.llm_s)
         if outcome.event:
             self.on_event(outcome.event)
+
+    def decide_safely(self, record) -> Outcome:
+        """`decide`, with a last line of defence: a record that makes it fail in a way nobody
+        foresaw is dead-lettered with the error, instead of crashing the agent and, as its
+        offset is never committed, crashing it again after every restart. Kafka errors (the
+        broker, not the record) still propagate."""
+        try:
+            return self.decide(record)
+        except (KafkaError, CallAbandoned):
+            raise
+        except Exception as error:  # any record-caused failure, see above
+            note = retry_note(record) if record.topic == self.retry_topic else None
+            reason = f"unexpected {type(error).__name__}: {error}"
+            return self.dead_letter(record, reason, source=note and note["source"])
+
+    def decide(self, record) -> Outcome:
+        """What to do with one record: answer it, move it home, skip it, send it to the retry
+        topic or dead-letter it."""
+        note = None
+        if record.topic == self.retry_topic:
+            note = retry_note(record)
+            if note is None or note["role"] != self.role.name:
+                return Outcome("not mine")  # another role's retry: its worker answers it
+        try:
+            incoming = parse_envelope(record.value)
+            if incoming.type != self.role.consumes:
+                raise InvalidMessage(
+                    f"{self.role.name} answers {self.role.consumes}s, got a {incoming.type}"
+                )
+        except InvalidMessage as error:
+            return self.dead_letter(record, str(error), source=note and note["source"])
+        cid = incoming.correlation_id
+        home = home_partition(cid, self.partitions)
+        if note is None and record.partition != home:
+            return Outcome(
+                "moved",
+                (Send(self.in_topic, home, cid.encode(), record.value),),
+                f"{self.role.name}: {cid[:8]} moved from partition {record.partition} to its "
+                f"home partition {home}",
+            )
+        if incoming.event_id in self.seen:
+            return Outcome("duplicate")
+        attempt = int(note["attempt"]) if note else 1
+        budget_s, spent_s = self.timings.task_budget_s, spent_so_far(note)
+        self.in_kafka_since = None  # the LLM's time is not the Kafka client's
+        started = time.perf_counter()
+        try:
+            if spent_s >= budget_s:
+                raise LLMError("no time left for another attempt")
+            grounding = self.champion.current() if self.champion else None
+            outgoing = call_within(
+                lambda: answer(self.role, incoming, self.llm, self.max_tokens, grounding),
+                budget_s - spent_s,
+                self.stop,
+            )
+            llm_s = time.perf_counter() - started
+            value = outgoing.to_bytes()  # an empty or broken reply fails here: like a failed call
+        except (LLMError, InvalidMessage) as error:
+            source = note["source"] if note else place(record)
+            spent_s += time.perf_counter() - started
+            if reason := give_up_reason(attempt, LLM_ATTEMPTS, spent_s, budget_s):
+                return self.dead_letter(record, f"{reason}: {error}", incoming, source)
+            return self.retry_later(record, incoming, attempt, source, error, spent_s)
+        finally:
+            self.in_kafka_since = time.monotonic()
+        self._remember(incoming.event_id)
+        return Outcome(
+            "answered",
+            (Send(self.out_topic, home, cid.encode(), value),),
+            f"{self.role.name}: {cid[:8]} {self.role.consumes} → {self.role.produces} "
+            f"({llm_s:.1f} s)",
+            incoming.event_id,
+            llm_s,
+        )
+
+    def retry_later(
+        self,
+        record,
+        incoming: Envelope,
+        attempt: int,
+        source: dict,
+        error: Exception,
+        spent_s: float = 0.0,
+    ) -> Outcome:
+        """A copy of the input for the retry topic, due `retry_pause_s` × attempt from now,
+        carrying the LLM time its attempts have spent so far."""
+        pause_s = self.timings.retry_pause_s * attempt
+        due = time.time() + pause_s
+        header = retry_header(self.role.name, attempt + 1, due, source, round(spent_s, 3))
+        cid = incoming.correlation_id
+        return Outcome(
+            "retry",
+            (
+                Send(
+                    self.retry_topic,
+                    home_partition(cid, self.partitions),
+                    cid.encode(),
+                    record.value,
+                    (header,),
+                ),
+            ),
+            f"{self.role.name}: {cid[:8]} attempt {attempt} of {LLM_ATTEMPTS} failed after "
+            f"{spent_s:.1f} s of its {self.timings.task_budget_s:g} s budget, retried in "
+            f"{pause_s:g} s: {one_line(str(error))}",
+        )
+
+    def dead_letter(
+        self,
+        record,
+        reason: str,
+        incoming: Envelope | None = None,
+        source: dict | None = None,
+    ) -> Outcome:
+        """The dead letter for `record`, on its conversation's home partition when it has one
+        (so the capture reading that partition closes the conversation)."""
+        key = record.key if record.key is None or len(record.key) <= MAX_KEY_BYTES else None
+        partition = (
+            None if incoming is None else home_partition(incoming.correlation_id, self.partitions)
+        )
+        letter = dead_letter(record, reason, self.role.name, incoming, source)
+        where = source or place(record)
+        return Outcome(
+            "dead-lettered",
+            (Send(self.params.topics.dlq, partition, key, letter),),
+            f"{self.role.name}: dead-lettered {where['topic']}@{where['offset']}: "
+            f"{one_line(reason)}",
+        )
+
+    def _remember(self, event_id: str) -> None:
+        self.seen[event_id] = None
+        if len(self.seen) > SEEN_LIMIT:
+            self.seen.popitem(last=False)
 
 
 def co_partitioned(consumer: KafkaConsumer, topics: list[str]) -> int:
