@@ -62,6 +62,10 @@ class AgentStopped(UserError):
     """A worker cannot go on (the broker is gone, the producer fenced, …)."""
 
 
+class CallAbandoned(Exception):
+    """An LLM call walked away from because the process is stopping (its input is redone)."""
+
+
 class InvalidMessage(ValueError):
     """A record that is not a valid envelope; the message says what is wrong, in one line."""
 

@@ -35,7 +35,7 @@ from custseg.agents.runtime import (
 from custseg.agents.runtime import worker as worker_module
 from custseg.agents.topics import home_partition
 from custseg.config import AgentsParams
-from custseg.errors import AgentStopped, InvalidMessage
+from custseg.errors import AgentStopped, ConfigError, InvalidMessage
 from custseg.llm.base import Completion
 
 Record = namedtuple("Record", "topic partition offset key value headers", defaults=[()])
@@ -258,20 +258,48 @@ def test_a_mutated_envelope_is_answered_or_dead_lettered(data) -> None:
     assert outcome.kind in {"dead-lettered", "moved"}
 
 
-def test_a_worker_that_cannot_go_on_stops_the_process_in_one_line(monkeypatch) -> None:
-    """The broker gone, the producer fenced: run_agents raises AgentStopped (exit 2 from the
-    CLI) naming the role, and stops the other roles, instead of returning as if asked to."""
+def test_a_worker_that_cannot_go_on_is_restarted_in_place_with_its_count(monkeypatch) -> None:
+    """The broker gone, the producer fenced: the worker is restarted in place after the backoff
+    (logged, counted in its stats), the other roles go on, and run_agents returns only when
+    stopped."""
+    calls: list[str] = []
+    events: list[str] = []
+    stop = threading.Event()
 
-    def broker_gone(self) -> None:
-        if self.role.name == "writer":
+    def broker_gone_once(self) -> None:
+        calls.append(self.role.name)
+        if calls.count("writer") == 1 and self.role.name == "writer":
             raise KafkaConnectionError("socket disconnected\nretrying")
+        if calls.count("writer") == 2:
+            stop.set()  # the writer is back: stop the process
         self.stop.wait()
 
-    monkeypatch.setattr(AgentWorker, "_run", broker_gone)
+    monkeypatch.setattr(AgentWorker, "_run", broker_gone_once)
+    started = time.monotonic()
+    workers = run_agents(
+        ["planner", "writer"], EmptyLLM(), AgentsParams(), "", stop, on_event=events.append
+    )
+    assert time.monotonic() - started < 10
+    assert sorted(calls) == ["planner", "writer", "writer"], "only the writer restarted"
+    assert events == [
+        "writer: stopped (KafkaConnectionError: socket disconnected\\nretrying); restart 1 in 1 s"
+    ]
+    assert [w.stats.restarts for w in workers] == [0, 1]
+
+
+def test_a_config_error_stops_the_process_in_one_line(monkeypatch) -> None:
+    """A restart would fail the same way: AgentStopped (exit 2 from the CLI) naming the role."""
+
+    def misconfigured(self) -> None:
+        if self.role.name == "writer":
+            raise ConfigError("agent topics must exist with equal partition counts")
+        self.stop.wait()
+
+    monkeypatch.setattr(AgentWorker, "_run", misconfigured)
     with pytest.raises(AgentStopped) as stopped:
         run_agents(["planner", "writer"], EmptyLLM(), AgentsParams(), "", threading.Event())
     assert str(stopped.value) == (
-        "writer stopped: KafkaConnectionError: socket disconnected\\nretrying"
+        "writer stopped: ConfigError: agent topics must exist with equal partition counts"
     )
 
 
@@ -301,7 +329,7 @@ class StallingConsumer:
     def pause(self, *args) -> None: ...
     def resume(self, *args) -> None: ...
     def group_metadata(self) -> None: ...
-    def close(self, autocommit: bool) -> None: ...
+    def close(self, autocommit: bool, timeout_ms: int | None = None) -> None: ...
 
 
 class StallingProducer:
@@ -343,19 +371,25 @@ class SlowLLM(EmptyLLM):
 
 
 def run_planner_on(
-    monkeypatch, consumer, producer, llm, stuck_s: float, stop_when=None
+    monkeypatch,
+    consumer,
+    producer,
+    llm,
+    stuck_s: float,
+    stop_when=None,
+    on_event=print,
+    shutdown_s: float = 10.0,
 ) -> list[AgentWorker]:
     """run_agents with one planner on the given Kafka clients, a worker `stuck_s` in the Kafka
-    client counting as stuck; `stop_when` (an event) stops it."""
+    client counting as stuck; `stop_when` (a wait) stops it once it returns."""
     monkeypatch.setattr(AgentWorker, "consumer", lambda self: consumer)
     monkeypatch.setattr(worker_module, "make_producer", lambda *args: producer)
     stop = threading.Event()
     if stop_when is not None:
         threading.Thread(target=lambda: stop_when() and stop.set(), daemon=True).start()
     try:
-        return run_agents(
-            ["planner"], llm, AgentsParams(), "", stop, timings=Timings(stuck_s=stuck_s)
-        )
+        timings = Timings(stuck_s=stuck_s, shutdown_s=shutdown_s)
+        return run_agents(["planner"], llm, AgentsParams(), "", stop, on_event, timings=timings)
     finally:
         consumer.released.set()
         producer.released.set()
@@ -368,21 +402,34 @@ def a_task_at_home() -> Record:
 
 
 @pytest.mark.parametrize("where", ["poll", "commit"])
-def test_a_worker_stuck_in_the_kafka_client_stops_the_process(monkeypatch, where: str) -> None:
+def test_a_worker_stuck_in_the_kafka_client_is_replaced(monkeypatch, where: str) -> None:
     """kafka-python waits for the broker without a deadline in places: a worker inside a poll or
-    a commit for longer than `stuck_s` gives up the process (so a supervisor restarts it) instead
-    of holding its partitions, and its group's rebalances, while doing nothing."""
+    a commit for longer than `stuck_s` is let go (its clients closed, so it leaves its group)
+    and a new one started in its place, instead of holding its partitions, and its group's
+    rebalances, while doing nothing."""
     consumer = StallingConsumer([a_task_at_home()], stall_poll=where == "poll")
     producer = StallingProducer(stall_commit=where == "commit")
+    events: list[str] = []
+    restarted = threading.Event()
+
+    def on_event(line: str) -> None:
+        events.append(line)
+        restarted.set()
+
     started = time.monotonic()
-    with pytest.raises(
-        AgentStopped, match=r"^planner stopped: stuck over 0.5 s in the Kafka client"
-    ):
-        # Stopped after 10 s if the watchdog missed it: then it returns and the test fails.
-        run_planner_on(
-            monkeypatch, consumer, producer, SlowLLM(0.0), 0.5, lambda: time.sleep(10) or 1
-        )
+    # The fake clients stall their replacement too: left behind at the stop, after 1 s.
+    run_planner_on(
+        monkeypatch,
+        consumer,
+        producer,
+        SlowLLM(0.0),
+        0.5,
+        lambda: restarted.wait(10),
+        on_event,
+        shutdown_s=1.0,
+    )
     assert time.monotonic() - started < 10
+    assert events[0] == "planner: stopped (stuck over 0.5 s in the Kafka client); restart 1 in 1 s"
     assert producer.committed == []
 
 
@@ -399,28 +446,42 @@ def test_a_long_llm_call_is_not_being_stuck(monkeypatch) -> None:
 
     (worker,) = run_planner_on(monkeypatch, consumer, producer, SlowLLM(0.9), 0.3, committed)
     assert producer.committed == ["commit"] and producer.sent == [AgentsParams().topics.plans]
-    assert worker.stats.handled == 1 and worker.error is None
+    assert worker.stats.handled == 1 and worker.error is None and worker.stats.restarts == 0
 
 
-def test_a_stop_while_a_worker_is_stuck_still_ends_the_process(monkeypatch) -> None:
-    """Stopped (a signal, or another worker failing) while one worker never comes back from a
-    commit: the process ends once it has been stuck `stuck_s`, instead of waiting for it forever
-    with its consumer still in the group (which stalls the group's rebalances)."""
-    consumer, producer = StallingConsumer([a_task_at_home()]), StallingProducer(stall_commit=True)
-    started = time.monotonic()
-    with pytest.raises(AgentStopped, match=r"^planner stopped: stuck over 0.5 s"):
-        run_planner_on(monkeypatch, consumer, producer, SlowLLM(0.0), 0.5, producer.committing.wait)
-    assert time.monotonic() - started < 10 and producer.committed == []
-
-
-def test_a_stop_during_a_long_llm_call_waits_for_the_answer(monkeypatch) -> None:
-    """Graceful: a worker stopped inside an LLM call (longer than `stuck_s`) commits its answer."""
-    llm = SlowLLM(0.9)
+def test_a_stop_during_a_long_llm_call_abandons_it_uncommitted(monkeypatch) -> None:
+    """SIGTERM does not wait for the LLM: the call in flight is abandoned at once and its input
+    left uncommitted (the next owner of the partition answers it)."""
+    llm = SlowLLM(30.0)
     producer = StallingProducer()
+    started = time.monotonic()
     (worker,) = run_planner_on(
         monkeypatch, StallingConsumer([a_task_at_home()]), producer, llm, 0.3, llm.called.wait
     )
-    assert producer.committed == ["commit"] and worker.stats.handled == 1
+    assert time.monotonic() - started < 10
+    assert producer.committed == [] and worker.stats.handled == 0
+
+
+def test_a_stop_while_a_worker_is_stuck_still_ends_within_the_shutdown_bound(
+    monkeypatch,
+) -> None:
+    """Stopped while a worker never comes back from a commit: run_agents returns after
+    `shutdown_s`, leaving it behind (a daemon thread), instead of waiting for it forever."""
+    consumer, producer = StallingConsumer([a_task_at_home()]), StallingProducer(stall_commit=True)
+    events: list[str] = []
+    started = time.monotonic()
+    run_planner_on(
+        monkeypatch,
+        consumer,
+        producer,
+        SlowLLM(0.0),
+        60.0,
+        producer.committing.wait,
+        events.append,
+        shutdown_s=1.0,
+    )
+    assert time.monotonic() - started < 10 and producer.committed == []
+    assert events == ["planner: not stopped within 1 s; left behind"]
 
 
 @pytest.mark.parametrize("extra", [1, 100_000])

@@ -135,7 +135,7 @@ def test_unreachable_server_is_retried_then_reported() -> None:
         provider.complete(ask("hi"))
     message = str(caught.value)
     assert message.startswith(f"openai model m: cannot reach http://127.0.0.1:{port}/v1/")
-    assert message.endswith("(after 3 attempts)") and caught.value.attempts == 3
+    assert message.endswith("(after 3 requests)") and caught.value.attempts == 3
 
 
 def test_stalled_server_hits_the_timeout() -> None:
@@ -148,7 +148,7 @@ def test_stalled_server_hits_the_timeout() -> None:
             base_url=f"{url}/v1", model="m", timeout=0.3, max_retries=1, backoff_s=0.01
         )
         started = time.perf_counter()
-        with pytest.raises(LLMError, match=r"no reply from .* within 0\.3 s \(after 2 attempts\)"):
+        with pytest.raises(LLMError, match=r"no reply from .* within 0\.3 s \(after 2 requests\)"):
             provider.complete(ask("hi"))
         assert time.perf_counter() - started < 1.5
 

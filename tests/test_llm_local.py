@@ -100,7 +100,7 @@ def test_schema_violation_is_retried_then_reported(local_provider: LocalProvider
         provider.complete_json(ask("Give one word as JSON."), Rejected, max_tokens=24)
     message = str(caught.value)
     assert message.startswith(f"local model {DEFAULT_MODEL_ID}: reply does not match Rejected")
-    assert "no word is ever accepted" in message and message.endswith("(after 2 attempts)")
+    assert "no word is ever accepted" in message and message.endswith("(after 2 requests)")
     assert caught.value.attempts == 2
 
 

@@ -80,7 +80,7 @@ def test_retries_are_bounded_and_the_error_names_the_cause() -> None:
     with pytest.raises(LLMError) as caught:
         with_retries(broken, max_retries=1, describe="openai model gpt-x", backoff_s=0)
     assert (
-        str(caught.value) == "openai model gpt-x: HTTP 503 from http://x: busy (after 2 attempts)"
+        str(caught.value) == "openai model gpt-x: HTTP 503 from http://x: busy (after 2 requests)"
     )
     assert caught.value.attempts == 2
 

@@ -40,7 +40,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     agents = add_command(
         commands,
         "agents",
-        "run the Planner, Writer and Reviewer over Kafka until SIGTERM / Ctrl-C",
+        "run the Planner, Writer and Reviewer over Kafka until SIGTERM / Ctrl-C (stops within "
+        "$CUSTSEG_AGENTS_SHUTDOWN_S, default 10 s; a worker that fails is restarted in place)",
         cmd_agents,
         params=True,
     )
@@ -168,7 +169,7 @@ def cmd_agents(args: argparse.Namespace) -> None:
         print(
             f"{w.role.name}: {w.stats.handled} answered, {w.stats.duplicates} duplicates "
             f"skipped, {w.stats.dead_letters} dead-lettered, {w.stats.moved} moved to their "
-            f"home partition{overhead}",
+            f"home partition, {w.stats.restarts} restarts{overhead}",
             file=sys.stderr,
         )
 

@@ -19,7 +19,7 @@ import msgspec
 from custseg.agents.envelope import Id, one_line, validation_reason
 from custseg.errors import InvalidMessage
 
-RETRY_HEADER = "custseg-retry"  # JSON: role, attempt, due (epoch s), source (the original)
+RETRY_HEADER = "custseg-retry"  # JSON: role, attempt, due (epoch s), source, spent (LLM s so far)
 # Kafka's own bounds: a partition id is an int32, an offset an int64; a topic name ≤ 249 chars.
 MAX_PARTITION = 2**31 - 1
 MAX_OFFSET = 2**63 - 1
@@ -47,12 +47,14 @@ class Place(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class RetryNote(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The retry header: the role that answers the copy, the attempt it will be, when it is due
-    (epoch seconds) and the original record's place."""
+    (epoch seconds), the original record's place and the LLM seconds its attempts spent so far
+    (counted against the task's time budget; absent in headers written before the budget)."""
 
     role: Annotated[str, msgspec.Meta(max_length=32)]
     attempt: Annotated[int, msgspec.Meta(ge=1, le=1000)]
     due: Annotated[float, msgspec.Meta(ge=0)]
     source: Place
+    spent: Annotated[float, msgspec.Meta(ge=0)] = 0.0
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ def check_retry_note(note: RetryNote, bounds: RetryBounds, now: float) -> RetryN
         raise InvalidMessage(f"{head}: attempt {note.attempt} not in 2..{bounds.attempts}")
     if not math.isfinite(note.due):
         raise InvalidMessage(f"{head}: due {note.due} is not a time")
+    if not math.isfinite(note.spent):
+        raise InvalidMessage(f"{head}: spent {note.spent} is not a duration")
     if note.due - now > bounds.max_ahead_s:
         raise InvalidMessage(
             f"{head}: due {note.due - now:.0f} s ahead, more than a retry ever waits "

@@ -108,8 +108,9 @@ def with_retries(
             cause = str(error)
             if attempt + 1 < attempts:
                 time.sleep(backoff_delay(attempt, backoff_s))
+    # "requests", not "attempts": the agents count their own attempts of a task around this.
     plural = "s" if attempts > 1 else ""
-    raise LLMError(f"{describe}: {cause} (after {attempts} attempt{plural})", attempts=attempts)
+    raise LLMError(f"{describe}: {cause} (after {attempts} request{plural})", attempts=attempts)
 
 
 def parse_json_reply(text: str, schema: type[T]) -> T:

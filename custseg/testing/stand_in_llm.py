@@ -3,7 +3,9 @@ the shape each agent asks for, and the judge's questions with a score (no model)
 benchmarks of the plumbing around the LLM (Kafka, retries, kills, the eval stage's cache and
 MLflow run), where the real model would make a run take minutes. A task can carry cues:
 FAIL_CUE makes every call for it fail (HTTP 500), SLOW_CUE makes it take SLOW_S, VARY_CUE makes
-each answer differ (so a reply produced twice would show)."""
+each answer differ (so a reply produced twice would show), STALL_CUE makes every call for it
+hang (STALL_S: longer than any test waits) and STALL_ONCE_CUE only the first call for that
+task. `STALLED` counts the stalled calls per task, for a test to wait on."""
 
 from __future__ import annotations
 
@@ -52,7 +54,21 @@ def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
 # Cues a task can carry for the stand-in: every call for it fails (HTTP 500), is slow, or
 # answers differently each time (so a reply produced twice would show).
 FAIL_CUE, SLOW_CUE, VARY_CUE = "[fail]", "[slow]", "[vary]"
+STALL_CUE, STALL_ONCE_CUE = "[stall]", "[stall-once]"
 SLOW_S = 0.5
+STALL_S = 900.0
+STALLED: dict[str, int] = {}  # task line → calls stalled (a server's handler threads share it)
+_stalled_lock = threading.Lock()
+
+
+def _stalls(asked: str) -> bool:
+    """Whether this call hangs, counting it in STALLED if it does."""
+    task = asked.split("\n", 1)[0]
+    with _stalled_lock:
+        if STALL_CUE in asked or (STALL_ONCE_CUE in asked and task not in STALLED):
+            STALLED[task] = STALLED.get(task, 0) + 1
+            return True
+    return False
 
 
 def stand_in_content(body: dict[str, Any]) -> str:
@@ -109,6 +125,8 @@ def stand_in_reply(body: dict[str, Any]) -> tuple[int, bytes]:
     asked = body["messages"][-1]["content"]
     if FAIL_CUE in asked:
         return 500, json.dumps({"error": "stand-in told to fail"}).encode()
+    if _stalls(asked):
+        time.sleep(STALL_S)  # in a daemon handler thread: the server still answers others
     if SLOW_CUE in asked:
         time.sleep(SLOW_S)
     choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}

@@ -6,8 +6,9 @@ Killed at any moment, a worker leaves all of a transaction or none of it: uncomm
 answered again and only the committed answer is ever visible, so no reply exists in two versions.
 
 The rooms: `letters` (dead letters and retry headers), `settings` (Kafka settings, the waits,
-the producer), `outcome` (what an input comes to), `worker` (one role's loop), `supervisor`
-(the roles' threads, stuck detection, stop).
+the producer), `outcome` (what an input comes to), `calls` (an LLM call waited for within the
+task's time budget and until a stop), `worker` (one role's loop), `supervisor` (the roles'
+threads, restarts in place, stuck detection, a bounded stop).
 """
 
 from custseg.agents.runtime.letters import RETRY_HEADER, dead_letter

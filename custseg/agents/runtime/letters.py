@@ -61,10 +61,13 @@ def place(record) -> dict:
     return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
 
 
-def retry_header(role: str, attempt: int, due: float, source: dict) -> tuple[str, bytes]:
+def retry_header(
+    role: str, attempt: int, due: float, source: dict, spent: float = 0.0
+) -> tuple[str, bytes]:
     """The header of a retry copy: the role that answers it, the attempt it will be, when it is
-    due (epoch seconds) and the original record's place."""
-    note = {"role": role, "attempt": attempt, "due": due, "source": source}
+    due (epoch seconds), the original record's place and the LLM seconds spent on it so far
+    (counted against the task's time budget)."""
+    note = {"role": role, "attempt": attempt, "due": due, "source": source, "spent": spent}
     return RETRY_HEADER, json.dumps(note).encode()
 
 

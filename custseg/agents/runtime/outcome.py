@@ -35,6 +35,7 @@ class WorkerStats:
     dead_letters: int = 0
     moved: int = 0
     retries: int = 0
+    restarts: int = 0  # of the role's worker, in place, by the supervisor
     llm_s: list[float] = field(default_factory=list)  # per answered record: the LLM call
     overhead_s: list[float] = field(default_factory=list)  # per record: wall time beyond the LLM
 

@@ -26,6 +26,12 @@ LLM_ATTEMPTS = 3
 # LLM amortises the commit's round trips over many records, a slow one commits each answer.
 BATCH_BUDGET_S = 0.5
 MAX_BATCH = 200
+# A worker that stops (a broker restart, a fenced producer, stuck in the Kafka client) is
+# restarted in place after RESTART_BACKOFF_S × 2^(n-1) for its nth restart in a row, at most
+# MAX_RESTART_BACKOFF_S; a worker that ran HEALTHY_RUN_S since its last start counts from 1 again.
+RESTART_BACKOFF_S = 1.0
+MAX_RESTART_BACKOFF_S = 30.0
+HEALTHY_RUN_S = 60.0
 # A local LLM call can take minutes on a busy CPU: a worker is not kicked out of its group
 # for the time between two polls before this.
 MAX_POLL_INTERVAL_MS = 900_000
@@ -48,12 +54,21 @@ class Timings:
     without a deadline in places (seen: a commit after a broker restart). The process gives up,
     so a supervisor restarts it, rather than hold its partitions, and stall its group's
     rebalances, while doing nothing.
+    `task_budget_s`: the LLM time one input may take over all its attempts. Each attempt waits
+    at most what is left of it (whatever the provider's own timeout and retries); once it is
+    spent the input is dead-lettered with the reason. Waits on the retry topic do not count:
+    they do not hold the worker.
+    `shutdown_s`: SIGTERM / Ctrl-C stops `custseg agents` within this: an LLM call in flight
+    is abandoned at once (its input is not committed, so the next process answers it), the
+    transaction in hand is finished, and workers not done by then are left behind.
     """
 
     session_timeout_s: float = 10.0
     transaction_timeout_s: float = 10.0
     retry_pause_s: float = 5.0
     stuck_s: float = 30.0
+    task_budget_s: float = 300.0
+    shutdown_s: float = 10.0
 
     @property
     def heartbeat_interval_ms(self) -> int:
@@ -68,6 +83,8 @@ TIMINGS_ENV = {
     "transaction_timeout_s": "CUSTSEG_AGENTS_TRANSACTION_TIMEOUT_S",
     "retry_pause_s": "CUSTSEG_AGENTS_RETRY_PAUSE_S",
     "stuck_s": "CUSTSEG_AGENTS_STUCK_S",
+    "task_budget_s": "CUSTSEG_AGENTS_TASK_BUDGET_S",
+    "shutdown_s": "CUSTSEG_AGENTS_SHUTDOWN_S",
 }
 
 

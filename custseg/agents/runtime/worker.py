@@ -4,8 +4,11 @@ record with the LLM, and write the replies with the inputs' offsets in one Kafka
 An input whose LLM call fails is not retried in place, where it would hold up every record
 behind it: a copy goes to the retry topic (in the same transaction as the input's offset), with
 its attempt and when it is due in a header; each worker reads that topic too and answers its own
-copies once due, pausing only the retry partition meanwhile. After LLM_ATTEMPTS it is
-dead-lettered, naming the original record, which closes its conversation in the capture.
+copies once due, pausing only the retry partition meanwhile. After LLM_ATTEMPTS, or once the
+LLM time spent on it over its attempts reaches `Timings.task_budget_s`, it is dead-lettered,
+naming the original record, which closes its conversation in the capture. A call is waited for
+at most what is left of that budget, and not at all once the worker is told to stop: its input
+is then left uncommitted, for the next owner of the partition to answer (`calls`).
 
 Every record is answered on its conversation's home partition (`topics.home_partition`): one
 found elsewhere (a null or foreign key, another client's partitioner) is moved there first, in
@@ -30,6 +33,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from custseg.agents.envelope import Envelope, one_line, parse_envelope
 from custseg.agents.grounding import Champion
 from custseg.agents.roles import ROLES, Role, answer
+from custseg.agents.runtime.calls import call_within, give_up_reason
 from custseg.agents.runtime.letters import MAX_KEY_BYTES, dead_letter, place, retry_header
 from custseg.agents.runtime.outcome import COUNTERS, Outcome, Send, WorkerStats
 from custseg.agents.runtime.settings import (
@@ -44,7 +48,7 @@ from custseg.agents.runtime.settings import (
 from custseg.agents.schemas import RetryBounds, RetryRead, max_retry_wait_s, read_retry
 from custseg.agents.topics import home_partition, topic_of
 from custseg.config import AgentsParams
-from custseg.errors import ConfigError, InvalidMessage
+from custseg.errors import CallAbandoned, ConfigError, InvalidMessage
 from custseg.llm import LLMError, Provider
 
 # Chaos testing: with this set to N, the process kills itself (SIGKILL) at its Nth transaction,
@@ -88,6 +92,7 @@ class AgentWorker:
         # Monotonic time the worker last began a poll or came back from the LLM; None while it
         # waits for the LLM (a local model may take minutes, which is not being stuck).
         self.in_kafka_since: float | None = None
+        self.clients: tuple[KafkaConsumer, object | None] | None = None  # for `abandon`
 
     def consumer(self) -> KafkaConsumer:
         return KafkaConsumer(
@@ -98,6 +103,25 @@ class AgentWorker:
             client_id=f"custseg-{self.role.name}",
             **consumer_settings(self.timings),
         )
+
+    def abandon(self) -> None:
+        """Let go of a worker stuck in the Kafka client, from another thread: close its clients
+        (in a daemon thread, as closing may block too), so its group membership ends with its
+        session instead of stalling the group's rebalances while its replacement joins."""
+
+        def close() -> None:
+            consumer, producer = self.clients or (None, None)
+            for client, how in (
+                (consumer, {"autocommit": False, "timeout_ms": 1000}),
+                (producer, {"timeout": 0}),
+            ):
+                try:
+                    if client is not None:
+                        client.close(**how)
+                except Exception:  # best effort, on a client already broken
+                    pass
+
+        threading.Thread(target=close, name=f"{self.role.name}-abandon", daemon=True).start()
 
     def run(self) -> None:
         """Consume until `stop` is set; on a fatal error, keep it in `self.error` and return."""
@@ -120,6 +144,7 @@ class AgentWorker:
                 f"{self.params.group_prefix}.{self.role.name}.{uuid.uuid4().hex[:12]}",
                 self.timings,
             )
+            self.clients = (consumer, producer)
             producer.init_transactions()
             paused: dict[TopicPartition, float] = {}  # → when to read it again
             while not self.stop.is_set():
@@ -130,9 +155,11 @@ class AgentWorker:
                     self.process(consumer, producer, batch, paused)
         finally:
             self.in_kafka_since = time.monotonic()  # closing talks to the broker too
-            consumer.close(autocommit=False)
+            # Bounded: a worker that is stopping must not outlast `shutdown_s` on a gone broker.
+            close_s = min(5.0, self.timings.shutdown_s / 2)
+            consumer.close(autocommit=False, timeout_ms=round(close_s * 1000))
             if producer is not None:
-                producer.close(timeout=5)
+                producer.close(timeout=close_s)
 
     @staticmethod
     def _resume_due(consumer: KafkaConsumer, paused: dict[TopicPartition, float]) -> None:
@@ -152,8 +179,8 @@ class AgentWorker:
         firsts = {tp: records[0].offset for tp, records in batch.items()}
         for tp, records in batch.items():
             for record in records:
-                if outcomes and (
-                    self.stop.is_set() or time.perf_counter() - started > BATCH_BUDGET_S
+                if self.stop.is_set() or (
+                    outcomes and time.perf_counter() - started > BATCH_BUDGET_S
                 ):
                     consumer.seek(tp, record.offset)
                     break
@@ -163,7 +190,11 @@ class AgentWorker:
                     consumer.pause(tp)
                     paused[tp] = time.monotonic() + wait_s
                     break
-                outcome = self.decide_safely(record)
+                try:
+                    outcome = self.decide_safely(record)
+                except CallAbandoned:  # stopping: left uncommitted, redone by the next owner
+                    consumer.seek(tp, record.offset)
+                    break
                 outcomes.append(outcome)
                 offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
         if offsets:
@@ -192,13 +223,13 @@ class AgentWorker:
             _chaos_point()
             producer.commit_transaction()
         except KafkaError as error:
+            for outcome in outcomes:  # not answered after all: answer them when read again
+                if outcome.event_id:
+                    self.seen.pop(outcome.event_id, None)
             try:
                 producer.abort_transaction()
             except KafkaError:
                 raise error from None  # the producer is unusable: the worker cannot go on
-            for outcome in outcomes:
-                if outcome.event_id:
-                    self.seen.pop(outcome.event_id, None)
             mine = consumer.assignment()
             for tp, offset in firsts.items():
                 if tp in mine:
@@ -241,7 +272,7 @@ class AgentWorker:
         broker, not the record) still propagate."""
         try:
             return self.decide(record)
-        except KafkaError:
+        except (KafkaError, CallAbandoned):
             raise
         except Exception as error:  # any record-caused failure, see above
             read = self._retry_of(record)
@@ -279,19 +310,26 @@ class AgentWorker:
         if incoming.event_id in self.seen:
             return Outcome("duplicate")
         attempt = note.attempt if note else 1
+        budget_s, spent_s = self.timings.task_budget_s, note.spent if note else 0.0
         self.in_kafka_since = None  # the LLM's time is not the Kafka client's
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
+            if spent_s >= budget_s:
+                raise LLMError("no time left for another attempt")
             grounding = self.champion.current() if self.champion else None
-            outgoing = answer(self.role, incoming, self.llm, self.max_tokens, grounding)
+            outgoing = call_within(
+                lambda: answer(self.role, incoming, self.llm, self.max_tokens, grounding),
+                budget_s - spent_s,
+                self.stop,
+            )
             llm_s = time.perf_counter() - started
             value = outgoing.to_bytes()  # an empty or broken reply fails here: like a failed call
         except (LLMError, InvalidMessage) as error:
             source = source or place(record)
-            if attempt >= LLM_ATTEMPTS:
-                reason = f"llm failed {attempt} times: {error}"
-                return self.dead_letter(record, reason, incoming, source)
-            return self.retry_later(record, incoming, attempt, source, error)
+            spent_s += time.perf_counter() - started
+            if reason := give_up_reason(attempt, LLM_ATTEMPTS, spent_s, budget_s):
+                return self.dead_letter(record, f"{reason}: {error}", incoming, source)
+            return self.retry_later(record, incoming, attempt, source, error, spent_s)
         finally:
             self.in_kafka_since = time.monotonic()
         self._remember(incoming.event_id)
@@ -305,11 +343,19 @@ class AgentWorker:
         )
 
     def retry_later(
-        self, record, incoming: Envelope, attempt: int, source: dict, error: Exception
+        self,
+        record,
+        incoming: Envelope,
+        attempt: int,
+        source: dict,
+        error: Exception,
+        spent_s: float = 0.0,
     ) -> Outcome:
-        """A copy of the input for the retry topic, due `retry_pause_s` × attempt from now."""
+        """A copy of the input for the retry topic, due `retry_pause_s` × attempt from now,
+        carrying the LLM time its attempts have spent so far."""
         pause_s = self.timings.retry_pause_s * attempt
-        header = retry_header(self.role.name, attempt + 1, time.time() + pause_s, source)
+        due = time.time() + pause_s
+        header = retry_header(self.role.name, attempt + 1, due, source, round(spent_s, 3))
         cid = incoming.correlation_id
         return Outcome(
             "retry",
@@ -322,7 +368,8 @@ class AgentWorker:
                     (header,),
                 ),
             ),
-            f"{self.role.name}: {cid[:8]} attempt {attempt}/{LLM_ATTEMPTS} failed, retried in "
+            f"{self.role.name}: {cid[:8]} attempt {attempt} of {LLM_ATTEMPTS} failed after "
+            f"{spent_s:.1f} s of its {self.timings.task_budget_s:g} s budget, retried in "
             f"{pause_s:g} s: {one_line(str(error))}",
         )
 
