@@ -169,8 +169,8 @@ def test_a_newly_promoted_champion_is_served_without_restart(
     at = predict(start_app(), 100, 20)
     assert at.metric[0].delta == "out of 5 clusters"
 
-    # Retrain with k = 3 and a gate that always passes: v2 becomes @champion.
-    write_params(project, train={"n_clusters": 3}, export={"tolerance": 2})
+    # Retrain with k = 3, promoted by decision (a new k never passes the gate alone): v2 is @champion.
+    write_params(project, train={"n_clusters": 3}, export={"force": True})
     pipeline(project)
     v2 = registered_model_loader()
     assert v2.n_clusters == 3
