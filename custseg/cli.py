@@ -9,6 +9,7 @@ custseg mlflow template | restore      MLflow's empty store; re-register the pul
 custseg plots template                 DVC's plots page with Vega inlined (offline)
 custseg serve                          REST scoring (MLflow's protocol) of the registered model
 custseg promote VERSION                make VERSION @champion by decision; shows the gate's verdict
+custseg monitor                        drift of scored customers from the champion's training data
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from custseg.entrypoint import add_command, command_group, port, positive_int, r
 from custseg.evaluation import cli as evaluation_cli
 from custseg.kafka import cli as kafka_cli
 from custseg.llm import cli as llm_cli
+from custseg.monitoring import cli as monitoring_cli
 
 
 def _mlflow_template(_args: argparse.Namespace) -> None:
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     llm_cli.add_commands(commands)
     kafka_cli.add_commands(commands)
     team.add_commands(commands)
+    monitoring_cli.add_commands(commands)
     actions = command_group(commands, "mlflow", "MLflow set-up", "MLflow set-up for this project.")
     add_command(
         actions,
