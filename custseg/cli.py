@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from custseg import team
 from custseg.agents import cli as agents_cli
@@ -55,7 +56,11 @@ def _serve(args: argparse.Namespace) -> None:
     export = load_params(args.params).export
     try:
         serve(
-            args.name or export.model_name, args.alias or export.alias, args.port, args.max_body_mb
+            args.name or export.model_name,
+            args.alias or export.alias,
+            args.port,
+            args.max_body_mb,
+            args.record,
         )
     except ServingError as error:
         raise UserError(str(error)) from None
@@ -118,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=DEFAULT_MAX_BODY_MB,
         help=f"largest request body in MB; larger ones get 413 (default {DEFAULT_MAX_BODY_MB})",
+    )
+    serve.add_argument(
+        "--record",
+        type=Path,
+        metavar="DIR",
+        help="record each request's features and segments there (drift monitoring: "
+        "`custseg monitor --window DIR`), e.g. data/scored; a failing disk never fails a request",
     )
     serve.add_argument("--alias", help="default: params.yaml export.alias (champion)")
     serve.add_argument("--name", help="default: params.yaml export.model_name")

@@ -33,6 +33,20 @@ def read_window(path: Path) -> pd.DataFrame:
         raise MonitorError(f"{path}: not a readable {kind} file of scored rows ({error})") from None
 
 
+def served_rows(window: pd.DataFrame, version: str) -> pd.DataFrame:
+    """The rows scored by `version` when the window says which version scored each (the store
+    does): another version's segments mean other things."""
+    from custseg.monitoring.store import VERSION
+
+    if VERSION not in window:
+        return window
+    rows = window[window[VERSION].astype(str) == version]
+    if rows.empty:
+        found = ", ".join(sorted(window[VERSION].astype(str).unique())[:5])
+        raise MonitorError(f"no scored rows of version {version} (the window has {found})")
+    return rows
+
+
 def load_reference(name: str, alias: str) -> tuple[Reference, Any]:
     """(the reference, the model) of the version `models:/name@alias` serves."""
     from custseg.serving.model import (
@@ -80,7 +94,7 @@ def _monitor(args: argparse.Namespace) -> None:
         source = f"simulated ({args.simulate_drift}, {args.rows} rows)"
     else:
         source = str(args.window)
-    report = assess_drift(reference, window, params.monitor)
+    report = assess_drift(reference, served_rows(window, reference.version), params.monitor)
     write_json_atomic(args.output, {**report, "source": source})
     for feature, stats in report["features"].items():
         print(
