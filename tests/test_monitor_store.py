@@ -20,7 +20,8 @@ from sklearn.cluster import KMeans
 from custseg.cli import main
 from custseg.features import FEATURES, INCOME, SPENDING
 from custseg.monitoring.drift import NO_DRIFT, SEGMENT
-from custseg.monitoring.store import VERSION, ScoredStore
+from custseg.monitoring.store import RECORD_DIR_ENV, VERSION, ScoredStore, recorder
+from custseg.serving.batch import score_csv
 from custseg.serving.rest import scoring_app
 
 
@@ -126,3 +127,44 @@ def test_monitor_reads_the_store_of_the_served_version_only(
     assert main(["monitor", "--window", str(other_only), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert "no scored rows of version 1 (the window has 99)" in err
+
+
+def test_recording_is_off_unless_a_folder_is_named(tmp_path: Path) -> None:
+    assert recorder("1", environ={}) is None
+    assert recorder("1", environ={RECORD_DIR_ENV: "  "}) is None
+    record = recorder("1", environ={RECORD_DIR_ENV: str(tmp_path)})
+    assert record is not None and record is not recorder("2", tmp_path)
+    assert record(customers(3), np.zeros(3, dtype=int))
+    assert len(pd.read_parquet(tmp_path)) == 3
+
+
+def test_a_batch_upload_records_what_it_scored_even_on_a_full_disk(
+    tmp_path: Path, kmeans: KMeans
+) -> None:
+    text = "id,Annual Income (k$),Spending Score (1-100),email\n1,15,1,a@b\n2,140,100,c@d\n"
+    store = ScoredStore(tmp_path / "scored", version="4")
+    result = score_csv(text.encode(), kmeans, ["a", "b", "c"], record=store.record)
+    back = pd.read_parquet(tmp_path / "scored")
+    assert back[INCOME].tolist() == [15.0, 140.0] and "email" not in back and "id" not in back
+    assert back[SEGMENT].tolist() == result.scored["segment"].tolist()
+    with full_tmpfs(tmp_path / "full") as full:
+        failing = ScoredStore(full / "scored", version="4").record
+        again = score_csv(text.encode(), kmeans, ["a", "b", "c"], record=failing)
+        assert again.scored["segment"].tolist() == result.scored["segment"].tolist()
+
+
+def test_the_app_batch_page_records_with_the_served_version(
+    served_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from tests.fixtures.app import APP
+
+    monkeypatch.setenv(RECORD_DIR_ENV, str(tmp_path / "scored"))
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.switch_page("views/batch.py").run()
+    at.text_area(key="batch_text").input("annual_income,spending_score\n60,50\n90,12\n").run()
+    assert not at.exception, at.exception
+    back = pd.read_parquet(tmp_path / "scored")
+    assert back[[INCOME, SPENDING]].values.tolist() == [[60.0, 50.0], [90.0, 12.0]]
+    assert set(back[VERSION]) == {"1"}

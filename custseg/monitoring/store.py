@@ -10,9 +10,11 @@ deleted (retention is by size, oldest day first).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from custseg.monitoring.drift import SEGMENT
 
 VERSION = "version"
 DEFAULT_MAX_BYTES = 256 * 2**20
+RECORD_DIR_ENV = "CUSTSEG_RECORD_DIR"  # where the app and `custseg serve` record (unset: off)
 log = logging.getLogger(__name__)
 
 
@@ -85,3 +88,17 @@ def prune(folder: Path, max_bytes: int) -> int:
         with contextlib.suppress(OSError):
             day.rmdir()  # only when empty
     return total
+
+
+@functools.cache  # one store per folder and version, so its size count lives across app reruns
+def _store(folder: Path, version: str) -> ScoredStore:
+    return ScoredStore(folder, version)
+
+
+def recorder(
+    version: str, folder: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Callable[[pd.DataFrame, np.ndarray], bool] | None:
+    """The `record(features, segments)` of `version`'s store in `folder`, else in
+    $CUSTSEG_RECORD_DIR; None when neither is set (recording is off)."""
+    chosen = folder or (os.environ if environ is None else environ).get(RECORD_DIR_ENV, "").strip()
+    return _store(Path(chosen).absolute(), str(version)).record if chosen else None

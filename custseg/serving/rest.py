@@ -344,7 +344,8 @@ def serve(
     record_dir: Path | None = None,
 ) -> None:
     """Resolve `name@alias` (one line and exit 2 if there is none), load that version and serve
-    it until SIGTERM/Ctrl-C; with `record_dir`, record what is scored there."""
+    it until SIGTERM/Ctrl-C; with `record_dir` (or $CUSTSEG_RECORD_DIR), record what is
+    scored there."""
     import uvicorn
 
     os.environ.update(NO_TELEMETRY)  # nothing phones home, whatever the shell set
@@ -361,12 +362,12 @@ def serve(
         sock.close()
         raise
     print(f"model loaded; request bodies up to {max_body_mb} MB", flush=True)
-    record = None
-    if record_dir is not None:
-        from custseg.monitoring.store import ScoredStore
+    from custseg.monitoring.store import RECORD_DIR_ENV, recorder
 
-        record = ScoredStore(record_dir, ref.version).record
-        print(f"recording scored rows in {record_dir}", flush=True)
+    record = recorder(ref.version, record_dir)  # --record DIR, else $CUSTSEG_RECORD_DIR
+    if record is not None:
+        where = record_dir or os.environ[RECORD_DIR_ENV]
+        print(f"recording scored rows in {where}", flush=True)
     config = uvicorn.Config(
         scoring_app(model, max_body_mb * 2**20, record=record),
         lifespan="off",
