@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from custseg.config import MonitorParams
 from custseg.features import BOUNDS, FEATURES, INCOME, SPENDING
-from custseg.monitoring.drift import SEGMENT
+from custseg.monitoring.drift import NO_DRIFT, SEGMENT, Reference, assess_drift
 
 DRIFTS = ("none", "income", "new-group", "empty-segment")
 INCOME_SHIFT = 10.0  # k$: incomes rise
@@ -56,10 +58,10 @@ def simulated_window(
 
 
 def flag_rates(
-    reference: Any,
+    reference: Reference,
     model: Any,
-    fresh: Any,
-    params: Any,
+    fresh: Callable[[int], pd.DataFrame],
+    params: MonitorParams,
     trials: int,
     seed: int,
     kinds: tuple[str, ...] = DRIFTS,
@@ -67,8 +69,6 @@ def flag_rates(
     """For each drift kind, the share of `trials` windows the monitor flags (any verdict but no
     drift). `fresh(seed)` draws a new window's base customers from the training population, so
     "none" measures false alarms on independent data, not on a copy of the reference."""
-    from custseg.monitoring.drift import NO_DRIFT, assess_drift
-
     rates = {}
     for kind in kinds:
         flagged = 0
@@ -80,12 +80,13 @@ def flag_rates(
     return rates
 
 
-def simulated_setting(train_rows: int, window_rows: int, seed: int) -> tuple[Any, Any, Any]:
+def simulated_setting(
+    train_rows: int, window_rows: int, seed: int
+) -> tuple[Reference, Any, Callable[[int], pd.DataFrame]]:
     """(reference, model, fresh) for a simulated project: the default params' customers,
     `train_rows` of them trained on with the default k; `fresh(s)` draws `window_rows` new
     customers from the same population."""
     from custseg.config import SimulateParams, TrainParams
-    from custseg.monitoring.drift import Reference
     from custseg.pipeline.data import simulate_customers
     from custseg.pipeline.segments import fit_segments
     from custseg.pipeline.training_data import MAX_SAMPLE_ROWS, map_sample
