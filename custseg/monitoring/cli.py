@@ -64,7 +64,7 @@ def load_reference(name: str, alias: str) -> tuple[Reference, Any]:
         model = load_model(ref)
         client = mlflow_client()
         data = load_training_data(ref.version, ref.run_id, client)
-        sizes = load_segment_profiles(describe_run(ref.run_id, client), model.n_clusters, client)
+        profile = load_segment_profiles(describe_run(ref.run_id, client), model.n_clusters, client)
     except ServingError as error:
         raise MonitorError(str(error)) from None
     if not data.recorded:
@@ -72,7 +72,7 @@ def load_reference(name: str, alias: str) -> tuple[Reference, Any]:
             f"version {ref.version} carries no training data (registered before models carried "
             "it): retrain it with `make run` to monitor it"
         )
-    counts = sizes["size"].to_numpy(dtype=float)
+    counts = profile["size"].to_numpy(dtype=float)
     if not np.isfinite(counts).all():  # no profile table: the training sample's own mix
         counts = np.bincount(model.predict(data.sample), minlength=model.n_clusters)
     return Reference(ref.version, data.sample, counts), model
