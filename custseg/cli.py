@@ -9,12 +9,14 @@ custseg mlflow template | restore      MLflow's empty store; re-register the pul
 custseg plots template                 DVC's plots page with Vega inlined (offline)
 custseg serve                          REST scoring (MLflow's protocol) of the registered model
 custseg promote VERSION                make VERSION @champion by decision; shows the gate's verdict
+custseg monitor                        drift of scored customers from the champion's training data
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from custseg import team
 from custseg.agents import cli as agents_cli
@@ -22,6 +24,7 @@ from custseg.entrypoint import add_command, command_group, port, positive_int, r
 from custseg.evaluation import cli as evaluation_cli
 from custseg.kafka import cli as kafka_cli
 from custseg.llm import cli as llm_cli
+from custseg.monitoring import cli as monitoring_cli
 
 
 def _mlflow_template(_args: argparse.Namespace) -> None:
@@ -53,7 +56,11 @@ def _serve(args: argparse.Namespace) -> None:
     export = load_params(args.params).export
     try:
         serve(
-            args.name or export.model_name, args.alias or export.alias, args.port, args.max_body_mb
+            args.name or export.model_name,
+            args.alias or export.alias,
+            args.port,
+            args.max_body_mb,
+            args.record,
         )
     except ServingError as error:
         raise UserError(str(error)) from None
@@ -78,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     llm_cli.add_commands(commands)
     kafka_cli.add_commands(commands)
     team.add_commands(commands)
+    monitoring_cli.add_commands(commands)
     actions = command_group(commands, "mlflow", "MLflow set-up", "MLflow set-up for this project.")
     add_command(
         actions,
@@ -115,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=DEFAULT_MAX_BODY_MB,
         help=f"largest request body in MB; larger ones get 413 (default {DEFAULT_MAX_BODY_MB})",
+    )
+    serve.add_argument(
+        "--record",
+        type=Path,
+        metavar="DIR",
+        help="record each request's features and segments there (drift monitoring: "
+        "`custseg monitor --window DIR`), e.g. data/scored; a failing disk never fails a request",
     )
     serve.add_argument("--alias", help="default: params.yaml export.alias (champion)")
     serve.add_argument("--name", help="default: params.yaml export.model_name")

@@ -239,6 +239,29 @@ class EvalParams(_Section):
     thresholds: EvalThresholds = EvalThresholds()
 
 
+class MonitorParams(_Section):
+    """Drift of scored customers from the served version's training data (custseg monitor)."""
+
+    min_rows: int = Field(100, ge=10)  # fewer scored rows tell nothing reliable
+    # Chance that a window like the training data is flagged (split over every test).
+    alpha: float = Field(0.01, gt=0, lt=1)
+    psi_bins: int = Field(10, ge=2, le=100)
+    psi_drift: float = Field(0.05, gt=0)  # a feature drifted: significant and PSI ≥ this
+    psi_retrain: float = Field(0.25, gt=0)  # the usual "significant shift" mark of PSI
+    share_drift: float = Field(0.05, gt=0, le=1)  # a segment moved: share changed by this much
+    share_retrain: float = Field(0.1, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MonitorParams:
+        if self.psi_retrain < self.psi_drift:
+            raise ValueError(f"psi_retrain ({self.psi_retrain:g}) < psi_drift ({self.psi_drift:g})")
+        if self.share_retrain < self.share_drift:
+            raise ValueError(
+                f"share_retrain ({self.share_retrain:g}) < share_drift ({self.share_drift:g})"
+            )
+        return self
+
+
 class Params(_Section):
     base: BaseParams = BaseParams()
     simulate: SimulateParams = SimulateParams()
@@ -247,6 +270,7 @@ class Params(_Section):
     llm: LLMParams = LLMParams()
     agents: AgentsParams = AgentsParams()
     eval: EvalParams = EvalParams()
+    monitor: MonitorParams = MonitorParams()
 
 
 def _describe(error: ValidationError, source: str) -> str:

@@ -54,6 +54,10 @@ class WriteError(UserError):
     left in its place."""
 
 
+class MonitorError(UserError):
+    """Drift cannot be assessed (bad or too few scored rows, a reference without data): one line."""
+
+
 class NoGrounding(UserError):
     """No champion to ground the answers in (one line, naming the command that fixes it)."""
 

@@ -98,7 +98,11 @@ def _leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) 
 
 
 # The positional arguments a command needs before its options, to get as far as reading params.
-POSITIONAL = {("submit",): ["a question"], ("promote",): ["1"]}
+POSITIONAL = {
+    ("submit",): ["a question"],
+    ("promote",): ["1"],
+    ("monitor",): ["--simulate-drift", "none"],
+}
 
 
 def test_every_command_that_reads_params_takes_params(

@@ -13,6 +13,7 @@ import ui_common
 
 from custseg.errors import BatchError
 from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
+from custseg.monitoring.store import recorder
 from custseg.serving.batch import BatchResult, score_csv
 from custseg.serving.charts import segment_counts_figure
 from custseg.serving.upload import MAX_BATCH_BYTES, MAX_BATCH_ROWS
@@ -59,7 +60,13 @@ else:
     try:
         with st.spinner("Scoring…"):
             # Ranges of the served version's own training data (None: not recorded with it).
-            result = score_csv(data, served.model, served.labels, served.training.ranges)
+            result = score_csv(
+                data,
+                served.model,
+                served.labels,
+                served.training.ranges,
+                record=recorder(served.ref.version),  # $CUSTSEG_RECORD_DIR; unset: off
+            )
     except BatchError as error:
         ui_common.forget_result()
         # The problems quote the file (headers, values) and the name is the user's: plain text,

@@ -155,13 +155,21 @@ def describe_ranges(ranges: Ranges) -> str:
 
 
 def score_csv(
-    data: bytes, model: Any, labels: list[str], ranges: Ranges | None = None, **limits: int
+    data: bytes,
+    model: Any,
+    labels: list[str],
+    ranges: Ranges | None = None,
+    record: Callable[[pd.DataFrame, np.ndarray], object] | None = None,
+    **limits: int,
 ) -> BatchResult:
     """Parse, validate and score an uploaded CSV: the batch page runs exactly this. With the
-    training data's `ranges`, rows outside them are counted in a note."""
+    training data's `ranges`, rows outside them are counted in a note; `record` (drift
+    monitoring's store, which never raises) gets the scored features and segments."""
     original = parse_batch_csv(data, **limits)
     features = validate_batch(original)
     scored = score_batch(model, features, original, labels)
+    if record is not None:
+        record(features, scored["segment"].to_numpy())
     notes = [f"Read as {original.attrs['read_as']}."] if "read_as" in original.attrs else []
     if ranges and (outside := int(outside_ranges(features, ranges).sum())):
         notes.append(

@@ -24,6 +24,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -204,13 +205,22 @@ def csv_features(body: bytes, max_bytes: int) -> Any:
         raise bad_request(f"CSV body: {'; '.join(error.problems)}") from None
 
 
-def score_body(model: Any, kind: str, body: bytes, max_bytes: int) -> Reply:
-    """The reply to one POST /invocations: (200, predictions) or a RequestError."""
+Recorder = Callable[[Any, Any], object]  # (features, segments): ScoredStore.record, never raises
+
+
+def score_body(
+    model: Any, kind: str, body: bytes, max_bytes: int, record: Recorder | None = None
+) -> Reply:
+    """The reply to one POST /invocations: (200, predictions) or a RequestError. With
+    `record`, the scored rows are also recorded (drift monitoring)."""
     if kind == "csv":
         features = csv_features(body, max_bytes)
     else:
         features = checked_features(json_columns(parse_json(body)))
-    return 200, {"predictions": model.predict(features).tolist()}
+    segments = model.predict(features)
+    if record is not None:
+        record(features, segments)
+    return 200, {"predictions": segments.tolist()}
 
 
 def error_reply(status: int, message: str) -> Reply:
@@ -258,10 +268,13 @@ async def read_body(headers: dict[str, str], receive: Receive, max_bytes: int) -
 
 
 def scoring_app(
-    model: Any, max_body_bytes: int, body_timeout_s: float = BODY_TIMEOUT_S
+    model: Any,
+    max_body_bytes: int,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+    record: Recorder | None = None,
 ) -> Callable[..., Awaitable[None]]:
     """The ASGI app serving `model`: routes, body limit and time limit, and every failure as a
-    JSON reply."""
+    JSON reply; `record` gets each scored request's rows."""
     mlflow_version = version("mlflow")
 
     async def reply(send: Send, status: int, body: bytes, media: str) -> None:
@@ -275,7 +288,7 @@ def scoring_app(
             kind = content_kind(headers.get("content-type"))
             async with asyncio.timeout(body_timeout_s):
                 body = await read_body(headers, receive, max_body_bytes)
-            return await asyncio.to_thread(score_body, model, kind, body, max_body_bytes)
+            return await asyncio.to_thread(score_body, model, kind, body, max_body_bytes, record)
         except RequestError as error:
             return error_reply(error.status, str(error))
         except TimeoutError:
@@ -323,9 +336,16 @@ def bind_loopback(port: int) -> socket.socket:
     return sock
 
 
-def serve(name: str, alias: str, port: int, max_body_mb: int = DEFAULT_MAX_BODY_MB) -> None:
+def serve(
+    name: str,
+    alias: str,
+    port: int,
+    max_body_mb: int = DEFAULT_MAX_BODY_MB,
+    record_dir: Path | None = None,
+) -> None:
     """Resolve `name@alias` (one line and exit 2 if there is none), load that version and serve
-    it until SIGTERM/Ctrl-C."""
+    it until SIGTERM/Ctrl-C; with `record_dir` (or $CUSTSEG_RECORD_DIR), record what is
+    scored there."""
     import uvicorn
 
     os.environ.update(NO_TELEMETRY)  # nothing phones home, whatever the shell set
@@ -342,8 +362,14 @@ def serve(name: str, alias: str, port: int, max_body_mb: int = DEFAULT_MAX_BODY_
         sock.close()
         raise
     print(f"model loaded; request bodies up to {max_body_mb} MB", flush=True)
+    from custseg.monitoring.store import RECORD_DIR_ENV, recorder
+
+    record = recorder(ref.version, record_dir)  # --record DIR, else $CUSTSEG_RECORD_DIR
+    if record is not None:
+        where = record_dir or os.environ[RECORD_DIR_ENV]
+        print(f"recording scored rows in {where}", flush=True)
     config = uvicorn.Config(
-        scoring_app(model, max_body_mb * 2**20),
+        scoring_app(model, max_body_mb * 2**20, record=record),
         lifespan="off",
         server_header=False,
         timeout_keep_alive=5,
