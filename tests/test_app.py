@@ -169,7 +169,7 @@ def test_a_newly_promoted_champion_is_served_without_restart(
     at = predict(start_app(), 100, 20)
     assert at.metric[0].delta == "out of 5 clusters"
 
-    # Retrain with k = 3, promoted by decision (a new k never passes the gate alone): v2 is @champion.
+    # Retrain with k = 3, promoted by decision (a new k never passes the gate alone): v2.
     write_params(project, train={"n_clusters": 3}, export={"force": True})
     pipeline(project)
     v2 = registered_model_loader()
