@@ -16,6 +16,15 @@ CHAIN: tuple[MessageType, ...] = get_args(MessageType)  # one conversation, in o
 
 Figure = Annotated[float, msgspec.Meta(ge=0)] | None
 
+# An agent variant (prompts, tools, model, settings) as "name" or "name-version", e.g. "v1":
+# stamped on every envelope, kept in the captured conversation, compared by `custseg eval compare`.
+DEFAULT_VARIANT = "v1"  # what a record written before variants existed was
+VARIANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+VARIANT_MAX_CHARS = 32
+Variant = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=VARIANT_MAX_CHARS, pattern=VARIANT_PATTERN)
+]
+
 
 class Segment(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
     """One segment of a registered model, as its training run profiled it."""

@@ -119,6 +119,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
         params.topics.tasks,
         tasks,
         lambda futures: tqdm(futures, desc="submit", unit="task", file=sys.stderr),
+        variant=params.variant,
     )
     ids = "".join(f"{e.correlation_id}\n" for e in envelopes)
     print(ids, end="")  # first: the tasks are sent, their ids must not be lost with the file
