@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -175,13 +178,14 @@ def test_a_missing_file_is_one_line(tmp_path) -> None:
         load_rows(tmp_path / "nope.jsonl")
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "custseg", "eval", "compare", *args, "--no-mlflow"],
+        [sys.executable, "-m", "custseg", "eval", "compare", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
 
 
@@ -204,7 +208,7 @@ def test_cli_compares_variants_of_one_file_by_their_conversations(tmp_path) -> N
     jsonl.write(tmp_path / "results.jsonl", rows)
     out = tmp_path / "cmp.json"
     args = ["v1", "v2", "--results", "results.jsonl", "--conversations", "conv.jsonl"]
-    done = run_cli(*args, "--json", str(out), "--resamples", "1000", cwd=tmp_path)
+    done = run_cli(*args, "--json", str(out), "--resamples", "1000", "--no-mlflow", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "v2 vs v1" in done.stdout and f"judge: {JUDGE}" in done.stdout
     report = json.loads(out.read_text())
@@ -212,10 +216,31 @@ def test_cli_compares_variants_of_one_file_by_their_conversations(tmp_path) -> N
     for metric in METRICS:
         assert report["metrics"][metric]["n"] == 6
         assert report["metrics"][metric]["diff"] == pytest.approx(0.25)
-    wrong = run_cli("v1", "v3", "--results", "results.jsonl", "--conversations", "conv.jsonl",
-                    cwd=tmp_path)  # fmt: skip
+    wrong = run_cli(*args[:1], "v3", *args[2:], "--no-mlflow", cwd=tmp_path)
     assert wrong.returncode != 0 and "v3: neither a file nor a variant" in wrong.stderr
     assert "['v1', 'v2']" in wrong.stderr and not (tmp_path / "mlruns").exists()
+
+
+def test_cli_logs_one_mlflow_run_linking_both_variants(tmp_path, migrated_mlflow_db) -> None:
+    a, b = rows_for([0.2, 0.5, 0.4], "v1"), rows_for([0.6, 0.7, 0.9], "v2")
+    jsonl.write(tmp_path / "a.jsonl", a)
+    jsonl.write(tmp_path / "b.jsonl", b)
+    shutil.copy(migrated_mlflow_db, tmp_path / "mlflow.db")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env.pop("MLFLOW_REGISTRY_URI", None)
+    done = run_cli("a.jsonl", "b.jsonl", "--experiment", "cmp", "--resamples", "500",
+                   cwd=tmp_path, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run_id = re.search(r"mlflow run (\w+) in experiment cmp", done.stdout)[1]
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        params = dict(db.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)))
+        metrics = dict(db.execute("SELECT key, value FROM metrics WHERE run_uuid = ?", (run_id,)))
+    assert (params["variant_a"], params["variant_b"]) == ("v1", "v2")
+    assert params["judge_a"] == params["judge_b"] == params["judge.helpfulness_final"] == JUDGE
+    assert metrics["helpfulness_final.diff"] == pytest.approx((0.4 + 0.2 + 0.5) / 3, abs=1e-9)
+    assert metrics["helpfulness_final.n"] == 3 and metrics["helpfulness_final.p"] == 0.25
+    low, high = metrics["helpfulness_final.ci_low"], metrics["helpfulness_final.ci_high"]
+    assert 0 < low <= metrics["helpfulness_final.diff"] <= high
 
 
 # --- the variant on the wire, in the capture and in traces -------------------------------------
