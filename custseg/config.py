@@ -206,9 +206,9 @@ class AgentsParams(_Section):
     capture_workers: int | None = Field(None, ge=1)
     max_tokens: RoleTokens = RoleTokens()
     # The agent variant the submitted tasks ask for, recorded in every envelope;
-    # `custseg eval compare` pairs two variants' scores by task. The same rule as
-    # custseg.conversation.Variant (not imported: the params stage's deps stay few; a test
-    # checks they agree).
+    # `custseg eval compare` pairs two variants' scores by task. Within the envelope's rule
+    # (custseg.conversation.Variant, 1-32 characters; not imported: the params stage's deps stay
+    # few), and a plain name, as it becomes a table column and an MLflow param.
     variant: str = Field("v1", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
     @model_validator(mode="after")
