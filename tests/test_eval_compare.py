@@ -36,7 +36,13 @@ from custseg.evaluation.compare import (
     table_lines,
     unpaired_line,
 )
+from custseg.evaluation.items import conversation_items, read_conversations
+from custseg.evaluation.judge import CachedJudge
+from custseg.evaluation.scorer import Scorer
+from custseg.evaluation.specs import SPECS
 from custseg.evaluation.traces import agent_spans
+from tests.fixtures.project import ROOT
+from tests.test_eval_units import RecordingProvider
 
 METRICS = ["helpfulness_final", "improvement", "grounding_check"]
 JUDGE = "local:test-judge"
@@ -303,3 +309,15 @@ def test_the_capture_and_traces_keep_the_variant() -> None:
         del event["variant"]
     del conv["variant"]
     assert {s.attributes["variant"] for s in agent_spans(conv, 0)} == {"v1"}
+
+
+@pytest.mark.parametrize("variant", [None, "v2"])
+def test_eval_rows_carry_the_task_and_variant_compare_pairs_by(variant) -> None:
+    conversation = read_conversations(ROOT / "data" / "conversations.jsonl").complete[0]
+    conversation.pop("variant", None)
+    if variant:
+        conversation["variant"] = variant
+    scorer = Scorer(CachedJudge(RecordingProvider(), None), {k: 0.5 for k in SPECS})
+    rows = [scorer.score(i) for i in conversation_items(conversation, 42)]
+    assert {r["metric"] for r in rows} >= {"helpfulness_final", "grounding_check", "improvement"}
+    assert {(r["task"], r["variant"]) for r in rows} == {(conversation["task"], variant or "v1")}
