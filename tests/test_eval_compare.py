@@ -166,6 +166,7 @@ def test_duplicates_count_once_errors_are_left_out_and_judges_named() -> None:
     [
         ('{"correlation_id": "a", "metric": "m", "score": 1}\n{"corr', "line 2: torn last line"),
         ("[1]\n", "line 1: not a JSON object"),
+        ("\n\n", "no rows"),
         ('{"metric": "m", "score": 1}\n', "row 1: `correlation_id` missing"),
         ('{"correlation_id": "a", "metric": "m", "score": "0.5"}\n', "row 1: `score` is not"),
         ('{"correlation_id": "a", "metric": "m", "score": true}\n', "row 1: `score` is not"),
@@ -179,9 +180,14 @@ def test_bad_result_files_are_one_line_naming_the_problem(tmp_path, text, expect
     assert "\n" not in str(caught.value) and str(path) in str(caught.value)
 
 
-def test_a_missing_file_is_one_line(tmp_path) -> None:
+def test_a_missing_file_is_one_line_and_torn_conversations_are_read(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"results .*nope\.jsonl: No such file"):
         load_rows(tmp_path / "nope.jsonl")
+    with pytest.raises(ConfigError, match=r"results .*: Is a directory"):
+        load_rows(tmp_path)
+    torn = tmp_path / "conversations.jsonl"
+    torn.write_text('{"correlation_id": "a", "task": "t"}\n{"correlation_id": "b", "ta')
+    assert load_rows(torn, "conversations", strict=False) == [{"correlation_id": "a", "task": "t"}]
 
 
 def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

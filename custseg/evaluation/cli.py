@@ -202,7 +202,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
     conversation_files = args.conversations or (
         [paths.CONVERSATIONS] if paths.CONVERSATIONS.is_file() else []
     )
-    conversations = [c for f in conversation_files for c in cmp.load_rows(f, "conversations")]
+    conversations = [
+        c for f in conversation_files for c in cmp.load_rows(f, "conversations", strict=False)
+    ]
     tasks, variants = cmp.conversation_lookup(conversations)
     cache: dict[Path, list] = {}
 

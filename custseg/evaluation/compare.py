@@ -77,12 +77,20 @@ def _finite(values: dict[str, Any]) -> dict[str, Any]:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def load_rows(path: Path | str, what: str = "results") -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file; a missing file or a bad line is one ConfigError."""
+def load_rows(
+    path: Path | str, what: str = "results", *, strict: bool = True
+) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file; a missing file, or a bad line when `strict`, is one
+    ConfigError. Conversations are read leniently: a torn line the capture left only loses its
+    task name (its rows then pair by correlation id and are reported unpaired)."""
     try:
         lines = jsonl.read(path)
     except OSError as error:
         raise ConfigError(f"{what} {path}: {error.strerror or error}") from None
+    if not strict:
+        return lines.objects()
+    if not lines.records:
+        raise ConfigError(f"{what} {path}: no rows")
     if lines.bad:
         bad = lines.bad[0]
         raise ConfigError(f"{what} {path}: line {bad.number}: {bad.why}")
