@@ -18,7 +18,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 UI_PORT ?= 5000
 APP_PORT ?= 8501
 
-.PHONY: help install lock run check test lint bench ui app serve clean model llm-check agents-demo champion \
+.PHONY: help install lock run check test lint bench ui app serve clean model llm-check agents-demo agents-estimate champion \
 	kafka-up kafka-down kafka-status team-up team-down team-status
 
 help:  ## list the targets
@@ -101,7 +101,8 @@ champion: install  ## train and register the model if needed (dvc repro export)
 	$(BIN)/dvc repro export
 
 # Broker up, agents, submit eval/tasks.yaml, capture the conversations, stop the agents.
-agents-demo: model champion kafka-up  ## the three agents over Kafka on the sample tasks → data/conversations.jsonl
+# The expected duration comes first (tasks x the measured time a conversation), then progress.
+agents-demo: agents-estimate model champion kafka-up  ## the three agents over Kafka on the sample tasks → data/conversations.jsonl
 	@mkdir -p logs
 	@export $(ENV_BOOTSTRAP)=$${$(ENV_BOOTSTRAP):-127.0.0.1:$(KAFKA_PORT)}; \
 	$(BIN)/custseg agents > logs/agents.log 2>&1 & agents=$$!; \
@@ -109,6 +110,9 @@ agents-demo: model champion kafka-up  ## the three agents over Kafka on the samp
 	echo "agents running (pid $$agents, log logs/agents.log)"; \
 	$(BIN)/custseg submit --ids-out logs/demo-ids.txt >/dev/null && \
 	$(BIN)/custseg capture --expect logs/demo-ids.txt --timeout 3600
+
+agents-estimate: install
+	@$(BIN)/custseg submit --estimate
 
 # The local Kafka broker (KRaft, 127.0.0.1). KAFKA_PORT is the one port setting: agents-demo and
 # the custseg commands use it too. With KAFKA_BOOTSTRAP_SERVERS set, kafka-up starts nothing;

@@ -205,6 +205,11 @@ class AgentsParams(_Section):
     # partition). One conversation's records share a key, so they meet in one worker.
     capture_workers: int | None = Field(None, ge=1)
     max_tokens: RoleTokens = RoleTokens()
+    # The agent variant the submitted tasks ask for, recorded in every envelope;
+    # `custseg eval compare` pairs two variants' scores by task. Within the envelope's rule
+    # (custseg.conversation.Variant, 1-32 characters; not imported: the params stage's deps stay
+    # few), and a plain name, as it becomes a table column and an MLflow param.
+    variant: str = Field("v1", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
     @model_validator(mode="after")
     def _workers_fit(self) -> AgentsParams:

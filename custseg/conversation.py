@@ -16,6 +16,14 @@ CHAIN: tuple[MessageType, ...] = get_args(MessageType)  # one conversation, in o
 
 Figure = Annotated[float, msgspec.Meta(ge=0)] | None
 
+# An agent variant (prompts, tools, model, settings) as "name" or "name-version", e.g. "v1":
+# stamped on every envelope, kept in the captured conversation, compared by `custseg eval compare`.
+# On the wire it is checked by type and length, like the ids; params.yaml (what our agents send)
+# also restricts its characters (custseg.config.AgentsParams.variant).
+DEFAULT_VARIANT = "v1"  # what a record written before variants existed was
+VARIANT_MAX_CHARS = 32
+Variant = Annotated[str, msgspec.Meta(min_length=1, max_length=VARIANT_MAX_CHARS)]
+
 
 class Segment(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
     """One segment of a registered model, as its training run profiled it."""

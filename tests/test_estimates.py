@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from custseg.agents.capture import seconds_per_conversation
-from custseg.agents.cli import capture_estimate
+from custseg.agents.cli import BUNDLED_S_PER_CONVERSATION, capture_estimate, run_estimate
 from custseg.entrypoint import duration
 from custseg.evaluation.judge_cache import JudgeCache, mean_call_seconds
 from custseg.evaluation.stage import estimate
@@ -73,3 +75,38 @@ def test_the_eval_stage_estimates_from_the_judges_measured_latency(tmp_path: Pat
         "eval: 48 judge call(s) for 12 conversation(s); ~7.0 s a judge call here, so at most "
         "~5.6 min (cached replies cost nothing)"
     )
+
+
+@given(st.integers(1, 500), st.none() | st.floats(0.5, 3600))
+def test_the_demo_states_its_duration_as_an_estimate(n: int, measured: float | None) -> None:
+    line = run_estimate(n, measured)
+    per = BUNDLED_S_PER_CONVERSATION if measured is None else measured
+    assert line.startswith(f"expected duration: {n} task(s) x ~{per:.0f} s a conversation")
+    assert f"= ~{duration(n * per)}, an estimate" in line and "\n" not in line
+    assert ("bundled model" in line) == (measured is None)
+
+
+def test_submit_estimate_sends_nothing_and_needs_no_broker(tmp_path: Path) -> None:
+    """`make agents-demo` runs this first: tasks x the committed batch's pace, no connection."""
+    (tmp_path / "tasks.yaml").write_text("- one task\n- another task\n")
+    params = str(ROOT / "params.yaml")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "custseg",
+            "submit",
+            "--estimate",
+            "--file",
+            "tasks.yaml",
+            "--params",
+            params,
+        ],
+        cwd=tmp_path,  # no data/conversations.jsonl here: the bundled model's measured pace
+        env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == run_estimate(2, None) + "\n"

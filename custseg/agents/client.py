@@ -9,6 +9,7 @@ from pathlib import Path
 from custseg.agents.envelope import Envelope, task_envelope
 from custseg.agents.topics import topic_partitions
 from custseg.config import AgentsParams, read_yaml
+from custseg.conversation import DEFAULT_VARIANT
 from custseg.errors import ConfigError
 from custseg.kafka.admin import ensure_topics
 from custseg.kafka.cluster import bootstrap_servers
@@ -39,13 +40,15 @@ def submit_tasks(
     topic: str,
     tasks: Iterable[str],
     progress: Callable[[list], Iterable] = iter,
+    variant: str = DEFAULT_VARIANT,
 ) -> list[Envelope]:
-    """Send one task envelope per task, keyed by its correlation id; return them once acked."""
+    """Send one task envelope per task (asking for agent `variant`), keyed by its correlation
+    id; return them once acked."""
     from custseg.agents.runtime.settings import make_producer
 
     producer = make_producer(bootstrap)
     try:
-        envelopes = [task_envelope(task) for task in tasks]
+        envelopes = [task_envelope(task, variant=variant) for task in tasks]
         futures = [
             producer.send(topic, key=e.correlation_id.encode(), value=e.to_bytes())
             for e in envelopes

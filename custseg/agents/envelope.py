@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from custseg.conversation import GroundedIn, MessageType
+from custseg.conversation import DEFAULT_VARIANT, GroundedIn, MessageType, Variant
 from custseg.errors import InvalidMessage
 
 SCHEMA_VERSION = 1
@@ -48,6 +48,7 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     content: dict[str, str]
     attempt: Annotated[int, msgspec.Meta(ge=1)] = 1
     error: str | None = None
+    variant: Variant = DEFAULT_VARIANT  # optional: a record without it was written by "v1"
 
     def to_bytes(self) -> bytes:
         """The record value, validated as the consumers will validate it (both ends check)."""
@@ -81,8 +82,10 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def task_envelope(task: str, correlation_id: str | None = None) -> Envelope:
-    """A new conversation: its first message, from the user."""
+def task_envelope(
+    task: str, correlation_id: str | None = None, variant: str = DEFAULT_VARIANT
+) -> Envelope:
+    """A new conversation: its first message, from the user, asking for agent `variant`."""
     return Envelope(
         event_id=new_id(),
         correlation_id=correlation_id or new_id(),
@@ -90,6 +93,7 @@ def task_envelope(task: str, correlation_id: str | None = None) -> Envelope:
         agent="user",
         produced_at=now(),
         content={"task": task},
+        variant=variant,
     )
 
 
@@ -100,8 +104,10 @@ def reply(
     content: dict[str, str],
     model: ModelInfo,
     grounded_in: GroundedIn | None = None,
+    variant: str | None = None,
 ) -> Envelope:
-    """The reply to `answered`: same conversation, caused by it, with a deterministic id."""
+    """The reply to `answered`: same conversation, caused by it, with a deterministic id; by
+    the variant the task asked for unless the replying agent names its own."""
     return Envelope(
         event_id=reply_id(answered, agent),
         correlation_id=answered.correlation_id,
@@ -113,6 +119,7 @@ def reply(
         grounded_in=grounded_in,
         content=content,
         attempt=answered.attempt,
+        variant=answered.variant if variant is None else variant,
     )
 
 

@@ -1,4 +1,5 @@
-"""`custseg eval calibrate`: how far the judge can be trusted, on labeled good/degraded pairs.
+"""`custseg eval calibrate`: how far the judge can be trusted, on labeled good/degraded pairs;
+`custseg eval compare A B`: two agent variants' scores, paired by task, with intervals.
 
 (Scoring the captured conversations is the DVC stage `eval`: `dvc repro eval`.)
 """
@@ -26,7 +27,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     actions = command_group(
         commands,
         "eval",
-        "the GEval judge: calibrate it (scoring itself is `dvc repro eval`)",
+        "the GEval judge: calibrate it, compare two agent variants (scoring is `dvc repro eval`)",
         "Check the GEval judge. Scoring the conversations is the DVC stage `eval`.",
     )
     cal = add_command(
@@ -65,6 +66,41 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=0.0,
         help="exit 2 if any metric's ranking accuracy or threshold agreement is below this",
     )
+
+    add_compare(actions)
+
+
+def add_compare(actions: argparse._SubParsersAction) -> None:
+    cmp = add_command(
+        actions,
+        "compare",
+        "agent variant B against A on the same tasks: per metric the paired mean difference "
+        "B - A, a bootstrap 95 percent interval and a sign test (table, JSON, MLflow run)",
+        cmd_compare,
+    )
+    cmp.add_argument("a", metavar="A", help="variant A: an eval results file, or a variant name")
+    cmp.add_argument("b", metavar="B", help="variant B: the same")
+    cmp.add_argument(
+        "--results",
+        type=Path,
+        default=paths.EVAL_RESULTS,
+        help="where variant names are looked up (rows by their `variant`, else their "
+        "conversation's, else v1)",
+    )
+    cmp.add_argument(
+        "--conversations",
+        type=Path,
+        action="append",
+        help="captured conversations that give each row's task and variant (repeatable; "
+        f"default {paths.CONVERSATIONS} if it exists)",
+    )
+    cmp.add_argument("--json", type=Path, help="also write the comparison here")
+    cmp.add_argument("--resamples", type=positive_int, default=10_000, help="bootstrap resamples")
+    cmp.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    cmp.add_argument(
+        "--experiment", default="agent-comparison", help="the MLflow experiment of the run"
+    )
+    cmp.add_argument("--no-mlflow", action="store_true", help="log no MLflow run")
 
 
 HEADER = (
@@ -156,3 +192,71 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"calibrate: accuracy or agreement below {args.min_accuracy} for {', '.join(low)}"
         )
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Pair both variants' result rows by task and metric, and report B - A per metric."""
+    from custseg.evaluation import compare as cmp
+    from custseg.io import write_json_atomic
+
+    conversation_files = args.conversations or (
+        [paths.CONVERSATIONS] if paths.CONVERSATIONS.is_file() else []
+    )
+    conversations = [
+        c for f in conversation_files for c in cmp.load_rows(f, "conversations", strict=False)
+    ]
+    tasks, variants = cmp.conversation_lookup(conversations)
+    cache: dict[Path, list] = {}
+
+    def rows_of(spec: str) -> tuple[str, list]:
+        """A file's rows (named by their variant if they share one, else the file's stem) or
+        the rows of variant `spec` in --results."""
+        path = Path(spec)
+        source = path if path.is_file() else args.results
+        if source not in cache:
+            cache[source] = cmp.load_rows(source)
+            cmp.check_rows(cache[source], str(source))
+        rows = cache[source]
+        if path.is_file():
+            names = {cmp.row_variant(r, variants) for r in rows}
+            return (names.pop() if len(names) == 1 else path.stem), rows
+        chosen = cmp.of_variant(rows, spec, variants)
+        if not chosen:
+            found = sorted({cmp.row_variant(r, variants) for r in rows})
+            raise ConfigError(
+                f"{spec}: neither a file nor a variant of {source} (its variants: {found})"
+            )
+        return spec, chosen
+
+    name_a, rows_a = rows_of(args.a)
+    name_b, rows_b = rows_of(args.b)
+    if name_a == name_b:  # two files of one variant: keep them apart in the report
+        name_a, name_b = f"A:{name_a}", f"B:{name_b}"
+    comparison = cmp.compare(
+        rows_a, rows_b, name_a, name_b, tasks=tasks, resamples=args.resamples, seed=args.seed
+    )
+    print("\n".join(cmp.table_lines(comparison)))
+    report = comparison.report()
+    if args.json:
+        write_json_atomic(args.json, report)
+    if not args.no_mlflow:
+        run_id = log_comparison(comparison, report, args.experiment)
+        print(f"mlflow run {run_id} in experiment {args.experiment}")
+
+
+def log_comparison(comparison, report: dict, experiment: str) -> str:
+    """One MLflow run linking both variants: their names as params, per metric diff/CI/p."""
+    from custseg.evaluation.compare import mlflow_fields
+    from custseg.tracking import configure_mlflow
+
+    mlflow = configure_mlflow(experiment)
+    params, metrics = mlflow_fields(comparison)
+    name = f"{comparison.variant_b} vs {comparison.variant_a}"
+    with mlflow.start_run(run_name=name) as run:
+        mlflow.set_tags(
+            {"custseg.variant_a": comparison.variant_a, "custseg.variant_b": comparison.variant_b}
+        )
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(report, "comparison.json")
+    return run.info.run_id

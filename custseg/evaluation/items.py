@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from custseg import jsonl
-from custseg.conversation import CHAIN, GroundedIn, describe_segment
+from custseg.conversation import CHAIN, DEFAULT_VARIANT, GroundedIn, describe_segment
 from custseg.evaluation.specs import GENERIC_PLAN, METRICS
 
 # --- pairwise positions ------------------------------------------------------------------
@@ -99,6 +99,7 @@ class Item:
     where: dict[str, str] | None = None  # pairwise positions, of the order asked first
     answers: tuple[str, str] | None = None  # (draft, final) of an improvement item
     grounding: GroundedIn | None = None  # the segments the answer is checked against
+    variant: str = DEFAULT_VARIANT  # the agent variant that answered (custseg eval compare)
 
     @property
     def judge_calls(self) -> int:
@@ -137,27 +138,29 @@ def profile_text(grounding: GroundedIn) -> str:
     return f"Model {grounding.model} v{grounding.version}, its only segments:\n{lines}"
 
 
-def improvement_item(item_id: str, task: str, draft: str, final: str, seed: int) -> Item:
+def improvement_item(
+    item_id: str, task: str, draft: str, final: str, seed: int, variant: str = DEFAULT_VARIANT
+) -> Item:
     """The pairwise item, shown first in the order the seed draws for `item_id`."""
     where = positions(seed, item_id)
-    return Item(
-        item_id, "improvement", task, pairwise_text(draft, final, where), where, (draft, final)
-    )
+    text = pairwise_text(draft, final, where)
+    return Item(item_id, "improvement", task, text, where, (draft, final), variant=variant)
 
 
 def conversation_items(conv: dict[str, Any], seed: int) -> list[Item]:
     """A complete conversation's judge questions: four, six when it says what grounded it."""
     cid, task = conv["correlation_id"], conv["task"]
+    variant = str(conv.get("variant") or DEFAULT_VARIANT)  # captured before variants: v1
     items = [
-        Item(cid, "plan_quality", task, conv["plan"]),
-        Item(cid, "helpfulness_draft", task, conv["draft"]),
-        Item(cid, "helpfulness_final", task, conv["final"]),
-        improvement_item(cid, task, conv["draft"], conv["final"], seed),
+        Item(cid, "plan_quality", task, conv["plan"], variant=variant),
+        Item(cid, "helpfulness_draft", task, conv["draft"], variant=variant),
+        Item(cid, "helpfulness_final", task, conv["final"], variant=variant),
+        improvement_item(cid, task, conv["draft"], conv["final"], seed, variant),
     ]
     if grounding := grounded_in(conv):
         items += [
-            Item(cid, "grounding", task, conv["final"], grounding=grounding),
-            Item(cid, "grounding_check", task, conv["final"], grounding=grounding),
+            Item(cid, "grounding", task, conv["final"], grounding=grounding, variant=variant),
+            Item(cid, "grounding_check", task, conv["final"], grounding=grounding, variant=variant),
         ]
     return items
 

@@ -107,6 +107,8 @@ class Scorer:
             "error": None,
             "positions": item.where,
             "grounding": None,
+            "task": item.task,  # what `custseg eval compare` pairs two variants by
+            "variant": item.variant,
         }
         started = time.perf_counter()
         kept = True  # the task's limits and asks, where the metric checks them
@@ -203,6 +205,8 @@ def checked_row(item: Item) -> dict[str, Any]:
         "error": None,
         "positions": None,
         "grounding": check_details(item.grounding, check),
+        "task": item.task,
+        "variant": item.variant,
     }
 
 

@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from custseg.conversation import DEFAULT_VARIANT
+
 TRACE_NAME = "conversation"
 TAG_ID = "custseg.correlation_id"
+TAG_VARIANT = "custseg.variant"
 TAG_SHA = "custseg.conversation_sha256"
 TAG_PASSED = "custseg.passed"  # "true" | "false": a reviewer filters failing conversations
 TAG_FAILING = "custseg.failing"  # the metrics that did not pass, comma-separated
@@ -130,6 +133,7 @@ def agent_spans(conv: dict[str, Any], now_ns: int) -> list[AgentSpan]:
             "model": model.get("name"),
             "provider": model.get("provider"),
             "model_params": model.get("params"),
+            "variant": produced.get("variant") or conv.get("variant") or DEFAULT_VARIANT,
         }
         if isinstance(grounded, dict):
             attributes["grounded_in"] = f"{grounded.get('model')} v{grounded.get('version')}"
@@ -257,6 +261,7 @@ def create_trace(
     spans = agent_spans(conv, now_ns)
     grounded = conv.get("grounded_in") if isinstance(conv.get("grounded_in"), dict) else {}
     tags = {TAG_ID: str(conv["correlation_id"]), TAG_SHA: sha}
+    tags[TAG_VARIANT] = str(conv.get("variant") or DEFAULT_VARIANT)  # old records: "v1"
     if grounded:
         tags["custseg.grounded_in"] = f"{grounded.get('model')} v{grounded.get('version')}"
     root = client.start_trace(

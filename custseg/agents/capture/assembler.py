@@ -25,6 +25,7 @@ def conversation_record(chain: dict[str, Envelope]) -> dict:
         "final": final.content["final"],
         "review": final.content["review"],
         "grounded_in": final.grounded_in,  # the model whose segments the answer was given
+        "variant": final.variant,  # the agent variant that gave the final
         "started_at": task.produced_at,
         "completed_at": final.produced_at,
         "events": {
@@ -35,6 +36,7 @@ def conversation_record(chain: dict[str, Envelope]) -> dict:
                 "produced_at": e.produced_at,
                 "model": e.model,
                 "grounded_in": e.grounded_in,
+                "variant": e.variant,
             }
             for t, e in chain.items()
         },
