@@ -18,7 +18,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 UI_PORT ?= 5000
 APP_PORT ?= 8501
 
-.PHONY: help install lock run check test lint bench ui app serve clean model llm-check agents-demo agents-estimate champion \
+.PHONY: help install lock run pull check test lint bench ui app serve clean model llm-check agents-demo agents-estimate champion \
 	kafka-up kafka-down kafka-status team-up team-down team-status
 
 help:  ## list the targets
@@ -62,6 +62,10 @@ run: install  ## set-up + dvc repro on params.yaml (first re-registers a pulled 
 	$(BIN)/python stages/check_params.py
 	$(BIN)/custseg mlflow restore
 	$(BIN)/dvc repro
+
+# A fresh clone's data and models; before anyone pushed, one line says what to do instead.
+pull: install  ## dvc pull from the DVC remote (nothing there yet: make run, then dvc push)
+	$(BIN)/custseg pull
 
 # The tiers (pyproject.toml lists the marks): `make check` leaves out the bundled LLM, Spark, the
 # browser, chaos and the README-in-a-clone tests; `make test` runs them all and names the slowest.

@@ -6,6 +6,7 @@ custseg llm fetch | models | serve | check
 custseg kafka up | down | status | fetch
 custseg team up | down | status        team mode: one MLflow server on PostgreSQL for a team
 custseg mlflow template | restore      MLflow's empty store; re-register the pulled model
+custseg pull [TARGET…] [--with-deps]   dvc pull, or one line saying what to do when it cannot
 custseg plots template                 DVC's plots page with Vega inlined (offline)
 custseg serve                          REST scoring (MLflow's protocol) of the registered model
 custseg promote VERSION                make VERSION @champion by decision; shows the gate's verdict
@@ -39,6 +40,13 @@ def _mlflow_restore(_args: argparse.Namespace) -> None:
     from custseg.pipeline.restore import restore
 
     print(restore())
+
+
+def _pull(args: argparse.Namespace) -> None:
+    from custseg.pipeline.pull import pull
+
+    if output := pull([*args.targets, *(["--with-deps"] if args.with_deps else [])]):
+        print(output)
 
 
 def _plots_template(_args: argparse.Namespace) -> None:
@@ -99,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
         "retrain and register the model models/model_info.json names if this registry lacks it "
         "(a clone after `dvc pull`, a new team server); `make run` runs it first",
         _mlflow_restore,
+    )
+    pull = add_command(
+        commands,
+        "pull",
+        "`dvc pull` (data and models from the DVC remote); when the remote lacks them (nothing "
+        "pushed yet) one line says what to do instead: `make run`, then `dvc push`",
+        _pull,
+    )
+    pull.add_argument(
+        "targets", nargs="*", metavar="TARGET", help="stages or outputs (default: all of dvc.lock)"
+    )
+    pull.add_argument(
+        "--with-deps", action="store_true", help="also what the targets depend on (as dvc pull)"
     )
     actions = command_group(commands, "plots", "DVC plots set-up", "DVC plots set-up.")
     add_command(

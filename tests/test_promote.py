@@ -76,13 +76,18 @@ def test_custseg_promote_shows_the_verdict_and_moves_the_champion(
     assert refused["version"] == 2 and not refused["promoted"]
     assert "k 3 ≠ champion's k 5" in refused["decision"]
     capsys.readouterr()
+    record = (project / "models/model_info.json").read_bytes()
 
     assert main(["promote", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [
         f"{NAME} v2: the gate refused: {refused['decision']}",
         f"{NAME} v2 is now @champion (was v1)",
+        "models/model_info.json is unchanged: it records what `dvc repro` exported; "
+        "what is served is @champion in the registry",
     ]
+    # The export stage's record stays as DVC wrote it (else `dvc repro` would rerun export).
+    assert (project / "models/model_info.json").read_bytes() == record
     assert _champion() == 2
     version = MlflowClient().get_model_version(NAME, "2")
     assert version.tags["promoted_by"] == "custseg promote"
@@ -95,6 +100,8 @@ def test_custseg_promote_shows_the_verdict_and_moves_the_champion(
     assert capsys.readouterr().out.splitlines() == [
         f"{NAME} v1: the gate passed: no champion yet",
         f"{NAME} v1 is now @champion (was v2)",
+        "models/model_info.json is unchanged: it records what `dvc repro` exported; "
+        "what is served is @champion in the registry",
     ]
 
     # An unknown version, or a model with none: one line, nothing moved.

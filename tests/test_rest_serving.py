@@ -110,6 +110,8 @@ def test_no_registered_model_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("error: No MLflow registry yet") and "`make run`" in line
+    # A terminal has commands, not pages (issue #32).
+    assert "rerun the command" in line and "page" not in line
     assert not (tmp_path / "none.db").exists(), "a missing store is not created"
 
 

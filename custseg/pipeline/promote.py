@@ -1,12 +1,17 @@
 """`custseg promote VERSION`: a person's decision to make a registered version the champion.
 
 Experiments and a change of k never take @champion on their own (custseg.pipeline.registry);
-this is how they do, with the gate's recorded verdict shown beside the decision."""
+this is how they do, with the gate's recorded verdict shown beside the decision.
+
+It leaves models/model_info.json as it is: that file is the export stage's DVC output (what
+`dvc repro` registered and the gate's decision), and rewriting it would make DVC rerun export,
+which decides again. What is served is the registry's alias; the command says so."""
 
 from __future__ import annotations
 
 from custseg.config import ExportParams
 from custseg.errors import RegistryError, UserError, first_line
+from custseg.paths import MODEL_INFO
 from custseg.pipeline.registry import current_champion, gate_lock
 from custseg.tracking import configure_mlflow
 
@@ -53,4 +58,16 @@ def promote(version: int, params: ExportParams) -> list[str]:
     except MlflowException as error:
         raise RegistryError(f"MLflow registry: {first_line(error)}; nothing promoted") from None
     was = "no champion before" if before is None else f"was v{before}"
-    return [*lines, f"{name} v{version} is now @{params.alias} ({was})"]
+    return [
+        *lines,
+        f"{name} v{version} is now @{params.alias} ({was})",
+        unchanged_record(params.alias),
+    ]
+
+
+def unchanged_record(alias: str) -> str:
+    """Which one is the truth after a promotion: the registry's alias, not model_info.json."""
+    return (
+        f"{MODEL_INFO} is unchanged: it records what `dvc repro` exported; "
+        f"what is served is @{alias} in the registry"
+    )

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from custseg.errors import RegistryError, UserError, first_line
 from custseg.paths import MODEL_INFO
+from custseg.pipeline.pull import dvc_executable
 from custseg.tracking import configure_mlflow, registry_uri
 
 RETRAIN = ("dvc", "repro", "--force", "--single-item", "train", "export")
@@ -64,9 +64,7 @@ def restore(path: Path = MODEL_INFO) -> str:
         f"a new registry): `{' '.join(RETRAIN)}`",
         flush=True,
     )
-    # This environment's dvc (the venv's), found even when the shell has not activated it.
-    dvc = Path(sys.executable).with_name("dvc")
-    command = [str(dvc) if dvc.is_file() else "dvc", *RETRAIN[1:]]
+    command = [dvc_executable(), *RETRAIN[1:]]
     done = subprocess.run(command, check=False)
     if done.returncode != 0:
         raise UserError(f"`{' '.join(RETRAIN)}` failed (exit {done.returncode}); see above")
