@@ -38,9 +38,10 @@ def pull_failure(output: str, exit_code: int) -> str:
             f"the DVC remote lacks outputs that dvc.lock names{what}: nothing has been pushed "
             "there yet; run `make run` to build them here, then `dvc push`"
         )
-    errors = [line for line in output.splitlines() if line.startswith("ERROR:")]
-    lines = errors or [line for line in output.splitlines() if line.strip()]
-    said = lines[0].removeprefix("ERROR:").strip() if lines else f"exit {exit_code}"
+    lines = [line.strip() for line in output.splitlines()]
+    errors = [line[len("ERROR:") :].strip() for line in lines if line.startswith("ERROR:")]
+    # DVC's first ERROR line says why; else its first line; else only the exit code is known.
+    said = next((text for text in [*errors, *lines] if text), f"exit {exit_code}")
     return f"dvc pull failed: {said}"
 
 
