@@ -25,6 +25,7 @@ from custseg.monitoring.report import (
     read_report,
     verdict_line,
 )
+from custseg.testing.sandbox import project_env
 from tests.fixtures.app import APP
 
 PAGE = "views/monitoring.py"
@@ -35,21 +36,23 @@ def texts(at: AppTest, *kinds: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def income_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def income_report(trained_project: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A report of the served version (simulated income drift), made once for the module."""
-    return {}  # filled by `report_file` on first use: it needs the served project's env
+    out = tmp_path_factory.mktemp("monitor") / "monitor.json"
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in project_env(trained_project).items():
+            env.setenv(key, value)
+        args = ["--params", str(trained_project / "params.yaml"), "--output", str(out)]
+        assert main(["monitor", "--simulate-drift", "income", *args, "--no-mlflow"]) == 0
+    return json.loads(out.read_text())
 
 
 @pytest.fixture
 def report_file(
     served_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, income_report: dict
 ) -> Path:
+    """A fresh copy of the report, which the page reads ($CUSTSEG_MONITOR_REPORT)."""
     path = tmp_path / "monitor.json"
-    if not income_report:
-        out = tmp_path / "made.json"
-        assert main(["monitor", "--simulate-drift", "income", "--output", str(out),
-                     "--no-mlflow"]) == 0  # fmt: skip
-        income_report.update(json.loads(out.read_text()))
     path.write_text(json.dumps(income_report))
     monkeypatch.setenv(REPORT_ENV, str(path))
     return path
