@@ -22,8 +22,9 @@ from streamlit import config, runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from custseg.config import ExportParams, load_params
-from custseg.errors import ConfigError, ModelNotFoundError, ServingError
+from custseg.errors import ConfigError, ModelNotFoundError, MonitorError, ServingError
 from custseg.features import FEATURES
+from custseg.monitoring.report import read_report, report_path, verdict_line
 from custseg.paths import PARAMS
 from custseg.serving.charts import segment_map_spec
 from custseg.serving.memory import start_releasing
@@ -285,6 +286,16 @@ def segment_map(served: ServedModel) -> SegmentMap:
     return _segment_map(served.ref.cache_key, served.training.recorded, served)
 
 
+def last_verdict(version: str) -> str | None:
+    """The last drift report's one line when it is of `version` (a broken one: nothing here;
+    the Monitoring page names the problem)."""
+    try:
+        report = read_report(report_path())
+    except MonitorError:
+        return None
+    return verdict_line(report) if report and report["version"] == version else None
+
+
 def model_panel(served: ServedModel) -> None:
     """Name, version, alias, run, training time, k and silhouette, linked to the MLflow UI."""
     ref, run = served.ref, served.run
@@ -298,6 +309,8 @@ def model_panel(served: ServedModel) -> None:
         )
         # Built only from validated hex digests and numbers: nothing here is free text.
         st.caption(run.lineage.describe() if run.lineage else "data and commit: not recorded")
+        if verdict := last_verdict(ref.version):
+            st.text(verdict)  # from a file: text, never Markdown
         url = mlflow_run_url(os.environ.get(ENV_UI_URL), run.experiment_id, ref.run_id)
         if url:
             st.link_button("Open the run in MLflow", url)

@@ -235,6 +235,35 @@ def test_evaluation_page_shows_the_committed_scores(page, app_url: str, trained_
             copy.unlink(missing_ok=True)
 
 
+def test_monitoring_page_draws_the_last_report(
+    page, app_url: str, registered_model, trained_project: Path
+) -> None:
+    """A report made by `custseg monitor` for the served version, as a user opens it."""
+    from custseg.cli import main as custseg
+    from custseg.features import FEATURES
+    from tests.fixtures.app import ARTIFACTS
+
+    project = trained_project
+    report = project / "metrics" / "monitor.json"  # the shared project: removed again below
+    args = ["--params", str(project / "params.yaml"), "--output", str(report), "--no-mlflow"]
+    assert custseg(["monitor", "--simulate-drift", "income", *args]) == 0
+    try:
+        page.goto(f"{app_url}/monitoring")
+        main = page.locator('[data-testid="stMain"]')
+        main.get_by_text("Segment mix").wait_for()
+        page.locator(".js-plotly-plot").nth(len(FEATURES)).wait_for()
+        wait_idle(page)
+        shown = main.inner_text()
+        assert "Verdict: retrain recommended" in shown or "Verdict: drift" in shown, shown
+        assert "Drift check" in shown  # the model panel's line
+        assert page.locator(".js-plotly-plot").count() == len(FEATURES) + 1
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.mouse.move(0, 0)
+        page.screenshot(path=ARTIFACTS / "app-monitoring.png", full_page=True)
+    finally:
+        report.unlink(missing_ok=True)
+
+
 HOSTILE = "203.0.113.9"  # TEST-NET-3: never routed; any request to it is a leak
 
 

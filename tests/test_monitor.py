@@ -18,11 +18,13 @@ from custseg.errors import ConfigError, MonitorError
 from custseg.features import FEATURES, INCOME, SPENDING
 from custseg.monitoring.drift import (
     DRIFT,
+    HISTOGRAM_BINS,
     NO_DRIFT,
     RETRAIN,
     SEGMENT,
     Reference,
     assess_drift,
+    mlflow_fields,
     psi,
 )
 from custseg.monitoring.simulate import flag_rates, simulated_setting
@@ -153,6 +155,25 @@ def test_monitor_params_are_checked(tmp_path: Path) -> None:
     assert load_params().monitor == MonitorParams()  # params.yaml spells out the defaults
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**16), st.integers(100, 800), st.floats(-40, 40))
+def test_the_report_carries_the_window_histogram_and_flat_mlflow_fields(
+    seed: int, rows: int, shift: float
+) -> None:
+    report = assess_drift(reference(seed=seed), window(rows, seed, income_shift=shift), PARAMS)
+    for feature in FEATURES:
+        histogram = report["features"][feature]["histogram"]
+        edges = histogram["edges"]
+        assert len(edges) == HISTOGRAM_BINS + 1 and edges == sorted(edges)
+        assert sum(histogram["window"]) == rows  # every scored row in a bin
+    params, metrics = mlflow_fields(report)
+    assert params["window_rows"] == rows
+    assert all(isinstance(v, float) and np.isfinite(v) for v in metrics.values())
+    assert metrics["drift"] == float(report["verdict"] != NO_DRIFT)
+    assert metrics[f"{INCOME}.drift"] == float(INCOME in report["drifted_features"])
+    assert metrics["segments.chi2_p"] == report["segments"]["p_value"]
+
+
 # --- detection rates, by seeded simulation (bench/bench_monitor.py runs more trials) -------
 
 
@@ -176,7 +197,7 @@ def test_monitor_flags_a_simulated_income_shift(
     served_project: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "monitor.json"
-    assert run_monitor("--simulate-drift", "income", "--output", str(out)) == 0
+    assert run_monitor("--simulate-drift", "income", "--output", str(out), "--no-mlflow") == 0
     report = json.loads(out.read_text())
     assert report["verdict"] in (DRIFT, RETRAIN) and INCOME in report["drifted_features"]
     assert report["source"] == "simulated (income, 500 rows)"
@@ -193,15 +214,53 @@ def test_monitor_reads_a_window_file_and_fails_cleanly(
     features = sample[FEATURES].astype(float)
     features.assign(**{SEGMENT: model.predict(features)}).to_csv(scored, index=False)
     out = tmp_path / "monitor.json"
-    assert run_monitor("--window", str(scored), "--output", str(out)) == 0
+    assert run_monitor("--window", str(scored), "--output", str(out), "--no-mlflow") == 0
     assert json.loads(out.read_text())["verdict"] == NO_DRIFT  # the training data itself
     capsys.readouterr()
 
     pd.DataFrame({INCOME: [1.0]}).to_csv(scored, index=False)
     out.write_text("{}")
-    assert run_monitor("--window", str(scored), "--output", str(out)) == 2
+    assert run_monitor("--window", str(scored), "--output", str(out), "--no-mlflow") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: scored rows lack column(s) spending_score, segment"), err
     assert err.count("\n") == 1 and out.read_text() == "{}"  # the old output untouched
-    assert run_monitor("--window", str(tmp_path / "none.parquet"), "--output", str(out)) == 2
+    none = str(tmp_path / "none.parquet")
+    assert run_monitor("--window", none, "--output", str(out), "--no-mlflow") == 2
     assert "none.parquet: no such file or folder" in capsys.readouterr().err
+
+
+def test_monitor_logs_a_run_linked_to_the_served_version(
+    served_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The run lands in a copy of the project's store (the shared project stays read-only)."""
+    import re
+    import shutil
+    import sqlite3
+
+    shutil.copy(served_project / "mlflow.db", tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)  # the run's artifacts go to tmp_path/mlruns
+    params = str(served_project / "params.yaml")
+    out = tmp_path / "monitor.json"
+    args = ["--simulate-drift", "income", "--params", params, "--output", str(out)]
+    assert run_monitor(*args, "--experiment", "mon") == 0
+    run_id = re.search(r"mlflow run (\w+) in experiment mon", capsys.readouterr().out)[1]
+    report = json.loads(out.read_text())
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        tags = dict(db.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)))
+        logged = dict(db.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)))
+        metrics = dict(db.execute("SELECT key, value FROM metrics WHERE run_uuid = ?", (run_id,)))
+        version = db.execute(
+            "SELECT version, run_id FROM model_versions WHERE name = 'customer-segments'"
+            " AND version = ?",
+            (int(tags["model_version"]),),
+        ).fetchone()
+    assert tags["model_name"] == "customer-segments" and tags["model_version"] == "1"
+    assert tags["model_run_id"] == version[1]  # the version's training run
+    assert tags["verdict"] == report["verdict"] != NO_DRIFT
+    assert logged["window_rows"] == "500"
+    assert metrics[f"{INCOME}.psi"] == pytest.approx(report["features"][INCOME]["psi"])
+    assert metrics[f"{INCOME}.ks_p"] == pytest.approx(report["features"][INCOME]["p_value"])
+    assert metrics[f"{INCOME}.drift"] == 1.0 and metrics["drift"] == 1.0
+    assert metrics["segments.chi2_p"] == pytest.approx(report["segments"]["p_value"])
+    assert list((tmp_path / "mlruns").rglob("monitor.json"))  # the report, as an artifact

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -15,8 +15,13 @@ from custseg.entrypoint import add_command, positive_int
 from custseg.errors import MonitorError, ServingError
 from custseg.monitoring.drift import Reference
 from custseg.monitoring.simulate import DRIFTS
+from custseg.paths import MONITOR_METRICS
 
-OUTPUT = Path("metrics/monitor.json")
+if TYPE_CHECKING:
+    from custseg.serving.model import ModelRef
+
+OUTPUT = MONITOR_METRICS
+EXPERIMENT = "monitoring"
 SIMULATED_ROWS = 500
 
 
@@ -47,8 +52,9 @@ def served_rows(window: pd.DataFrame, version: str) -> pd.DataFrame:
     return rows
 
 
-def load_reference(name: str, alias: str) -> tuple[Reference, Any]:
-    """(the reference, the model) of the version `models:/name@alias` serves."""
+def load_reference(name: str, alias: str) -> tuple[Reference, Any, ModelRef]:
+    """(the reference, the model, its registry entry) of the version `models:/name@alias`
+    serves."""
     from custseg.serving.model import (
         describe_run,
         load_model,
@@ -75,7 +81,31 @@ def load_reference(name: str, alias: str) -> tuple[Reference, Any]:
     counts = profile["size"].to_numpy(dtype=float)
     if not np.isfinite(counts).all():  # no profile table: the training sample's own mix
         counts = np.bincount(model.predict(data.sample), minlength=model.n_clusters)
-    return Reference(ref.version, data.sample, counts), model
+    return Reference(ref.version, data.sample, counts), model, ref
+
+
+def log_monitor_run(report: dict[str, Any], ref: ModelRef, experiment: str) -> str:
+    """One MLflow run of the report, tagged with the served version and its training run."""
+    from custseg.monitoring.drift import mlflow_fields
+    from custseg.tracking import configure_mlflow
+
+    mlflow = configure_mlflow(experiment)
+    params, metrics = mlflow_fields(report)
+    with mlflow.start_run(run_name=f"monitor {ref.name} v{ref.version}") as run:
+        mlflow.set_tags(
+            {
+                "model_name": ref.name,
+                "model_version": ref.version,
+                "model_alias": ref.alias,
+                "model_run_id": ref.run_id,  # the version's training run
+                "verdict": report["verdict"],
+                "source": report["source"][:250],
+            }
+        )
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(report, "monitor.json")
+    return run.info.run_id
 
 
 def _monitor(args: argparse.Namespace) -> None:
@@ -86,7 +116,7 @@ def _monitor(args: argparse.Namespace) -> None:
 
     params = load_params(args.params)
     window = None if args.simulate_drift else read_window(args.window)  # before the slow part
-    reference, model = load_reference(params.export.model_name, params.export.alias)
+    reference, model, ref = load_reference(params.export.model_name, params.export.alias)
     if window is None:
         window = simulated_window(
             reference.sample, model, args.simulate_drift, args.rows, params.base.seed
@@ -95,7 +125,8 @@ def _monitor(args: argparse.Namespace) -> None:
     else:
         source = str(args.window)
     report = assess_drift(reference, served_rows(window, reference.version), params.monitor)
-    write_json_atomic(args.output, {**report, "source": source})
+    report = {**report, "source": source}
+    write_json_atomic(args.output, report)
     for feature, stats in report["features"].items():
         print(
             f"{feature}: PSI {stats['psi']:.3f}, KS {stats['ks']:.3f} (p {stats['p_value']:.2g}),"
@@ -107,6 +138,9 @@ def _monitor(args: argparse.Namespace) -> None:
     rows = f"{report['rows']:,} scored rows ({source})"
     print(f"version {report['version']}, {rows}: {report['summary']}")
     print(f"wrote {args.output}")
+    if not args.no_mlflow:
+        run_id = log_monitor_run(report, ref, args.experiment)
+        print(f"mlflow run {run_id} in experiment {args.experiment}")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -137,3 +171,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help=f"rows of a simulated window (default {SIMULATED_ROWS})",
     )
     parser.add_argument("--output", type=Path, default=OUTPUT, help=f"default {OUTPUT}")
+    parser.add_argument(
+        "--experiment",
+        default=EXPERIMENT,
+        help=f"MLflow experiment of the run (default {EXPERIMENT})",
+    )
+    parser.add_argument("--no-mlflow", action="store_true", help="log no MLflow run")

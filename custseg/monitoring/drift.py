@@ -23,6 +23,7 @@ from custseg.features import FEATURES
 
 SEGMENT = "segment"
 NO_DRIFT, DRIFT, RETRAIN = "no drift", "drift", "retrain recommended"
+HISTOGRAM_BINS = 30
 _FLOOR = 1e-4  # an empty bin's proportion in PSI: ln(0) would make any empty bin infinite
 
 
@@ -59,6 +60,15 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int) -> float:
     e = np.maximum(expected / len(reference), _FLOOR)
     a = np.maximum(actual / len(current), _FLOOR)
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+def window_histogram(reference: np.ndarray, current: np.ndarray) -> dict[str, list]:
+    """The window's counts over HISTOGRAM_BINS equal bins spanning both samples: what the app
+    draws over the training sample (the report keeps no scored rows)."""
+    low = float(min(reference.min(), current.min()))
+    high = float(max(reference.max(), current.max()))
+    counts, edges = np.histogram(current, bins=HISTOGRAM_BINS, range=(low, high))
+    return {"edges": [round(float(e), 6) for e in edges], "window": counts.tolist()}
 
 
 def check_window(window: pd.DataFrame, n_segments: int, min_rows: int) -> pd.DataFrame:
@@ -107,6 +117,7 @@ def assess_drift(
             "reference_mean": round(float(ref.mean()), 4),
             "window_mean": round(float(cur.mean()), 4),
             "drift": bool(ks.pvalue < alpha and value >= params.psi_drift),
+            "histogram": window_histogram(ref, cur),
         }
     segments = segment_mix(reference.sizes, rows[SEGMENT].to_numpy(), alpha, params)
     return {
@@ -172,3 +183,23 @@ def verdict(features: dict[str, Any], segments: dict[str, Any], params: MonitorP
         "drifted_segments": moved,
         "summary": f"drift in {', '.join(parts)}" + ("; retrain recommended" if severe else ""),
     }
+
+
+def mlflow_fields(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """(params, metrics) of a drift report for an MLflow run: per feature PSI, KS and its p,
+    the segment mix's chi-square p, and every flag as 0/1."""
+    params = {"window_rows": report["rows"], "reference_rows": report["reference_rows"]}
+    params["alpha"] = report["alpha"]
+    metrics: dict[str, float] = {}
+    for feature, stats_ in report["features"].items():
+        metrics[f"{feature}.psi"] = stats_["psi"]
+        metrics[f"{feature}.ks"] = stats_["ks"]
+        metrics[f"{feature}.ks_p"] = stats_["p_value"]
+        metrics[f"{feature}.drift"] = float(stats_["drift"])
+    mix = report["segments"]
+    metrics["segments.chi2_p"] = mix["p_value"]
+    metrics["segments.max_change"] = mix["max_change"]
+    metrics["segments.drift"] = float(mix["drift"])
+    metrics["drift"] = float(report["verdict"] != NO_DRIFT)
+    metrics["retrain"] = float(report["verdict"] == RETRAIN)
+    return params, metrics
