@@ -264,10 +264,12 @@ def test_a_worker_that_cannot_go_on_is_restarted_in_place_with_its_count(monkeyp
     stopped."""
     calls: list[str] = []
     events: list[str] = []
+    ids: dict[str, list[str]] = {"planner": [], "writer": []}
     stop = threading.Event()
 
     def broker_gone_once(self) -> None:
         calls.append(self.role.name)
+        ids[self.role.name].append(self.transactional_id)
         if calls.count("writer") == 1 and self.role.name == "writer":
             raise KafkaConnectionError("socket disconnected\nretrying")
         if calls.count("writer") == 2:
@@ -285,6 +287,9 @@ def test_a_worker_that_cannot_go_on_is_restarted_in_place_with_its_count(monkeyp
         "writer: stopped (KafkaConnectionError: socket disconnected\\nretrying); restart 1 in 1 s"
     ]
     assert [w.stats.restarts for w in workers] == [0, 1]
+    # The replacement's producer takes its predecessor's transactional id, which fences a
+    # predecessor still running (stuck): it can no longer commit a reply twice.
+    assert len(set(ids["writer"])) == 1 and set(ids["writer"]) != set(ids["planner"])
 
 
 def test_a_config_error_stops_the_process_in_one_line(monkeypatch) -> None:

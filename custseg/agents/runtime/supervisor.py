@@ -75,7 +75,15 @@ def run_agents(
 
     def launch(role: str, before: AgentWorker | None = None) -> Slot:
         worker = AgentWorker(
-            ROLES[role], llm, params, bootstrap, threading.Event(), on_event, champion, timings
+            ROLES[role],
+            llm,
+            params,
+            bootstrap,
+            threading.Event(),
+            on_event,
+            champion,
+            timings,
+            before.transactional_id if before else None,  # fences `before` if it still runs
         )
         if before is not None:  # one role, one count; nothing else carried over, like a new
             worker.stats = before.stats  # process (its `seen` may hold uncommitted answers)

@@ -75,8 +75,15 @@ class AgentWorker:
         on_event: Callable[[str], None] = print,
         champion: Champion | None = None,
         timings: Timings = DEFAULT_TIMINGS,
+        transactional_id: str | None = None,
     ) -> None:
         self.role, self.llm, self.params, self.bootstrap = role, llm, params, bootstrap
+        # A replacement in the same process reuses its predecessor's id, so its producer's
+        # init_transactions fences a predecessor left behind stuck in the Kafka client: that one
+        # can no longer commit a transaction (a reply committed twice, seen in the chaos test).
+        self.transactional_id = (
+            transactional_id or f"{params.group_prefix}.{role.name}.{uuid.uuid4().hex[:12]}"
+        )
         self.stop, self.on_event, self.champion = stop, on_event, champion
         self.timings = timings
         self.max_tokens = getattr(params.max_tokens, role.name)
@@ -139,11 +146,7 @@ class AgentWorker:
             self.partitions = co_partitioned(
                 consumer, [self.in_topic, self.out_topic, self.params.topics.dlq, self.retry_topic]
             )
-            producer = make_producer(
-                self.bootstrap,
-                f"{self.params.group_prefix}.{self.role.name}.{uuid.uuid4().hex[:12]}",
-                self.timings,
-            )
+            producer = make_producer(self.bootstrap, self.transactional_id, self.timings)
             self.clients = (consumer, producer)
             producer.init_transactions()
             paused: dict[TopicPartition, float] = {}  # → when to read it again
