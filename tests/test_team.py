@@ -258,7 +258,10 @@ def test_a_clone_that_only_pulled_gets_its_champion_back(tmp_path: Path) -> None
 
     log = _make("champion", bob)
     assert "lacks customer-segments v1" in log and "re-registered customer-segments v1" in log
-    client = mlflow.MlflowClient(f"sqlite:///{bob / 'mlflow.db'}")
+    store = f"sqlite:///{bob / 'mlflow.db'}"
+    # The registry named too: else MLflow's process-wide registry URI, which an earlier test of
+    # this module set to its team server, is asked (seen in CI: another registry's champion).
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     champion = client.get_model_version_by_alias("customer-segments", "champion")
     info = json.loads((bob / "models/model_info.json").read_text())
     assert (int(champion.version), champion.run_id) == (info["version"], info["run_id"])
