@@ -250,7 +250,7 @@ def test_monitoring_page_draws_the_last_report(
     try:
         page.goto(f"{app_url}/monitoring")
         main = page.locator('[data-testid="stMain"]')
-        main.get_by_text("Segment mix").wait_for()
+        main.get_by_text("Segment mix", exact=True).wait_for()
         page.locator(".js-plotly-plot").nth(len(FEATURES)).wait_for()
         wait_idle(page)
         shown = main.inner_text()
