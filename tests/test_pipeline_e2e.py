@@ -61,6 +61,7 @@ def repo(project: Path) -> Path:
 
 
 # Eight DVC runs (five experiments) on 2 shared cores: minutes, not the default 300 s.
+@pytest.mark.clone  # the README's experiment block in a git copy: the slow tier
 @pytest.mark.timeout(900)
 def test_repro_registers_a_champion_then_the_gate_decides(repo: Path, outbound_check: Path) -> None:
     log = _run(str(outbound_check), "--", "dvc", "repro", "export", cwd=repo)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -66,6 +67,7 @@ def _custseg_pull(clone: Path, *arguments: str) -> subprocess.CompletedProcess[s
     )  # fmt: skip
 
 
+@pytest.mark.clone  # two git clones and a DVC remote: the slow tier
 def test_a_pull_before_anyone_pushed_says_what_to_do(tmp_path: Path) -> None:
     alice = git_sandbox(tmp_path / "alice")
     (tmp_path / "custseg-dvc-remote").mkdir()  # the committed remote, still empty

@@ -239,6 +239,7 @@ def _make(target: str, clone: Path) -> str:
     return run("make", "--no-print-directory", "-o", "install", target, cwd=clone, env=env)
 
 
+@pytest.mark.clone  # two clones, a push and a pull: the slow tier
 @pytest.mark.timeout(900)  # two trainings, a push, a pull and two `make` runs
 def test_a_clone_that_only_pulled_gets_its_champion_back(tmp_path: Path) -> None:
     """After `dvc pull` every output is up to date but the clone has no registry: `make champion`
