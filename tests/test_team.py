@@ -103,6 +103,7 @@ def test_status_and_a_missing_password(team: Team, tmp_path: Path) -> None:
     assert secret is None or secret not in (team.root / "mlflow.log").read_text()
 
 
+@pytest.mark.clone  # a git clone exporting to the team server: the slow tier
 def test_the_pipeline_exports_to_the_team_and_another_process_loads_the_champion(
     team: Team, tmp_path: Path, outbound_check: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -168,6 +169,7 @@ def test_the_pipeline_exports_to_the_team_and_another_process_loads_the_champion
     assert len(traces) == len(conversations)
 
 
+@pytest.mark.clone  # two git clones' experiments at once: the slow tier
 def test_two_experiments_at_once_end_with_one_champion_and_every_decision(
     team: Team, tmp_path: Path
 ) -> None:
