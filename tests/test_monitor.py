@@ -92,7 +92,9 @@ def test_the_training_sample_itself_shows_no_drift(seed: int, rows: int) -> None
 def test_a_large_income_shift_recommends_a_retrain_naming_income(seed: int, shift: float) -> None:
     report = assess_drift(reference(seed=seed), window(500, seed + 1, income_shift=shift), PARAMS)
     assert report["verdict"] == RETRAIN
-    assert report["drifted_features"] == [INCOME]
+    # Income is named; spending may be flagged too, at the false-alarm rate the seeded rate test
+    # and bench_monitor.py bound (≤ 5 %), so an exact list would fail on some seeds.
+    assert INCOME in report["drifted_features"]
     assert INCOME in report["summary"] and report["drifted_segments"] == []
 
 
