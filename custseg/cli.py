@@ -36,10 +36,11 @@ def _mlflow_template(_args: argparse.Namespace) -> None:
     print(f"MLflow store template {state}: {path} (${TEMPLATE_DIR_ENV} moves it)")
 
 
-def _mlflow_restore(_args: argparse.Namespace) -> None:
+def _mlflow_restore(args: argparse.Namespace) -> None:
+    from custseg.config import load_params
     from custseg.pipeline.restore import restore
 
-    print(restore())
+    print(restore(alias=load_params(args.params).export.alias))
 
 
 def _pull(args: argparse.Namespace) -> None:
@@ -105,8 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
         actions,
         "restore",
         "retrain and register the model models/model_info.json names if this registry lacks it "
-        "(a clone after `dvc pull`, a new team server); `make run` runs it first",
+        "(a clone after `dvc pull`, a new team server), then re-log the champion promoted by "
+        "hand (models/champion); `make run` runs it first",
         _mlflow_restore,
+        params=True,
     )
     pull = add_command(
         commands,

@@ -176,6 +176,35 @@ def test_train_logs_the_datas_identity_ranges_and_a_bounded_seeded_sample(projec
     assert summary["ranges"] == {f: [data[f].min(), data[f].max()] for f in FEATURES}
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    customers=st.lists(st.tuples(st.floats(15, 140), st.floats(1, 100)), min_size=1, max_size=40),
+    low=st.floats(0, 100),
+    width=st.floats(0, 100),
+)
+def test_rest_names_per_prediction_the_features_outside_the_versions_ranges(
+    customers: list[tuple[float, float]], low: float, width: float
+) -> None:
+    from sklearn.cluster import KMeans
+
+    from custseg.serving.rest import score_body
+
+    ranges = {INCOME: (low, low + width), SPENDING: (low / 2, low / 2 + width)}
+    model = KMeans(2, n_init=1, random_state=0).fit(features_frame([20, 120], [10, 90]))
+    records = [dict(zip(FEATURES, c, strict=True)) for c in customers]
+    body = json.dumps({"dataframe_records": records})
+    recorded = TrainingData("3", ranges=ranges)
+    _, reply = score_body(model, "json", body.encode(), 2**20, training=recorded)
+    assert reply["outside_training_data"] == [
+        [f for f, v in zip(FEATURES, c, strict=True) if not ranges[f][0] <= v <= ranges[f][1]]
+        for c in customers
+    ]
+    _, reply = score_body(model, "json", body.encode(), 2**20, training=TrainingData("3"))
+    assert reply["outside_training_data"] is None, "not recorded: no note, not an empty one"
+    _, reply = score_body(model, "json", body.encode(), 2**20)
+    assert list(reply) == ["predictions"]
+
+
 # --- every view reads the served version's data ---------------------------------------------
 
 
@@ -249,13 +278,28 @@ def test_every_view_shows_the_served_versions_data_not_the_workspaces(
     expected_segments = model.predict(features_frame([25, 135, 50], [50, 50, 50]))
     assert at.dataframe[1].value["segment"].tolist() == expected_segments.tolist()
 
-    # REST reports no ranges; it scores with the version, whatever the workspace holds.
+    # REST scores with the version and notes against its ranges, whatever the workspace holds.
     log = tmp_path_factory.mktemp("rest") / "serve.log"
+    customers = pd.concat([workspace[FEATURES], features_frame([25, 135, 50], [50, 50, 99])])
     with running_scoring_server(project, log) as url:
-        body = json.dumps({"dataframe_records": workspace[FEATURES].to_dict("records")})
+        body = json.dumps({"dataframe_records": customers.to_dict("records")})
         status, reply = post(url, body.encode())
+        info = json.loads(post(url, b"", None, path="/info", method="GET")[1])
     assert status == 200
-    assert json.loads(reply)["predictions"] == model.predict(workspace[FEATURES]).tolist()
+    scored = json.loads(reply)
+    assert scored["predictions"] == model.predict(customers).tolist()
+    # 25 k$ is inside the model's data (20-130), outside the workspace's (40-60); 135 and 99 not
+    assert scored["outside_training_data"] == [[]] * 151 + [[INCOME], [SPENDING]]
+    assert info["version"] == "1" and info["training_data"] == {
+        "recorded": True,
+        "path": "data/customers.csv",
+        "source": "mall.csv",
+        "rows": 300,
+        "sha256": trained_sha,
+        "ranges": {f: list(trained_ranges[f]) for f in FEATURES},
+        "sample_rows": 300,
+    }
+    assert "version 1 was trained on 300 customers in data/customers.csv" in log.read_text()
 
 
 def test_a_version_without_its_data_degrades_to_the_centres_in_one_line(project: Path) -> None:

@@ -43,6 +43,24 @@ def server(trained_project: Path, server_log: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def trained_ranges(trained_project: Path) -> dict[str, tuple[float, float]]:
+    """The served version's training ranges, read here from the data it was trained on."""
+    import pandas as pd
+
+    data = pd.read_csv(trained_project / "data/customers.csv")
+    return {f: (float(data[f].min()), float(data[f].max())) for f in FEATURES}
+
+
+def outside(customers, ranges: dict[str, tuple[float, float]]) -> list[list[str]]:
+    """Per customer, the features outside the training ranges: what each prediction must say."""
+    return [
+        [f for f, value in zip(FEATURES, customer, strict=True)
+         if not ranges[f][0] <= float(value) <= ranges[f][1]]
+        for customer in customers
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
 def served_model(trained_project: Path):
     """The registered champion, loaded here (not through the server's code)."""
     from tests.fixtures.app import load_registered
@@ -233,7 +251,7 @@ def one_line_error(status: int, reply: bytes, statuses: set[int]) -> str:
 @settings(max_examples=200)
 @given(payload=PAYLOADS)
 def test_generated_requests_get_the_models_answer_or_a_one_line_error(
-    server: str, served_model, payload: object
+    server: str, served_model, trained_ranges, payload: object
 ) -> None:
     body = json.dumps(payload).encode()  # NaN and ±Infinity as Python's json writes them
     status, reply = post(server, body)
@@ -242,7 +260,8 @@ def test_generated_requests_get_the_models_answer_or_a_one_line_error(
         assert status == 200, reply
         incomes, spendings = zip(*customers, strict=True)
         expected = served_model.predict(features_frame(incomes, spendings)).tolist()
-        assert json.loads(reply) == {"predictions": expected}
+        notes = outside(customers, trained_ranges)
+        assert json.loads(reply) == {"predictions": expected, "outside_training_data": notes}
         return
     message = one_line_error(status, reply, {400})
     if customers is None:  # the shape is wrong: the message names where
@@ -310,8 +329,13 @@ def test_other_content_types_get_415(server: str, content_type: str | None) -> N
     assert "application/json or text/csv" in message or "charset=utf-8" in message
 
 
-def test_csv_and_charset_utf8_are_scored_like_json(server: str, served_model) -> None:
-    expected = served_model.predict(features_frame([60, 20], [5, 90])).tolist()
+def test_csv_and_charset_utf8_are_scored_like_json(
+    server: str, served_model, trained_ranges
+) -> None:
+    expected = {
+        "predictions": served_model.predict(features_frame([60, 20], [5, 90])).tolist(),
+        "outside_training_data": outside([(60, 5), (20, 90)], trained_ranges),
+    }
     csv_body = b"customer_id,annual_income,spending_score\n007,60,5\nx,20,90\n"
     for body, content_type in [
         (csv_body, "text/csv"),
@@ -320,7 +344,7 @@ def test_csv_and_charset_utf8_are_scored_like_json(server: str, served_model) ->
          .encode(), "application/json; charset=utf-8"),
     ]:  # fmt: skip
         status, reply = post(server, body, content_type)
-        assert (status, json.loads(reply)) == (200, {"predictions": expected})
+        assert (status, json.loads(reply)) == (200, expected)
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
@@ -344,6 +368,7 @@ def test_other_paths_and_methods_are_json_errors(server: str) -> None:
     assert post(server, b"", None, path="/version", method="GET") == (200, MLFLOW_VERSION.encode())
     message = one_line_error(*post(server, b"", None, path="/invocations", method="GET"), {405})
     assert message == "GET /invocations: use POST"
+    assert one_line_error(*post(server, GOOD, path="/info"), {405}) == "POST /info: use GET"
     message = one_line_error(*post(server, GOOD, path="/predict"), {404})
     assert message == "no such path: '/predict'"
 
@@ -359,8 +384,36 @@ def test_the_server_names_the_version_it_serves_and_logged_no_failure(
         == f"serving customer-segments v1 (@champion) at http://127.0.0.1:{port}/invocations"
     )
     assert lines[1] == f"model loaded; request bodies up to {DEFAULT_MAX_BODY_MB} MB"
+    assert lines[2].startswith("version 1 was trained on 200 customers in data/customers.csv")
     # The hostile requests of the other tests were all answered: no failure was logged.
     assert "Traceback" not in server_log.read_text() and "ERROR" not in server_log.read_text()
+
+
+def test_info_names_the_version_and_its_training_data(
+    server: str, trained_project: Path, trained_ranges
+) -> None:
+    import hashlib
+
+    status, reply = post(server, b"", None, path="/info", method="GET")
+    assert status == 200
+    info = json.loads(reply)
+    data = (trained_project / "data/customers.csv").read_bytes()
+    assert {k: info[k] for k in ("name", "alias", "version")} == {
+        "name": "customer-segments", "alias": "champion", "version": "1",
+    }  # fmt: skip
+    assert (
+        info["run_id"]
+        == json.loads((trained_project / "models/model_info.json").read_text())["run_id"]
+    )
+    assert info["training_data"] == {
+        "recorded": True,
+        "path": "data/customers.csv",
+        "source": None,
+        "rows": 200,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "ranges": {f: list(trained_ranges[f]) for f in FEATURES},
+        "sample_rows": 200,
+    }
 
 
 def test_a_busy_port_is_one_line_before_anything_loads(tmp_path: Path) -> None:

@@ -280,6 +280,75 @@ def test_a_clone_that_only_pulled_gets_its_champion_back(tmp_path: Path) -> None
     assert "holds customer-segments v1" in again and "re-registered" not in again
 
 
+def _registry_of(clone: Path):
+    import mlflow
+
+    store = f"sqlite:///{clone / 'mlflow.db'}"
+    # The registry named too (MLflow's process-wide registry URI may be a team server's).
+    return mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
+
+
+def _segments(clone: Path, uri: str) -> dict:
+    """k and the segments `uri` gives a fixed grid of customers, loaded in the clone's own
+    process."""
+    code = (
+        "import json, mlflow, pandas as pd; "
+        f"m = mlflow.sklearn.load_model('{uri}'); "
+        "X = pd.DataFrame({'annual_income': [15., 40, 60, 80, 120, 140], "
+        "'spending_score': [1., 30, 50, 70, 90, 100]}); "
+        "print(json.dumps({'k': len(m.cluster_centers_), 'segments': m.predict(X).tolist()}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=clone, env=client_env(),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.clone  # two clones, an experiment, a push and a pull: the slow tier
+@pytest.mark.timeout(1200)
+def test_a_champion_promoted_by_hand_is_the_champion_of_a_pulled_clone(tmp_path: Path) -> None:
+    """`custseg promote VERSION` of an experiment's model, committed and pushed: a clone that
+    only pulls, then `make champion` (the check `make run` runs first), serves that model, not
+    the committed params' retrained one; and `dvc repro` there keeps it."""
+    alice = git_sandbox(tmp_path / "alice")
+    commit = ("git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm")
+    run("dvc", "repro", "export", cwd=alice)  # v1 @champion, k=5
+    run("git", "add", "-A", cwd=alice)
+    run(*commit, "model", cwd=alice)
+    run("dvc", "exp", "run", "--temp", "-S", "train.n_clusters=3", cwd=alice)  # v2, held
+    champion = _registry_of(alice).get_model_version_by_alias("customer-segments", "champion")
+    assert champion.version == "1"
+    promoted = run(sys.executable, "-m", "custseg", "promote", "2", cwd=alice)
+    assert "customer-segments v2 is now @champion (was v1)" in promoted
+    assert "tracked by models/champion.dvc" in promoted
+    run("git", "add", "models/champion.dvc", "models/.gitignore", cwd=alice)
+    run(*commit, "promote v2", cwd=alice)
+    run("dvc", "push", cwd=alice)
+    v2 = _registry_of(alice).get_model_version("customer-segments", "2")
+    expected = _segments(alice, "models:/customer-segments/2")
+
+    bob = tmp_path / "bob"
+    run("git", "clone", "-q", str(alice), str(bob), cwd=tmp_path)
+    run("dvc", "pull", cwd=bob)
+    assert (bob / "models/champion/promotion.json").is_file()
+    log = _make("champion", bob)
+    assert "re-registered customer-segments v1" in log, log
+    assert f"re-logged customer-segments v2 (run {v2.run_id[:8]}, promoted by hand)" in log, log
+    client = _registry_of(bob)
+    champion = client.get_model_version_by_alias("customer-segments", "champion")
+    assert champion.tags["restored_from_run"] == v2.run_id
+    # k=3, the promoted experiment's model, not the committed params' k=5
+    assert expected["k"] == 3 and _segments(bob, "models:/customer-segments@champion") == expected
+    # Nothing changes on a second run, nor with `dvc repro` on the committed params.
+    again = _make("champion", bob)
+    assert "promoted by hand) as v" in again and "re-logged" not in again
+    run("dvc", "repro", "export", cwd=bob)
+    after = client.get_model_version_by_alias("customer-segments", "champion")
+    assert after.version == champion.version
+
+
 def test_status_exit_codes_are_the_documented_ones(tmp_path: Path) -> None:
     """docs/scale-out-and-team.md: `custseg team status` exits 3 when the server is not running;
     `make team-status` says so and exits 0 (make reports any failing recipe as 2, never 3)."""

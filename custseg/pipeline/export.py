@@ -22,6 +22,7 @@ from custseg.pipeline.registry import (
     current_champion,
     gate_lock,
     hold_for_experiment,
+    original_run,
     promotion_decision,
 )
 from custseg.tracking import configure_mlflow
@@ -136,6 +137,8 @@ def _register_and_gate(
             "passed": verdict.promote,
             "experiment": experiment,
             "champion_version": None if champion is None else int(champion.version),
+            # the run it was first trained in: the same in every registry (pipeline.promoted)
+            "champion_run_id": None if champion is None else original_run(champion),
             # no comparison (no champion, or it is this version): no scores
             **{
                 score: getattr(comparison, score, None)

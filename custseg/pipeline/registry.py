@@ -138,6 +138,16 @@ def hold_for_experiment(decision: Decision, experiment: str | None, *, force: bo
     )
 
 
+# A version re-logged from a promotion saved in the repository (custseg.pipeline.promoted) names
+# the run it was first trained in: registries then agree on which model a decision was about.
+RESTORED_FROM = "restored_from_run"
+
+
+def original_run(version: ModelVersion) -> str:
+    """The run a registered version was first trained in (its own, unless it was re-logged)."""
+    return (version.tags or {}).get(RESTORED_FROM) or version.run_id
+
+
 def current_champion(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     """The version behind `name@alias`, or None when the model has no such alias yet.
 

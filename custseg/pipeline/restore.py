@@ -5,7 +5,12 @@ After `dvc pull` (a fresh clone, a new team server) every output is up to date, 
 runs nothing, yet `models/model_info.json` names a version of a registry that is not there. The
 trained model itself is not in DVC's cache (only its run's id), so the fix is to train and
 export again: `dvc repro -f -s train export` (seeded: the same model, a new run and version;
-dvc.lock records them)."""
+dvc.lock records them).
+
+A version promoted by hand (`custseg promote`) cannot be retrained from the committed params: it
+is re-logged from its files in models/champion/ (DVC-tracked, custseg.pipeline.promoted) and
+made @champion again, after the retraining above, unless the committed pipeline has since
+replaced it (`promotion_stands`)."""
 
 from __future__ import annotations
 
@@ -45,7 +50,57 @@ def is_registered(client, named: dict) -> bool:
     return any(str(v.version) == str(named["version"]) for v in client.search_model_versions(query))
 
 
-def restore(path: Path = MODEL_INFO) -> str:
+def restore(path: Path = MODEL_INFO, folder: Path | None = None, alias: str = "champion") -> str:
+    """Retrain and export when the registry lacks the version `path` names, then re-log the
+    promotion saved in `folder` when it still stands and the registry lacks it; what was done."""
+    from custseg.pipeline.promoted import PROMOTED, promotion_stands, read_promotion
+
+    folder = folder or PROMOTED
+    promotion = read_promotion(folder)  # before retraining: export rewrites `path`
+    stands = promotion is not None and promotion_stands(promotion, exported(path))
+    done = restore_export(path)
+    if not stands:
+        return done
+    return f"{done}\n{restore_promotion(promotion, folder, alias)}"
+
+
+def exported(path: Path) -> dict | None:
+    """models/model_info.json as export wrote it (None when absent; named_version checks it)."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def restore_promotion(record: dict, folder: Path, alias: str) -> str:
+    """Re-log the promoted version (when the registry lacks it) and make it `alias`."""
+    from mlflow.exceptions import MlflowException
+
+    from custseg.pipeline.promoted import registered_promotion, relog
+    from custseg.pipeline.registry import gate_lock
+
+    name = record["name"]
+    where = f"{name} v{record['version']} (run {record['run_id'][:8]}, promoted by hand)"
+    try:
+        client = configure_mlflow().MlflowClient()
+        held = registered_promotion(client, record)
+        if held is not None:
+            return f"registry {registry_uri()} holds {where} as v{held.version}"
+        print(f"registry {registry_uri()} lacks {where}: re-logging it from {folder}", flush=True)
+        version = str(relog(record, folder))
+        with gate_lock(client, name):
+            client.update_model_version(
+                name, version, description=f"promoted to @{alias} by hand as v{record['version']}"
+                f" (custseg promote), restored from {folder} by `custseg mlflow restore`",
+            )  # fmt: skip
+            client.set_registered_model_alias(name, alias, version)
+    except MlflowException as error:
+        raise RegistryError(f"MLflow registry {registry_uri()}: {first_line(error)}") from None
+    return f"re-logged {where} as v{version}: now @{alias}"
+
+
+def restore_export(path: Path) -> str:
     """Retrain and export when the registry lacks the version `path` names; what was done."""
     from mlflow.exceptions import MlflowException
 

@@ -5,7 +5,12 @@ It resolves the alias once (its first line names the version), loads that versio
 with uvicorn on 127.0.0.1, in this process (nothing is built, fetched or reported):
 - POST /invocations: JSON `{"dataframe_split": {"columns": [...], "data": [[...], ...]}}` or
   `{"dataframe_records": [{...}, ...]}`, or CSV with a header row (`text/csv`, read as batch
-  scoring reads an upload). Answer: `{"predictions": [segment, ...]}`, one per row, in order.
+  scoring reads an upload). Answer: `{"predictions": [segment, ...]}`, one per row, in order,
+  and `"outside_training_data": [[feature, ...], ...]`, per row the features whose value lies
+  outside the served version's training range (its own data, custseg.serving.training_data,
+  never the workspace's CSV); null when the version did not record its ranges.
+- GET /info: the version served (name, alias, version, run id) and its training data (path,
+  source, rows, SHA-256, ranges).
 - GET /ping and /health: 200 (the model is loaded before the port opens); GET /version:
   MLflow's version, as MLflow's server answers.
 Every feature value must pass custseg.serving.validation's rules, the app's and batch
@@ -31,7 +36,8 @@ import numpy as np
 
 from custseg.errors import BatchError, RequestError, ServingError, UserError, first_line
 from custseg.features import FEATURES
-from custseg.serving.model import features_frame, load_model, resolve_model
+from custseg.serving.model import ModelRef, features_frame, load_model, resolve_model
+from custseg.serving.training_data import TrainingData, outside_features
 from custseg.serving.validation import feature_problems, plain_number, quoted
 from custseg.telemetry import NO_TELEMETRY
 
@@ -209,10 +215,16 @@ Recorder = Callable[[Any, Any], object]  # (features, segments): ScoredStore.rec
 
 
 def score_body(
-    model: Any, kind: str, body: bytes, max_bytes: int, record: Recorder | None = None
+    model: Any,
+    kind: str,
+    body: bytes,
+    max_bytes: int,
+    record: Recorder | None = None,
+    training: TrainingData | None = None,
 ) -> Reply:
     """The reply to one POST /invocations: (200, predictions) or a RequestError. With
-    `record`, the scored rows are also recorded (drift monitoring)."""
+    `record`, the scored rows are also recorded (drift monitoring); with the served version's
+    `training` data, each prediction's features outside its ranges are named."""
     if kind == "csv":
         features = csv_features(body, max_bytes)
     else:
@@ -220,7 +232,17 @@ def score_body(
     segments = model.predict(features)
     if record is not None:
         record(features, segments)
-    return 200, {"predictions": segments.tolist()}
+    reply: dict[str, Any] = {"predictions": segments.tolist()}
+    if training is not None:
+        ranges = training.ranges
+        reply["outside_training_data"] = ranges and outside_features(features, ranges)
+    return 200, reply
+
+
+def info_reply(ref: ModelRef, training: TrainingData) -> dict[str, Any]:
+    """GET /info: which version is served and the data it was trained on."""
+    served = {"name": ref.name, "alias": ref.alias, "version": ref.version, "run_id": ref.run_id}
+    return {**served, "training_data": training.as_json()}
 
 
 def error_reply(status: int, message: str) -> Reply:
@@ -272,10 +294,14 @@ def scoring_app(
     max_body_bytes: int,
     body_timeout_s: float = BODY_TIMEOUT_S,
     record: Recorder | None = None,
+    served: tuple[ModelRef, TrainingData] | None = None,
 ) -> Callable[..., Awaitable[None]]:
     """The ASGI app serving `model`: routes, body limit and time limit, and every failure as a
-    JSON reply; `record` gets each scored request's rows."""
+    JSON reply; `record` gets each scored request's rows; `served` (the version and its
+    training data) adds GET /info and the range notes of each prediction."""
     mlflow_version = version("mlflow")
+    training = None if served is None else served[1]
+    routes = ("/ping", "/health", "/version", "/invocations", *(("/info",) if served else ()))
 
     async def reply(send: Send, status: int, body: bytes, media: str) -> None:
         headers = [(b"content-type", media.encode()), (b"content-length", str(len(body)).encode())]
@@ -288,7 +314,9 @@ def scoring_app(
             kind = content_kind(headers.get("content-type"))
             async with asyncio.timeout(body_timeout_s):
                 body = await read_body(headers, receive, max_body_bytes)
-            return await asyncio.to_thread(score_body, model, kind, body, max_body_bytes, record)
+            return await asyncio.to_thread(
+                score_body, model, kind, body, max_body_bytes, record, training
+            )
         except RequestError as error:
             return error_reply(error.status, str(error))
         except TimeoutError:
@@ -302,7 +330,9 @@ def scoring_app(
             text = mlflow_version if path == "/version" else "\n"
             await reply(send, 200, text.encode(), "application/json")
             return
-        if path == "/invocations" and method == "POST":
+        if path == "/info" and method == "GET" and served is not None:
+            status, payload = 200, info_reply(*served)
+        elif path == "/invocations" and method == "POST":
             try:
                 status, payload = await invocations(scope, receive)
             except ConnectionResetError:
@@ -310,7 +340,7 @@ def scoring_app(
             except Exception:  # the reply stays one line; the server log gets the traceback
                 log.exception("POST /invocations failed")
                 status, payload = error_reply(500, "the server failed to score this request")
-        elif path in ("/ping", "/health", "/version", "/invocations"):
+        elif path in routes:
             allowed = "POST" if path == "/invocations" else "GET"
             status, payload = error_reply(405, f"{method} {path}: use {allowed}")
         else:
@@ -362,6 +392,12 @@ def serve(
         sock.close()
         raise
     print(f"model loaded; request bodies up to {max_body_mb} MB", flush=True)
+    from custseg.serving.model import mlflow_client
+    from custseg.serving.training_data import load_training_data
+
+    # The version's own data (its run's artifacts), never the workspace's CSV.
+    training = load_training_data(ref.version, ref.run_id, mlflow_client())
+    print(training.plain(), flush=True)
     from custseg.monitoring.store import RECORD_DIR_ENV, recorder
 
     record = recorder(ref.version, record_dir)  # --record DIR, else $CUSTSEG_RECORD_DIR
@@ -369,7 +405,7 @@ def serve(
         where = record_dir or os.environ[RECORD_DIR_ENV]
         print(f"recording scored rows in {where}", flush=True)
     config = uvicorn.Config(
-        scoring_app(model, max_body_mb * 2**20, record=record),
+        scoring_app(model, max_body_mb * 2**20, record=record, served=(ref, training)),
         lifespan="off",
         server_header=False,
         timeout_keep_alive=5,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from custseg.features import FEATURES
@@ -67,6 +68,52 @@ class TrainingData:
         source = f" (from {_code(self.source)})" if self.source else ""
         digest = f", data {self.sha256[:12]}" if self.sha256 else ""
         return f"{rows}{where}{source}{digest}"
+
+    def as_json(self) -> dict[str, Any]:
+        """What REST's GET /info says about the data (ranges None: not recorded)."""
+        return {
+            "recorded": self.recorded,
+            "path": self.path,
+            "source": self.source,
+            "rows": self.rows,
+            "sha256": self.sha256,
+            "ranges": None
+            if self.ranges is None
+            else {f: [low, high] for f, (low, high) in self.ranges.items()},
+            "sample_rows": len(self.sample),
+        }
+
+    def plain(self) -> str:
+        """One terminal line naming the data and its ranges (`custseg serve` prints it)."""
+        if not self.recorded:
+            return f"{self.not_recorded()}: predictions carry no range notes"
+        from custseg.serving.batch import describe_ranges
+
+        rows = "? customers" if self.rows is None else f"{self.rows:,} customers"
+        where = f" in {self.path}" if self.path else ""
+        digest = f", data {self.sha256[:12]}" if self.sha256 else ""
+        return (
+            f"version {self.version} was trained on {rows}{where}{digest}; "
+            f"ranges {describe_ranges(self.ranges)}"
+        )
+
+
+def outside_features(features: pd.DataFrame, ranges: Ranges) -> list[list[str]]:
+    """Per row, the features whose value lies outside the training data's range (REST names
+    them beside each prediction: there the segment is an extrapolation)."""
+    names = list(ranges)
+    flags = np.column_stack(
+        [
+            (values < low) | (values > high)
+            for values, (low, high) in (
+                (features[f].to_numpy(dtype=float), ranges[f]) for f in names
+            )
+        ]
+    )
+    rows: list[list[str]] = [[] for _ in range(len(features))]
+    for i in np.flatnonzero(flags.any(axis=1)):  # most rows are inside: only these are walked
+        rows[i] = [names[j] for j in np.flatnonzero(flags[i])]
+    return rows
 
 
 def _code(text: str) -> str:
