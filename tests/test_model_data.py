@@ -332,3 +332,44 @@ def test_a_version_without_its_data_degrades_to_the_centres_in_one_line(project:
     shown = all_text(at)
     assert f"Ranges not recorded for version {version} " in shown
     assert "lie outside" not in shown and at.dataframe[1].value["segment"].tolist() in ([0], [1])
+
+
+SERVING_CODE = [
+    "app",
+    "custseg/serving",
+    "custseg/agents",
+    "custseg/evaluation",
+    "custseg/monitoring",
+]
+WORKSPACE_DATA = {"CUSTOMERS", "CUSTOMERS_PARQUET", "customers_path", "read_training_data"}
+
+
+def test_no_view_agent_or_eval_names_the_workspace_data() -> None:
+    """What serves (app, REST, batch, agents, eval, monitoring) reads the served version's data
+    only: none of it names the workspace's customers file or the pipeline's reader of it."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for folder in SERVING_CODE:
+        for path in sorted((root / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            docstrings = {
+                id(node.body[0].value)
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+                and node.body
+                and isinstance(node.body[0], ast.Expr)
+            }
+            for node in ast.walk(tree):
+                name = getattr(node, "id", None) or getattr(node, "attr", None)
+                if isinstance(node, ast.alias):
+                    name = node.name
+                text = node.value if isinstance(node, ast.Constant) else None
+                if name in WORKSPACE_DATA or (
+                    isinstance(text, str)
+                    and id(node) not in docstrings
+                    and "data/customers." in text
+                ):
+                    found.append(f"{path.relative_to(root)}:{getattr(node, 'lineno', '?')}")
+    assert not found, f"the workspace's data is read by {found}"

@@ -317,9 +317,10 @@ def test_a_champion_promoted_by_hand_is_the_champion_of_a_pulled_clone(tmp_path:
     run("dvc", "repro", "export", cwd=alice)  # v1 @champion, k=5
     run("git", "add", "-A", cwd=alice)
     run(*commit, "model", cwd=alice)
-    run("dvc", "exp", "run", "--temp", "-S", "train.n_clusters=3", cwd=alice)  # v2, held
+    # v2, k=3: registered, held (a new k, and an experiment)
+    run("dvc", "exp", "run", "--temp", "-S", "train.n_clusters=3", "export", cwd=alice)
     champion = _registry_of(alice).get_model_version_by_alias("customer-segments", "champion")
-    assert champion.version == "1"
+    assert str(champion.version) == "1"
     promoted = run(sys.executable, "-m", "custseg", "promote", "2", cwd=alice)
     assert "customer-segments v2 is now @champion (was v1)" in promoted
     assert "tracked by models/champion.dvc" in promoted
