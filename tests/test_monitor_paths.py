@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,10 +105,16 @@ def wait_idle(page) -> None:
     )
 
 
-def recorded(project: Path) -> pd.DataFrame:
-    store = project / SCORED
-    files = sorted(store.glob("day=*/*.parquet"))
-    return pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame()
+def recorded(project: Path, rows: int, timeout_s: float = 30.0) -> pd.DataFrame:
+    """The store's rows once it holds `rows` of them (the app writes in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        files = sorted((project / SCORED).glob("day=*/*.parquet"))
+        frame = pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame()
+        if len(frame) >= rows or time.monotonic() > deadline:
+            assert len(frame) == rows, f"{len(frame)} rows recorded, {rows} expected"
+            return frame
+        time.sleep(0.1)
 
 
 def test_every_scoring_path_records_and_the_stage_reads_it(
@@ -127,7 +134,7 @@ def test_every_scoring_path_records_and_the_stage_reads_it(
     page.locator('[data-testid="stMetricValue"]').wait_for()
     wait_idle(page)
     shown = int(page.locator('[data-testid="stMetricValue"]').inner_text().split()[-1])
-    rows = recorded(project)
+    rows = recorded(project, 1)
     assert rows[[INCOME, SPENDING]].values.tolist() == [[72.0, 50.0]]
     assert rows[SEGMENT].tolist() == [shown] and rows[VERSION].tolist() == ["1"]
 
@@ -138,7 +145,7 @@ def test_every_scoring_path_records_and_the_stage_reads_it(
     upload.set_input_files({"name": "c.csv", "mimeType": "text/csv", "buffer": BATCH_CSV.encode()})
     page.get_by_text("Scored 3 customers with").wait_for()
     wait_idle(page)
-    assert len(recorded(project)) == 4
+    recorded(project, 4)
 
     # REST: `custseg serve` in the project, as `make serve` starts it.
     training = pd.read_csv(project / "data/customers.csv")[FEATURES].head(REST_ROWS)
@@ -149,8 +156,7 @@ def test_every_scoring_path_records_and_the_stage_reads_it(
     ):
         status, reply = post_json(url, body)
     assert status == 200 and len(reply["predictions"]) == REST_ROWS
-    rows = recorded(project)
-    assert len(rows) == 4 + REST_ROWS
+    rows = recorded(project, 4 + REST_ROWS)  # the server wrote its queue before it exited
     assert rows[SEGMENT].tail(REST_ROWS).tolist() == reply["predictions"]
 
     # The stage, as DVC runs it, reads every one of them.

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,14 @@ from sklearn.cluster import KMeans
 from custseg.cli import main
 from custseg.features import FEATURES, INCOME, SPENDING
 from custseg.monitoring.drift import NO_DRIFT, SEGMENT
-from custseg.monitoring.store import RECORD_DIR_ENV, VERSION, ScoredStore, recorder
+from custseg.monitoring.store import (
+    RECORD_DIR_ENV,
+    VERSION,
+    BackgroundWriter,
+    ScoredStore,
+    flush_all,
+    recorder,
+)
 from custseg.serving.batch import score_csv
 from custseg.serving.rest import scoring_app
 
@@ -139,6 +147,7 @@ def test_scoring_records_into_data_scored_unless_told_otherwise(tmp_path: Path) 
     record = recorder("1", environ={RECORD_DIR_ENV: str(tmp_path)})
     assert record is not None and record is not recorder("2", tmp_path)
     assert record(customers(3), np.zeros(3, dtype=int))
+    assert flush_all(30)
     assert len(pd.read_parquet(tmp_path)) == 3
 
 
@@ -169,6 +178,7 @@ def test_the_app_batch_page_records_with_the_served_version(
     at.switch_page("views/batch.py").run()
     at.text_area(key="batch_text").input("annual_income,spending_score\n60,50\n90,12\n").run()
     assert not at.exception, at.exception
+    assert flush_all(30)
     back = pd.read_parquet(tmp_path / "scored")
     assert back[[INCOME, SPENDING]].values.tolist() == [[60.0, 50.0], [90.0, 12.0]]
     assert set(back[VERSION]) == {"1"}
@@ -189,6 +199,7 @@ def test_the_predict_button_records_each_click_not_each_rerun(
         at.button(key="predict").click().run()
     at.run()  # a rerun with no click: nothing new was scored
     assert not at.exception, at.exception
+    assert flush_all(30)
     back = pd.read_parquet(tmp_path / "scored").sort_values(INCOME)
     assert back[[INCOME, SPENDING]].values.tolist() == [[20.0, 90.0], [130.0, 10.0]]
     expected = load_registered().predict(back[FEATURES]).tolist()
@@ -241,4 +252,38 @@ def test_the_predict_button_answers_when_the_store_is_read_only(
             load_registered().predict(pd.DataFrame({INCOME: [100.0], SPENDING: [80.0]}))[0]
         )
         assert at.metric[0].value == f"Cluster {segment}"
+        assert flush_all(30)
         assert not list(folder.rglob("*"))
+
+
+class SlowStore(ScoredStore):
+    """A store on a disk that takes `delay_s` a write."""
+
+    def __init__(self, folder: Path, delay_s: float) -> None:
+        super().__init__(folder, version="1")
+        self.delay_s = delay_s
+
+    def record(self, features: pd.DataFrame, segments: np.ndarray) -> bool:
+        time.sleep(self.delay_s)
+        return super().record(features, segments)
+
+
+def test_a_slow_disk_never_slows_scoring_and_every_row_is_written(tmp_path: Path) -> None:
+    writer = BackgroundWriter(SlowStore(tmp_path, delay_s=0.2))
+    frames = [customers(5, seed) for seed in range(5)]
+    start = time.perf_counter()
+    for frame in frames:
+        assert writer.record(frame, np.ones(5, dtype=int))
+        frame[INCOME] = -1.0  # the caller reuses its frame: the queued copy is not touched
+    assert time.perf_counter() - start < 0.2  # five writes take 1 s: none waited for
+    assert writer.flush(30)
+    back = pd.read_parquet(tmp_path)
+    assert len(back) == 25 and (back[INCOME] > 0).all()
+
+
+def test_a_full_queue_drops_rows_and_warns_once(tmp_path: Path, caplog) -> None:
+    writer = BackgroundWriter(SlowStore(tmp_path, delay_s=0.5), max_pending=2)
+    outcomes = [writer.record(customers(2, i), np.zeros(2, dtype=int)) for i in range(6)]
+    assert outcomes[:2] == [True, True] and not all(outcomes)
+    assert caplog.text.count("scored rows not recorded") == 1
+    assert writer.flush(30)

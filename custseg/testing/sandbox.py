@@ -28,7 +28,6 @@ PROJECT_FILES = [
     ".dvc/config",
     ".dvc/.gitignore",
     ".gitignore",
-    "data/scored/_README.md",  # the monitor stage's dep: the store of scored rows
     ".streamlit/config.toml",  # the app runs as `make app` runs it (no source watcher)
 ]
 # MLflow variables a sandbox must not inherit from the calling shell.
