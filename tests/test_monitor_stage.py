@@ -131,3 +131,21 @@ def test_the_daily_mix_has_one_entry_a_day_whose_shares_add_to_one(days) -> None
     assert sum(d["rows"] for d in mix) == len(frame)
     for entry in mix:
         assert len(entry["shares"]) == 5 and np.isclose(sum(entry["shares"]), 1.0)
+
+
+def test_the_store_is_a_source_simulate_reads_for_the_retrain(tmp_path: Path) -> None:
+    """The README's retrain step: simulate.source data/scored, columns named as the store's."""
+    from custseg.config import SimulateParams
+    from custseg.pipeline.data import read_customers_csv
+
+    store = tmp_path / "scored"
+    store.mkdir()
+    (store / "_README.md").write_text("the store\n")  # committed beside the records: skipped
+    rng = np.random.default_rng(0)
+    frames = [pd.DataFrame({f: rng.uniform(20, 90, 40) for f in FEATURES}) for _ in range(3)]
+    for frame in frames:
+        assert ScoredStore(store, "1").record(frame, np.zeros(40, dtype=int))
+    columns = {f: f for f in FEATURES} | {"customer_id": None}
+    customers = read_customers_csv(SimulateParams(source=str(store), columns=columns))
+    assert len(customers) == 120
+    assert sorted(customers[INCOME]) == sorted(pd.concat(frames)[INCOME])
