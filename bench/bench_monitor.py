@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from custseg.config import MonitorParams
-from custseg.monitoring.cli import read_window
 from custseg.monitoring.drift import assess_drift
 from custseg.monitoring.simulate import DRIFTS, flag_rates, score, simulated_setting
+from custseg.monitoring.window import read_window
 
 
 def main() -> None:

@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--record",
         type=Path,
         metavar="DIR",
-        help="record each request's features and segments there (drift monitoring: "
-        "`custseg monitor --window DIR`), e.g. data/scored; a failing disk never fails a request",
+        help="record each request's features and segments there (drift monitoring) instead of "
+        "$CUSTSEG_RECORD_DIR or data/scored (CUSTSEG_RECORD_DIR=off: nowhere); a failing disk "
+        "never fails a request",
     )
     serve.add_argument("--alias", help="default: params.yaml export.alias (champion)")
     serve.add_argument("--name", help="default: params.yaml export.model_name")

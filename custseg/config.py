@@ -255,6 +255,7 @@ class MonitorParams(_Section):
     psi_retrain: float = Field(0.25, gt=0)  # the usual "significant shift" mark of PSI
     share_drift: float = Field(0.05, gt=0, le=1)  # a segment moved: share changed by this much
     share_retrain: float = Field(0.1, gt=0, le=1)
+    window_days: int | None = Field(None, ge=1)  # stage monitor: the last N days of data/scored
 
     @model_validator(mode="after")
     def _ordered(self) -> MonitorParams:

@@ -30,7 +30,9 @@ TASKS = Path("eval/tasks.yaml")  # the agents' sample tasks (`custseg submit`)
 CONVERSATIONS = Path("data/conversations.jsonl")  # `custseg capture` → eval
 EVAL_RESULTS = Path("data/eval_results.jsonl")
 EVAL_METRICS = Path("metrics/eval.json")
-MONITOR_METRICS = Path("metrics/monitor.json")  # `custseg monitor` → the app's Monitoring page
+MONITOR_METRICS = Path("metrics/monitor.json")  # stage monitor → the app's Monitoring page
+# What the app, batch and REST scored (git-ignored but for its _README.md): stage monitor reads it.
+SCORED = Path("data/scored")
 # The judge's replies for the committed conversations: a fresh clone re-scores them with no call.
 JUDGE_SEED = Path("data/judge_cache.jsonl")
 CALIBRATION = Path("eval/calibration.yaml")  # the judge's labeled pairs (`custseg eval calibrate`)

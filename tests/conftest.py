@@ -17,6 +17,10 @@ disable_telemetry()  # before any test imports MLflow, DVC, Streamlit or deepeva
 for _var in [v for v in os.environ if v.upper().startswith("CUSTSEG_LLM_")]:
     del os.environ[_var]
 
+# Scoring records into data/scored/ by default (drift monitoring): tests that score (the app,
+# batch, REST) record only where they name a folder, never into the checkout.
+os.environ["CUSTSEG_RECORD_DIR"] = "off"
+
 pytest_plugins = [
     "tests.fixtures.project",
     "tests.fixtures.kafka",

@@ -224,7 +224,7 @@ DVC_PARAMS = tracked_params(yaml.safe_load((ROOT / "dvc.yaml").read_text()))
 
 
 def test_the_check_covers_every_key_dvc_tracks() -> None:
-    assert DVC_PARAMS == ["base.seed", "simulate", "train", "export", "eval", "llm"]
+    assert DVC_PARAMS == ["base.seed", "simulate", "train", "export", "eval", "llm", "monitor"]
     assert check_params_file(ROOT / "params.yaml", DVC_PARAMS) == Params()
 
 

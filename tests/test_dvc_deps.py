@@ -49,6 +49,7 @@ DATA = {
         {paths.EVAL_RESULTS, paths.EVAL_METRICS, paths.JUDGE_SEED},
         {paths.CONVERSATIONS, paths.PARAMS_CHECKED},
     ),
+    "monitor": ({paths.MONITOR_METRICS}, {paths.SCORED, paths.MODEL_INFO, paths.PARAMS_CHECKED}),
 }
 # Prints the project modules that importing a stage script loads, in a fresh interpreter.
 LOADED = """

@@ -72,7 +72,7 @@ def test_without_a_report_the_page_says_how_to_make_one(
     at = monitoring_page()
     assert at.title[0].value == "Monitoring"
     assert "No drift report" in at.info[0].value
-    assert "custseg monitor --window <scored rows>" in at.info[0].value
+    assert "dvc repro monitor" in at.info[0].value
     assert not at.get("plotly_chart")
 
 
@@ -206,3 +206,31 @@ def test_histograms_are_shares_over_the_report_bins(seed: int, shift: float) -> 
     assert len(training["x"]) == len(window["x"]) == len(training["width"])
     assert histogram_figure(INCOME, train, None) is None  # an older report: no bins
     assert histogram_figure(INCOME, train, {"edges": [0, 1], "window": [1, 2]}) is None
+
+
+def test_a_no_data_report_says_so_and_what_to_do(report_file: Path) -> None:
+    from custseg.monitoring.check import no_data_report
+    from custseg.monitoring.window import no_rows
+
+    report_file.write_text(json.dumps(no_data_report("1", no_rows(), 100, "data/scored")))
+    at = monitoring_page()
+    assert any(i.value.endswith("Verdict: no data") for i in at.info)
+    assert "dvc repro monitor" in texts(at, "info") and not at.get("plotly_chart")
+    lines = [t.value for t in at.text if t.value.startswith("Drift check")]
+    assert len(lines) == 1 and "0 scored rows: no data: 0 scored rows of version 1" in lines[0]
+
+
+def test_the_segment_mix_by_day_is_drawn_with_the_training_shares(report_file: Path) -> None:
+    from custseg.monitoring.report import daily_mix_figure
+
+    report = json.loads(report_file.read_text())
+    k = len(report["segments"]["training_share"])
+    days = [{"day": f"2026-12-0{d}", "rows": 10 * d, "shares": [1 / k] * k} for d in (1, 2, 3)]
+    report_file.write_text(json.dumps({**report, "daily": days}))
+    at = monitoring_page()
+    charts = at.get("plotly_chart")
+    assert len(charts) == len(FEATURES) + 2  # histograms, the mix, the mix by day
+    figure = daily_mix_figure({**report, "daily": days})
+    lines = [t for t in figure["data"] if t["mode"] == "lines+markers"]
+    assert len(lines) == k and lines[0]["x"] == ["2026-12-01", "2026-12-02", "2026-12-03"]
+    assert daily_mix_figure({**report, "daily": []}) is None

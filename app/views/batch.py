@@ -65,7 +65,7 @@ else:
                 served.model,
                 served.labels,
                 served.training.ranges,
-                record=recorder(served.ref.version),  # $CUSTSEG_RECORD_DIR; unset: off
+                record=recorder(served.ref.version),  # data/scored, or $CUSTSEG_RECORD_DIR
             )
     except BatchError as error:
         ui_common.forget_result()

@@ -1,6 +1,8 @@
 """Page: drift of the customers scored recently from the served version's training data.
 
-Reads the last report of `custseg monitor` (metrics/monitor.json, or $CUSTSEG_MONITOR_REPORT);
+Reads the last report of the `monitor` stage or `custseg monitor` (metrics/monitor.json, or
+$CUSTSEG_MONITOR_REPORT): the verdict, each feature's distributions, the segment mix and its
+course over the recorded days;
 the training side of each histogram is the served version's own sample (its artifact).
 """
 
@@ -12,10 +14,11 @@ import ui_common
 
 from custseg.errors import MonitorError
 from custseg.features import FEATURES
-from custseg.monitoring.drift import NO_DRIFT, RETRAIN
+from custseg.monitoring.drift import NO_DATA, NO_DRIFT, RETRAIN
 from custseg.monitoring.report import (
     MONITOR_COMMAND,
     TRY_COMMAND,
+    daily_mix_figure,
     histogram_figure,
     read_report,
     report_path,
@@ -47,10 +50,16 @@ if report["version"] != version:
 
 ui_common.model_panel(served)
 status = report["verdict"]
-show = st.success if status == NO_DRIFT else st.error if status == RETRAIN else st.warning
-show(f"Verdict: {status}", icon=":material/monitor_heart:")  # one of three fixed words
+show = {NO_DRIFT: st.success, RETRAIN: st.error, NO_DATA: st.info}.get(status, st.warning)
+show(f"Verdict: {status}", icon=":material/monitor_heart:")  # one of four fixed words
 st.text(report["summary"])
 st.text(f"{int(report['rows']):,} scored rows from {str(report.get('source', '?'))[:200]}")
+if status == NO_DATA:
+    st.info(
+        "Score customers (the Segment and Batch pages, `custseg serve`) and run "
+        f"`{MONITOR_COMMAND}`, or try it: `{TRY_COMMAND}`."
+    )
+    st.stop()
 
 st.subheader("Features")
 table = pd.DataFrame(
@@ -87,3 +96,13 @@ shares = pd.DataFrame(
 if names:
     shares.insert(1, "name", names)
 st.dataframe(shares, hide_index=True, key="monitor_shares")
+
+st.subheader("Segment mix over time")
+over_time = daily_mix_figure(report, names)
+if over_time is None:
+    st.text("No days to draw: the window was not read from the store of scored rows.")
+else:
+    days = report["daily"]
+    st.text(f"{len(days)} day(s), {days[0]['day'][:10]} to {days[-1]['day'][:10]}; "
+            "dotted: each segment's training share")  # fmt: skip
+    st.plotly_chart(over_time, key="monitor_daily", width="stretch")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 import ui_common
 
 from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
+from custseg.monitoring.store import recorder
 from custseg.serving.batch import describe_ranges, outside_ranges
 from custseg.serving.charts import with_customer
 from custseg.serving.model import features_frame, predict_segment
@@ -29,7 +31,8 @@ with st.sidebar.form("customer", border=False):
     spending = st.slider(
         MALL_HEADERS[SPENDING], *(int(b) for b in BOUNDS[SPENDING]), step=1, key="spending"
     )
-    if st.form_submit_button("Predict Customer Cluster", key="predict", type="primary"):
+    clicked = st.form_submit_button("Predict Customer Cluster", key="predict", type="primary")
+    if clicked:
         st.session_state[PREDICTED] = True
 st.session_state["kept_income"], st.session_state["kept_spending"] = income, spending
 
@@ -93,3 +96,8 @@ with right:
             f"A random sample of {segment_map.points:,} of the {training.rows:,} training "
             "customers is shown."
         )
+
+# Drift monitoring: each click is one scored customer (not each rerun: a revisit scores nothing
+# new). Last, once the page is drawn, so a slow disk never delays the answer; never raises.
+if clicked and segment is not None and (record := recorder(served.ref.version)) is not None:
+    record(features_frame(income, spending), np.array([segment]))

@@ -23,6 +23,7 @@ from custseg.features import FEATURES
 
 SEGMENT = "segment"
 NO_DRIFT, DRIFT, RETRAIN = "no drift", "drift", "retrain recommended"
+NO_DATA = "no data"  # too few scored rows of the served version for any verdict
 HISTOGRAM_BINS = 30
 _FLOOR = 1e-4  # an empty bin's proportion in PSI: ln(0) would make any empty bin infinite
 

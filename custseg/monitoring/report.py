@@ -17,11 +17,11 @@ import numpy as np
 
 from custseg.errors import MonitorError
 from custseg.features import FEATURES
-from custseg.monitoring.drift import DRIFT, NO_DRIFT, RETRAIN
+from custseg.monitoring.drift import DRIFT, NO_DATA, NO_DRIFT, RETRAIN
 from custseg.paths import MONITOR_METRICS
 
 REPORT_ENV = "CUSTSEG_MONITOR_REPORT"  # another report than metrics/monitor.json
-MONITOR_COMMAND = "custseg monitor --window <scored rows>"
+MONITOR_COMMAND = "dvc repro monitor"  # the recorded rows (data/scored/) of the served version
 TRY_COMMAND = "custseg monitor --simulate-drift income"
 _FEATURE_KEYS = ("psi", "ks", "p_value", "reference_mean", "window_mean")
 
@@ -56,12 +56,16 @@ def check_report(data: Any, source: str) -> dict[str, Any]:
     """`data` if it has what the page shows, else MonitorError naming the first wrong field."""
     if not isinstance(data, dict):
         raise MonitorError(f"{source}: not a drift report")
-    if data.get("verdict") not in (NO_DRIFT, DRIFT, RETRAIN):
-        raise MonitorError(f"{source}: verdict is not one of {NO_DRIFT}, {DRIFT}, {RETRAIN}")
+    verdicts = (NO_DRIFT, DRIFT, RETRAIN, NO_DATA)
+    if data.get("verdict") not in verdicts:
+        raise MonitorError(f"{source}: verdict is not one of {', '.join(verdicts)}")
     for key in ("version", "summary"):
         if not isinstance(data.get(key), str):
             raise MonitorError(f"{source}: {key} is not text")
     _number(data.get("rows"), f"{source}: rows")
+    check_daily(data.get("daily", []), source)
+    if data["verdict"] == NO_DATA:  # too few rows: no statistics to check
+        return data
     features = data.get("features")
     for feature in FEATURES:
         stats = features.get(feature) if isinstance(features, dict) else None
@@ -79,6 +83,26 @@ def check_report(data: Any, source: str) -> dict[str, Any]:
     for i, share in enumerate(shares[0] + shares[1]):
         _number(share, f"{source}: segment share {i}")
     return data
+
+
+def check_daily(daily: Any, source: str) -> None:
+    """The segment mix by day: a list of {day, rows, shares}, shares of one length."""
+    if not isinstance(daily, list):
+        raise MonitorError(f"{source}: daily is not a list")
+    lengths = set()
+    for i, entry in enumerate(daily):
+        where = f"{source}: daily[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("day"), str):
+            raise MonitorError(f"{where}.day is not text")
+        _number(entry.get("rows"), f"{where}.rows")
+        shares = entry.get("shares")
+        if not isinstance(shares, list):
+            raise MonitorError(f"{where}.shares is not a list")
+        for share in shares:
+            _number(share, f"{where}.shares")
+        lengths.add(len(shares))
+    if len(lengths) > 1:
+        raise MonitorError(f"{source}: daily shares are not of one length")
 
 
 def verdict_line(report: dict[str, Any]) -> str:
@@ -134,6 +158,36 @@ def segment_mix_figure(report: dict[str, Any]) -> dict:
             "xaxis": {"title": {"text": "segment"}, "type": "category"},
             "yaxis": {"title": {"text": "share of customers"}, "tickformat": ".0%"},
             "height": 320,
+            "margin": {"t": 20, "b": 40},
+        },
+    }
+
+
+def daily_mix_figure(report: dict[str, Any], names: list[str] | None = None) -> dict | None:
+    """Each segment's share per recorded day (lines), with its training share dotted; None
+    without days (a simulated window or a plain file has no day partitions)."""
+    daily = report.get("daily") or []
+    if not daily:
+        return None
+    days = [entry["day"] for entry in daily]
+    training = report.get("segments", {}).get("training_share", [])
+    data = []
+    for segment in range(len(daily[0]["shares"])):
+        name = names[segment] if names and segment < len(names) else f"segment {segment}"
+        shares = [entry["shares"][segment] for entry in daily]
+        data.append({"type": "scatter", "mode": "lines+markers", "name": name, "x": days,
+                     "y": shares, "legendgroup": str(segment)})  # fmt: skip
+        if segment < len(training):
+            data.append({"type": "scatter", "mode": "lines", "x": [days[0], days[-1]],
+                         "y": [training[segment]] * 2, "line": {"dash": "dot", "width": 1},
+                         "legendgroup": str(segment), "showlegend": False,
+                         "name": f"{name} (training)"})  # fmt: skip
+    return {
+        "data": data,
+        "layout": {
+            "xaxis": {"title": {"text": "day scored"}, "type": "category"},
+            "yaxis": {"title": {"text": "share of the day's customers"}, "tickformat": ".0%"},
+            "height": 340,
             "margin": {"t": 20, "b": 40},
         },
     }

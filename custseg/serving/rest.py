@@ -374,8 +374,8 @@ def serve(
     record_dir: Path | None = None,
 ) -> None:
     """Resolve `name@alias` (one line and exit 2 if there is none), load that version and serve
-    it until SIGTERM/Ctrl-C; with `record_dir` (or $CUSTSEG_RECORD_DIR), record what is
-    scored there."""
+    it until SIGTERM/Ctrl-C, recording what is scored in `record_dir` (default
+    $CUSTSEG_RECORD_DIR, else data/scored; `off`: nowhere)."""
     import uvicorn
 
     os.environ.update(NO_TELEMETRY)  # nothing phones home, whatever the shell set
@@ -398,12 +398,12 @@ def serve(
     # The version's own data (its run's artifacts), never the workspace's CSV.
     training = load_training_data(ref.version, ref.run_id, mlflow_client())
     print(training.plain(), flush=True)
-    from custseg.monitoring.store import RECORD_DIR_ENV, recorder
+    from custseg.monitoring.store import record_dir as default_record_dir
+    from custseg.monitoring.store import recorder
 
-    record = recorder(ref.version, record_dir)  # --record DIR, else $CUSTSEG_RECORD_DIR
-    if record is not None:
-        where = record_dir or os.environ[RECORD_DIR_ENV]
-        print(f"recording scored rows in {where}", flush=True)
+    where = record_dir or default_record_dir()  # --record DIR, else $CUSTSEG_RECORD_DIR
+    record = recorder(ref.version, where) if where else None
+    print(f"recording scored rows in {where}" if where else "recording is off", flush=True)
     config = uvicorn.Config(
         scoring_app(model, max_body_mb * 2**20, record=record, served=(ref, training)),
         lifespan="off",
