@@ -22,12 +22,12 @@ from custseg.pipeline.training_data import (
     MAX_SAMPLE_ROWS,
     SAMPLE_FILE,
     SUMMARY_FILE,
+    describe_ranges,
     map_sample,
     training_ranges,
     training_summary,
     write_training_data,
 )
-from custseg.serving.batch import describe_ranges
 from custseg.serving.model import features_frame
 from custseg.serving.training_data import TrainingData, parse_training_data
 from custseg.testing.rest import post, running_scoring_server

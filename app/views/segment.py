@@ -8,7 +8,8 @@ import ui_common
 
 from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
 from custseg.monitoring.store import recorder
-from custseg.serving.batch import describe_ranges, outside_ranges
+from custseg.pipeline.training_data import describe_ranges
+from custseg.serving.batch import outside_ranges
 from custseg.serving.charts import with_customer
 from custseg.serving.model import features_frame, predict_segment
 

@@ -32,6 +32,11 @@ def training_ranges(customers: pd.DataFrame) -> Ranges:
     return {f: (float(customers[f].min()), float(customers[f].max())) for f in FEATURES}
 
 
+def describe_ranges(ranges: Ranges) -> str:
+    """The ranges as users read them: "annual_income 15–137, spending_score 1–99"."""
+    return ", ".join(f"{f} {low:g}–{high:g}" for f, (low, high) in ranges.items())
+
+
 def map_sample(customers: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     """At most `max_rows` training customers (the features, and the id when there is one),
     drawn with `seed` and kept in file order: the same data and seed give the same sample."""

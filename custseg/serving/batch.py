@@ -19,7 +19,7 @@ import pandas as pd
 
 from custseg.errors import BatchError
 from custseg.features import FEATURES
-from custseg.pipeline.training_data import Ranges
+from custseg.pipeline.training_data import Ranges, describe_ranges
 from custseg.serving.download import frame_to_csv_bytes, neutralise_cell, spreadsheet_safe
 from custseg.serving.upload import match_columns, parse_batch_csv
 from custseg.serving.validation import (
@@ -148,10 +148,6 @@ def outside_ranges(features: pd.DataFrame, ranges: Ranges) -> np.ndarray:
         values = features[feature].to_numpy(dtype=float)
         outside |= (values < low) | (values > high)
     return outside
-
-
-def describe_ranges(ranges: Ranges) -> str:
-    return ", ".join(f"{f} {low:g}–{high:g}" for f, (low, high) in ranges.items())
 
 
 def score_csv(

@@ -25,6 +25,7 @@ from custseg.pipeline.training_data import (
     SAMPLE_FILE,
     SUMMARY_FILE,
     Ranges,
+    describe_ranges,
     parse_ranges,
 )
 
@@ -87,8 +88,6 @@ class TrainingData:
         """One terminal line naming the data and its ranges (`custseg serve` prints it)."""
         if not self.recorded:
             return f"{self.not_recorded()}: predictions carry no range notes"
-        from custseg.serving.batch import describe_ranges
-
         rows = "? customers" if self.rows is None else f"{self.rows:,} customers"
         where = f" in {self.path}" if self.path else ""
         digest = f", data {self.sha256[:12]}" if self.sha256 else ""
