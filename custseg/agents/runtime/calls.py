@@ -71,7 +71,8 @@ class CallResult:
     value: Any = None
     error: BaseException | None = None
     elapsed_s: float = 0.0
-    handed_off: bool = False
+    handed_off: bool = False  # not answered within its bound
+    out_of_budget: bool = False  # ... and that bound was what was left of the task's budget
 
     def get(self) -> Any:
         if self.error is not None:
@@ -94,11 +95,13 @@ def _start(call: Call, changed: threading.Event) -> None:
 
 
 def _timed_out(call: Call) -> CallResult:
-    if call.handoff_s < call.limit_s:
-        why = f"no answer within {call.handoff_s:.3g} s (its hand-off bound): handed off"
-    else:
+    out_of_budget = call.limit_s <= call.handoff_s
+    if out_of_budget:
         why = f"no answer within {call.limit_s:.3g} s (what was left of the time budget)"
-    return CallResult(error=LLMError(why), elapsed_s=call.deadline - call.started, handed_off=True)
+    else:
+        why = f"no answer within {call.handoff_s:.3g} s (its hand-off bound): handed off"
+    elapsed = time.monotonic() - call.started
+    return CallResult(None, LLMError(why), elapsed, handed_off=True, out_of_budget=out_of_budget)
 
 
 def run_calls(

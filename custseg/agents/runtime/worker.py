@@ -305,6 +305,8 @@ class AgentWorker:
         except (LLMError, InvalidMessage) as error:
             source = ask.source or place(record)
             spent_s = ask.spent_s + result.elapsed_s
+            if result.out_of_budget:  # whatever rounding the retry header's `spent` had
+                spent_s = max(spent_s, budget_s)
             if reason := give_up_reason(ask.attempt, LLM_ATTEMPTS, spent_s, budget_s):
                 return self.dead_letter(record, f"{reason}: {error}", incoming, source)
             return self.retry_later(record, incoming, ask.attempt, source, error, spent_s)
