@@ -24,7 +24,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from custseg.agents.envelope import one_line
-from custseg.agents.runtime.calls import CallResult, run_calls
+from custseg.agents.runtime.calls import Call, CallResult, run_calls
 from custseg.agents.runtime.outcome import Outcome
 from custseg.agents.runtime.settings import BATCH_BUDGET_S
 
@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 # after the replies were acknowledged by the broker and before the commit: the worst moment.
 CHAOS_KILL_ENV = "CUSTSEG_CHAOS_KILL_BEFORE_COMMIT"
 _transactions = itertools.count(1)
+# While only a hanging call holds a batch, the worker reads on (polls of this many ms), for at
+# most MAX_HELD_BATCH_S from the batch's start: then the batch ends with that call's bound, and
+# the loop's own poll (paused partitions resumed, …) comes next.
+INNER_POLL_MS = 100
+MAX_HELD_BATCH_S = 30.0
 
 
 def _chaos_point() -> None:
@@ -42,25 +47,39 @@ def _chaos_point() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _generation(membership) -> int | None:
+    return getattr(membership, "generation_id", None)
+
+
 class BatchRun:
     """The records of one poll, from decision to commit (see the module's docstring)."""
 
     def __init__(self, worker: AgentWorker, consumer, producer, batch: dict, paused: dict):
         self.worker, self.consumer, self.producer = worker, consumer, producer
-        self.batch, self.paused = batch, paused
+        self.paused = paused
         self.started = time.perf_counter()
         self.called_s = 0.0  # wall time spent waiting for the LLM
-        # Per partition, in order: (record, Outcome or Ask); and how many of them are committed.
-        self.decided: dict[TopicPartition, list] = {tp: [] for tp in batch}
-        self.committed = dict.fromkeys(batch, 0)
+        # The membership the batch was read under: every commit of the batch names it, so the
+        # broker refuses the offsets once a rebalance has moved on (KIP-447 fencing).
+        self.membership = consumer.group_metadata()
+        # Per partition, in order: the records read, (record, Outcome or Ask) for those decided,
+        # and how many of them are committed. A partition whose decisions stopped short (a
+        # stop, a retry not due, a second copy) decides nothing more in this batch: `blocked`.
+        self.batch: dict[TopicPartition, list] = {}
+        self.decided: dict[TopicPartition, list] = {}
+        self.committed: dict[TopicPartition, int] = {}
+        self.blocked: set[TopicPartition] = set()
+        self.asks: list[Ask] = []
+        self.asked: set[str] = set()  # event ids asked in this batch
+        self.first = batch
         self.settled: dict[int, Outcome | None] = {}  # id(ask) → its outcome, once its call ended
         self.aborted = False
         self.calling = False  # while the calls run: the overhead is counted at the end
 
     def run(self) -> None:
-        asks = self.decide_all()
+        asks = self.decide_all(self.first)
         if asks:
-            self.call_all(asks)
+            self.call_all()
         if not self.aborted:
             self.commit_ready()
         mine = self.consumer.assignment()
@@ -68,48 +87,81 @@ class BatchRun:
             if self.committed[tp] < len(records) and tp in mine:
                 self.consumer.seek(tp, records[self.committed[tp]].offset)
 
-    def decide_all(self) -> list[Ask]:
-        """Decide each record in order, up to a stop, a retry not due yet (its partition is
-        paused until then) or a second copy of an input asked in this batch (decided once the
-        first is committed: a duplicate then)."""
-        worker, asks, asked = self.worker, [], set()
-        for tp, records in self.batch.items():
+    def decide_all(self, polled: dict) -> list[Ask]:
+        """Decide each polled record in order, up to a stop, a retry not due yet (its partition
+        is paused until then) or a second copy of an input asked in this batch (decided once the
+        first is committed: a duplicate then); return the new asks."""
+        worker, asks = self.worker, []
+        for tp, records in polled.items():
+            self.batch.setdefault(tp, []).extend(records)
+            decided = self.decided.setdefault(tp, [])
+            self.committed.setdefault(tp, 0)
             for record in records:
+                if tp in self.blocked:
+                    break
                 if worker.stop.is_set():
+                    self.blocked.add(tp)
                     break
                 if (wait_s := worker.not_due_for(record)) > 0:
                     self.consumer.pause(tp)
                     self.paused[tp] = time.monotonic() + wait_s
+                    self.blocked.add(tp)
                     break
                 step = worker.prepare_safely(record)
                 if isinstance(step, Outcome):
                     pass
-                elif step.incoming.event_id in asked:
+                elif step.incoming.event_id in self.asked:
+                    self.blocked.add(tp)
                     break
                 else:
-                    asked.add(step.incoming.event_id)
+                    self.asked.add(step.incoming.event_id)
                     asks.append(step)
-                self.decided[tp].append((record, step))
+                decided.append((record, step))
+        self.asks += asks
         return asks
 
-    def call_all(self, asks: list[Ask]) -> None:
+    def poll_more(self) -> list[Ask] | None:
+        """While only a hanging call holds the batch: read on, so records that came meanwhile
+        are answered now, not after its hand-off bound. None if a rebalance happened (the batch
+        is then given up: nothing more of it is committed)."""
         worker = self.worker
+        worker.in_kafka_since = time.monotonic()
+        try:
+            polled = self.consumer.poll(timeout_ms=INNER_POLL_MS)
+            rebalanced = _generation(self.consumer.group_metadata()) != _generation(self.membership)
+        finally:
+            worker.in_kafka_since = None
+        if rebalanced:
+            return None
+        return self.decide_all(polled) if polled else []
 
-        def progress(ended: list[tuple[int, CallResult]]) -> bool:
+    def call_all(self) -> None:
+        worker, asks = self.worker, self.asks
+
+        def progress(ended: list[tuple[int, CallResult]], held: bool) -> list[Call] | None:
             for i, result in ended:
                 self.settled[id(asks[i])] = worker.settle_safely(asks[i], result)
-            if time.perf_counter() - self.started >= BATCH_BUDGET_S:
+            ran_s = time.perf_counter() - self.started
+            if ran_s >= BATCH_BUDGET_S:
                 worker.in_kafka_since = time.monotonic()
                 self.commit_ready()
                 worker.in_kafka_since = None
-            return not self.aborted
+            if self.aborted:
+                return None
+            if not held or ran_s >= MAX_HELD_BATCH_S:
+                return []
+            more = self.poll_more()
+            if more is None:
+                self.aborted = True
+                return None
+            return [ask.call for ask in more]
 
         recent = worker.recent
         worker.in_kafka_since = None  # the LLM's time is not the Kafka client's
         called, self.calling = time.perf_counter(), True
         try:
             run_calls(
-                [ask.call for ask in asks],
+                [ask.call for ask in list(asks)],
                 getattr(worker.llm, "calls_in_flight", 1),
                 worker.stop,
                 time.monotonic() + max(0.0, BATCH_BUDGET_S - (called - self.started)),
@@ -170,7 +222,7 @@ class BatchRun:
                     partition=send.partition,
                     headers=list(send.headers) or None,
                 )
-            producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
+            producer.send_offsets_to_transaction(offsets, self.membership)
             # Every reply acknowledged, none visible yet.
             producer.flush(timeout=worker.timings.stuck_s)
             _chaos_point()

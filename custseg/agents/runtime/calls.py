@@ -110,23 +110,27 @@ def run_calls(
     stop: threading.Event,
     start_until: float,
     expected_s: float | None = None,
-    progress: Callable[[list[tuple[int, CallResult]]], bool] | None = None,
+    progress: Callable[[list[tuple[int, CallResult]], bool], list[Call] | None] | None = None,
 ) -> list[CallResult | None]:
     """Run `calls` in order, at most `in_flight` at a time, each waited for until its own
     deadline. A call is started before monotonic time `start_until`, or while none has ended
     yet (so a batch always moves), or while a call still running holds the batch open past the
     time the new one should take (`expected_s`): a hanging call costs its batch no more than its
-    bound. `progress` is told, at least every POLL_S, of the calls ended since (index, result);
-    False from it abandons the rest. None for a call never started, or abandoned (`stop` set,
-    or `progress`): its input is left uncommitted. Every wait is bounded by the calls' deadlines."""
+    bound. `progress` is told, at least every POLL_S, of the calls ended since (index, result)
+    and whether the batch is only held (nothing left to start, every call out overdue); it
+    returns more calls to run (their indices follow), or None to abandon the rest. None for a
+    call never started, or abandoned (`stop` set, or `progress`): its input is left
+    uncommitted. Every wait is bounded by the calls' deadlines."""
+    calls = list(calls)
     results: list[CallResult | None] = [None] * len(calls)
     waiting, running = deque(range(len(calls))), set[int]()
     changed, ended, going = threading.Event(), False, True
     while (waiting or running) and going and not stop.is_set():
         while waiting and len(running) < max(1, in_flight):
             now = time.monotonic()
-            held = expected_s is not None and any(  # by a call overdue, not merely running
-                now - calls[i].started > expected_s and now + expected_s < calls[i].deadline
+            overdue_s = expected_s or 0.0
+            held = any(  # by a call overdue, not merely running
+                now - calls[i].started > overdue_s and now + overdue_s < calls[i].deadline
                 for i in running
             )
             if ended and now >= start_until and not held:
@@ -148,7 +152,16 @@ def run_calls(
             results[i], ended = result, True
             running.discard(i)
             ended_now.append((i, result))
-        going = progress is None or progress(ended_now)
+        if progress is not None:
+            held_only = not waiting and all(
+                now - calls[i].started > (expected_s or 0.0) for i in running
+            )
+            more = progress(ended_now, held_only and bool(running))
+            going = more is not None
+            for call in more or ():
+                waiting.append(len(calls))
+                calls.append(call)
+                results.append(None)
         if running and going:
             next_deadline = min(calls[i].deadline for i in running)
             changed.wait(max(0.0, min(POLL_S, next_deadline - time.monotonic())))
