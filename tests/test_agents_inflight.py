@@ -120,6 +120,7 @@ def latencies(conversations: list[dict], ids: list[str]) -> list[float]:
     ]
 
 
+@pytest.mark.chaos  # ~1 min: the slow tier
 @pytest.mark.timeout(600)
 def test_healthy_tasks_beside_a_hanging_call_keep_their_latency_and_it_completes_once(
     tmp_path: Path, kafka_bootstrap: str, stand_in_llm: str, trained_project: Path

@@ -6,9 +6,11 @@ A partition's records are committed up to its first undecided one, so an offset 
 an input whose outcome is not in the same or an earlier transaction. Once the batch has run
 BATCH_BUDGET_S, what is ready is committed as it comes, so a call that hangs holds up only the
 records behind it on its own partition, and only until its hand-off bound: its input then goes
-to the retry topic in the next transaction. Nothing outlives the batch: records left (a stop,
-an aborted transaction, a retry not due yet, which pauses its partition) are sought back to,
-for a later poll, and an abandoned call's answer is dropped with its thread.
+to the retry topic in the next transaction. While only such a call holds the batch, the worker
+reads on (`poll_more`), so what arrives meanwhile is answered too. Nothing outlives the
+batch: records left (a stop, an aborted transaction, a retry not due yet, which pauses its
+partition) are sought back to, for a later poll, and an abandoned call's answer is dropped
+with its thread.
 """
 
 from __future__ import annotations
