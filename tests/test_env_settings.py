@@ -93,11 +93,11 @@ def test_any_bootstrap_text_is_kept_or_refused_in_one_line(servers: str) -> None
 
 
 def test_the_agents_waits_keep_their_production_defaults_unless_a_variable_is_set() -> None:
-    assert timings_from_env({}) == Timings() == Timings(10.0, 10.0, 5.0, 30.0, 300.0, 10.0)
+    assert timings_from_env({}) == Timings() == Timings(10.0, 10.0, 5.0, 30.0, 300.0, 10.0, 30.0)
     assert Timings().heartbeat_interval_ms == 3_000
     assert set(TIMINGS_ENV) == {f.name for f in dataclasses.fields(Timings)}, "one variable each"
     env = {variable: f"{n + 1}.5" for n, variable in enumerate(TIMINGS_ENV.values())}
-    assert timings_from_env(env) == Timings(1.5, 2.5, 3.5, 4.5, 5.5, 6.5)
+    assert timings_from_env(env) == Timings(1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5)
     assert timings_from_env(env).heartbeat_interval_ms == 500  # a third of the session
     assert timings_from_env(dict.fromkeys(TIMINGS_ENV.values(), " ")) == Timings()
 

@@ -145,6 +145,7 @@ class Provider(ABC):
     name: str = "provider"
     supports_logprobs: bool = True
     supports_prefill: bool = False  # continues a reply it is given the opening of
+    calls_in_flight: int = 4  # calls a caller may make at once (a server queues the rest)
 
     def __init__(
         self,

@@ -237,6 +237,7 @@ class LocalProvider(OpenAICompatibleProvider):
 
     name = "local"
     supports_prefill = True
+    calls_in_flight = 1  # decoded one at a time (`_send`): more would only queue, timed
 
     def __init__(self, *, context_size: int = 4096, threads: int = 1, **options: Any) -> None:
         super().__init__(base_url="http://127.0.0.1", **options)

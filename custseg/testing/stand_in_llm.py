@@ -5,7 +5,9 @@ MLflow run), where the real model would make a run take minutes. A task can carr
 FAIL_CUE makes every call for it fail (HTTP 500), SLOW_CUE makes it take SLOW_S, VARY_CUE makes
 each answer differ (so a reply produced twice would show), STALL_CUE makes every call for it
 hang (STALL_S: longer than any test waits) and STALL_ONCE_CUE only the first call for that
-task. `STALLED` counts the stalled calls per task, for a test to wait on."""
+task; LATE_ONCE_CUE makes the first call for that task answer, but only after LATE_S (long after
+a worker stopped waiting for it). `STALLED` counts the stalled and late calls per task, for a
+test to wait on."""
 
 from __future__ import annotations
 
@@ -54,21 +56,27 @@ def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
 # Cues a task can carry for the stand-in: every call for it fails (HTTP 500), is slow, or
 # answers differently each time (so a reply produced twice would show).
 FAIL_CUE, SLOW_CUE, VARY_CUE = "[fail]", "[slow]", "[vary]"
-STALL_CUE, STALL_ONCE_CUE = "[stall]", "[stall-once]"
+STALL_CUE, STALL_ONCE_CUE, LATE_ONCE_CUE = "[stall]", "[stall-once]", "[late-once]"
 SLOW_S = 0.5
 STALL_S = 900.0
+LATE_S = 8.0
 STALLED: dict[str, int] = {}  # task line → calls stalled (a server's handler threads share it)
 _stalled_lock = threading.Lock()
 
 
-def _stalls(asked: str) -> bool:
-    """Whether this call hangs, counting it in STALLED if it does."""
+def _stall_s(asked: str) -> float:
+    """How long this call hangs before it goes on (0: not at all), counting it in STALLED."""
     task = asked.split("\n", 1)[0]
     with _stalled_lock:
-        if STALL_CUE in asked or (STALL_ONCE_CUE in asked and task not in STALLED):
-            STALLED[task] = STALLED.get(task, 0) + 1
-            return True
-    return False
+        first = task not in STALLED
+        if STALL_CUE in asked or (STALL_ONCE_CUE in asked and first):
+            seconds = STALL_S
+        elif LATE_ONCE_CUE in asked and first:
+            seconds = LATE_S
+        else:
+            return 0.0
+        STALLED[task] = STALLED.get(task, 0) + 1
+    return seconds
 
 
 def stand_in_content(body: dict[str, Any]) -> str:
@@ -125,8 +133,8 @@ def stand_in_reply(body: dict[str, Any]) -> tuple[int, bytes]:
     asked = body["messages"][-1]["content"]
     if FAIL_CUE in asked:
         return 500, json.dumps({"error": "stand-in told to fail"}).encode()
-    if _stalls(asked):
-        time.sleep(STALL_S)  # in a daemon handler thread: the server still answers others
+    if stall_s := _stall_s(asked):
+        time.sleep(stall_s)  # in a daemon handler thread: the server still answers others
     if SLOW_CUE in asked:
         time.sleep(SLOW_S)
     choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}

@@ -6,11 +6,13 @@ Killed at any moment, a worker leaves all of a transaction or none of it: uncomm
 answered again and only the committed answer is ever visible, so no reply exists in two versions.
 
 The rooms: `letters` (dead letters and retry headers), `settings` (Kafka settings, the waits,
-the producer), `outcome` (what an input comes to), `calls` (an LLM call waited for within the
-task's time budget and until a stop), `worker` (one role's loop), `supervisor` (the roles'
-threads, restarts in place, stuck detection, a bounded stop).
+the producer), `outcome` (what an input comes to), `calls` (LLM calls waited for within the
+task's time budget, their hand-off bound and until a stop), `batch` (one poll's records from
+decision to commit, exactly once), `worker` (one role's loop and decisions), `supervisor`
+(the roles' threads, restarts in place, stuck detection, a bounded stop).
 """
 
+from custseg.agents.runtime.batch import CHAOS_KILL_ENV
 from custseg.agents.runtime.letters import RETRY_HEADER, dead_letter
 from custseg.agents.runtime.settings import (
     LLM_ATTEMPTS,
@@ -20,7 +22,7 @@ from custseg.agents.runtime.settings import (
     timings_from_env,
 )
 from custseg.agents.runtime.supervisor import run_agents
-from custseg.agents.runtime.worker import CHAOS_KILL_ENV, AgentWorker
+from custseg.agents.runtime.worker import AgentWorker
 
 __all__ = [
     "CHAOS_KILL_ENV",

@@ -58,6 +58,10 @@ class Timings:
     at most what is left of it (whatever the provider's own timeout and retries); once it is
     spent the input is dead-lettered with the reason. Waits on the retry topic do not count:
     they do not hold the worker.
+    `handoff_s`: the floor of the hand-off bound: a call unanswered after
+    max(this, HANDOFF_FACTOR × the recent median call) × its attempt is not waited for any
+    longer: its input goes to the retry topic in the batch's transaction (the attempt failed,
+    its time counts against the budget) and the worker goes on with other records.
     `shutdown_s`: SIGTERM / Ctrl-C stops `custseg agents` within this: an LLM call in flight
     is abandoned at once (its input is not committed, so the next process answers it), the
     transaction in hand is finished, and workers not done by then are left behind.
@@ -69,6 +73,7 @@ class Timings:
     stuck_s: float = 30.0
     task_budget_s: float = 300.0
     shutdown_s: float = 10.0
+    handoff_s: float = 30.0
 
     @property
     def heartbeat_interval_ms(self) -> int:
@@ -85,6 +90,7 @@ TIMINGS_ENV = {
     "stuck_s": "CUSTSEG_AGENTS_STUCK_S",
     "task_budget_s": "CUSTSEG_AGENTS_TASK_BUDGET_S",
     "shutdown_s": "CUSTSEG_AGENTS_SHUTDOWN_S",
+    "handoff_s": "CUSTSEG_AGENTS_HANDOFF_S",
 }
 
 

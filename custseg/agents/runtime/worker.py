@@ -7,8 +7,11 @@ its attempt and when it is due in a header; each worker reads that topic too and
 copies once due, pausing only the retry partition meanwhile. After LLM_ATTEMPTS, or once the
 LLM time spent on it over its attempts reaches `Timings.task_budget_s`, it is dead-lettered,
 naming the original record, which closes its conversation in the capture. A call is waited for
-at most what is left of that budget, and not at all once the worker is told to stop: its input
-is then left uncommitted, for the next owner of the partition to answer (`calls`).
+at most what is left of that budget and its attempt's hand-off bound (a few times the recent
+median call, with a floor: `Timings.handoff_s`), past which it counts as a failed attempt and
+the worker goes on with other records; and not at all once the worker is told to stop: its
+input is then left uncommitted, for the next owner of the partition to answer (`calls`,
+`batch`).
 
 Every record is answered on its conversation's home partition (`topics.home_partition`): one
 found elsewhere (a null or foreign key, another client's partitioner) is moved there first, in
@@ -17,27 +20,32 @@ the same kind of transaction, so the capture finds a conversation's four records
 
 from __future__ import annotations
 
-import itertools
-import os
-import signal
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import TopicPartition
 
 from custseg.agents.envelope import Envelope, one_line, parse_envelope
 from custseg.agents.grounding import Champion
 from custseg.agents.roles import ROLES, Role, answer
-from custseg.agents.runtime.calls import call_within, give_up_reason
+from custseg.agents.runtime.batch import BatchRun
+from custseg.agents.runtime.calls import (
+    RECENT_CALLS,
+    Call,
+    CallResult,
+    give_up_reason,
+    handoff_bound,
+    run_calls,
+)
 from custseg.agents.runtime.letters import MAX_KEY_BYTES, dead_letter, place, retry_header
 from custseg.agents.runtime.outcome import COUNTERS, Outcome, Send, WorkerStats
 from custseg.agents.runtime.settings import (
-    BATCH_BUDGET_S,
     DEFAULT_TIMINGS,
     LLM_ATTEMPTS,
     SEEN_LIMIT,
@@ -48,18 +56,20 @@ from custseg.agents.runtime.settings import (
 from custseg.agents.schemas import RetryBounds, RetryRead, max_retry_wait_s, read_retry
 from custseg.agents.topics import home_partition, topic_of
 from custseg.config import AgentsParams
-from custseg.errors import CallAbandoned, ConfigError, InvalidMessage
+from custseg.errors import ConfigError, InvalidMessage
 from custseg.llm import LLMError, Provider
 
-# Chaos testing: with this set to N, the process kills itself (SIGKILL) at its Nth transaction,
-# after the replies were acknowledged by the broker and before the commit: the worst moment.
-CHAOS_KILL_ENV = "CUSTSEG_CHAOS_KILL_BEFORE_COMMIT"
-_transactions = itertools.count(1)
 
+@dataclass(frozen=True)
+class Ask:
+    """An input that needs the LLM: its call, and what its outcome is made of once it ends."""
 
-def _chaos_point() -> None:
-    if (n := os.environ.get(CHAOS_KILL_ENV)) and next(_transactions) == int(n):
-        os.kill(os.getpid(), signal.SIGKILL)
+    record: object
+    incoming: Envelope
+    call: Call
+    attempt: int
+    spent_s: float  # LLM seconds its earlier attempts spent
+    source: dict | None  # the original record's place, for a retry copy
 
 
 class AgentWorker:
@@ -93,7 +103,8 @@ class AgentWorker:
         # What a retry header may name: every role's input topic (each role reads the topic).
         self.inputs = {r.name: topic_of(params.topics, r.consumes) for r in ROLES.values()}
         self.partitions = params.partitions  # of every agent topic; checked in run()
-        self.seen: OrderedDict[str, None] = OrderedDict()
+        self.seen: OrderedDict[str, None] = OrderedDict()  # answered, committed event ids
+        self.recent: deque[float] = deque(maxlen=RECENT_CALLS)  # answered calls' seconds
         self.stats = WorkerStats()
         self.error: BaseException | None = None  # why run() ended early, if it did
         # Monotonic time the worker last began a poll or came back from the LLM; None while it
@@ -173,78 +184,10 @@ class AgentWorker:
             consumer.resume(*mine)
 
     def process(self, consumer, producer, batch: dict, paused: dict) -> None:
-        """Decide each polled record in order, then commit the decided ones in one transaction.
-        Records left (the time budget ran out, a stop, or a retry not due yet, which pauses its
-        partition until then) are sought back to, so a later poll returns them again."""
-        started = time.perf_counter()
-        outcomes: list[Outcome] = []
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        firsts = {tp: records[0].offset for tp, records in batch.items()}
-        for tp, records in batch.items():
-            for record in records:
-                if self.stop.is_set() or (
-                    outcomes and time.perf_counter() - started > BATCH_BUDGET_S
-                ):
-                    consumer.seek(tp, record.offset)
-                    break
-                wait_s = self._not_due_for(record)
-                if wait_s > 0:
-                    consumer.seek(tp, record.offset)
-                    consumer.pause(tp)
-                    paused[tp] = time.monotonic() + wait_s
-                    break
-                try:
-                    outcome = self.decide_safely(record)
-                except CallAbandoned:  # stopping: left uncommitted, redone by the next owner
-                    consumer.seek(tp, record.offset)
-                    break
-                outcomes.append(outcome)
-                offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
-        if offsets:
-            self.commit(consumer, producer, outcomes, offsets, firsts)
-            self.stats.overhead_s += [
-                (time.perf_counter() - started - sum(o.llm_s for o in outcomes)) / len(outcomes)
-            ] * len(outcomes)
+        """Decide, answer and commit one polled batch, exactly once (`batch.BatchRun`)."""
+        BatchRun(self, consumer, producer, batch, paused).run()
 
-    def commit(self, consumer, producer, outcomes, offsets, firsts) -> None:
-        """Write the outcomes' records and the inputs' offsets in one transaction. If it fails
-        (a rebalance took a partition, the broker restarted), it is aborted: nothing of it is
-        visible, and the inputs are read again from `firsts` where still ours."""
-        try:
-            producer.begin_transaction()
-            for send in (s for o in outcomes for s in o.sends):
-                producer.send(
-                    send.topic,
-                    key=send.key,
-                    value=send.value,
-                    partition=send.partition,
-                    headers=list(send.headers) or None,
-                )
-            producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
-            # Every reply acknowledged, none visible yet.
-            producer.flush(timeout=self.timings.stuck_s)
-            _chaos_point()
-            producer.commit_transaction()
-        except KafkaError as error:
-            for outcome in outcomes:  # not answered after all: answer them when read again
-                if outcome.event_id:
-                    self.seen.pop(outcome.event_id, None)
-            try:
-                producer.abort_transaction()
-            except KafkaError:
-                raise error from None  # the producer is unusable: the worker cannot go on
-            mine = consumer.assignment()
-            for tp, offset in firsts.items():
-                if tp in mine:
-                    consumer.seek(tp, offset)
-            self.on_event(
-                one_line(f"{self.role.name}: transaction aborted, inputs read again: {error}")
-            )
-            return
-        for outcome in outcomes:
-            self._count(outcome)
-
-    def _not_due_for(self, record) -> float:
+    def not_due_for(self, record) -> float:
         """Seconds until this worker's retry copy is due (0: now, or not a valid retry of mine).
         Bounded: a due time further ahead than a retry ever waits is refused by `_retry_of`."""
         read = self._retry_of(record)
@@ -260,7 +203,7 @@ class AgentWorker:
         bounds = RetryBounds(self.inputs, self.partitions, LLM_ATTEMPTS, wait_s)
         return read_retry(getattr(record, "headers", None), bounds, time.time())
 
-    def _count(self, outcome: Outcome) -> None:
+    def count(self, outcome: Outcome) -> None:
         if counter := COUNTERS.get(outcome.kind):
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         if outcome.kind == "answered":
@@ -268,14 +211,27 @@ class AgentWorker:
         if outcome.event:  # ids and reasons come from records: escaped, one line
             self.on_event(one_line(outcome.event))
 
-    def decide_safely(self, record) -> Outcome:
-        """`decide`, with a last line of defence: a record that makes it fail in a way nobody
+    def decide(self, record) -> Outcome | None:
+        """One record on its own, from decision to outcome (its call, if any, made here)."""
+        step = self.prepare(record)
+        return step if isinstance(step, Outcome) else self.settle(step, self.call_one(step))
+
+    def decide_safely(self, record) -> Outcome | None:
+        """`decide`, with `prepare_safely`'s and `settle_safely`'s last line of defence."""
+        step = self.prepare_safely(record)
+        return step if isinstance(step, Outcome) else self.settle_safely(step, self.call_one(step))
+
+    def call_one(self, ask: Ask) -> CallResult | None:
+        return run_calls([ask.call], 1, self.stop, time.monotonic())[0]
+
+    def prepare_safely(self, record) -> Outcome | Ask:
+        """`prepare`, with a last line of defence: a record that makes it fail in a way nobody
         foresaw is dead-lettered with the error, instead of crashing the agent and, as its
         offset is never committed, crashing it again after every restart. Kafka errors (the
         broker, not the record) still propagate."""
         try:
-            return self.decide(record)
-        except (KafkaError, CallAbandoned):
+            return self.prepare(record)
+        except KafkaError:
             raise
         except Exception as error:  # any record-caused failure, see above
             read = self._retry_of(record)
@@ -283,9 +239,9 @@ class AgentWorker:
             reason = f"unexpected {type(error).__name__}: {error}"
             return self.dead_letter(record, reason, source=source)
 
-    def decide(self, record) -> Outcome:
-        """What to do with one record: answer it, move it home, skip it, send it to the retry
-        topic or dead-letter it."""
+    def prepare(self, record) -> Outcome | Ask:
+        """What to do with one record: ask the LLM (`settle` then makes the outcome of the
+        answer), move it home, skip it or dead-letter it."""
         note = source = None
         if (read := self._retry_of(record)) is not None:
             if read.owner != self.role.name:
@@ -314,35 +270,54 @@ class AgentWorker:
             return Outcome("duplicate")
         attempt = note.attempt if note else 1
         budget_s, spent_s = self.timings.task_budget_s, note.spent if note else 0.0
-        self.in_kafka_since = None  # the LLM's time is not the Kafka client's
-        started = time.perf_counter()
-        try:
-            if spent_s >= budget_s:
-                raise LLMError("no time left for another attempt")
-            grounding = self.champion.current() if self.champion else None
-            outgoing = call_within(
-                lambda: answer(self.role, incoming, self.llm, self.max_tokens, grounding),
-                budget_s - spent_s,
-                self.stop,
-            )
-            llm_s = time.perf_counter() - started
-            value = outgoing.to_bytes()  # an empty or broken reply fails here: like a failed call
-        except (LLMError, InvalidMessage) as error:
+        if spent_s >= budget_s:  # a copy that arrives with its budget spent (a forged header)
+            reason = give_up_reason(attempt, LLM_ATTEMPTS, spent_s, budget_s)
             source = source or place(record)
-            spent_s += time.perf_counter() - started
-            if reason := give_up_reason(attempt, LLM_ATTEMPTS, spent_s, budget_s):
+            return self.dead_letter(record, f"{reason}: no time left", incoming, source)
+        grounding = self.champion.current() if self.champion else None
+        call = Call(
+            lambda: answer(self.role, incoming, self.llm, self.max_tokens, grounding),
+            budget_s - spent_s,
+            handoff_bound(self.recent, self.timings.handoff_s, attempt),
+        )
+        return Ask(record, incoming, call, attempt, spent_s, source)
+
+    def settle_safely(self, ask: Ask, result: CallResult | None) -> Outcome | None:
+        """`settle`, with the same last line of defence as `prepare_safely`."""
+        try:
+            return self.settle(ask, result)
+        except KafkaError:
+            raise
+        except Exception as error:  # any record-caused failure, see prepare_safely
+            reason = f"unexpected {type(error).__name__}: {error}"
+            return self.dead_letter(ask.record, reason, ask.incoming, ask.source)
+
+    def settle(self, ask: Ask, result: CallResult | None) -> Outcome | None:
+        """What an asked input comes to once its call returned, failed or was handed off: its
+        answer, a copy on the retry topic or a dead letter. None: the call was not made, or
+        abandoned (stopping), and the input is left uncommitted."""
+        if result is None:
+            return None
+        record, incoming, cid = ask.record, ask.incoming, ask.incoming.correlation_id
+        budget_s = self.timings.task_budget_s
+        try:
+            value = result.get().to_bytes()  # an empty or broken reply fails here: a failed call
+        except (LLMError, InvalidMessage) as error:
+            source = ask.source or place(record)
+            spent_s = ask.spent_s + result.elapsed_s
+            if result.out_of_budget:  # whatever rounding the retry header's `spent` had
+                spent_s = max(spent_s, budget_s)
+            if reason := give_up_reason(ask.attempt, LLM_ATTEMPTS, spent_s, budget_s):
                 return self.dead_letter(record, f"{reason}: {error}", incoming, source)
-            return self.retry_later(record, incoming, attempt, source, error, spent_s)
-        finally:
-            self.in_kafka_since = time.monotonic()
-        self._remember(incoming.event_id)
+            return self.retry_later(record, incoming, ask.attempt, source, error, spent_s)
+        self.recent.append(result.elapsed_s)
         return Outcome(
             "answered",
-            (Send(self.out_topic, home, cid.encode(), value),),
+            (Send(self.out_topic, home_partition(cid, self.partitions), cid.encode(), value),),
             f"{self.role.name}: {cid[:8]} {self.role.consumes} → {self.role.produces} "
-            f"({llm_s:.1f} s)",
+            f"({result.elapsed_s:.1f} s)",
             incoming.event_id,
-            llm_s,
+            result.elapsed_s,
         )
 
     def retry_later(
@@ -398,7 +373,7 @@ class AgentWorker:
             f"{one_line(reason)}",
         )
 
-    def _remember(self, event_id: str) -> None:
+    def remember(self, event_id: str) -> None:
         self.seen[event_id] = None
         if len(self.seen) > SEEN_LIMIT:
             self.seen.popitem(last=False)
