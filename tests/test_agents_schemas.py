@@ -187,7 +187,7 @@ def test_every_retry_record_is_one_roles_and_never_crashes_or_waits_unbounded(
     assert len(acting) == 1, outcomes
     assert acting[0].kind in {"dead-lettered", "retry"}
     bound = max_retry_wait_s(workers()[0].timings.retry_pause_s, LLM_ATTEMPTS)
-    assert all(0 <= w._not_due_for(record) <= bound for w in workers())
+    assert all(0 <= w.not_due_for(record) <= bound for w in workers())
 
 
 def test_the_issues_header_is_dead_lettered_by_its_role_with_the_reason() -> None:
@@ -224,7 +224,7 @@ def test_no_event_line_holds_a_control_character(cid: str, partition: int) -> No
         Record(TOPICS.retries, 0, 2, None, task, [(RETRY_HEADER, valid_note(role=cid))]),
         Record(TOPICS.tasks, 0, 3, None, json.dumps({"event_id": cid}).encode()),
     ):
-        planner._count(planner.decide_safely(record))
+        planner.count(planner.decide_safely(record))
     assert events and all(line.isprintable() for line in events), events
 
 
