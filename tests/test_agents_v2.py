@@ -16,8 +16,10 @@ from custseg.agents.enforce import cut_to, enforce, repair, strip_hashtags
 from custseg.agents.envelope import Envelope, parse_envelope, task_envelope
 from custseg.agents.review import (
     MAX_EDITS,
+    SECTIONS,
     Declined,
     clean_edits,
+    drop_echoes,
     drop_leaks,
     edit_outcomes,
     leaked,
@@ -336,3 +338,32 @@ def test_an_old_v1_record_still_parses() -> None:
         }
     )
     assert parse_envelope(old).work is None
+
+
+def test_the_prompt_sections_a_revision_echoes_are_dropped() -> None:
+    # Seen with the bundled model: the revision ended with the problems it was told.
+    seen = "Budget-Friendly Savings: Discover\n\nProblems:\ngives 1 line(s) (task: Write three …)"
+    assert drop_echoes(seen) == ("Budget-Friendly Savings: Discover", True)
+    assert drop_echoes("Answer: Send the flyer.\nTask: x") == ("Send the flyer.", True)
+    assert drop_echoes("Subject: Spring sale\nBody: 20% off") == (
+        "Subject: Spring sale\nBody: 20% off",
+        False,
+    )
+
+
+@given(st.lists(safe_words, min_size=1, max_size=30).map(" ".join), st.sampled_from(SECTIONS))
+def test_an_echoed_section_after_an_answer_never_survives(text: str, section: str) -> None:
+    kept, dropped = drop_echoes(f"{text}\n{section.capitalize()}:\n- gives 1 line(s)")
+    assert "gives 1 line" not in kept and dropped and kept == text.strip()
+
+
+def test_a_final_that_breaks_what_the_draft_kept_is_not_sent() -> None:
+    lines = '"Spring savings for you"\n"Our budget collection is here"\n"Save more this spring"'
+    task = 'Write three email subject lines for the "low income · high spending" segment.'
+    llm = ScriptedLLM(lines, ["Make the lines shorter."], "One single subject line")
+    llm.text = lines  # the draft (and any revision) keeps the three lines
+    chain = run_chain(llm, task)
+    # The revision of the final is the draft's text again: kept, so the final is the draft.
+    final = chain["reviewer"]
+    assert final.content["final"] == final.content["draft"] and final.work.breaches == ()
+    assert final.work.edits[0].applied is False

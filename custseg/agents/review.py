@@ -158,3 +158,22 @@ def drop_leaks(answer: str, prompts: Iterable[str]) -> tuple[str, list[str]]:
 
 # Pieces that together are the whole text: sentences with their end marks, bare runs, breaks.
 _PIECE = re.compile(r"[^.!?\n]*[.!?]+[ \t]*|[^.!?\n]+|\n+")
+
+
+# The prompt's own sections ("Problems:", "Edits:", ...) that a small model echoes after its
+# answer (seen: a revision that ended with "Problems:" and the problems it was told).
+SECTIONS = ("task", "plan", "draft", "edits", "problems", "answer", "facts", "review")
+_SECTION = re.compile(rf"^[ \t*#]*(?:{'|'.join(SECTIONS)})[ \t*]*:[ \t*]*", re.IGNORECASE | re.M)
+
+
+def drop_echoes(answer: str) -> tuple[str, bool]:
+    """`answer` up to the first line that opens one of the prompt's sections (a leading
+    "Answer:" label only loses the label); and whether anything was dropped."""
+    text = answer.strip()
+    for match in _SECTION.finditer(text):
+        if match.start() == 0:
+            if match.group(0).strip(" \t*#:").casefold() == "answer":
+                return drop_echoes(text[match.end() :])[0], True
+            continue
+        return text[: match.start()].rstrip(), True
+    return text, False

@@ -18,6 +18,7 @@ from custseg.agents.review import (
     FinalReply,
     ReviewEdits,
     clean_edits,
+    drop_echoes,
     drop_leaks,
     edit_outcomes,
     review_text,
@@ -26,6 +27,7 @@ from custseg.agents.review import (
 from custseg.agents.roles import CONTEXT, OTHER_SCRIPT, Role, tidy_final
 from custseg.agents.tools import Predict, facts_text, task_tool_calls
 from custseg.conversation import GroundedIn
+from custseg.evaluation.asks import task_asks
 from custseg.evaluation.limits import task_limits
 from custseg.llm import Message, Provider
 
@@ -74,15 +76,20 @@ def chat(instructions: str, facts: str, task: str, **context: str) -> list[Messa
 
 
 def limits_line(task: str) -> str:
+    """The task's hard limits and asked counts, as the agents are reminded of them."""
     limits = [lim.written for lim in task_limits(task)]
-    return f"Hard limits of the task: {'; '.join(limits)}." if limits else ""
+    limits += [ask.written for ask in task_asks(task) if ask.n > 1]
+    return f"Hard limits of the task (keep them): {'; '.join(limits)}." if limits else ""
 
 
 def clean(text: str) -> tuple[str, list[str]]:
-    """A reply without instruction sentences, stray brackets or another script."""
+    """A reply without the prompt's sections echoed after it, instruction sentences, stray
+    brackets or another script."""
+    text, echoed = drop_echoes(text)
     kept, leaks = drop_leaks(text, INSTRUCTIONS_V2.values())
     tidy = tidy_final(kept) if kept else kept
     notes = [f"dropped a repeated instruction: {leak[:80]}" for leak in leaks]
+    notes += ["dropped the prompt's sections echoed after the answer"] if echoed else []
     if OTHER_SCRIPT.search(text) and not OTHER_SCRIPT.search(tidy):
         notes.append("dropped sentences in another script")
     return tidy, notes
@@ -109,7 +116,13 @@ def answer_v2(
     limits = limits_line(task)
 
     def revise(text: str, found: list[str]) -> str:
-        asked = chat(INSTRUCTIONS_V2["revise"], facts, task, answer=text, problems="\n".join(found))
+        asked = chat(
+            INSTRUCTIONS_V2["revise"],
+            facts,
+            f"{task}\n{limits}".strip(),
+            answer=text,
+            problems="\n".join(found),
+        )
         return clean(llm.complete(asked, max_tokens=max_tokens).text)[0]
 
     if role.name == "planner":
@@ -172,6 +185,10 @@ def _review(incoming, llm, max_tokens, facts, segments, revise, calls) -> tuple[
             notes.append(f"final attempt {attempt + 1} was the draft unchanged")
         final = final or draft
     done = enforce(final, task, segments, revise, REVISIONS, who="final")
+    if done.breaches and final != draft and not problems(draft, task, segments):
+        # The final broke what the draft kept: the draft goes out, its edits unapplied.
+        notes.append("final broke the task's limits or facts the draft kept: the draft sent")
+        done = enforce(draft, task, segments, revise, 0, who="final")
     outcomes = edit_outcomes(edits, declined, unchanged=bool(edits) and same_text(done.text, draft))
     content = {"task": task, "draft": draft, "final": done.text, "review": review_text(outcomes)}
     work = Work(
