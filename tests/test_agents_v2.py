@@ -27,7 +27,7 @@ from custseg.agents.review import (
     review_text,
 )
 from custseg.agents.roles import INSTRUCTIONS, ROLES, answer
-from custseg.agents.roles_v2 import INSTRUCTIONS_V2
+from custseg.agents.roles_v2 import INSTRUCTIONS_V2, lost_items
 from custseg.agents.tools import (
     ToolError,
     assign_customer,
@@ -367,3 +367,19 @@ def test_a_final_that_breaks_what_the_draft_kept_is_not_sent() -> None:
     final = chain["reviewer"]
     assert final.content["final"] == final.content["draft"] and final.work.breaches == ()
     assert final.work.edits[0].applied is False
+
+
+def test_a_final_that_keeps_only_the_edited_item_is_not_sent() -> None:
+    # Seen with the bundled model: asked to add to metric 3, the final was metric 3 alone.
+    task = (
+        'Suggest three metrics to track whether the "low income · low spending" segment responds.'
+    )
+    draft = "1. Visits per week.\n2. Basket size.\n3. Redemption rate."
+    llm = ScriptedLLM(
+        draft, ["Say how to measure the redemption rate."], "3. Redemption rate of codes."
+    )
+    final = run_chain(llm, task)["reviewer"]
+    assert lost_items(draft, "3. Redemption rate of codes.", task)
+    assert final.content["final"] == draft
+    assert any("the draft sent" in r for r in final.work.revisions)
+    assert final.work.edits[0].why_not == "the final is the draft unchanged"

@@ -74,7 +74,7 @@ def edit_outcomes(
     outcomes = []
     for number, edit in enumerate(edits, 1):
         if unchanged:
-            reason = why.get(number) or "not applied: the final is the draft unchanged"
+            reason = why.get(number) or "the final is the draft unchanged"
             outcomes.append(Edit(edit=edit, applied=False, why_not=reason))
         elif number in why:
             outcomes.append(Edit(edit=edit, applied=False, why_not=why[number]))

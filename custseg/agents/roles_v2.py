@@ -27,7 +27,7 @@ from custseg.agents.review import (
 from custseg.agents.roles import CONTEXT, OTHER_SCRIPT, Role, tidy_final
 from custseg.agents.tools import Predict, facts_text, task_tool_calls
 from custseg.conversation import GroundedIn
-from custseg.evaluation.asks import task_asks
+from custseg.evaluation.asks import counted, task_asks
 from custseg.evaluation.limits import task_limits
 from custseg.llm import Message, Provider
 
@@ -46,10 +46,10 @@ INSTRUCTIONS_V2: dict[str, str] = {
     "answer to the task: each edit one instruction saying what to add, cut or change. Ask for "
     "no edit the draft already satisfies. Reply in JSON with an `edits` list (empty if the draft "
     "needs no change).",
-    "final": "You are the Reviewer. Rewrite the draft applying every numbered edit, and write the "
-    f"final answer in at most 120 words. {FACTS_RULE} Reply in JSON with the `final` answer "
-    "alone, as the team would send it, and in `declined` the number of each edit you did not "
-    "apply and why.",
+    "final": "You are the Reviewer. Rewrite the whole draft applying every numbered edit: the "
+    "final is the complete answer (every item the task asks for), not only the changed part, "
+    f"in at most 120 words. {FACTS_RULE} Reply in JSON with the `final` answer alone, as the "
+    "team would send it, and in `declined` the number of each edit you did not apply and why.",
     "revise": "Rewrite the answer so it fixes every problem listed and still answers the task. "
     f"{FACTS_RULE} Output only the answer.",
 }
@@ -93,6 +93,19 @@ def clean(text: str) -> tuple[str, list[str]]:
     if OTHER_SCRIPT.search(text) and not OTHER_SCRIPT.search(tidy):
         notes.append("dropped sentences in another script")
     return tidy, notes
+
+
+def lost_items(draft: str, final: str, task: str) -> list[str]:
+    """The counts the task asks for that the draft lists in full and the final no longer does
+    (seen: a final that kept only the edited third metric). The eval's ask reader does not
+    count items in prose, so this compares the two lists instead."""
+    lost = []
+    for ask in task_asks(task):
+        if ask.n > 1 and ask.what in ("items", "lines"):
+            had, has = counted(draft, ask.what), counted(final, ask.what)
+            if had and had[0] >= ask.n and (has is None or has[0] < ask.n):
+                lost.append(f"gives fewer than {ask.n} {ask.what} (task: {ask.written})")
+    return lost
 
 
 def answer_v2(
@@ -185,9 +198,14 @@ def _review(incoming, llm, max_tokens, facts, segments, revise, calls) -> tuple[
             notes.append(f"final attempt {attempt + 1} was the draft unchanged")
         final = final or draft
     done = enforce(final, task, segments, revise, REVISIONS, who="final")
-    if done.breaches and final != draft and not problems(draft, task, segments):
+    lost = lost_items(draft, done.text, task)
+    if (done.breaches or lost) and final != draft and not problems(draft, task, segments):
         # The final broke what the draft kept: the draft goes out, its edits unapplied.
-        notes.append("final broke the task's limits or facts the draft kept: the draft sent")
+        notes.append(
+            "final broke the task's limits or facts the draft kept"
+            + (f" ({'; '.join(lost)})" if lost else "")
+            + ": the draft sent"
+        )
         done = enforce(draft, task, segments, revise, 0, who="final")
     outcomes = edit_outcomes(edits, declined, unchanged=bool(edits) and same_text(done.text, draft))
     content = {"task": task, "draft": draft, "final": done.text, "review": review_text(outcomes)}
