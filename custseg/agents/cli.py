@@ -37,6 +37,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--file", type=Path, help="a YAML list of tasks to send instead")
     submit.add_argument("--ids-out", type=Path, help="also write the correlation ids here")
     submit.add_argument(
+        "--variant",
+        type=variant_name,
+        help="agent variant the tasks ask for (default: agents.variant; v1, or v2: facts from "
+        "tools, limits enforced, a review of edits)",
+    )
+    submit.add_argument(
         "--estimate",
         action="store_true",
         help="only say how long the agents should take on these tasks (from the last captured "
@@ -105,6 +111,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
 
 
+def variant_name(text: str) -> str:
+    """An agent variant as params.yaml accepts it (custseg.config.AgentsParams.variant)."""
+    from custseg.config import AgentsParams
+
+    try:
+        AgentsParams(variant=text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: 1-32 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        ) from None
+    return text
+
+
 def _stop_on_signals() -> threading.Event:
     """SIGTERM/SIGINT stop gracefully; SIGUSR1 prints every thread's stack to stderr (to see
     where a long-running agents or capture process waits) and carries on."""
@@ -131,7 +150,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
         params.topics.tasks,
         tasks,
         lambda futures: tqdm(futures, desc="submit", unit="task", file=sys.stderr),
-        variant=params.variant,
+        variant=args.variant or params.variant,
     )
     ids = "".join(f"{e.correlation_id}\n" for e in envelopes)
     print(ids, end="")  # first: the tasks are sent, their ids must not be lost with the file

@@ -33,6 +33,37 @@ class ModelInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=Fals
     params: dict[str, Any] = {}
 
 
+ToolName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Note = Annotated[str, msgspec.Meta(max_length=1000)]
+
+
+class ToolCall(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """One tool an agent called (custseg.agents.tools): what with, and what it returned."""
+
+    name: ToolName
+    arguments: dict[str, Any] = {}
+    result: Any = None
+
+
+class Edit(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """One edit the review asked for, and whether the final applies it (if not, why)."""
+
+    edit: Note
+    applied: bool
+    why_not: Note | None = None
+
+
+class Work(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """What an agent did besides its LLM reply (agent variant v2): the tools it called, the
+    repairs and revisions its reply went through to keep the task's limits, the breaches left
+    when it was sent anyway (never silently), and, for the Reviewer, its edits."""
+
+    tool_calls: Annotated[tuple[ToolCall, ...], msgspec.Meta(max_length=50)] = ()
+    revisions: Annotated[tuple[Note, ...], msgspec.Meta(max_length=20)] = ()
+    breaches: Annotated[tuple[Note, ...], msgspec.Meta(max_length=20)] = ()
+    edits: Annotated[tuple[Edit, ...], msgspec.Meta(max_length=20)] = ()
+
+
 # msgspec rather than pydantic: the capture validates every record it reads, and msgspec decodes
 # and validates an envelope in ~2 µs against pydantic's ~8 µs (a bare consumer spends ~15 µs).
 class Envelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, gc=False):
@@ -49,6 +80,7 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     attempt: Annotated[int, msgspec.Meta(ge=1)] = 1
     error: str | None = None
     variant: Variant = DEFAULT_VARIANT  # optional: a record without it was written by "v1"
+    work: Work | None = None  # optional: v1 agents record none
 
     def to_bytes(self) -> bytes:
         """The record value, validated as the consumers will validate it (both ends check)."""
@@ -105,6 +137,7 @@ def reply(
     model: ModelInfo,
     grounded_in: GroundedIn | None = None,
     variant: str | None = None,
+    work: Work | None = None,
 ) -> Envelope:
     """The reply to `answered`: same conversation, caused by it, with a deterministic id; by
     the variant the task asked for unless the replying agent names its own."""
@@ -120,6 +153,7 @@ def reply(
         content=content,
         attempt=answered.attempt,
         variant=answered.variant if variant is None else variant,
+        work=work,
     )
 
 

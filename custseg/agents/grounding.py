@@ -121,3 +121,28 @@ class Champion:
                     )
                 self.grounding = latest
             return self.grounding
+
+
+_MODELS: dict[tuple[str, str], object] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def served_predict(grounding: GroundedIn) -> Callable[[float, float], int]:
+    """The `predict` of the model version the grounding came from (its KMeans, loaded from the
+    registry at the first call, once per version): the assign-customer tool's answer is the
+    served model's. A version that cannot be loaded raises NoGrounding from the call."""
+    key = (grounding.model, grounding.version)
+
+    def predict(income: float, spending: float) -> int:
+        from custseg.serving.model import load_model, predict_segment, version_ref
+
+        with _MODELS_LOCK:
+            if key not in _MODELS:
+                try:
+                    _MODELS[key] = load_model(version_ref(key[0], "champion", key[1]))
+                except ServingError as error:
+                    raise NoGrounding(f"cannot load {key[0]} v{key[1]}: {error}") from None
+            model = _MODELS[key]
+        return predict_segment(model, income, spending)
+
+    return predict

@@ -150,7 +150,14 @@ def answer(
     grounding: GroundedIn | None = None,
 ) -> Envelope:
     """Ask the LLM to do `role`'s job on `incoming`, told the champion's segments (`grounding`),
-    and wrap the result as the reply envelope, which records the model version behind them."""
+    and wrap the result as the reply envelope, which records the model version behind them.
+    A task that asks for agent variant v2 gets custseg.agents.roles_v2's answer."""
+    from custseg.agents.roles_v2 import answer_v2, is_v2
+
+    if is_v2(incoming.variant):
+        from custseg.agents.grounding import served_predict
+
+        return answer_v2(role, incoming, llm, max_tokens, grounding, served_predict)
     task = incoming.content["task"]
     model = ModelInfo(
         provider=llm.name,

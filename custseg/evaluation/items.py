@@ -3,6 +3,7 @@ the pairwise positions, and the order that lets a judge's prompt cache reuse the
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,7 @@ class Item:
     answers: tuple[str, str] | None = None  # (draft, final) of an improvement item
     grounding: GroundedIn | None = None  # the segments the answer is checked against
     variant: str = DEFAULT_VARIANT  # the agent variant that answered (custseg eval compare)
+    work: dict[str, Any] | None = None  # v2 agents: tool calls, breaches, edits (work_summary)
 
     @property
     def judge_calls(self) -> int:
@@ -147,6 +149,23 @@ def improvement_item(
     return Item(item_id, "improvement", task, text, where, (draft, final), variant=variant)
 
 
+def work_summary(conv: dict[str, Any]) -> dict[str, Any] | None:
+    """What a conversation's agents did besides replying (v2 records it; v1: None): every tool
+    call's name, the breaches the final was sent with, and its edits applied of those asked."""
+    work = conv.get("work")
+    if not isinstance(work, dict):
+        return None
+    parts = [w for w in work.values() if isinstance(w, dict)]
+    final = work.get("final") if isinstance(work.get("final"), dict) else {}
+    edits = [e for e in final.get("edits") or () if isinstance(e, dict)]
+    return {
+        "tool_calls": [str(c.get("name")) for w in parts for c in w.get("tool_calls") or ()],
+        "breaches": [str(b) for b in final.get("breaches") or ()],
+        "edits": len(edits),
+        "edits_applied": sum(bool(e.get("applied")) for e in edits),
+    }
+
+
 def conversation_items(conv: dict[str, Any], seed: int) -> list[Item]:
     """A complete conversation's judge questions: four, six when it says what grounded it."""
     cid, task = conv["correlation_id"], conv["task"]
@@ -162,6 +181,8 @@ def conversation_items(conv: dict[str, Any], seed: int) -> list[Item]:
             Item(cid, "grounding", task, conv["final"], grounding=grounding, variant=variant),
             Item(cid, "grounding_check", task, conv["final"], grounding=grounding, variant=variant),
         ]
+    if (work := work_summary(conv)) is not None:
+        items = [dataclasses.replace(item, work=work) for item in items]
     return items
 
 

@@ -109,6 +109,7 @@ class Scorer:
             "grounding": None,
             "task": item.task,  # what `custseg eval compare` pairs two variants by
             "variant": item.variant,
+            **({"work": item.work} if item.work is not None else {}),
         }
         started = time.perf_counter()
         kept = True  # the task's limits and asks, where the metric checks them
@@ -207,6 +208,7 @@ def checked_row(item: Item) -> dict[str, Any]:
         "grounding": check_details(item.grounding, check),
         "task": item.task,
         "variant": item.variant,
+        **({"work": item.work} if item.work is not None else {}),
     }
 
 

@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -65,13 +66,17 @@ def evaluate(
     *,
     progress: bool = True,
     say: Callable[[str], object] = print,
+    source: Path = CONVERSATIONS,
+    results: Path = EVAL_RESULTS,
+    metrics: Path = EVAL_METRICS,
 ) -> EvalOutcome:
     """Score every complete conversation, write results and metrics, log an MLflow run.
 
     `provider` replaces the `llm:` judge (tests inject theirs this way); `say` gets the
-    estimate, before the judge is asked anything.
+    estimate, before the judge is asked anything. Another `source` (a variant's conversations,
+    for `custseg eval compare`) writes to `results` and `metrics` and leaves the committed
+    judge replies (JUDGE_SEED, the stage's own conversations') as they are.
     """
-    source = CONVERSATIONS
     if not source.is_file():
         raise ConfigError(
             f"{source}: not found (run the agents and capture their conversations: "
@@ -86,13 +91,16 @@ def evaluate(
     n_total = len(conversations.complete) + len(conversations.skipped)
     summary = aggregate(rows, n_total, len(conversations.skipped))
 
-    jsonl.write(EVAL_RESULTS, rows)
-    write_json_atomic(EVAL_METRICS, summary)
-    # Exactly the replies these conversations needed: committed, they spare a fresh clone's
-    # `dvc repro eval -f` every judge call.
-    write_seed(JUDGE_SEED, scorer.judge.cache.used)
+    jsonl.write(results, rows)
+    write_json_atomic(metrics, summary)
+    if source == CONVERSATIONS:
+        # Exactly the replies these conversations needed: committed, they spare a fresh clone's
+        # `dvc repro eval -f` every judge call.
+        write_seed(JUDGE_SEED, scorer.judge.cache.used)
     stats = scorer.judge.stats
-    run_id = log_run(params, rows, summary, scorer.judge.get_model_name(), stats.calls, stats.hits)
+    run_id = log_run(
+        params, rows, summary, scorer.judge.get_model_name(), stats.calls, stats.hits, source
+    )
     # The conversations as traces in the same experiment, the scores as their feedback.
     experiment = configure_mlflow().get_experiment_by_name(params.eval.experiment)
     traces = sync_traces(
@@ -117,10 +125,10 @@ def log_run(
     judge: str,
     calls: int,
     hits: int,
+    source: Path = CONVERSATIONS,
 ) -> str:
     """One MLflow run in `eval.experiment`: the summary as metrics, the rows as a table."""
     mlflow = configure_mlflow(params.eval.experiment)
-    source = CONVERSATIONS
     with mlflow.start_run(run_name=f"eval {summary['scored']} scores") as tracked:
         mlflow.log_params(
             {
@@ -136,7 +144,8 @@ def log_run(
         mlflow.log_metrics({**flatten(summary), "judge_calls": calls, "cache_hits": hits})
         columns = list(rows[0]) if rows else ["correlation_id", "metric", "score"]
         table = {
-            c: [json.dumps(r[c]) if isinstance(r[c], dict) else r[c] for r in rows] for c in columns
+            c: [json.dumps(r.get(c)) if isinstance(r.get(c), dict) else r.get(c) for r in rows]
+            for c in columns
         }
         mlflow.log_table(table, "eval_results.json")
     return tracked.info.run_id

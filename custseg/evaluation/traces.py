@@ -47,6 +47,17 @@ class AgentSpan:
     attributes: dict[str, Any]
     start_ns: int
     end_ns: int
+    # The tools the agent called (v2 agents: name, arguments, result): a span each.
+    tools: tuple[dict[str, Any], ...] = ()
+
+
+def agent_work(produced: dict[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
+    """An agent's recorded work (custseg.agents.envelope.Work): its tool calls, and its
+    revisions, breaches and edits as span attributes (none for a v1 record)."""
+    work = produced.get("work") if isinstance(produced.get("work"), dict) else {}
+    calls = tuple(c for c in work.get("tool_calls") or () if isinstance(c, dict) and c.get("name"))
+    attributes = {key: work[key] for key in ("revisions", "breaches", "edits") if work.get(key)}
+    return calls, attributes
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,8 @@ def agent_spans(conv: dict[str, Any], now_ns: int) -> list[AgentSpan]:
         }
         if isinstance(grounded, dict):
             attributes["grounded_in"] = f"{grounded.get('model')} v{grounded.get('version')}"
+        tools, work = agent_work(produced)
+        attributes.update(work)
         spans.append(
             AgentSpan(
                 name,
@@ -145,6 +158,7 @@ def agent_spans(conv: dict[str, Any], now_ns: int) -> list[AgentSpan]:
                 {k: v for k, v in attributes.items() if v is not None},
                 previous,
                 end,
+                tools,
             )
         )
         previous = end
@@ -282,6 +296,21 @@ def create_trace(
             attributes=span.attributes,
             start_time_ns=span.start_ns,
         )
+        for call in span.tools:  # untimed (deterministic, sub-millisecond): at the agent's start
+            tool = client.start_span(
+                str(call["name"]),
+                root.trace_id,
+                child.span_id,
+                span_type=SpanType.TOOL,
+                inputs=call.get("arguments") or {},
+                start_time_ns=span.start_ns,
+            )
+            client.end_span(
+                root.trace_id,
+                tool.span_id,
+                outputs={"result": call.get("result")},
+                end_time_ns=span.start_ns,
+            )
         client.end_span(root.trace_id, child.span_id, outputs=span.outputs, end_time_ns=span.end_ns)
     client.end_trace(
         root.trace_id, outputs={"final": conv.get("final")}, end_time_ns=spans[-1].end_ns

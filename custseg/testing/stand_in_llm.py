@@ -85,16 +85,27 @@ def stand_in_content(body: dict[str, Any]) -> str:
     if VARY_CUE in task:
         task += f" ({uuid.uuid4().hex[:8]})"
     if body.get("response_format"):
+        fields = _schema_fields(body)
+        if "edits" in fields:  # agent variant v2's review: a list of edits
+            return json.dumps({"edits": ["Add one measure of success to the answer."]})
+        if "declined" in fields:  # v2's final: the edits applied, none declined
+            return json.dumps(
+                {"final": f"Answer: {task} Measured by repeat visits.", "declined": []}
+            )
         return json.dumps(
             {"review": "The draft is on topic; it lacked a measure.", "final": f"Answer: {task}"}
         )
     return f"1. Read the task: {task}\n2. Answer it with the segments."
 
 
+def _schema_fields(body: dict[str, Any]) -> dict[str, Any]:
+    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    return schema.get("properties") or {}
+
+
 def asks_for_a_score(body: dict[str, Any]) -> bool:
     """Whether the request is a judge's: its reply schema has a `score` field."""
-    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
-    return "score" in (schema.get("properties") or {})
+    return "score" in _schema_fields(body)
 
 
 def stand_in_score(prompt: str) -> int:

@@ -26,6 +26,8 @@ def conversation_record(chain: dict[str, Envelope]) -> dict:
         "review": final.content["review"],
         "grounded_in": final.grounded_in,  # the model whose segments the answer was given
         "variant": final.variant,  # the agent variant that gave the final
+        # v2: the tools called, revisions, breaches left and the review's edits, per agent.
+        **({"work": {t: e.work for t, e in chain.items() if e.work}} if final.work else {}),
         "started_at": task.produced_at,
         "completed_at": final.produced_at,
         "events": {
@@ -37,6 +39,7 @@ def conversation_record(chain: dict[str, Envelope]) -> dict:
                 "model": e.model,
                 "grounded_in": e.grounded_in,
                 "variant": e.variant,
+                **({"work": e.work} if e.work else {}),
             }
             for t, e in chain.items()
         },
