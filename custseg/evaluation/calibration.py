@@ -65,6 +65,11 @@ DEGRADED = frozenset(
         "invented_segment",
         "ignores_review",
         "worse_than_draft",
+        "false_comparison",
+        "wrong_order",
+        "missing_item",
+        "broken_limit",
+        "truncated",
         "off_topic",
     }
 )
