@@ -49,6 +49,10 @@ DATA = {
         {paths.EVAL_RESULTS, paths.EVAL_METRICS, paths.JUDGE_SEED},
         {paths.CONVERSATIONS, paths.PARAMS_CHECKED},
     ),
+    "calibrate": (
+        {paths.CALIBRATION_METRICS, paths.CALIBRATION_REPLIES},
+        {paths.CALIBRATION, paths.PARAMS_CHECKED},
+    ),
 }
 # Prints the project modules that importing a stage script loads, in a fresh interpreter.
 LOADED = """
