@@ -241,6 +241,7 @@ def _write(tmp_path: Path, edit: Any) -> Path:
         (lambda d: d["profile"].update(segments=[]), "profile: needs the model's segments"),
         (lambda d: d.__setitem__("grounding", d["grounding"][:3]), "grounding: needs at least 40"),
         (lambda d: d.__setitem__("tone", []), "tone: not a metric the scorer defines"),
+        (lambda d: [d.pop(s) for s in FIELDS], "no pairs for any metric"),
     ],
 )
 def test_calibration_file_errors_name_section_and_index(

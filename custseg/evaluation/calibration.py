@@ -109,6 +109,8 @@ def load_calibration(path: Path) -> CalibrationSet:
     if unknown := sorted(set(data) - set(FIELDS) - {"profile"}):
         raise ConfigError(f"{path}: {', '.join(unknown)}: not a metric the scorer defines")
     present = {section: fields for section, fields in FIELDS.items() if section in data}
+    if not present:
+        raise ConfigError(f"{path}: no pairs for any metric ({', '.join(FIELDS)})")
     for section, fields in present.items():
         pairs = data.get(section)
         if not isinstance(pairs, list) or len(pairs) < MIN_PAIRS:
