@@ -342,14 +342,18 @@ class FakeScorer:
     """Scores by label (good 0.8, bad 0.3, as a perfect judge would), except `flip` items;
     `grounding_check` rows as the real check makes them."""
 
-    def __init__(self, flip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def __init__(
+        self,
+        flip: set[str] = frozenset(),  # type: ignore[assignment]
+        errors: set[str] = frozenset(),  # type: ignore[assignment]
+    ) -> None:
         self.thresholds = {
             "plan_quality": 0.5,
             "helpfulness": 0.5,
             "improvement": 0.6,
             "grounding": 0.5,
         }
-        self.flip = flip
+        self.flip, self.errors = flip, errors
         self.judge = SimpleNamespace(
             get_model_name=lambda: "fake", stats=SimpleNamespace(calls=0, hits=0)
         )
@@ -360,6 +364,9 @@ class FakeScorer:
         if item.metric == CHECK:
             return checked_row(item)
         good = item.item_id.endswith(":good") != (item.item_id in self.flip)
+        if item.item_id in self.errors:
+            return {"correlation_id": item.item_id, "metric": item.metric, "error": "boom",
+                    "score": None, "judge_score": None}  # fmt: skip
         return {
             "correlation_id": item.item_id,
             "metric": item.metric,
@@ -500,6 +507,26 @@ def test_the_stage_saves_the_replies_that_answer_its_next_run_with_no_judge_call
     assert ", 0 judge calls, " in second.splitlines()[0]
     assert json.loads(CALIBRATION_METRICS.read_text()) == table
     assert read_seed(CALIBRATION_REPLIES) == saved
+
+
+def test_the_stage_writes_no_table_when_a_judge_question_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed questions would count as wrong: the last table stays, the replies made so far
+    are kept, one line says why."""
+    scorer = FakeScorer(errors={"calibration:grounding:3:good"})
+    scorer.judge.cache = SimpleNamespace(used={})
+    monkeypatch.setattr(report_module, "build_scorer", lambda params, seed: scorer)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "calibration.yaml").write_text((ROOT / CALIBRATION).read_text())
+    (tmp_path / "metrics").mkdir()
+    written = tmp_path / CALIBRATION_METRICS
+    written.write_text('{"last": "table"}')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^calibrate: 1 judge question\(s\) failed \(boom\)"):
+        calibrate_stage(ROOT / PARAMS)
+    assert written.read_text() == '{"last": "table"}'
+    assert (tmp_path / CALIBRATION_REPLIES).is_file()
 
 
 def test_cli_refuses_a_partial_save_and_a_directory_of_replies(tmp_path: Path) -> None:

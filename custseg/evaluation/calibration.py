@@ -1,6 +1,6 @@
 """Trust in the judge, on labeled pairs of a good and a degraded item per metric.
 
-Per metric, three numbers:
+Per metric:
 
 - ranking accuracy: the share of pairs whose good item scores strictly above the bad one;
 - threshold agreement: the share of *items* on the right side of the metric's pass mark

@@ -17,6 +17,7 @@ from typing import Any
 
 from custseg import paths
 from custseg.config import Params, load_params
+from custseg.errors import ConfigError
 from custseg.evaluation.calibration import (
     CHECK,
     SECTION_METRIC,
@@ -232,9 +233,15 @@ def calibrate_stage(params_path: Path) -> str:
     params = load_params(params_path)
     pairs = load_calibration(paths.CALIBRATION)
     scorer = build_scorer(params, seed=paths.CALIBRATION_REPLIES)
-    report, _, _ = run_calibration(params, pairs, scorer)
+    report, _, rows = run_calibration(params, pairs, scorer)
+    saved = save_replies(scorer, paths.CALIBRATION_REPLIES)  # the answered ones, in any case
+    if failed := [row for row in rows if row["error"]]:
+        # A table with failed questions counted wrong would pass for the judge's: keep the last.
+        raise ConfigError(
+            f"calibrate: {len(failed)} judge question(s) failed ({failed[0]['error'][:120]}); "
+            f"{saved} replies kept in {paths.CALIBRATION_REPLIES}, run it again"
+        )
     write_json_atomic(paths.CALIBRATION_METRICS, report)
-    saved = save_replies(scorer, paths.CALIBRATION_REPLIES)
     stats = scorer.judge.stats
     return "\n".join(
         [
