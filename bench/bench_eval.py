@@ -70,6 +70,9 @@ class Tally:
     def complete_with_logprobs(self, *args: Any, **kwargs: Any) -> Any:
         return self._count(self._provider.complete_with_logprobs(*args, **kwargs))
 
+    def continue_with_logprobs(self, *args: Any, **kwargs: Any) -> Any:  # ours: score prefilled
+        return self._count(self._provider.continue_with_logprobs(*args, **kwargs))
+
     def complete_json(self, *args: Any, **kwargs: Any) -> Any:
         instance, completion = self._provider.complete_json(*args, **kwargs)
         self._count(completion)
