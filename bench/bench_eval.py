@@ -47,18 +47,42 @@ CRITERIA = {
 }
 
 
-class CountingJudge(ProviderJudge):
-    """The provider adapter as deepeval would use it, counting every judge call."""
+class Tally:
+    """A provider that counts the judge calls made through it and their tokens (as the
+    provider reports them); everything else is the provider's."""
 
-    calls = 0
+    def __init__(self, provider: Any) -> None:
+        self._provider = provider
+        self.calls = self.prompt_tokens = self.completion_tokens = 0
 
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        CountingJudge.calls += 1
-        return super().generate(*args, **kwargs)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._provider, name)
 
-    def generate_raw_response(self, *args: Any, **kwargs: Any) -> Any:
-        CountingJudge.calls += 1
-        return super().generate_raw_response(*args, **kwargs)
+    def _count(self, completion: Any) -> Any:
+        self.calls += 1
+        self.prompt_tokens += completion.prompt_tokens or 0
+        self.completion_tokens += completion.completion_tokens or 0
+        return completion
+
+    def complete(self, *args: Any, **kwargs: Any) -> Any:
+        return self._count(self._provider.complete(*args, **kwargs))
+
+    def complete_with_logprobs(self, *args: Any, **kwargs: Any) -> Any:
+        return self._count(self._provider.complete_with_logprobs(*args, **kwargs))
+
+    def continue_with_logprobs(self, *args: Any, **kwargs: Any) -> Any:  # ours: score prefilled
+        return self._count(self._provider.continue_with_logprobs(*args, **kwargs))
+
+    def complete_json(self, *args: Any, **kwargs: Any) -> Any:
+        instance, completion = self._provider.complete_json(*args, **kwargs)
+        self._count(completion)
+        return instance, completion
+
+    def line(self) -> str:
+        return (
+            f"{self.calls} judge calls, {self.prompt_tokens} prompt + "
+            f"{self.completion_tokens} completion tokens"
+        )
 
 
 def make_scorer(provider: Any, cache: JudgeCache, params: Any) -> Scorer:
@@ -73,7 +97,7 @@ def stock_metrics(provider: Any, params: Any) -> dict[str, Any]:
     from deepeval.metrics import GEval
     from deepeval.test_case import SingleTurnParams
 
-    judge = CountingJudge(provider, max_tokens=params.eval.max_tokens * 2)
+    judge = ProviderJudge(provider, max_tokens=params.eval.max_tokens * 2)
     return {
         key: GEval(
             name=key,
@@ -130,31 +154,39 @@ def main() -> None:
 
     # Each side runs as it would for a user: ours as the stage does (`scoring_order`), the
     # default as deepeval.evaluate does (conversation by conversation, all metrics each).
+    cold_tally = Tally(provider)
     with tempfile.TemporaryDirectory() as tmp:
         cache = JudgeCache(Path(tmp))
-        scorer = make_scorer(provider, cache, params)
+        scorer = make_scorer(cold_tally, cache, params)
         cold_s, rows = timed(lambda: score_items(scorer, items))
         cold_stats, cold_errors = scorer.judge.stats, sum(r["error"] is not None for r in rows)
-        warm = make_scorer(provider, cache, params)
+        ours = scorer.judge.get_model_name()
+        warm = make_scorer(Tally(provider), cache, params)
         warm_s, _ = timed(lambda: score_items(warm, items))
         warm_stats = warm.judge.stats
     print(f"ours: {cold_s:.1f} s for {len(items)} scores", flush=True)
-    stock = stock_metrics(provider, params)
+    stock_tally = Tally(provider)
+    stock = stock_metrics(stock_tally, params)
     stock_s, errors = timed(lambda: [stock_score(stock, item) for item in items])
     stock_errors = sum(error is not None for error in errors)
-    stock_calls = CountingJudge.calls
 
     questions = sum(i.judge_calls for i in items)
+    print(f"judge: {ours} (both sides)")
     print(f"ours, cold: {cold_stats.calls} judge calls for {questions} questions (goal: equal)")
-    print(f"  {cold_stats.calls} calls, {cold_errors} errors, {cold_s:.1f} s")
+    print(f"  {cold_tally.line()}, {cold_errors} errors, {cold_s:.1f} s")
     print(
         f"ours, re-run: {warm_stats.calls} calls, {warm_stats.hits} hits (goal 0 calls), "
         f"{warm_s:.2f} s"
     )
-    print(f"deepeval default GEval: {stock_calls} calls, {stock_errors} errors, {stock_s:.1f} s")
+    print(f"deepeval default GEval: {stock_tally.line()}, {stock_errors} errors, {stock_s:.1f} s")
     ratio = cold_s / stock_s if stock_s else float("nan")
     verdict = "met" if ratio <= RATIO_GOAL else "NOT met"
     print(f"wall time ours/default: {ratio:.2f} (goal ≤ {RATIO_GOAL}: {verdict})")
+    if stock_tally.prompt_tokens:
+        tokens = (cold_tally.prompt_tokens + cold_tally.completion_tokens) / (
+            stock_tally.prompt_tokens + stock_tally.completion_tokens
+        )
+        print(f"judge tokens ours/default: {tokens:.2f}")
 
 
 if __name__ == "__main__":

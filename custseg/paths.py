@@ -39,3 +39,5 @@ CALIBRATION = Path("eval/calibration.yaml")  # the judge's labeled pairs (`custs
 # The bundled judge's replies for those pairs (`custseg eval calibrate --save-replies`): read back
 # as a fallback cache, so anyone re-derives the calibration numbers with no judge call.
 CALIBRATION_REPLIES = Path("eval/calibration_judge_cache.jsonl")
+# The calibration table (DVC stage `calibrate`, a dvc metric; the README table is read from it).
+CALIBRATION_METRICS = Path("metrics/calibration.json")

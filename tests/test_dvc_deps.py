@@ -50,6 +50,10 @@ DATA = {
         {paths.CONVERSATIONS, paths.PARAMS_CHECKED},
     ),
     "monitor": ({paths.MONITOR_METRICS}, {paths.SCORED, paths.MODEL_INFO, paths.PARAMS_CHECKED}),
+    "calibrate": (
+        {paths.CALIBRATION_METRICS, paths.CALIBRATION_REPLIES},
+        {paths.CALIBRATION, paths.PARAMS_CHECKED},
+    ),
 }
 # Prints the project modules that importing a stage script loads, in a fresh interpreter.
 LOADED = """

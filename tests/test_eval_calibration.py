@@ -24,54 +24,69 @@ from hypothesis import strategies as st
 from custseg import jsonl
 from custseg.config import load_params
 from custseg.errors import ConfigError
+from custseg.evaluation import calibration_report as report_module
 from custseg.evaluation import cli
 from custseg.evaluation.calibration import (
     CHECK,
     DEGRADED,
     FIELDS,
-    JUDGE_PART,
+    JUDGE,
     MIN_PAIRS,
     OFF_TOPIC,
+    SECTION_METRIC,
+    WITH_CHECKS,
     best_threshold,
     calibrate,
     check_items,
     held_out_agreement,
+    held_out_marks,
     load_calibration,
+    metric_sections,
     on_topic_share,
     pair_items,
     summarise,
+    views,
+)
+from custseg.evaluation.calibration_report import (
+    build_report,
+    by_degradation,
+    calibrate_stage,
+    markdown_table,
+    run_calibration,
+    share,
+    wilson_interval,
 )
 from custseg.evaluation.items import Item
 from custseg.evaluation.judge import score_view
 from custseg.evaluation.judge_cache import read_seed
 from custseg.evaluation.scorer import Scorer, build_scorer, checked_row
+from custseg.evaluation.specs import METRICS
 from custseg.llm import Provider, make_provider, resolve_settings
 from custseg.llm.base import Completion, TokenLogprob, TopLogprob
 from custseg.llm.providers import LocalProvider
-from custseg.paths import CALIBRATION, CALIBRATION_REPLIES, PARAMS
+from custseg.paths import CALIBRATION, CALIBRATION_METRICS, CALIBRATION_REPLIES, PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
-# Issue #17's goal is 0.9 on both for every metric; with the bundled 1.5B judge plan quality,
-# improvement and grounding reach it on all 17 pairs (docs/evaluation.md: Calibration). The
-# committed replies give, of 17 pairs and 34 items (2026-12-06, the docs' table):
-#   plan_quality 17 pairs ranked right, 31 items agreeing, 30 held out (1.00 / 0.91 / 0.88)
-#   helpfulness  14, 23, 23 (0.82 / 0.68 / 0.68)    improvement 16, 31, 31 (0.94 / 0.91 / 0.91)
-#   grounding    17, 31, 29 (1.00 / 0.91 / 0.85)
-# The floors are one pair or item below: a question asked afresh (a changed prompt) moves by
-# llama.cpp's arithmetic alone, which has moved helpfulness and improvement by a pair; a change
-# that makes the judge worse by more fails here.
-FLOORS = {  # metric: (pairs ranked right, items agreeing at the pass mark, the same held out)
-    "plan_quality": (16, 30, 29),
-    "helpfulness": (13, 22, 22),
-    "improvement": (15, 30, 30),
-    "grounding": (16, 30, 28),
-}
 # Re-asked of the real model: (section, pair, label), one question of each GEval but one.
 REASKED = (("plan_quality", 0, "good"), ("helpfulness", 0, "bad"), ("grounding", 0, "good"))
 # How far llama.cpp's arithmetic moves a score between two askings of one prompt: 0 asked in
 # the order the replies were made, up to 0.025 in 36 questions asked in a shuffled order (what
 # its prompt cache holds changes how the prompt is batched).
 REASK_TOLERANCE = 0.05
+# The degradations issue #33 asks the set to cover, each in at least this many pairs.
+REQUIRED_KINDS = {
+    "false_comparison",
+    "wrong_order",
+    "missing_item",
+    "broken_limit",
+    "wrong_segment",
+    "truncated",
+    "ignores_review",
+}
+MIN_PER_KIND = 4
+# Good grounding answers the deterministic check fails although they are right: the claim
+# check reads "the largest segment" said of one of two segments as said of both (pair 18).
+CHECK_FALSE_ALARMS = [18]
 
 
 def committed_scorer(provider: Provider, cache: Path, monkeypatch: pytest.MonkeyPatch) -> Scorer:
@@ -81,46 +96,25 @@ def committed_scorer(provider: Provider, cache: Path, monkeypatch: pytest.Monkey
     return build_scorer(load_params(ROOT / PARAMS), provider, seed=ROOT / CALIBRATION_REPLIES)
 
 
-@pytest.mark.timeout(2400)  # no judge call when nothing changed; all ~220 cost ~20 min
-def test_judge_ranks_and_separates_good_from_degraded_items(
-    local_provider: LocalProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    params = load_params(ROOT / PARAMS)
-    pairs = load_calibration(ROOT / CALIBRATION)
-    scorer = committed_scorer(local_provider, tmp_path, monkeypatch)
-    results, rows = calibrate(pairs, scorer, params.base.seed)
-    report = {
-        m: (round(r.accuracy, 2), round(r.agreement, 2), r.held_out_agreement, r.errors)
-        for m, r in results.items()
-    }
-    print(f"calibration (accuracy, agreement, held-out, errors): {report}; {scorer.judge.stats}")
-    assert set(results) == {*FIELDS, CHECK, JUDGE_PART} == {*FLOORS, CHECK, JUDGE_PART}
-    assert len(rows) == 2 * sum(r.pairs for m, r in results.items() if m != JUDGE_PART)
-    for metric, (ranked, agreeing, held_out) in FLOORS.items():  # grounding_check: reported
-        result = results[metric]
-        assert result.pairs == len(pairs[metric]) == 17 and result.errors == 0, (metric, report)
-        assert result.higher >= ranked, (metric, report)
-        assert result.good_pass + result.bad_fail >= agreeing, (metric, report)
-        assert result.held_out_agreement is not None, (metric, report)
-        assert round(result.held_out_agreement * 2 * result.pairs) >= held_out, (metric, report)
-
-
-def test_the_committed_replies_answer_every_calibration_question(
+def test_the_committed_replies_reproduce_the_committed_calibration_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """So the test above and `custseg eval calibrate` need no judge call, and the file holds
-    nothing else. No model file here: a call would fail. After a change to a prompt, a metric
-    or the judge: `custseg eval calibrate --save-replies` (and the table in docs/evaluation.md)."""
+    """Every question is answered by the committed replies (0 judge calls; no model file here,
+    so a call would fail), the file holds nothing else, and the table they give is the
+    committed metrics/calibration.json, as `dvc repro calibrate` re-derives it. After a change
+    to a prompt, a metric or the judge: `dvc repro calibrate` (and the README table)."""
     monkeypatch.setenv("CUSTSEG_MODEL_DIR", str(tmp_path / "no-model"))
     params = load_params(ROOT / PARAMS)
     bundled = make_provider(resolve_settings(params.llm))  # conftest cleared CUSTSEG_LLM_*
     scorer = committed_scorer(bundled, tmp_path / "cache", monkeypatch)
-    _, rows = calibrate(load_calibration(ROOT / CALIBRATION), scorer, params.base.seed)
-    stale = "run `custseg eval calibrate --save-replies`"
+    report, _, rows = run_calibration(params, load_calibration(ROOT / CALIBRATION), scorer)
+    stale = "run `dvc repro calibrate`"
     assert scorer.judge.stats.calls == 0, f"{scorer.judge.stats.calls} question(s) new: {stale}"
     assert [row for row in rows if row["error"]] == []
     cache = scorer.judge.cache
     assert set(cache.used) == set(cache.seed), f"replies no question asks: {stale}"
+    committed = json.loads((ROOT / CALIBRATION_METRICS).read_text())
+    assert report == committed, stale
 
 
 @pytest.mark.timeout(600)
@@ -155,17 +149,24 @@ def test_the_committed_replies_are_the_bundled_judges(
 def test_every_section_has_distinct_good_and_bad_items(section: str) -> None:
     pairs = load_calibration(ROOT / CALIBRATION)[section]
     assert all(pair["good"].strip() != pair["bad"].strip() for pair in pairs)
-    assert len({pair["task"] for pair in pairs}) == len(pairs)  # one pair per task
+    # A task may have two pairs (another degradation), never the same bad item twice.
+    assert len({(pair["task"], pair["bad"]) for pair in pairs}) == len(pairs)
 
 
 @pytest.mark.parametrize("section", sorted(FIELDS))
 def test_most_degraded_items_stay_on_topic(section: str) -> None:
     pairs = load_calibration(ROOT / CALIBRATION)[section]
-    assert len(pairs) >= MIN_PAIRS
+    assert len(pairs) >= MIN_PAIRS >= 40
     assert {p["degraded"] for p in pairs} <= DEGRADED
-    assert on_topic_share(pairs) >= 0.5, section
+    assert on_topic_share(pairs) >= 0.8, section
     # Several kinds of on-topic failure, not one repeated.
-    assert len({p["degraded"] for p in pairs} - {OFF_TOPIC}) >= 3, section
+    assert len({p["degraded"] for p in pairs} - {OFF_TOPIC}) >= 6, section
+
+
+def test_the_set_covers_every_degradation_the_issue_names() -> None:
+    cal = load_calibration(ROOT / CALIBRATION)
+    kinds = [p["degraded"] for section in cal for p in cal[section]]
+    assert {k: kinds.count(k) for k in REQUIRED_KINDS if kinds.count(k) < MIN_PER_KIND} == {}
 
 
 def test_calibration_profile_is_the_committed_conversations() -> None:
@@ -188,14 +189,14 @@ def test_good_grounding_answers_pass_the_deterministic_check() -> None:
         )
         if not row["passed"]:
             failing.append(i)
-    assert failing == []
+    assert failing == CHECK_FALSE_ALARMS
 
 
 def test_the_deterministic_check_ranks_and_separates_the_grounding_pairs() -> None:
-    """All 17 pairs, no judge (measured 2026-11-30: ranking 0.94, agreement 0.97; 0.82 / 0.91
-    before counts of segments and labels listed beside segment names were read, 0.53 / 0.74
-    before figures were checked against the segment they are stated for). Its one miss: a
-    quoted label away from the word segment ('"young professionals" within this group')."""
+    """All 41 pairs, no judge (measured 2026-12-06: ranking 0.76, agreement 0.87 with 10
+    ties; on the first 17: 0.94 / 0.97). It misses orderings ("1. … 2. …" lists), comparisons
+    between two named segments ("34 customers, more than the 39 of …"), figures after "in"
+    ("51 in …") and a table's swapped rows: what the claim checks do not parse yet."""
     cal = load_calibration(ROOT / CALIBRATION)
     rows = []
     for i, pair in enumerate(cal["grounding"]):
@@ -203,8 +204,8 @@ def test_the_deterministic_check_ranks_and_separates_the_grounding_pairs() -> No
         good, bad = (checked_row(item) for item in items)
         rows.append((good, bad))
     result = summarise(rows, 1.0)
-    assert result.pairs == 17 and result.errors == 0
-    assert result.accuracy >= 0.94 and result.agreement >= 0.97, result.report()
+    assert result.pairs == 41 and result.errors == 0
+    assert result.accuracy >= 0.75 and result.agreement >= 0.85, result.report()
 
 
 def test_grounding_items_show_the_profile_before_the_task() -> None:
@@ -238,7 +239,9 @@ def _write(tmp_path: Path, edit: Any) -> Path:
         (lambda d: d["plan_quality"].__setitem__(1, "text"), r"plan_quality\[1\]: expected a"),
         (lambda d: d.pop("profile"), r"profile: Expected `object`"),
         (lambda d: d["profile"].update(segments=[]), "profile: needs the model's segments"),
-        (lambda d: d.__setitem__("grounding", d["grounding"][:3]), "grounding: needs at least 15"),
+        (lambda d: d.__setitem__("grounding", d["grounding"][:3]), "grounding: needs at least 40"),
+        (lambda d: d.__setitem__("tone", []), "tone: not a metric the scorer defines"),
+        (lambda d: [d.pop(s) for s in FIELDS], "no pairs for any metric"),
     ],
 )
 def test_calibration_file_errors_name_section_and_index(
@@ -305,6 +308,15 @@ def test_held_out_agreement_tests_each_pair_at_the_mark_the_others_set() -> None
     assert held_out_agreement([(None, None), (None, None)]) == 0.0
 
 
+def test_held_out_marks_say_which_items_of_each_pair_are_right() -> None:
+    pairs = [(0.9, 0.1), (0.8, 0.2), (0.7, 0.3), (0.2, 0.8)]  # the last pair is misranked
+    marks = held_out_marks(pairs)
+    assert marks[0] == (True, True)  # the others' best mark: 0.5
+    assert marks[3] == (False, False)  # no mark puts a misranked pair's two items right
+    assert held_out_agreement(pairs) == sum(g + b for g, b in marks) / 8
+    assert held_out_marks([(0.9, 0.1)]) == [(False, False)]  # no other pair sets a mark
+
+
 scores = st.none() | st.floats(0.0, 1.0)
 
 
@@ -330,14 +342,18 @@ class FakeScorer:
     """Scores by label (good 0.8, bad 0.3, as a perfect judge would), except `flip` items;
     `grounding_check` rows as the real check makes them."""
 
-    def __init__(self, flip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def __init__(
+        self,
+        flip: set[str] = frozenset(),  # type: ignore[assignment]
+        errors: set[str] = frozenset(),  # type: ignore[assignment]
+    ) -> None:
         self.thresholds = {
             "plan_quality": 0.5,
             "helpfulness": 0.5,
             "improvement": 0.6,
             "grounding": 0.5,
         }
-        self.flip = flip
+        self.flip, self.errors = flip, errors
         self.judge = SimpleNamespace(
             get_model_name=lambda: "fake", stats=SimpleNamespace(calls=0, hits=0)
         )
@@ -348,6 +364,9 @@ class FakeScorer:
         if item.metric == CHECK:
             return checked_row(item)
         good = item.item_id.endswith(":good") != (item.item_id in self.flip)
+        if item.item_id in self.errors:
+            return {"correlation_id": item.item_id, "metric": item.metric, "error": "boom",
+                    "score": None, "judge_score": None}  # fmt: skip
         return {
             "correlation_id": item.item_id,
             "metric": item.metric,
@@ -361,22 +380,54 @@ def test_calibrate_reports_every_metric_and_grounding_check() -> None:
     cal = load_calibration(ROOT / CALIBRATION)
     scorer = FakeScorer(flip={"calibration:improvement:0:bad"})
     results, rows = calibrate(cal, scorer, seed=42, limit=4)  # type: ignore[arg-type]
-    assert list(results) == [*FIELDS, CHECK, JUDGE_PART]
-    assert all(r.pairs == 4 for r in results.values())
-    assert results["plan_quality"].accuracy == 1.0 and results["plan_quality"].agreement == 1.0
-    improvement = results["improvement"]
+    assert list(results) == [*FIELDS, CHECK]
+    assert all(set(views) == {JUDGE, WITH_CHECKS} for m, views in results.items() if m != CHECK)
+    assert all(r.pairs == 4 for views in results.values() for r in views.values())
+    plan = results["plan_quality"][JUDGE]
+    assert plan.accuracy == 1.0 and plan.agreement == 1.0 and plan.held_out_agreement == 1.0
+    improvement = results["improvement"][JUDGE]
     assert improvement.threshold == 0.6 and improvement.ties == 1
     assert improvement.accuracy == 0.75 and improvement.agreement == pytest.approx(7 / 8)
     assert improvement.held_out_agreement == pytest.approx(7 / 8)
-    assert results["plan_quality"].held_out_agreement == 1.0
-    assert results[CHECK].threshold == 1.0
+    assert [o[0] for o in improvement.outcomes] == [False, True, True, True]
+    assert results[CHECK][CHECK].threshold == 1.0
     assert {r["label"] for r in rows} == {"good", "bad"}
-    assert all(r["degraded"] in DEGRADED for r in rows if r["label"] == "bad")
+    assert all(r["degraded"] in DEGRADED for r in rows)
     judged = [i for i in scorer.items if i.metric == "grounding"]
     assert judged and all(i.shown_input.startswith("Model customer-segments v10") for i in judged)
+    # judge+checks: an item a check fails scores 0 whatever the judge said; plans: unchecked.
+    for row in rows:
+        if row["metric"] != CHECK:
+            seen = views(row["section"], row)
+            assert seen[WITH_CHECKS]["score"] == (0.0 if row["checks"] else row["score"])
+    assert not any(r["checks"] for r in rows if r["section"] == "plan_quality")
+    assert any(r["checks"] for r in rows if r["label"] == "bad" and r["section"] == "grounding")
 
 
-def test_cli_reports_and_gates_on_accuracy_and_agreement(
+def test_views_read_the_judge_alone_where_the_score_folds_a_check_in() -> None:
+    row = {"score": 0.3, "judge_score": 0.9, "error": None, "checks": "broke a limit"}
+    assert views("helpfulness", row)[JUDGE]["score"] == 0.9  # judge x limits: judge alone
+    assert views("grounding", row)[JUDGE]["score"] == 0.9
+    assert views("improvement", row)[JUDGE]["score"] == 0.3  # the scorer's arithmetic
+    assert views("helpfulness", row)[WITH_CHECKS]["score"] == 0.0
+    failed = {"score": None, "judge_score": None, "error": "boom", "checks": "x"}
+    assert views("helpfulness", failed)[WITH_CHECKS]["score"] is None  # an error stays one
+
+
+def test_sections_are_the_scorers_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert metric_sections() == {
+        spec: next(m for m, s in METRICS.items() if s == spec)
+        for spec in dict.fromkeys(s for s in METRICS.values() if s is not None)
+    }
+    assert set(FIELDS) == set(SECTION_METRIC) >= {"plan_quality", "helpfulness", "grounding"}
+    # A metric the scorer gains is reported as not calibrated until the file has its pairs.
+    cal = load_calibration(ROOT / CALIBRATION)
+    monkeypatch.setattr(report_module, "SECTION_METRIC", {**SECTION_METRIC, "tone": "tone"})
+    results, rows = calibrate(cal, FakeScorer(), seed=42, limit=2)  # type: ignore[arg-type]
+    assert build_report("fake", cal, results, rows)["not_calibrated"] == ["tone"]
+
+
+def test_cli_reports_and_gates_on_ranking_and_held_out_agreement(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import custseg.evaluation.scorer as scorer
@@ -385,73 +436,175 @@ def test_cli_reports_and_gates_on_accuracy_and_agreement(
     args = argparse.Namespace(
         params=ROOT / PARAMS,
         file=ROOT / CALIBRATION,
-        metric=["helpfulness", "grounding"],
-        limit=2,
+        metric=["plan_quality", "grounding"],
+        limit=3,
         json=tmp_path / "cal.json",
         rows=tmp_path / "rows.jsonl",
         min_accuracy=0.9,
         replies=ROOT / CALIBRATION_REPLIES,
         save_replies=False,
+        markdown=False,
     )
     cli.cmd_calibrate(args)
     out = capsys.readouterr().out
-    assert "agreement" in out and "grounding_check" in out
+    assert "held-out" in out and "grounding_check" in out and "per degradation" in out
     report = json.loads(args.json.read_text())
-    assert report["helpfulness"]["accuracy"] == 1.0 and report["helpfulness"]["agreement"] == 1.0
-    assert report["on_topic_bad"]["grounding"] == 1.0
-    assert len(jsonl.read(args.rows).values) == 2 * 2 * 3  # 3 metrics × 2 pairs × 2 items
+    plan = report["metrics"]["plan_quality"][JUDGE]
+    assert plan["ranking"] == {"value": 1.0, "right": 3, "of": 3, "low": 0.4385, "high": 1.0}
+    assert plan["held_out"]["value"] == 1.0 and plan["held_out"]["of"] == 6
+    assert sum(c["pairs"] for c in plan["by_degradation"].values()) == 3
+    assert report["on_topic_bad"]["grounding"] == 1.0 and report["judge"] == "fake"
+    assert len(jsonl.read(args.rows).values) == 2 * 3 * 3  # 3 metrics × 3 pairs × 2 items
 
     monkeypatch.setattr(
         scorer,
         "build_scorer",
-        lambda params, seed: FakeScorer(flip={"calibration:helpfulness:0:bad"}),
+        lambda params, seed: FakeScorer(flip={"calibration:plan_quality:0:bad"}),
     )
-    with pytest.raises(ConfigError, match=r"below 0\.9 for helpfulness"):
+    with pytest.raises(ConfigError, match=r"below 0\.9 for plan_quality$"):
         cli.cmd_calibrate(args)
 
+    capsys.readouterr()
+    args.markdown, args.json, args.rows, args.min_accuracy = True, None, None, 0.0
+    cli.cmd_calibrate(args)
+    table = capsys.readouterr().out
+    assert "| plan_quality | judge | 3 | 0.83 [0.44-0.97] | 0.67 [0.21-0.94] |" in table
+    assert "Judge `fake`" in table and "held-out: items" not in table
 
-def test_saved_replies_answer_the_next_calibration_with_no_judge_call(
-    stand_in_llm: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+
+def test_the_readme_table_is_the_committed_calibration() -> None:
+    """README's short table is `custseg eval calibrate --markdown` of metrics/calibration.json."""
+    report = json.loads((ROOT / CALIBRATION_METRICS).read_text())
+    readme = (ROOT / "README.md").read_text()
+    missing = [line for line in markdown_table(report) if line and line not in readme]
+    assert missing == [], "README: paste `custseg eval calibrate --markdown`"
+
+
+def test_the_stage_saves_the_replies_that_answer_its_next_run_with_no_judge_call(
+    stand_in_llm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`--save-replies` writes exactly the replies the pairs needed to `--replies`; read back
-    there, they answer every question of a run with an empty user cache. The stand-in LLM is
-    the judge (its scores mean nothing; the plumbing is the subject)."""
+    """`dvc repro calibrate`: the first run asks the judge and keeps exactly the replies it
+    used; a run with an empty user cache reads them back, makes no call and writes the same
+    table. The stand-in LLM is the judge (its scores mean nothing; the plumbing is the
+    subject)."""
     monkeypatch.setenv("CUSTSEG_LLM_PROVIDER", "openai")
     monkeypatch.setenv("CUSTSEG_LLM_BASE_URL", stand_in_llm)
     monkeypatch.setenv("CUSTSEG_LLM_MODEL", "stand-in-judge")
     monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tmp_path / "first-cache"))
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "calibration.yaml").write_text((ROOT / CALIBRATION).read_text())
+    monkeypatch.chdir(tmp_path)
+    first = calibrate_stage(ROOT / PARAMS)
+    saved = read_seed(CALIBRATION_REPLIES)
+    table = json.loads(CALIBRATION_METRICS.read_text())
+    assert f"{len(saved)} replies kept" in first and "judge openai:stand-in-judge" in first
+    assert len(saved) > 4 * len(load_calibration(CALIBRATION)["plan_quality"])
+    assert set(table["metrics"]) == {*FIELDS, CHECK}
+    assert f"judge openai:stand-in-judge, {len(saved)} judge calls, 0 answered" in first
+
+    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tmp_path / "second-cache"))
+    second = calibrate_stage(ROOT / PARAMS)
+    assert ", 0 judge calls, " in second.splitlines()[0]
+    assert json.loads(CALIBRATION_METRICS.read_text()) == table
+    assert read_seed(CALIBRATION_REPLIES) == saved
+
+
+def test_the_stage_writes_no_table_when_a_judge_question_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed questions would count as wrong: the last table stays, the replies made so far
+    are kept, one line says why."""
+    scorer = FakeScorer(errors={"calibration:grounding:3:good"})
+    scorer.judge.cache = SimpleNamespace(used={})
+    monkeypatch.setattr(report_module, "build_scorer", lambda params, seed: scorer)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "calibration.yaml").write_text((ROOT / CALIBRATION).read_text())
+    (tmp_path / "metrics").mkdir()
+    written = tmp_path / CALIBRATION_METRICS
+    written.write_text('{"last": "table"}')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^calibrate: 1 judge question\(s\) failed \(boom\)"):
+        calibrate_stage(ROOT / PARAMS)
+    assert written.read_text() == '{"last": "table"}'
+    assert (tmp_path / CALIBRATION_REPLIES).is_file()
+
+
+def test_cli_refuses_a_partial_save_and_a_directory_of_replies(tmp_path: Path) -> None:
     args = argparse.Namespace(
         params=ROOT / PARAMS,
         file=ROOT / CALIBRATION,
         metric=None,
-        limit=None,
+        limit=2,  # a part of the pairs would drop the others' replies
         json=None,
         rows=None,
         min_accuracy=0.0,
         replies=tmp_path / "replies.jsonl",
         save_replies=True,
+        markdown=False,
     )
-    cli.cmd_calibrate(args)
-    saved = read_seed(args.replies)
-    out = capsys.readouterr().out
-    assert f"judge calls made: {len(saved)}, " in out and f"saved {len(saved)} judge" in out
-    assert len(saved) > 4 * len(load_calibration(ROOT / CALIBRATION)["plan_quality"])
-
-    monkeypatch.setenv("CUSTSEG_JUDGE_CACHE", str(tmp_path / "second-cache"))
-    args.save_replies = False
-    cli.cmd_calibrate(args)
-    assert f"judge calls made: 0, cache hits: {len(saved)}" in capsys.readouterr().out
-
-    args.save_replies, args.limit = True, 2  # a part of the pairs would drop the others' replies
     with pytest.raises(ConfigError, match=r"^--save-replies: needs every pair") as error:
         cli.cmd_calibrate(args)
     assert "\n" not in str(error.value)
     args.save_replies, args.limit, args.replies = False, None, tmp_path
     with pytest.raises(ConfigError, match=r"^--replies: .*: a directory, not a file$"):
         cli.cmd_calibrate(args)
+
+
+# --- Wilson intervals --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("successes", "n", "low", "high"),
+    [  # Wilson (1927) / Newcombe (1998) table values, 95 %
+        (8, 10, 0.4902, 0.9433),
+        (0, 10, 0.0, 0.2775),
+        (10, 10, 0.7225, 1.0),
+        (5, 10, 0.2366, 0.7634),
+        (81, 263, 0.2553, 0.3662),  # Newcombe's example 1
+        (15, 148, 0.0624, 0.1605),  # Newcombe's example 2
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+    ],
+)
+def test_wilson_interval_matches_known_values(
+    successes: int, n: int, low: float, high: float
+) -> None:
+    assert wilson_interval(successes, n) == pytest.approx((low, high), abs=1e-4)
+
+
+@given(st.integers(0, 500), st.integers(1, 500))
+def test_wilson_interval_holds_the_share_inside_zero_to_one(k: int, n: int) -> None:
+    k = min(k, n)
+    low, high = wilson_interval(k, n)
+    assert 0.0 <= low <= k / n <= high <= 1.0
+    assert high - low > 0
+    wider = wilson_interval(k, n, z=2.576)  # 99 %
+    assert wider[0] <= low + 1e-12 and wider[1] >= high - 1e-12
+
+
+@given(st.integers(1, 200))
+def test_wilson_interval_narrows_with_more_items_at_one_share(n: int) -> None:
+    small, large = wilson_interval(n, 2 * n), wilson_interval(2 * n, 4 * n)
+    assert large[1] - large[0] < small[1] - small[0]
+
+
+def test_wilson_interval_refuses_impossible_counts() -> None:
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="not within"):
+        wilson_interval(3, 2)
+
+
+def test_by_degradation_groups_pairs_by_kind() -> None:
+    result = summarise(
+        [(row(0.9), row(0.1)), (row(0.2), row(0.8)), (row(0.9), row(0.2)), (row(0.8), row(0.3))],
+        threshold=0.5,
+    )
+    groups = by_degradation(result, ["truncated", "wrong_order", "truncated", "wrong_order"])
+    assert list(groups) == ["truncated", "wrong_order"]
+    assert groups["truncated"].pairs == 2 and groups["truncated"].ranked == 2
+    assert groups["wrong_order"].ranked == 1
+    assert sum(g.held_out for g in groups.values()) == round(result.held_out_agreement * 8)
+    assert share(3, 4) == {"value": 0.75, "right": 3, "of": 4, "low": 0.3006, "high": 0.9544}
 
 
 # --- the score mapping ---------------------------------------------------------------------

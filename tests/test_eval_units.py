@@ -419,7 +419,7 @@ def test_calibration_set_is_complete_and_pairs_are_consistent() -> None:
 def test_calibration_file_errors_are_one_line(tmp_path: Path) -> None:
     path = tmp_path / "cal.yaml"
     path.write_text("plan_quality: []\n")
-    with pytest.raises(ConfigError, match="plan_quality: needs at least 15 pairs"):
+    with pytest.raises(ConfigError, match=f"plan_quality: needs at least {MIN_PAIRS} pairs"):
         load_calibration(path)
 
 

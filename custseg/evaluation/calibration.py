@@ -1,6 +1,6 @@
 """Trust in the judge, on labeled pairs of a good and a degraded item per metric.
 
-Per metric, three numbers:
+Per metric:
 
 - ranking accuracy: the share of pairs whose good item scores strictly above the bad one;
 - threshold agreement: the share of *items* on the right side of the metric's pass mark
@@ -12,9 +12,15 @@ Per metric, three numbers:
   from; this one sets it on all pairs but one (`best_threshold`) and tests it on that one, each
   pair in turn: an out-of-sample estimate of the agreement a mark set here has on new items.
 
-The grounding pairs are also answered by `grounding_check` (no judge), reported the same way
-at its own pass mark (1.0: nothing invented), and `grounding`'s judge part is reported alone as
-`grounding_judge` (at grounding's pass mark; shown, not a metric of its own).
+Each metric is reported twice (`calibration_report`): `judge` reads the judge's own score (for
+helpfulness and grounding before the scorer scales it by a check; improvement's arithmetic as
+the scorer does it), `judge+checks` the metric's score with every item that a judge-free check
+fails (`check_failures`: the task's limits and asks, the names, figures and claims the answer
+states against the profile) counted as failed, as the eval stage counts it whatever the judge
+says. The grounding pairs are also answered by `grounding_check` alone (no judge, pass mark 1.0).
+
+The sections are the scorer's GEval definitions (`specs.METRICS`), not a list kept here: a
+definition the file has no pairs for is reported as not calibrated.
 """
 
 from __future__ import annotations
@@ -31,27 +37,34 @@ import msgspec
 from custseg.config import read_yaml
 from custseg.conversation import GroundedIn
 from custseg.errors import ConfigError
+from custseg.evaluation.addressed import check_answer
 from custseg.evaluation.items import Item, improvement_item
+from custseg.evaluation.limits import check_limits
 from custseg.evaluation.scorer import Scorer
 from custseg.evaluation.specs import METRICS
 
-MIN_PAIRS = 15
+MIN_PAIRS = 40  # 95 % Wilson intervals about ±0.1 wide at 0.9 (17 pairs: ±0.15)
 TIE_EPS = 1e-9  # scores closer than this are a tie
+PAIRWISE = "improvement"  # its pairs hold the draft and review the final is judged against
+PLANS = frozenset({"plan_quality"})  # its items are plans: the answer checks do not read them
+
+
+def metric_sections() -> dict[str, str]:
+    """Calibration section (a GEval definition, `METRICS`' value) → the result metric that
+    scores it (the first `METRICS` names for it; helpfulness_final asks the same GEval)."""
+    sections: dict[str, str] = {}
+    for metric, spec in METRICS.items():
+        if spec is not None:
+            sections.setdefault(spec, metric)
+    return sections
+
+
+SECTION_METRIC = metric_sections()
 FIELDS = {
-    "plan_quality": ("task", "good", "bad"),
-    "helpfulness": ("task", "good", "bad"),
-    "improvement": ("task", "draft", "review", "good", "bad"),
-    "grounding": ("task", "good", "bad"),
-}
-# Which result metric scores each calibration section (helpfulness_final uses the same GEval).
-SECTION_METRIC = {
-    "plan_quality": "plan_quality",
-    "helpfulness": "helpfulness_draft",
-    "improvement": "improvement",
-    "grounding": "grounding",
+    section: ("task", *(("draft", "review") if section == PAIRWISE else ()), "good", "bad")
+    for section in SECTION_METRIC
 }
 CHECK = "grounding_check"  # the judge-free metric, reported on the grounding pairs
-JUDGE_PART = "grounding_judge"  # grounding's GEval score before the check scales it
 # How a bad item is degraded; all but `off_topic` stay on the task's topic.
 DEGRADED = frozenset(
     {
@@ -65,6 +78,11 @@ DEGRADED = frozenset(
         "invented_segment",
         "ignores_review",
         "worse_than_draft",
+        "false_comparison",
+        "wrong_order",
+        "missing_item",
+        "broken_limit",
+        "truncated",
         "off_topic",
     }
 )
@@ -88,7 +106,12 @@ def load_calibration(path: Path) -> CalibrationSet:
     data = read_yaml(Path(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections")
-    for section, fields in FIELDS.items():
+    if unknown := sorted(set(data) - set(FIELDS) - {"profile"}):
+        raise ConfigError(f"{path}: {', '.join(unknown)}: not a metric the scorer defines")
+    present = {section: fields for section, fields in FIELDS.items() if section in data}
+    if not present:
+        raise ConfigError(f"{path}: no pairs for any metric ({', '.join(FIELDS)})")
+    for section, fields in present.items():
         pairs = data.get(section)
         if not isinstance(pairs, list) or len(pairs) < MIN_PAIRS:
             raise ConfigError(f"{path}: {section}: needs at least {MIN_PAIRS} pairs")
@@ -108,7 +131,7 @@ def load_calibration(path: Path) -> CalibrationSet:
         raise ConfigError(f"{path}: profile: {error}") from None
     if not profile.segments:
         raise ConfigError(f"{path}: profile: needs the model's segments")
-    return CalibrationSet({section: data[section] for section in FIELDS}, profile)
+    return CalibrationSet({section: data[section] for section in present}, profile)
 
 
 def on_topic_share(pairs: list[dict[str, str]]) -> float:
@@ -129,7 +152,7 @@ def pair_items(
     items = []
     for label in ("good", "bad"):
         item_id = f"calibration:{section}:{index}:{label}"
-        if section == "improvement":
+        if section == PAIRWISE:
             items.append(improvement_item(item_id, pair["task"], pair["draft"], pair[label], seed))
         elif section == "grounding":
             if profile is None:
@@ -138,6 +161,18 @@ def pair_items(
         else:
             items.append(Item(item_id, metric, pair["task"], pair[label]))
     return items[0], items[1]
+
+
+def check_failures(section: str, task: str, answer: str, profile: GroundedIn) -> str:
+    """What the judge-free checks find wrong with an answer ('' for nothing): the task's limits
+    and asks (`limits`), the segment names, figures and claims it states (`addressed`, against
+    `profile`). Plans are steps, not answers: not checked."""
+    if section in PLANS:
+        return ""
+    limits = check_limits(answer, task)
+    check = check_answer(answer, task, profile.segments)
+    found = [limits.reason() if not limits.passed else "", "" if check.passed else check.reason()]
+    return " ".join(f for f in found if f)
 
 
 def check_items(good: Item, bad: Item) -> tuple[Item, Item]:
@@ -169,6 +204,8 @@ class SectionResult:
     std: float | None  # of all scored items
     best_threshold: float | None  # the pass mark that would agree best on this very set
     held_out_agreement: float | None  # that mark's agreement on pairs it was not set from
+    # Per pair, in order: (good ranked above bad, good right held out, bad right held out).
+    outcomes: tuple[tuple[bool, bool, bool], ...] = ()
 
     @property
     def accuracy(self) -> float:
@@ -186,7 +223,8 @@ class SectionResult:
 
     def report(self) -> dict[str, Any]:
         """The result as JSON-ready numbers, derived ones included."""
-        rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        fields = {k: v for k, v in asdict(self).items() if k != "outcomes"}
+        rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in fields.items()}
         derived = {"accuracy": self.accuracy, "agreement": self.agreement, "gap": self.gap}
         return {**rounded, **{k: v if v is None else round(v, 4) for k, v in derived.items()}}
 
@@ -225,22 +263,28 @@ def best_threshold(good: list[float], bad: list[float]) -> float | None:
     return max(candidates, key=lambda t: (right(t), -t))
 
 
-def held_out_agreement(pairs: list[tuple[float | None, float | None]]) -> float | None:
-    """Leave-one-out: per (good, bad) pair, the best pass mark on the other pairs, tested on this
-    pair's two items; the share of items on the right side. A failed item (None) counts wrong;
-    None with fewer than two pairs."""
-    if len(pairs) < 2:
-        return None
-    right = 0
+def held_out_marks(pairs: list[tuple[float | None, float | None]]) -> list[tuple[bool, bool]]:
+    """Leave-one-out: per (good, bad) pair, whether each of its items is on the right side of
+    the best pass mark set on the other pairs. A failed item (None) is wrong; with no mark (one
+    pair, or every other item failed) both are."""
+    right = []
     for i, (good, bad) in enumerate(pairs):
         others = pairs[:i] + pairs[i + 1 :]
         mark = best_threshold(
             [g for g, _ in others if g is not None], [b for _, b in others if b is not None]
         )
         if mark is None:
-            continue  # every other item failed: no mark to test
-        right += (good is not None and good >= mark) + (bad is not None and bad < mark)
-    return right / (2 * len(pairs))
+            right.append((False, False))
+            continue
+        right.append((good is not None and good >= mark, bad is not None and bad < mark))
+    return right
+
+
+def held_out_agreement(pairs: list[tuple[float | None, float | None]]) -> float | None:
+    """The share of items `held_out_marks` puts right; None with fewer than two pairs."""
+    if len(pairs) < 2:
+        return None
+    return sum(g + b for g, b in held_out_marks(pairs)) / (2 * len(pairs))
 
 
 def summarise(
@@ -252,6 +296,8 @@ def summarise(
     bad_rows = [bad for _, bad in pair_rows]
     good, bad = _scores(good_rows), _scores(bad_rows)
     every = good + bad
+    scored = [(_score(g), _score(b)) for g, b in pair_rows]
+    marks = held_out_marks(scored) if len(scored) > 1 else [(False, False)] * len(scored)
     return SectionResult(
         pairs=len(pair_rows),
         higher=outcomes.count("higher"),
@@ -264,8 +310,23 @@ def summarise(
         bad_median=_median(bad),
         std=statistics.pstdev(every) if len(every) > 1 else None,
         best_threshold=best_threshold(good, bad),
-        held_out_agreement=held_out_agreement([(_score(g), _score(b)) for g, b in pair_rows]),
+        held_out_agreement=held_out_agreement(scored),
+        outcomes=tuple((o == "higher", g, b) for o, (g, b) in zip(outcomes, marks, strict=True)),
     )
+
+
+# The views of a metric (module docstring); grounding_check is reported on its own.
+JUDGE, WITH_CHECKS = "judge", "judge+checks"
+# Metrics whose row `score` folds a check into the judge's (`judge_score` is the judge's alone).
+FOLDED = frozenset({"helpfulness", "grounding"})
+
+
+def views(section: str, row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The row as each view scores it: the judge's part alone, and the metric with a check's
+    finding counted as a fail (score 0)."""
+    judge = row["judge_score"] if section in FOLDED and row["error"] is None else row["score"]
+    checked = 0.0 if row["error"] is None and row["checks"] else row["score"]
+    return {JUDGE: {**row, "score": judge}, WITH_CHECKS: {**row, "score": checked}}
 
 
 def calibrate(
@@ -275,11 +336,11 @@ def calibrate(
     progress: Callable[[Iterable[Any]], Iterator[Any]] = iter,
     sections: Iterable[str] | None = None,
     limit: int | None = None,
-) -> tuple[dict[str, SectionResult], list[dict[str, Any]]]:
-    """Per-metric results (the chosen sections', plus `grounding_check` with grounding), and
-    every scored row (good and bad) for inspection."""
+) -> tuple[dict[str, dict[str, SectionResult]], list[dict[str, Any]]]:
+    """Per metric (the chosen sections', plus `grounding_check` with grounding) and view, its
+    result; and every scored row (good and bad) for inspection, with what the checks found."""
     chosen = list(sections or pairs)
-    profile = getattr(pairs, "profile", None)
+    profile = pairs.profile
     jobs = [
         (section, i, pair, pair_items(section, i, pair, seed, profile))
         for section in chosen
@@ -290,28 +351,31 @@ def calibrate(
     if "grounding" in chosen:
         scored[CHECK] = []
     for section, i, pair, (good_item, bad_item) in progress(jobs):
-        tagged = {"section": section, "pair": i}
+        tagged = {"section": section, "pair": i, "degraded": pair["degraded"]}
         judged = [(section, good_item, bad_item)]
         if section == "grounding":
             judged.append((CHECK, *check_items(good_item, bad_item)))
         for metric, good_item_, bad_item_ in judged:
-            good = {**scorer.score(good_item_), **tagged, "label": "good"}
-            bad = {**scorer.score(bad_item_), **tagged, "label": "bad"}
-            bad["degraded"] = pair["degraded"]
+            found = {
+                label: check_failures(section, pair["task"], pair[label], profile)
+                for label in ("good", "bad")
+            }
+            good = {**scorer.score(good_item_), **tagged, "label": "good", "checks": found["good"]}
+            bad = {**scorer.score(bad_item_), **tagged, "label": "bad", "checks": found["bad"]}
             scored[metric].append((good, bad))
             rows += [good, bad]
-    results = {
-        metric: summarise(pair_rows, threshold_of(scorer, metric))
-        for metric, pair_rows in scored.items()
-    }
-    if "grounding" in scored:
-        judge_part = [tuple(_judge_part(r) for r in pair) for pair in scored["grounding"]]
-        results[JUDGE_PART] = summarise(judge_part, results["grounding"].threshold)  # type: ignore[arg-type]
+    results: dict[str, dict[str, SectionResult]] = {}
+    for metric, pair_rows in scored.items():
+        threshold = threshold_of(scorer, metric)
+        if metric == CHECK:
+            results[metric] = {CHECK: summarise(pair_rows, threshold)}
+            continue
+        seen = [(views(metric, g), views(metric, b)) for g, b in pair_rows]
+        results[metric] = {
+            view: summarise([(g[view], b[view]) for g, b in seen], threshold)
+            for view in (JUDGE, WITH_CHECKS)
+        }
     return results, rows
-
-
-def _judge_part(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "score": row["judge_score"]}
 
 
 def threshold_of(scorer: Scorer, metric: str) -> float:
