@@ -10,10 +10,13 @@ narrower than the truth. Ranking accuracy's interval is over the n pairs.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from custseg import paths
 from custseg.config import Params, load_params
@@ -226,6 +229,11 @@ def save_replies(scorer: Scorer, path: Path) -> int:
     return len(used)
 
 
+def pair_progress(jobs: Iterable[Any]) -> Iterator[Any]:
+    """A progress bar over the pairs (a judge call each takes seconds on the bundled model)."""
+    return tqdm(jobs, desc="calibrate", unit="pair", file=sys.stderr)
+
+
 def calibrate_stage(params_path: Path) -> str:
     """DVC stage `calibrate`: score every pair of eval/calibration.yaml with the `llm:` judge,
     its committed replies read back first (no call while prompts and judge are unchanged);
@@ -233,7 +241,8 @@ def calibrate_stage(params_path: Path) -> str:
     params = load_params(params_path)
     pairs = load_calibration(paths.CALIBRATION)
     scorer = build_scorer(params, seed=paths.CALIBRATION_REPLIES)
-    report, _, rows = run_calibration(params, pairs, scorer)
+    print(f"calibrate: judge {scorer.judge.get_model_name()}", file=sys.stderr)
+    report, _, rows = run_calibration(params, pairs, scorer, pair_progress)
     saved = save_replies(scorer, paths.CALIBRATION_REPLIES)  # the answered ones, in any case
     if failed := [row for row in rows if row["error"]]:
         # A table with failed questions counted wrong would pass for the judge's: keep the last.

@@ -10,8 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from custseg import paths
 from custseg.config import load_params
 from custseg.entrypoint import add_command, command_group, positive_int, share
@@ -110,6 +108,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     from custseg.evaluation.calibration_report import (
         HEADER,
         markdown_table,
+        pair_progress,
         run_calibration,
         save_replies,
         table_lines,
@@ -130,10 +129,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     scorer = build_scorer(params, seed=args.replies)
     print(f"calibrate: judge {scorer.judge.get_model_name()}", file=sys.stderr)
 
-    def progress(jobs):
-        return tqdm(jobs, desc="calibrate", unit="pair", file=sys.stderr)
-
-    report, _, rows = run_calibration(params, pairs, scorer, progress, args.metric, args.limit)
+    report, _, rows = run_calibration(params, pairs, scorer, pair_progress, args.metric, args.limit)
     stats = scorer.judge.stats
     print(f"judge calls made: {stats.calls}, cache hits: {stats.hits}")
     if args.markdown:
