@@ -106,7 +106,8 @@ def load_calibration(path: Path) -> CalibrationSet:
     data = read_yaml(Path(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections")
-    if unknown := sorted(set(data) - set(FIELDS) - {"profile"}):
+    # Keys as text: YAML reads `0:` as an int key, and it is as unknown as any other.
+    if unknown := sorted(str(key) for key in data if key not in FIELDS and key != "profile"):
         raise ConfigError(f"{path}: {', '.join(unknown)}: not a metric the scorer defines")
     present = {section: fields for section, fields in FIELDS.items() if section in data}
     if not present:

@@ -163,6 +163,12 @@ def _parts(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(edges))
 
 
+def _bracket_before(text: str, start: int, at: int) -> int | None:
+    """Where the bracket `at` sits in opens (within text[start:at]), or None outside one."""
+    opening = text.rfind("(", start, at)
+    return opening if opening != -1 and ")" not in text[opening:at] else None
+
+
 def _superlative_findings(
     text: str, spans: Sequence[CitedName], by_key: dict[Key, Segment], segments: Sequence[Segment]
 ) -> list[str]:
@@ -186,6 +192,10 @@ def _superlative_findings(
                 # Its subject: the names before it ("A has the highest ..., unlike B"), else
                 # after it ("the segment with the highest ... is A").
                 before = [n for n in names if n.end <= phrase.start()]
+                if (opening := _bracket_before(text, part_start, phrase.start())) is not None:
+                    # "A (…), B (51 customers, the largest segment)": a bracket speaks of the
+                    # name just before it, not of every name before the phrase.
+                    before = [n for n in before if n.end <= opening][-1:]
                 subject = before or [n for n in names if n.start >= phrase.end()] or names
                 found = _claim_finding(text, phrase, subject, by_key, segments)
                 if found:
