@@ -18,6 +18,8 @@ from custseg import jsonl
 from custseg.evaluation.specs import METRICS
 from custseg.serving.model import features_frame
 from custseg.testing.browser import set_slider
+from tests.fixtures.app import app_page
+from tests.fixtures.app import wait_idle as wait_for_the_script
 from tests.fixtures.project import ROOT
 
 pytestmark = pytest.mark.browser
@@ -51,35 +53,12 @@ def app_url(trained_project: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def page(app_url: str):
-    from playwright.sync_api import sync_playwright
-
-    from custseg.testing.browser import CHROMIUM, CHROMIUM_ARGS
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
-            page.set_default_timeout(TIMEOUT_MS)
-            # Every request a page makes that is not to the app itself (checked by the last test).
-            page.outside_requests = []
-            page.on(
-                "request",
-                lambda request: (
-                    None
-                    if request.url.startswith((app_url, "data:", "blob:"))
-                    else page.outside_requests.append(request.url)
-                ),
-            )
-            yield page
-        finally:
-            browser.close()
+    with app_page(app_url, TIMEOUT_MS, accept_downloads=True) as page:
+        yield page
 
 
 def wait_idle(page) -> None:
-    """Streamlit shows a status widget while a script runs: wait until it is gone."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS
-    )
+    wait_for_the_script(page, TIMEOUT_MS)
 
 
 def watch_reruns(page) -> list[str]:

@@ -24,6 +24,8 @@ from custseg.monitoring.drift import SEGMENT
 from custseg.monitoring.store import RECORD_DIR_ENV
 from custseg.monitoring.window import VERSION
 from custseg.paths import MONITOR_METRICS, SCORED
+from tests.fixtures.app import app_page
+from tests.fixtures.app import wait_idle as wait_for_the_script
 from tests.fixtures.project import ROOT
 
 pytestmark = pytest.mark.browser
@@ -76,33 +78,12 @@ def app_url(project: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def page(app_url: str):
-    from playwright.sync_api import sync_playwright
-
-    from custseg.testing.browser import CHROMIUM, CHROMIUM_ARGS
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.outside_requests = []
-            page.on(
-                "request",
-                lambda r: (
-                    None
-                    if r.url.startswith((app_url, "data:", "blob:"))
-                    else page.outside_requests.append(r.url)
-                ),
-            )
-            yield page
-        finally:
-            browser.close()
+    with app_page(app_url, TIMEOUT_MS) as page:
+        yield page
 
 
 def wait_idle(page) -> None:
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS
-    )
+    wait_for_the_script(page, TIMEOUT_MS)
 
 
 def recorded(project: Path, rows: int, timeout_s: float = 30.0) -> pd.DataFrame:
