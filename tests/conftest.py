@@ -24,6 +24,7 @@ os.environ["CUSTSEG_RECORD_DIR"] = "off"
 pytest_plugins = [
     "tests.fixtures.project",
     "tests.fixtures.kafka",
+    "tests.fixtures.agents",
     "tests.fixtures.llm",
     "tests.fixtures.app",
     "tests.fixtures.spark",

@@ -29,8 +29,8 @@ from custseg.testing.conversations import conversation
 from custseg.testing.stand_in_llm import FAIL_CUE
 from tests.fixtures.agents import FAST_TIMINGS, Workdir, stop, wait_for
 
-# The same fixtures as the reliability tests: a Workdir with short Kafka waits, the agents running.
-from tests.test_agents_reliability import agents, workdir  # noqa: F401
+# The reliability tests' Workdir (short Kafka waits); `agents` is tests/fixtures/agents.py's.
+from tests.test_agents_reliability import workdir  # noqa: F401
 
 PARTITIONS = 3
 ROLE_INPUT = {"planner": "tasks", "writer": "plans", "reviewer": "drafts"}
@@ -187,7 +187,7 @@ def expected_letter(name: str, value: bytes | None, headers, bounds: RetryBounds
 @pytest.mark.timeout(300)
 def test_generated_records_on_every_topic_stop_and_stall_nothing(
     workdir: Workdir,  # noqa: F811 (the imported fixture)
-    agents: subprocess.Popen,  # noqa: F811
+    agents: subprocess.Popen,
 ) -> None:
     workdir.create_topics()
     topics = workdir.topics

@@ -9,9 +9,7 @@ tested with the stand-in LLM in test_agents_reliability.py.
 
 from __future__ import annotations
 
-import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,14 +38,6 @@ def workdir(tmp_path: Path, kafka_bootstrap: str, llm_server, trained_project: P
         "OPENAI_API_KEY": llm_server.api_key,
     }
     return Workdir(tmp_path, kafka_bootstrap, llm_env)
-
-
-@pytest.fixture
-def agents(workdir: Workdir) -> Iterator[subprocess.Popen]:
-    process = workdir.start("agents", log="agents.log")
-    yield process
-    if process.poll() is None:
-        stop(process)
 
 
 @pytest.mark.timeout(900)  # ~9 replies of the real model: ~2-3 min on 2 idle cores

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,14 +64,6 @@ def workdir(
         llm={"max_retries": 0},
         timings=FAST_TIMINGS,
     )
-
-
-@pytest.fixture
-def agents(workdir: Workdir) -> Iterator:
-    process = workdir.start("agents", log="agents.log")
-    yield process
-    if process.poll() is None:
-        stop(process)
 
 
 def bad_records(rng: random.Random, n: int) -> list[bytes | None]:

@@ -5,7 +5,6 @@ silently), and the capture, the traces and the eval rows see them. The real mode
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,14 +30,6 @@ def workdir(
         llm={"max_retries": 0},
         timings=FAST_TIMINGS,
     )
-
-
-@pytest.fixture
-def agents(workdir: Workdir) -> Iterator:
-    process = workdir.start("agents", log="agents.log")
-    yield process
-    if process.poll() is None:
-        stop(process)
 
 
 def test_v2_records_tool_calls_edits_and_breaches_end_to_end(workdir: Workdir, agents) -> None:
