@@ -187,7 +187,7 @@ def test_rest_names_per_prediction_the_features_outside_the_versions_ranges(
 ) -> None:
     from sklearn.cluster import KMeans
 
-    from custseg.serving.rest import score_body
+    from custseg.serving.invocations import score_body
 
     ranges = {INCOME: (low, low + width), SPENDING: (low / 2, low / 2 + width)}
     model = KMeans(2, n_init=1, random_state=0).fit(features_frame([20, 120], [10, 90]))

@@ -288,7 +288,7 @@ def test_the_scoring_core_answers_any_json_or_raises_a_request_error(
 ) -> None:
     """In process, many more shapes than over HTTP: nothing but a RequestError ever escapes."""
     from custseg.errors import RequestError
-    from custseg.serving.rest import score_body
+    from custseg.serving.invocations import score_body
 
     try:
         status, reply = score_body(small_model, "json", json.dumps(payload).encode(), 2**20)
