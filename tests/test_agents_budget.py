@@ -21,14 +21,13 @@ from kafka import KafkaAdminClient, KafkaProducer
 
 from custseg.agents.runtime import LLM_ATTEMPTS, Timings
 from custseg.agents.runtime.calls import call_within, give_up_reason
-from custseg.agents.runtime.letters import retry_note
 from custseg.agents.runtime.settings import MAX_RESTART_BACKOFF_S, RESTART_BACKOFF_S
 from custseg.agents.runtime.supervisor import restart_delay
 from custseg.agents.schemas import RETRY_HEADER, RetryBounds, read_retry
 from custseg.errors import CallAbandoned, LLMError
 from custseg.kafka.broker import LocalBroker
 from custseg.testing.stand_in_llm import STALL_CUE, STALL_ONCE_CUE, STALLED
-from tests.fixtures.agents import FAST_TIMINGS, Workdir, assert_linked, stop, wait_for
+from tests.fixtures.agents import FAST_TIMINGS, Workdir, assert_linked, retry_note, stop, wait_for
 from tests.test_agents_reliability import PARTITIONS, stand_in_env
 
 SHUTDOWN_S = Timings().shutdown_s  # the stated bound, with the shipped settings
@@ -200,7 +199,7 @@ def test_a_task_that_keeps_hanging_is_dead_lettered_once_its_time_budget_is_spen
         f"time budget of {budget_s:g} s spent over {attempts} attempts: "
     ), letter["reason"]
     assert 2 <= attempts <= LLM_ATTEMPTS
-    spent = [note["spent"] for note in retried]
+    spent = [note.spent for note in retried]
     assert spent == sorted(spent) and all(0.9 <= s < budget_s for s in spent), spent
     log = (workdir.path / "agents.log").read_text()
     assert f"attempt 1 of {LLM_ATTEMPTS} failed after" in log

@@ -22,10 +22,9 @@ from custseg.agents.runtime.calls import (
     handoff_bound,
     run_calls,
 )
-from custseg.agents.runtime.letters import retry_note
 from custseg.errors import LLMError
 from custseg.testing.stand_in_llm import LATE_ONCE_CUE, LATE_S, SLOW_CUE, STALLED
-from tests.fixtures.agents import FAST_TIMINGS, assert_linked, stop
+from tests.fixtures.agents import FAST_TIMINGS, assert_linked, retry_note, stop
 from tests.test_agents_budget import make_workdir, task_line
 
 HANDOFF_FLOOR_S = 1.0  # the tests' floor: the stand-in answers in SLOW_S
@@ -169,8 +168,8 @@ def test_healthy_tasks_beside_a_hanging_call_keep_their_latency_and_it_completes
     (late,) = [c for c in lines if c["correlation_id"] == late_id]
     assert_linked(late)
     retried = [retry_note(r) for r in workdir.read_topic("retries")]
-    assert len(retried) == 1 and retried[0]["role"] == "planner", retried
-    assert HANDOFF_FLOOR_S * 0.9 <= retried[0]["spent"] < LATE_S, retried
+    assert len(retried) == 1 and retried[0].role == "planner", retried
+    assert HANDOFF_FLOOR_S * 0.9 <= retried[0].spent < LATE_S, retried
     for name in ("plans", "drafts", "finals"):
         records = workdir.read_topic(name)
         events = [r.value for r in records]

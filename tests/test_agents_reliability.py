@@ -23,7 +23,6 @@ from kafka import KafkaProducer
 
 from custseg.agents.envelope import parse_envelope, task_envelope
 from custseg.agents.runtime import CHAOS_KILL_ENV, LLM_ATTEMPTS
-from custseg.agents.runtime.letters import retry_note
 from custseg.errors import InvalidMessage
 from custseg.kafka.broker import LocalBroker
 from custseg.testing.sandbox import project_env
@@ -33,6 +32,7 @@ from tests.fixtures.agents import (
     Workdir,
     assert_grounded,
     assert_linked,
+    retry_note,
     stop,
     wait_for,
 )
@@ -203,8 +203,8 @@ def test_a_failing_llm_call_is_retried_aside_then_closes_its_conversation(
     assert len(retried) == LLM_ATTEMPTS - 1
     for record in retried:  # due FAST_TIMINGS' pause × the failed attempt after it was sent
         note = retry_note(record)
-        pause_s = float(FAST_TIMINGS["retry_pause_s"]) * (note["attempt"] - 1)
-        assert note["due"] - record.timestamp / 1000 == pytest.approx(pause_s, abs=0.5), note
+        pause_s = float(FAST_TIMINGS["retry_pause_s"]) * (note.attempt - 1)
+        assert note.due - record.timestamp / 1000 == pytest.approx(pause_s, abs=0.5), note
     # A second capture adds nothing: the failed conversation is closed, not pending.
     again = workdir.capture(ids, timeout=10)
     assert "0 incomplete held" in again.stderr

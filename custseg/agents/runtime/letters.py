@@ -8,11 +8,8 @@ import base64
 import hashlib
 import json
 
-import msgspec
-
 from custseg.agents.envelope import Envelope, now, one_line
-from custseg.agents.schemas import RETRY_HEADER, parse_retry_note
-from custseg.errors import InvalidMessage
+from custseg.agents.schemas import RETRY_HEADER
 
 # A dead letter must always fit in a Kafka request (1 MB by default) whatever it quotes: the input's
 # value is kept up to this many bytes (JSON escaping can grow them 6×), its key up to MAX_KEY_BYTES.
@@ -69,15 +66,3 @@ def retry_header(
     (counted against the task's time budget)."""
     note = {"role": role, "attempt": attempt, "due": due, "source": source, "spent": spent}
     return RETRY_HEADER, json.dumps(note).encode()
-
-
-def retry_note(record) -> dict | None:
-    """The retry header of a record from the retry topic, decoded by type (None if it has none
-    readable). The workers also check its ranges: `schemas.read_retry`."""
-    for name, value in getattr(record, "headers", None) or ():
-        if name == RETRY_HEADER:
-            try:
-                return msgspec.to_builtins(parse_retry_note(value))
-            except InvalidMessage:
-                return None
-    return None
