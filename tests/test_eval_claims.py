@@ -370,6 +370,7 @@ WRONG_FINALS = {
     2: ("claims", "have the highest mean spending score; they are high income · high spending"),
     11: ("claims", "the task asks for the highest mean income: high income · high spending"),
     12: ("claims", "covers 2 of the 5 segments the task asks about"),
+    8: ("limits", "gives 1 item(s) (task: Suggest three metrics)"),  # "The average income · …"
     13: ("claims", "names no segment; the task asks which"),
 }
 

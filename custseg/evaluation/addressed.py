@@ -8,8 +8,13 @@ claim check (`check_claims`: this and custseg.evaluation.claims) that `grounding
   it (a near tie on the figure is either); a "which segment" task answered with no segment, not
   even in loose words ("the high spenders"), is a finding.
 - How many segments the task asks for: "which two segments" (at least two named), "the five
-  segments" / "all segments" (all of the model's, when it has that many; an answer naming none
-  is not read).
+  segments" / "all segments" / "summarise the segments" (all of the model's, when it has that
+  many; an answer naming none of them, not even loosely, is a finding too), "the two
+  high-income segments" (the model's segments of that level, all named).
+- The order the task asks for: "Rank the five segments by mean spending score, highest first",
+  "List the segments from most to fewest customers": the segments, in the order the answer
+  first names them, must be in that order of the figure, up to rounding (either way when the
+  task names no direction).
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from typing import NamedTuple
 
 from custseg.conversation import Segment
 from custseg.evaluation.claims import (
+    _ATTR,
+    _FIGURE,
     _HIGH,
+    _LOW,
     _N,
     _SUPERLATIVE,
     _WITHIN,
@@ -32,15 +40,18 @@ from custseg.evaluation.claims import (
     _named,
     claim_findings,
     in_top,
+    order_finding,
     ranked,
 )
 from custseg.evaluation.grounding import (
     _LEVEL_WORDING,
+    LEVELS,
     CitedName,
     GroundingCheck,
     check_grounding,
     cited_labels,
     count_value,
+    level_words,
     name_spans,
     segment_key,
 )
@@ -48,7 +59,31 @@ from custseg.evaluation.grounding import (
 _TASK_ASKS = re.compile(rf"\bwhich\s+(?:(?P<n>{_N})\s+)?(?:customer\s+)?segments?\b", re.I)
 _ALL_SEGMENTS = re.compile(
     rf"\b(?:(?:all|across|of|explaining|describe|covering)\s+)?the\s+(?P<n>{_N})\s+"
-    r"(?:customer\s+)?segments\b|\ball\s+(?:the\s+|our\s+)?(?:customer\s+)?segments\b",
+    r"(?:customer\s+)?segments\b|\ball\s+(?:the\s+|our\s+)?(?:customer\s+)?segments\b"
+    # "Summarise the segments in a table" (not "list the segments that ...": some of them)
+    r"|\b(?:summari[sz]e|describe|compare|tabulate|rank|list)\s+(?:the|our)\s+(?:customer\s+)?"
+    r"segments\b(?!\s+(?:with|that|which|who|whose|where)\b)",
+    re.IGNORECASE,
+)
+# "the two segments with the lowest ..." (asks for them as "which two segments" does).
+_THE_N_WITH = re.compile(
+    rf"\b(?:the|both)\s+(?P<n>{_N})\s+(?:customer\s+)?segments\s+(?=with\b|that\b)", re.I
+)
+# "the two high-income segments", "both low-spending segments": the model's of that level.
+_LEVEL_GROUP = re.compile(
+    rf"\b(?:the|both|our)\s+(?:(?P<n>{_N})\s+)?(?P<level>{LEVELS})[- ]"
+    r"(?P<figure>income|spending)\s+(?:customer\s+)?segments\b",
+    re.IGNORECASE,
+)
+# Segments written in shorthand ("high·high are our best customers").
+_SHORTHAND = re.compile(rf"\b{LEVELS}\s*[·/]\s*{LEVELS}\b", re.IGNORECASE)
+# A task that asks for the segments in order of a figure.
+_TASK_ORDER = re.compile(
+    rf"\b(?:rank|order|sort|list)\s+(?:(?:the|our|all)\s+)*(?:{_N}\s+)?(?:customer\s+)?segments\b"
+    rf"(?:\s+(?:by|on)\s+(?:their\s+|the\s+)?{_ATTR}"
+    rf"(?:\s*,?\s*\(?(?P<first>{_HIGH}|{_LOW})\s+first\b)?"
+    rf"|\s+from\s+(?:the\s+)?(?P<from>{_HIGH}|{_LOW})(?:[- ](?P<attr_a>{_FIGURE}))?"
+    rf"\s+to\s+(?:the\s+)?(?:{_HIGH}|{_LOW})(?:[- ](?P<attr_b>{_FIGURE}))?)",
     re.IGNORECASE,
 )
 _CUSTOMER_INCOME = re.compile(r"\bearns?\s+\$?(?P<v>\d+(?:\.\d+)?)\s?k\b", re.IGNORECASE)
@@ -77,7 +112,7 @@ def task_target(task: str, segments: Sequence[Segment]) -> Target | None:
     """The segment(s) the task is about and why: the one it names, the ones it asks for by a
     superlative, or the one a customer it describes falls in."""
     by_key = {key: s for s in segments if (key := segment_key(s.name)) is not None}
-    asks = _TASK_ASKS.search(task)
+    asks = _TASK_ASKS.search(task) or _THE_N_WITH.search(task)
     if asks:
         phrase = _SUPERLATIVE.search(task, asks.end())
         if (
@@ -97,6 +132,12 @@ def task_target(task: str, segments: Sequence[Segment]) -> Target | None:
         income, spending = _CUSTOMER_INCOME.search(task), _CUSTOMER_SPENDING.search(task)
         if income and spending:
             return _nearest(float(income["v"]), float(spending["v"]), segments)
+    if group := _LEVEL_GROUP.search(task):
+        place = 0 if group["figure"].lower() == "income" else 1
+        level = level_words(group["level"])
+        having = [s for k, s in by_key.items() if k[place] == level]
+        if having and (not group["n"] or count_value(group["n"]) == len(having)):
+            return Target(having, f"the task is about {group.group(0)}", None)
     keys = list(dict.fromkeys(n.key for n in name_spans(task)))
     if len(keys) == 1 and keys[0] in by_key:
         return Target([by_key[keys[0]]], "the task is about", None)
@@ -135,6 +176,8 @@ def _target_findings(
     if asks and asks["n"] and 0 < len(named) < count_value(asks["n"]):
         findings.append(f"names {len(named)} segment(s); the task asks for {asks['n']}")
     every = _ALL_SEGMENTS.search(task)
+    if every and not spans and not _LEVEL_WORDING.search(answer) and not _SHORTHAND.search(answer):
+        findings.append("names none of the segments; the task asks about all of them")
     if every and named and (not every["n"] or count_value(every["n"]) == len(segments)):
         missing = [s.name for s in segments if s not in named]
         if missing:
@@ -153,6 +196,26 @@ def _target_findings(
     return findings
 
 
+def task_order(task: str) -> tuple[str, bool | None] | None:
+    """The figure a task asks the segments ranked by, and whether from the highest (None: it
+    does not say); None when it asks for no ranking."""
+    asked = _TASK_ORDER.search(task)
+    attr = asked and (asked["attr"] or asked["attr_a"] or asked["attr_b"])
+    if not asked or not attr:
+        return None
+    word = asked["first"] or asked["from"]
+    return _field(attr), None if word is None else re.fullmatch(_HIGH, word, re.I) is not None
+
+
+def _order_findings(task: str, spans: Sequence[CitedName], by_key: dict[Key, Segment]) -> list[str]:
+    asked = task_order(task)
+    keys = list(dict.fromkeys(n.key for n in spans))
+    if asked is None or any(k not in by_key for k in keys):
+        return []  # an unknown name is the grounding check's finding
+    found = order_finding([by_key[k] for k in keys], *asked)
+    return [f"{found} (the task asks for that order)"] if found else []
+
+
 def check_claims(answer: str, task: str, segments: Sequence[Segment]) -> list[str]:
     """What `answer` claims about the segments that the profile contradicts, and where it
     misses the segment(s) `task` asks about: one readable line each (none when all hold)."""
@@ -161,7 +224,9 @@ def check_claims(answer: str, task: str, segments: Sequence[Segment]) -> list[st
         if (key := segment_key(segment.name)) is not None:
             by_key.setdefault(key, segment)
     found = claim_findings(answer, segments)
-    found += _target_findings(answer, task, name_spans(answer), by_key, segments)
+    spans = name_spans(answer)
+    found += _target_findings(answer, task, spans, by_key, segments)
+    found += _order_findings(task, spans, by_key)
     return list(dict.fromkeys(found))
 
 

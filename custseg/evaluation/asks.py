@@ -6,9 +6,10 @@ Counting, generous so a correct answer is never failed: lines-like items (subjec
 headlines, slogans) are the most of the answer's non-empty lines, list items, inline numbers
 ("1. … 2. …") and quoted strings; sentences are split at . ! ? and line ends; other items
 (metrics, ideas, tips) are counted only in a list (2+ bulleted or numbered lines, or inline
-numbers), never in prose. Too few is a finding; too many only when the answer numbers its
-items past the count ("4." of three). Not read: counts per item ("one sentence per segment")
-and counts of segments (custseg.evaluation.claims checks those against the profile).
+numbers), never in prose, except a single clause with nothing that could join items (no comma,
+"and", "or", second sentence): one item. Too few is a finding; too many only when the answer
+numbers its items past the count ("4." of three). Not read: counts per item ("one sentence per
+segment") and counts of segments (custseg.evaluation.claims checks those against the profile).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ _NOT_ITEMS = re.compile(
 _LIST_ITEM = re.compile(r"^[ \t]{0,3}(?:[-*•]|\d{1,2}[.)])[ \t]+\S", re.MULTILINE)
 _INLINE_NUMBER = re.compile(r"(?:^|\s)(?P<n>\d{1,2})[.)]\s+(?=\S)")
 _QUOTED = re.compile(r"(?<!\w)[\"“][^\"“”\n]{3,}[\"”]")
+# What joins items in prose: a comma, a semicolon, a colon, a line, "and", "or", "+", "&", "vs".
+_JOINS = re.compile(r"[,;:\n+&/]|\b(?:and|or|plus|then|versus|vs)\b|[.!?]\s+\S", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
 # Parts a task asks for and words any answer giving them has.
 PARTS = (
@@ -154,7 +157,8 @@ def counted(answer: str, kind: str) -> tuple[int, int] | None:
     if kind == "lines":
         return max(len(lines), listed, numbered, len(_QUOTED.findall(text))), strict
     if max(listed, numbered) < 2:
-        return None
+        # Prose is not counted, except one clause with nothing that joins items: one item.
+        return (1, 0) if not _JOINS.search(text) else None
     return max(listed, numbered, len(lines)), strict
 
 

@@ -42,7 +42,10 @@ UNIT = {"mean_income": " k$", "mean_spending": "", "size": " customers"}
 _N = rf"(?:\d{{1,2}}|{'|'.join(COUNT_WORDS)})"
 _INCOME = r"(?:(?:mean|average)\s+)?(?:annual\s+)?(?:incomes?|earners?|earnings)"
 _SPENDING = r"(?:(?:mean|average)\s+)?(?:spending(?:\s+scores?)?|spenders?|spend)"
-_SIZE = r"(?:customers|clients|shoppers|share|(?:customer\s+)?(?:segments?|groups?|base))"
+_SIZE = (
+    r"(?:(?:number\s+of\s+)?(?:customers|clients|shoppers)|share|"
+    r"(?:customer\s+)?(?:segments?|groups?|base))"
+)
 _HIGH = r"highest|largest|biggest|greatest|most|top"
 _LOW = r"lowest|smallest|least|fewest"
 _FIGURE = rf"{_INCOME}|{_SPENDING}|{_SIZE}"
@@ -271,21 +274,34 @@ def _ranking_findings(
                 lines.setdefault(text.count("\n", 0, n.start), n)
         names = list(lines.values())
     keys = list(dict.fromkeys(n.key for n in names))
-    if len(keys) < 2 or any(k not in by_key for k in keys):
+    if any(k not in by_key for k in keys):
         return []
-    said = [by_key[k] for k in keys]
-    values = [v for s in said if (v := _value(s, field)) is not None]
+    found = order_finding([by_key[k] for k in keys], field, highest)
+    return [found] if found else []
+
+
+def in_order(values: Sequence[float], field: str, highest: bool) -> bool:
+    """Whether `values` run from the highest (lowest) down (up), up to rounding."""
     tol, sign = TOLERANCE[field], 1 if highest else -1
-    if len(values) < len(said) or all(
-        sign * (a - b) >= -tol for a, b in itertools.pairwise(values)
-    ):
-        return []
-    order = sorted(said, key=lambda s: getattr(s, field), reverse=highest)
-    which = "highest" if highest else "lowest"
-    return [
+    return all(sign * (a - b) >= -tol for a, b in itertools.pairwise(values))
+
+
+def order_finding(said: Sequence[Segment], field: str, highest: bool | None) -> str | None:
+    """What is wrong with `said` as a ranking by `field` from the highest (lowest; None: either
+    way), up to rounding; None when it holds, or with fewer than two segments to order."""
+    values = [v for s in said if (v := _value(s, field)) is not None]
+    if len(said) < 2 or len(values) < len(said):
+        return None
+    ways = (True, False) if highest is None else (highest,)
+    if any(in_order(values, field, way) for way in ways):
+        return None
+    way = highest is not False
+    order = sorted(said, key=lambda s: getattr(s, field), reverse=way)
+    which = "highest" if way else "lowest"
+    return (
         f"ranks {', '.join(s.name for s in said)} by {SAID[field]} from the {which}; "
         f"the order is {_named(order, field).replace(' and ', ', ')}"
-    ]
+    )
 
 
 def _compared(match: re.Match) -> str | None:

@@ -13,11 +13,16 @@ most N" (people write "under 160" for the SMS limit of 160). Not read: a limit p
 sentence per segment", "50 words each") and a count that is not a length ("three words
 customers use").
 Budgets: an amount with a currency right before the word budget ("a 50,000 $ quarterly
-marketing budget", "our $20k budget") or after "budget of". The answer's amounts (with a
+marketing budget", "our $20k budget"), after "budget of", or split ("a 10,000 $ split of …",
+"allocate 10,000 $ between …"). The answer's amounts (with a
 currency) and shares of the budget ("20% of the budget") must each add up to at most it: a
 split that spends more than there is breaks the limit. Not counted: the budget itself
 restated, an amount per unit ("5 $ per customer", "each"), and incomes ("a mean annual
 income of 49 k$", "customers earning 85k$").
+Every answer, whatever its task, must also be whole: one that stops where no sentence can end
+(after "and", "to", "their" and the other words of `_NO_END`, or on a comma, colon or open
+bracket) was cut off. An answer that ends on any other word, a figure, a quote or a stop is
+read as whole.
 """
 
 from __future__ import annotations
@@ -54,6 +59,11 @@ _MONEY_RE = re.compile(_MONEY, re.IGNORECASE)
 _BUDGET = (
     re.compile(rf"(?P<money>{_MONEY})(?:\s+[^\W\d_]+){{0,3}}\s+budget\b", re.IGNORECASE),
     re.compile(rf"\bbudget\s+(?:of|is|:)\s*(?P<money>{_MONEY})", re.IGNORECASE),
+    # "a 10,000 $ split of …", "split 10,000 $ between …": the amount split is the budget.
+    re.compile(rf"(?P<money>{_MONEY})\s+(?:split|allocation)\b", re.IGNORECASE),
+    re.compile(
+        rf"\b(?:split|allocate|divide)\s+(?:(?:a|our|the)\s+)?(?P<money>{_MONEY})", re.IGNORECASE
+    ),
 )
 _VALUE = re.compile(rf"({_NUMBER})\s?({'|'.join(_SCALE)})?", re.IGNORECASE)
 _SHARE = re.compile(
@@ -70,6 +80,30 @@ _INCOME_BEFORE = re.compile(
     re.IGNORECASE,
 )
 _INCOME_AFTER = re.compile(r"[\s,]*(?:a\s+year|per\s+year|yearly|annual|/\s?y(?:ea)?r)\b", re.I)
+
+
+# Words no sentence ends on: articles, possessives, linking words, prepositions that need an
+# object, modals. Not "in", "on", "up", "can", "more", "this", "is": "opt in", "sign up", "yes
+# we can", "save more", "here it is" can end a subject line.
+_NO_END_WORDS = (
+    "a an the and or but nor to of for with from by at than as their its our your my because "
+    "whose which if while whereas via per such into onto could should would must might shall"
+)
+_NO_END = frozenset(_NO_END_WORDS.split())
+_CUT_MARK = re.compile(r"[,;:(\[{–—-]$|\(\s*[^)]*$")
+_LAST_WORD = re.compile(r"([^\W\d_]+)$")
+WHOLE = "a whole answer"
+
+
+def cut_off(answer: str) -> str | None:
+    """How the answer ends if it stops mid-sentence ('ends "… for their"'), else None."""
+    text = answer.rstrip()
+    last = _LAST_WORD.search(text)
+    if len(text.split()) < 2:
+        return None  # one word is no sentence to cut
+    if not (_CUT_MARK.search(text) or (last and last[1].lower() in _NO_END)):
+        return None
+    return f'ends "… {" ".join(text.split()[-3:])}"'
 
 
 def _count(written: str) -> int:
@@ -179,4 +213,8 @@ def check_limits(answer: str, task: str) -> LimitsCheck:
         if used > limit.at_most * (1 + slack):
             unit = "of the budget" if limit.unit == "budget" else limit.unit
             broken.append(f"{_shown(used)} {unit} (task: {limit.written})")
-    return LimitsCheck([limit.written for limit in limits] + [ask.written for ask in asks], broken)
+    written = [limit.written for limit in limits] + [ask.written for ask in asks]
+    if (ending := cut_off(answer)) is not None:  # counted only when broken: others' scores stay
+        written.append(WHOLE)
+        broken.append(f"{ending} (task: {WHOLE})")
+    return LimitsCheck(written, broken)
