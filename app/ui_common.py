@@ -26,7 +26,7 @@ from custseg.errors import ConfigError, ModelNotFoundError, MonitorError, Servin
 from custseg.features import FEATURES
 from custseg.monitoring.report import read_report, report_path, verdict_line
 from custseg.paths import PARAMS
-from custseg.serving.charts import segment_map_spec
+from custseg.serving.charts import segment_map_spec, thin_per_segment
 from custseg.serving.memory import start_releasing
 from custseg.serving.model import (
     SETUP_COMMAND,
@@ -276,8 +276,11 @@ def _segment_map(model_key: tuple[str, ...], recorded: bool, _served: ServedMode
         if len(customers)
         else np.array([], dtype=int)
     )
-    spec = segment_map_spec(customers, segments, model.cluster_centers_, _served.labels)
-    return SegmentMap(spec, len(customers))
+    drawn = thin_per_segment(segments)
+    spec = segment_map_spec(
+        customers.iloc[drawn], segments[drawn], model.cluster_centers_, _served.labels
+    )
+    return SegmentMap(spec, len(drawn))
 
 
 def segment_map(served: ServedModel) -> SegmentMap:

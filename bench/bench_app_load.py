@@ -55,9 +55,10 @@ CLICK_JS = """(label) => {
   button.click();
 }"""
 # The income the map's star (its last trace) shows: the customer the prediction was made for.
+# null while Streamlit swaps the chart's element during a rerun (seen at N=5).
 STAR_INCOME_JS = """() => {
-  const data = document.querySelector('.js-plotly-plot').data;
-  return data[data.length - 1].x[0];
+  const data = document.querySelector('.js-plotly-plot')?.data;
+  return data ? data[data.length - 1].x[0] : null;
 }"""
 SLIDERS = (MALL_HEADERS[INCOME], MALL_HEADERS[SPENDING])
 

@@ -28,6 +28,7 @@ from custseg.pipeline.training_data import (
     training_summary,
     write_training_data,
 )
+from custseg.serving.charts import MAP_POINTS_PER_SEGMENT, thin_per_segment
 from custseg.serving.model import features_frame
 from custseg.serving.training_data import TrainingData, parse_training_data
 from custseg.testing.rest import post, running_scoring_server
@@ -300,6 +301,63 @@ def test_every_view_shows_the_served_versions_data_not_the_workspaces(
         "sample_rows": 300,
     }
     assert "version 1 was trained on 300 customers in data/customers.csv" in log.read_text()
+
+
+@given(
+    st.lists(st.integers(0, 4), max_size=400),
+    st.integers(1, 50),
+    st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=60, deadline=None)
+def test_thinning_keeps_at_most_the_cap_of_each_segment_and_repeats(
+    segments: list[int], cap: int, seed: int
+) -> None:
+    kept = thin_per_segment(np.array(segments, dtype=int), cap, seed)
+    assert np.array_equal(kept, thin_per_segment(np.array(segments, dtype=int), cap, seed))
+    assert list(kept) == sorted(set(kept)), "row positions, each once, in row order"
+    drawn = np.array(segments, dtype=int)[kept]
+    for segment in set(segments):
+        assert (drawn == segment).sum() == min(cap, segments.count(segment)), segment
+
+
+def map_traces(at) -> dict[str, int]:
+    """Points drawn per segment trace of the segment map."""
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return {
+        t["name"]: len(decoded(t["x"]))
+        for t in figure["data"]
+        if t.get("name") not in ("segment centers", "this customer")
+    }
+
+
+def test_the_map_draws_at_most_its_cap_a_segment_of_the_served_versions_customers(
+    project: Path, pipeline
+) -> None:
+    """A version trained on 900 customers in 2 segments: 300 of each on the map, all of them
+    the version's own customers, none of the workspace's, and the caption says so."""
+    rng = np.random.default_rng(2)
+    incomes = [*rng.uniform(20, 40, 450), *rng.uniform(100, 130, 450)]
+    trained = customers_frame(list(np.round(incomes, 1)), list(rng.integers(5, 96, 900)), "m")
+    trained.to_csv(project / "mall.csv", index=False)
+    columns = {"annual_income": INCOME, "spending_score": SPENDING, "customer_id": "customer_id"}
+    write_params(
+        project,
+        simulate={"source": "mall.csv", "columns": columns},
+        train={"n_clusters": 2, "n_init": 2},
+    )
+    pipeline(project)
+    workspace = customers_frame(list(rng.uniform(60, 80, 100)), list(rng.uniform(1, 99, 100)), "w")
+    workspace.to_csv(project / "data/customers.csv", index=False)
+
+    at = predict(start_app(), 70, 50)
+    assert sorted(map_traces(at).values()) == [MAP_POINTS_PER_SEGMENT] * 2
+    expected = set(zip(trained[INCOME].astype(float), trained[SPENDING].astype(float), strict=True))
+    assert map_points(at) <= expected, "only the served version's training customers"
+    assert len(map_points(at)) > MAP_POINTS_PER_SEGMENT, "both segments are drawn"
+    assert (
+        f"600 of the 900 training customers are shown: at most {MAP_POINTS_PER_SEGMENT} a "
+        "segment" in all_text(at)
+    )
 
 
 def test_a_version_without_its_data_degrades_to_the_centres_in_one_line(project: Path) -> None:

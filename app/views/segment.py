@@ -10,7 +10,7 @@ from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
 from custseg.monitoring.store import recorder
 from custseg.pipeline.training_data import describe_ranges
 from custseg.serving.batch import outside_ranges
-from custseg.serving.charts import with_customer
+from custseg.serving.charts import MAP_POINTS_PER_SEGMENT, MAP_SEED, with_customer
 from custseg.serving.model import features_frame, predict_segment
 
 PREDICTED = "segment_predicted"  # set once the button was clicked; predictions then follow
@@ -94,8 +94,9 @@ with right:
     st.plotly_chart(figure, key="segment_map", width="stretch")
     if training.rows is not None and segment_map.points < training.rows:
         st.caption(
-            f"A random sample of {segment_map.points:,} of the {training.rows:,} training "
-            "customers is shown."
+            f"{segment_map.points:,} of the {training.rows:,} training customers are shown: "
+            f"at most {MAP_POINTS_PER_SEGMENT} a segment, drawn at random (seed {MAP_SEED}) "
+            "from the sample logged with this version."
         )
 
 # Drift monitoring: each click is one scored customer (not each rerun: a revisit scores nothing

@@ -11,11 +11,29 @@ from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
 
 # Enough distinct colours for k ≤ 24 (k_range tops out at 10); cycled beyond that.
 PALETTE = qualitative.Plotly + qualitative.Set2 + qualitative.Pastel1
+# Customers drawn per segment: each browser redraws every point after a Predict, and 20 sessions
+# share the server's cores; a few hundred a segment still show each segment's shape.
+MAP_POINTS_PER_SEGMENT = 300
+MAP_SEED = 0
 
 
 def segment_color(segment: int) -> str:
     """The colour of a segment, the same in every figure."""
     return PALETTE[segment % len(PALETTE)]
+
+
+def thin_per_segment(
+    segments: np.ndarray, per_segment: int = MAP_POINTS_PER_SEGMENT, seed: int = MAP_SEED
+) -> np.ndarray:
+    """Row positions of at most `per_segment` rows of each segment, drawn with `seed`, in row
+    order: the same segments and seed give the same rows."""
+    segments = np.asarray(segments)
+    rng = np.random.default_rng(seed)
+    kept = [
+        rng.choice(rows, per_segment, replace=False) if len(rows) > per_segment else rows
+        for rows in (np.flatnonzero(segments == s) for s in np.unique(segments))
+    ]
+    return np.sort(np.concatenate(kept)) if kept else np.array([], dtype=int)
 
 
 def segment_map_spec(
