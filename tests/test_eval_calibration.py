@@ -396,12 +396,13 @@ def test_calibrate_reports_every_metric_and_grounding_check() -> None:
     assert all(r["degraded"] in DEGRADED for r in rows)
     judged = [i for i in scorer.items if i.metric == "grounding"]
     assert judged and all(i.shown_input.startswith("Model customer-segments v10") for i in judged)
-    # judge+checks: an item a check fails scores 0 whatever the judge said; plans: unchecked.
+    # judge+checks: an item a check fails scores 0 whatever the judge said.
     for row in rows:
         if row["metric"] != CHECK:
             seen = views(row["section"], row)
             assert seen[WITH_CHECKS]["score"] == (0.0 if row["checks"] else row["score"])
-    assert not any(r["checks"] for r in rows if r["section"] == "plan_quality")
+    plans = [r for r in rows if r["section"] == "plan_quality"]
+    assert not any(r["checks"] for r in plans if r["label"] == "good")
     assert any(r["checks"] for r in rows if r["label"] == "bad" and r["section"] == "grounding")
 
 

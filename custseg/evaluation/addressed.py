@@ -160,10 +160,12 @@ def _nearest(income: float, spending: float, segments: Sequence[Segment]) -> Tar
 
 def _target_findings(
     answer: str, task: str, spans: Sequence[CitedName], by_key: dict[Key, Segment],
-    segments: Sequence[Segment],
+    segments: Sequence[Segment], plan: bool = False,
 ) -> list[str]:  # fmt: skip
     named = [by_key[k] for k in dict.fromkeys(n.key for n in spans) if k in by_key]
     findings = []
+    if plan:  # a plan may leave naming them to its steps: only a wrong segment is its error
+        return _wrong_target(task, named, segments)
     asks = _TASK_ASKS.search(task)
     # Not even loosely ("the high spenders") nor by a label ("segment 2"): no answer at all.
     if (
@@ -185,15 +187,21 @@ def _target_findings(
                 f"covers {len(named)} of the {len(segments)} segments the task asks about "
                 f"(missing: {', '.join(missing)})"
             )
+    return findings + _wrong_target(task, named, segments)
+
+
+def _wrong_target(task: str, named: list[Segment], segments: Sequence[Segment]) -> list[str]:
+    """The segments named, when the task asks about others (by name, level, superlative or a
+    customer's figures)."""
     target = task_target(task, segments)
-    if target and named and not target.addressed(named, segments):
-        field = target.field
+    if not (target and named and not target.addressed(named, segments)):
+        return []
+    field = target.field
 
-        def listed(group: Sequence[Segment]) -> str:
-            return _named(group, field) if field else " and ".join(s.name for s in group)
+    def listed(group: Sequence[Segment]) -> str:
+        return _named(group, field) if field else " and ".join(s.name for s in group)
 
-        findings.append(f"addresses {listed(named)}; {target.why}: {listed(target.segments)}")
-    return findings
+    return [f"addresses {listed(named)}; {target.why}: {listed(target.segments)}"]
 
 
 def task_order(task: str) -> tuple[str, bool | None] | None:
@@ -216,22 +224,29 @@ def _order_findings(task: str, spans: Sequence[CitedName], by_key: dict[Key, Seg
     return [f"{found} (the task asks for that order)"] if found else []
 
 
-def check_claims(answer: str, task: str, segments: Sequence[Segment]) -> list[str]:
+def check_claims(
+    answer: str, task: str, segments: Sequence[Segment], plan: bool = False
+) -> list[str]:
     """What `answer` claims about the segments that the profile contradicts, and where it
-    misses the segment(s) `task` asks about: one readable line each (none when all hold)."""
+    misses the segment(s) `task` asks about: one readable line each (none when all hold). A
+    `plan` is held to its claims and the segment it addresses only: its steps may leave naming
+    every segment, or ranking them, to the answer."""
     by_key: dict[Key, Segment] = {}
     for segment in segments:
         if (key := segment_key(segment.name)) is not None:
             by_key.setdefault(key, segment)
     found = claim_findings(answer, segments)
     spans = name_spans(answer)
-    found += _target_findings(answer, task, spans, by_key, segments)
-    found += _order_findings(task, spans, by_key)
+    found += _target_findings(answer, task, spans, by_key, segments, plan)
+    found += [] if plan else _order_findings(task, spans, by_key)
     return list(dict.fromkeys(found))
 
 
-def check_answer(answer: str, task: str, segments: Sequence[Segment]) -> GroundingCheck:
-    """The grounding check with the claims: names, figures and claims against `segments`."""
+def check_answer(
+    answer: str, task: str, segments: Sequence[Segment], plan: bool = False
+) -> GroundingCheck:
+    """The grounding check with the claims: names, figures and claims against `segments`
+    (`plan`: as check_claims holds a plan)."""
     return dataclasses.replace(
-        check_grounding(answer, task, segments), claims=check_claims(answer, task, segments)
+        check_grounding(answer, task, segments), claims=check_claims(answer, task, segments, plan)
     )

@@ -40,13 +40,13 @@ from custseg.errors import ConfigError
 from custseg.evaluation.addressed import check_answer
 from custseg.evaluation.items import Item, improvement_item
 from custseg.evaluation.limits import check_limits
-from custseg.evaluation.scorer import Scorer
+from custseg.evaluation.scorer import Scorer, check_plan
 from custseg.evaluation.specs import METRICS
 
 MIN_PAIRS = 40  # 95 % Wilson intervals about ±0.1 wide at 0.9 (17 pairs: ±0.15)
 TIE_EPS = 1e-9  # scores closer than this are a tie
 PAIRWISE = "improvement"  # its pairs hold the draft and review the final is judged against
-PLANS = frozenset({"plan_quality"})  # its items are plans: the answer checks do not read them
+PLANS = frozenset({"plan_quality"})  # its items are plans: held to their claims only
 
 
 def metric_sections() -> dict[str, str]:
@@ -167,9 +167,10 @@ def pair_items(
 def check_failures(section: str, task: str, answer: str, profile: GroundedIn) -> str:
     """What the judge-free checks find wrong with an answer ('' for nothing): the task's limits
     and asks (`limits`), the segment names, figures and claims it states (`addressed`, against
-    `profile`). Plans are steps, not answers: not checked."""
+    `profile`). Plans are steps, not answers: held to what they state (`check_plan`), as the
+    eval holds them."""
     if section in PLANS:
-        return ""
+        return "; ".join(check_plan(answer, task, profile)[1])
     limits = check_limits(answer, task)
     check = check_answer(answer, task, profile.segments)
     found = [limits.reason() if not limits.passed else "", "" if check.passed else check.reason()]
@@ -319,7 +320,7 @@ def summarise(
 # The views of a metric (module docstring); grounding_check is reported on its own.
 JUDGE, WITH_CHECKS = "judge", "judge+checks"
 # Metrics whose row `score` folds a check into the judge's (`judge_score` is the judge's alone).
-FOLDED = frozenset({"helpfulness", "grounding"})
+FOLDED = frozenset({"plan_quality", "helpfulness", "grounding"})
 
 
 def views(section: str, row: dict[str, Any]) -> dict[str, dict[str, Any]]:

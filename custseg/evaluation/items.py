@@ -171,7 +171,7 @@ def conversation_items(conv: dict[str, Any], seed: int) -> list[Item]:
     cid, task = conv["correlation_id"], conv["task"]
     variant = str(conv.get("variant") or DEFAULT_VARIANT)  # captured before variants: v1
     items = [
-        Item(cid, "plan_quality", task, conv["plan"], variant=variant),
+        Item(cid, "plan_quality", task, conv["plan"], grounding=grounded_in(conv), variant=variant),
         Item(cid, "helpfulness_draft", task, conv["draft"], variant=variant),
         Item(cid, "helpfulness_final", task, conv["final"], variant=variant),
         improvement_item(cid, task, conv["draft"], conv["final"], seed, variant),

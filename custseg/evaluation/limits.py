@@ -218,3 +218,66 @@ def check_limits(answer: str, task: str) -> LimitsCheck:
         written.append(WHOLE)
         broken.append(f"{ending} (task: {WHOLE})")
     return LimitsCheck(written, broken)
+
+
+# A length a plan sets out for the answer ("about 200 words", "a 300-character SMS").
+_PLANNED_LENGTH = re.compile(r"\b(?P<n>\d[\d,]*)[- ]?(?P<unit>words?|char(?:acter)?s?)\b", re.I)
+
+
+def plan_breaches(plan: str, task: str) -> list[str]:
+    """What a plan sets out that breaks the task's own limits, one line each: a length past the
+    task's ("about 200 words" for at most 50), another number of the items it asks for ("six
+    subject lines" for three), amounts past its budget. A plan may leave all of that to the
+    answer, so only what it states is read (a plan is not held to the answer's length)."""
+    found = []
+    for limit in task_limits(task):
+        if limit.unit == "budget":
+            if (used := spent(plan, limit.at_most)) > limit.at_most * 1.005:
+                found.append(f"plans {_shown(used)} (task: {limit.written})")
+            continue
+        for said in _PLANNED_LENGTH.finditer(plan):
+            n = float(said["n"].replace(",", "") or 0)
+            if _unit(said["unit"]) == limit.unit and n > limit.at_most:
+                found.append(f"plans {' '.join(said.group(0).split())} (task: {limit.written})")
+    for ask in task_asks(task):
+        head = ask.written.split()[-1].casefold()
+        for said in task_asks(plan):
+            same_items = said.what == ask.what and said.written.split()[-1].casefold() == head
+            if same_items and said.n != ask.n:
+                found.append(f"plans {said.written} (task: {ask.written})")
+    own = plan_own_words(plan, task)
+    if len(own) < PLAN_OWN_WORDS:
+        found.append(
+            f"a generic plan: {len(own)} word(s) of its own beyond the task and generic steps"
+        )
+    return list(dict.fromkeys(found))
+
+
+# Words any plan may use without saying anything of its own ("analyse the data, develop a
+# strategy, monitor the results"): process verbs and nouns, and function words.
+_GENERIC = """
+    about also analyse analysis analyze answer appropriate approach assess assessment best
+    better collect consider could create customer customers data decide decision develop done
+    draft each effective effectively ensure evaluate evaluation every execute finally findings
+    first from gather goal goals good happy have here implement implementation improve improvement
+    indicator indicators information insights into just keep key look make measure message
+    metric metrics model monitor monitoring more most need needed needs next objective
+    objectives only other over performance plan planning practice practices process program
+    programme question relevant report reporting research result results review segment
+    segments send should some something step steps strategies strategy success successful task
+    than that their them then there these they thing things think this those time track
+    tracking understand very well were what when where which will with work would write your
+"""
+GENERIC_PLAN_WORDS = frozenset(_GENERIC.split())
+PLAN_OWN_WORDS = 3  # fewer words of its own than this: a generic plan (good plans seen: ≥ 4)
+
+
+def plan_own_words(plan: str, task: str) -> list[str]:
+    """The plan's words of four letters or more that are neither the task's nor generic."""
+    said = {w.casefold() for w in re.findall(r"[^\W\d_]+", task)}
+    own = []
+    for word in (w.casefold() for w in re.findall(r"[^\W\d_]+", plan)):
+        stem = re.sub(r"(?:ed|es|s)$", "", word)
+        if len(word) >= 4 and word not in said and not {word, stem} & GENERIC_PLAN_WORDS:
+            own.append(word)
+    return own

@@ -17,7 +17,7 @@ from custseg.evaluation.grounding import GroundingCheck
 from custseg.evaluation.items import Item, pairwise_text, scoring_order, swapped
 from custseg.evaluation.judge import CachedJudge, shown_reason
 from custseg.evaluation.judge_cache import JudgeCache, cache_dir, read_seed
-from custseg.evaluation.limits import LimitsCheck, check_limits
+from custseg.evaluation.limits import LimitsCheck, check_limits, plan_breaches
 from custseg.evaluation.specs import METRICS, SPECS, make_geval
 from custseg.llm import Provider, make_provider, resolve_settings
 
@@ -62,6 +62,15 @@ def as_changed(score: float, new_words: float) -> float:
     improvement, whatever they say."""
     weight = min(1.0, new_words / FULLY_REWRITTEN)
     return 0.5 + (score - 0.5) * weight
+
+
+def check_plan(plan: str, task: str, grounding: GroundedIn) -> tuple[float, list[str]]:
+    """A plan held to what it states, without a judge: its claims about the segments and the
+    segment it addresses (`check_answer(plan=True)`: the share of them that hold), and the
+    task's limits it sets out to break (`plan_breaches`); the findings, one line each."""
+    check = check_answer(plan, task, grounding.segments, plan=True)
+    found = ([] if check.passed else [check.reason()]) + plan_breaches(plan, task)
+    return check.score, found
 
 
 def with_check(reason: str | None, found: str) -> str | None:
@@ -122,6 +131,10 @@ class Scorer:
                 score = judge_score
                 if item.metric == "plan_quality":
                     reason = plan_reason(reason)
+                    if item.grounding is not None:  # a plan's claims hold, or it fails
+                        share, found = check_plan(item.output, item.task, item.grounding)
+                        score *= share
+                        reason, kept = with_check(reason, "; ".join(found)), not found
                 elif METRICS[item.metric] == "helpfulness":
                     score, limits = self._helpfulness(item.task, item.output)
                     reason, kept = with_check(reason, limits.reason()), limits.passed
