@@ -186,7 +186,7 @@ def test_the_new_rules_raise_no_false_alarm_and_catch_the_classes_they_target() 
     targeted = {"wrong_order": 0, "truncated": 0}
     for section in ("plan_quality", "helpfulness", "improvement", "grounding"):
         for pair in calibration[section]:
-            assert check_failures(section, pair["task"], pair["good"], profile) == "", pair
+            assert check_failures(section, pair["task"], pair["good"], profile, pair) == "", pair
             if section == "plan_quality":
                 continue  # its own classes: tests/test_eval_plan_checks.py
             found = check_failures(section, pair["task"], pair["bad"], profile)

@@ -176,3 +176,45 @@ def missing(answer: str, ask: Ask) -> str | None:
     if least > ask.n:
         return f"numbered up to {least}"
     return None
+
+
+# A review that asks for something added, in the imperative at the start of a sentence or
+# clause ("Add the date", "Too generic. Mention …", "Weight it, and give …", ": use …"), or
+# as "could be improved by adding …".
+_ASKS_MORE = re.compile(
+    r"(?:^|[.:;!?]\s+|^\s*(?:\d{1,2}[.)]|[-*•])\s*|,?\s+and\s+)"
+    r"(?:add|give|name|say|mention|include|make|state|use|list|explain|back)\b"
+    r"|\b(?:improved|better)\s+by\s+(?:adding|providing|including|giving|mentioning|naming|"
+    r"stating|listing|specifying)\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[^\W\d_]+")
+_FUNCTION = """about also been being could each every from have here into just more most other
+should some than that their them then there these they this very were what when where which
+will with would your"""
+_FUNCTION_WORDS = frozenset(_FUNCTION.split())
+REVIEW_NEW = 2  # new words or figures a final that applies a review asking for more has
+
+
+def new_content(final: str, before: str) -> list[str]:
+    """The final's figures, and words of four letters or more, that `before` does not have."""
+    seen = {t.casefold() for t in _TOKEN.findall(before)}
+    return [
+        t
+        for t in (t.casefold() for t in _TOKEN.findall(final))
+        if (t[0].isdigit() or len(t) >= 4) and t not in seen and t not in _FUNCTION_WORDS
+    ]
+
+
+def ignored_review(review: str, draft: str, final: str, task: str) -> str:
+    """'' unless the review asks for something added and the final adds fewer than REVIEW_NEW
+    words or figures that neither the draft nor the task has (then one line saying so)."""
+    if not _ASKS_MORE.search(review):
+        return ""
+    new = new_content(final, f"{draft}\n{task}")
+    if len(new) >= REVIEW_NEW:
+        return ""
+    return (
+        f"ignores the review: it asks for more, and the final adds {len(new)} word(s) or "
+        "figure(s) the draft and the task do not have"
+    )

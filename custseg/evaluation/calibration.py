@@ -38,6 +38,7 @@ from custseg.config import read_yaml
 from custseg.conversation import GroundedIn
 from custseg.errors import ConfigError
 from custseg.evaluation.addressed import check_answer
+from custseg.evaluation.asks import ignored_review
 from custseg.evaluation.items import Item, improvement_item
 from custseg.evaluation.limits import check_limits
 from custseg.evaluation.scorer import Scorer, check_plan
@@ -154,7 +155,11 @@ def pair_items(
     for label in ("good", "bad"):
         item_id = f"calibration:{section}:{index}:{label}"
         if section == PAIRWISE:
-            items.append(improvement_item(item_id, pair["task"], pair["draft"], pair[label], seed))
+            items.append(
+                improvement_item(
+                    item_id, pair["task"], pair["draft"], pair[label], seed, review=pair["review"]
+                )
+            )
         elif section == "grounding":
             if profile is None:
                 raise ValueError("grounding pairs need the segment profile")
@@ -164,16 +169,22 @@ def pair_items(
     return items[0], items[1]
 
 
-def check_failures(section: str, task: str, answer: str, profile: GroundedIn) -> str:
+def check_failures(
+    section: str, task: str, answer: str, profile: GroundedIn, pair: dict[str, str] | None = None
+) -> str:
     """What the judge-free checks find wrong with an answer ('' for nothing): the task's limits
     and asks (`limits`), the segment names, figures and claims it states (`addressed`, against
-    `profile`). Plans are steps, not answers: held to what they state (`check_plan`), as the
-    eval holds them."""
+    `profile`), and for an improvement pair's final whether it ignores a review asking for more
+    (`asks.ignored_review`). Plans are steps, not answers: held to what they state
+    (`check_plan`), as the eval holds them."""
     if section in PLANS:
         return "; ".join(check_plan(answer, task, profile)[1])
+    found: list[str] = []
+    if section == PAIRWISE and pair is not None:  # the final against its draft's review
+        found.append(ignored_review(pair["review"], pair["draft"], answer, task))
     limits = check_limits(answer, task)
     check = check_answer(answer, task, profile.segments)
-    found = [limits.reason() if not limits.passed else "", "" if check.passed else check.reason()]
+    found += [limits.reason() if not limits.passed else "", "" if check.passed else check.reason()]
     return " ".join(f for f in found if f)
 
 
@@ -359,7 +370,7 @@ def calibrate(
             judged.append((CHECK, *check_items(good_item, bad_item)))
         for metric, good_item_, bad_item_ in judged:
             found = {
-                label: check_failures(section, pair["task"], pair[label], profile)
+                label: check_failures(section, pair["task"], pair[label], profile, pair)
                 for label in ("good", "bad")
             }
             good = {**scorer.score(good_item_), **tagged, "label": "good", "checks": found["good"]}

@@ -102,6 +102,7 @@ class Item:
     grounding: GroundedIn | None = None  # the segments the answer is checked against
     variant: str = DEFAULT_VARIANT  # the agent variant that answered (custseg eval compare)
     work: dict[str, Any] | None = None  # v2 agents: tool calls, breaches, edits (work_summary)
+    review: str | None = None  # an improvement item's review of the draft (asks.ignored_review)
 
     @property
     def judge_calls(self) -> int:
@@ -141,12 +142,20 @@ def profile_text(grounding: GroundedIn) -> str:
 
 
 def improvement_item(
-    item_id: str, task: str, draft: str, final: str, seed: int, variant: str = DEFAULT_VARIANT
+    item_id: str,
+    task: str,
+    draft: str,
+    final: str,
+    seed: int,
+    variant: str = DEFAULT_VARIANT,
+    review: str | None = None,
 ) -> Item:
     """The pairwise item, shown first in the order the seed draws for `item_id`."""
     where = positions(seed, item_id)
     text = pairwise_text(draft, final, where)
-    return Item(item_id, "improvement", task, text, where, (draft, final), variant=variant)
+    return Item(
+        item_id, "improvement", task, text, where, (draft, final), variant=variant, review=review
+    )
 
 
 def work_summary(conv: dict[str, Any]) -> dict[str, Any] | None:
@@ -166,6 +175,12 @@ def work_summary(conv: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def review(conv: dict[str, Any]) -> str | None:
+    """The conversation's review of the draft, if it kept one."""
+    text = conv.get("review")
+    return text if isinstance(text, str) and text.strip() else None
+
+
 def conversation_items(conv: dict[str, Any], seed: int) -> list[Item]:
     """A complete conversation's judge questions: four, six when it says what grounded it."""
     cid, task = conv["correlation_id"], conv["task"]
@@ -174,7 +189,7 @@ def conversation_items(conv: dict[str, Any], seed: int) -> list[Item]:
         Item(cid, "plan_quality", task, conv["plan"], grounding=grounded_in(conv), variant=variant),
         Item(cid, "helpfulness_draft", task, conv["draft"], variant=variant),
         Item(cid, "helpfulness_final", task, conv["final"], variant=variant),
-        improvement_item(cid, task, conv["draft"], conv["final"], seed, variant),
+        improvement_item(cid, task, conv["draft"], conv["final"], seed, variant, review(conv)),
     ]
     if grounding := grounded_in(conv):
         items += [

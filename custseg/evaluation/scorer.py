@@ -13,6 +13,7 @@ from typing import Any
 from custseg.config import Params
 from custseg.conversation import GroundedIn
 from custseg.evaluation.addressed import check_answer
+from custseg.evaluation.asks import ignored_review
 from custseg.evaluation.grounding import GroundingCheck
 from custseg.evaluation.items import Item, pairwise_text, scoring_order, swapped
 from custseg.evaluation.judge import CachedJudge, shown_reason
@@ -125,6 +126,9 @@ class Scorer:
         try:
             if item.answers is not None:
                 score, judge_score, reason, latency = self._improvement(item)
+                if item.review is not None:  # a final that ignores a review asking for more
+                    found = ignored_review(item.review, *item.answers, item.task)
+                    reason, kept = with_check(reason, found), not found
             else:
                 asked = (item.metric, item.shown_input, item.shown_output)
                 judge_score, reason, latency = self._judge(*asked)
