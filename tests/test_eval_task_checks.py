@@ -200,3 +200,47 @@ def test_the_new_rules_raise_no_false_alarm_and_catch_the_classes_they_target() 
     }  # fmt: skip
     assert targeted == expected  # every ordering and every cut-off answer there is caught
     assert msgspec.convert(raw["profile"]["segments"], list[Segment]) == list(profile.segments)
+
+
+SENTENCES = [
+    "They earn 48.9 k$ on average.",
+    "They spend heavily, e.g. on new collections.",
+    "Value lines keep them!",
+    "Loyalty points help too.",
+    "Watch their credit, i.e. limits.",
+    "A quarterly review is advised?",
+]
+
+
+@settings(max_examples=200)
+@given(n=st.integers(2, 4), said=st.lists(st.sampled_from(SENTENCES), min_size=1, max_size=6))
+def test_an_n_sentence_answer_has_exactly_n_sentences_in_prose(n, said) -> None:
+    task = f'Write a {COUNT_WORDS[n - 1]}-sentence summary of the "low income" segment.'
+    found = check_limits(" ".join(said), task)
+    assert ("sentence" in found.reason()) == (len(said) != n), (task, said, found.reason())
+
+
+OFFERS = [
+    "Give them 20% off every purchase.",
+    "Send a discount code.",
+    "A 15 % off voucher.",
+    "We cut prices with a discount.",
+]
+NOT_OFFERS = [
+    "Offer perks, not discounts.",
+    "Free alterations instead of a discount.",
+    "No discount: early access to new collections.",
+    "Reward visits without any discount.",
+]
+RULES = ["without discounting", "with no discounts", "but not a discount"]
+
+
+@settings(max_examples=100)
+@given(
+    rule=st.sampled_from(RULES), offer=st.sampled_from(OFFERS), other=st.sampled_from(NOT_OFFERS)
+)
+def test_an_answer_offering_what_the_task_forbids_breaks_it(rule, offer, other) -> None:
+    task = f"Propose a loyalty offer for the high income · low spending segment {rule}."
+    assert "offers" in check_limits(f"{other} {offer}", task).reason()
+    assert "offers" not in check_limits(other, task).reason()  # said as what it is not
+    assert "offers" not in check_limits(offer, "Propose a loyalty offer.").reason()  # allowed

@@ -8,8 +8,11 @@ headlines, slogans) are the most of the answer's non-empty lines, list items, in
 (metrics, ideas, tips) are counted only in a list (2+ bulleted or numbered lines, or inline
 numbers), never in prose, except a single clause with nothing that could join items (no comma,
 "and", "or", second sentence): one item. Too few is a finding; too many only when the answer
-numbers its items past the count ("4." of three). Not read: counts per item ("one sentence per
-segment") and counts of segments (custseg.evaluation.claims checks those against the profile).
+numbers its items past the count ("4." of three), or gives more sentences than asked (sentences
+are counted in prose: "a two-sentence summary" in six). Not read: counts per item ("one
+sentence per segment") and counts of segments (custseg.evaluation.claims checks those against
+the profile). A task that forbids discounts ("without discounting", "no discounts") is broken
+by an answer offering one not negated in its clause ("20% off"; not "perks, not discounts").
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ _COUNT_ASK = (
         r"bullet\s+points?)\b(?!\s+(?:per|each|for\s+each)\b)",
         re.IGNORECASE,
     ),
+    # "a two-sentence summary": the whole answer is that many sentences.
+    re.compile(rf"\b{_N}-(?P<what>sentence)\b", re.IGNORECASE),
 )
 # Not a count of the answer's items: "one sentence per segment", "two lines for each offer".
 _PER_ITEM = re.compile(r"\s+(?:per|each|for\s+each|for\s+every|a|an|every)\b", re.I)
@@ -51,7 +56,12 @@ _INLINE_NUMBER = re.compile(r"(?:^|\s)(?P<n>\d{1,2})[.)]\s+(?=\S)")
 _QUOTED = re.compile(r"(?<!\w)[\"“][^\"“”\n]{3,}[\"”]")
 # What joins items in prose: a comma, a semicolon, a colon, a line, "and", "or", "+", "&", "vs".
 _JOINS = re.compile(r"[,;:\n+&/]|\b(?:and|or|plus|then|versus|vs)\b|[.!?]\s+\S", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
+# Not after an abbreviation ("e.g. free alterations"): sentences are counted in prose.
+_SENTENCE_END = re.compile(
+    r"(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\bapprox)(?<!\bMrs)(?<!\bMr)(?<!\bDr)(?<!\bSt)"
+    r"[.!?]+(?=\s|$)",
+    re.IGNORECASE,
+)
 # Parts a task asks for and words any answer giving them has.
 PARTS = (
     (
@@ -108,7 +118,7 @@ def _count_ask(match: re.Match) -> Ask | None:
     # The thing counted: the first plural word ("three email subject lines"); of one, only a
     # line or a sentence ("one subject line"), anything else is a part (PARTS).
     if n > 1:
-        at = next((i for i, w in enumerate(words) if _plural(w)), None)
+        at = next((i for i, w in enumerate(words) if _plural(w) or _SENTENCES.match(w)), None)
     else:
         at = next((i for i, w in enumerate(words) if _LINES.search(w) or _SENTENCES.match(w)), None)
     if at is None or n > 12 or _NOT_ITEMS.search(words[at]) or (n == 1 and _plural(words[at])):
@@ -173,6 +183,8 @@ def missing(answer: str, ask: Ask) -> str | None:
     most, least = found
     if most < ask.n:
         return f"gives {most} {ask.what.removesuffix('s')}(s)"
+    if ask.what == "sentences" and most > ask.n:  # sentences are counted in prose too
+        return f"gives {most} sentences"
     if least > ask.n:
         return f"numbered up to {least}"
     return None
@@ -218,3 +230,29 @@ def ignored_review(review: str, draft: str, final: str, task: str) -> str:
         f"ignores the review: it asks for more, and the final adds {len(new)} word(s) or "
         "figure(s) the draft and the task do not have"
     )
+
+
+# What a task forbids: "without discounting", "no discounts", "not a discount".
+_FORBIDS_DISCOUNT = re.compile(
+    r"\b(?:without|no|not\s+(?:a|any|by))\s+(?:\w+\s+)?discount(?:s|ing)?\b", re.IGNORECASE
+)
+_DISCOUNT = re.compile(
+    r"\b\d+(?:[.,]\d+)?\s?%\s+off\b|\bdiscount(?:s|ed|ing)?\b|\bprice\s+(?:cuts?|reductions?)\b",
+    re.IGNORECASE,
+)
+# A negation earlier in the same clause ("perks, not discounts", "no price cut").
+_NEGATED = re.compile(
+    r"\b(?:no|not|without|never|nor|instead\s+of|rather\s+than|avoid\w*)\b[^.;:!?\n]{0,40}$",
+    re.IGNORECASE,
+)
+
+
+def forbidden(answer: str, task: str) -> tuple[str, str] | None:
+    """(the task's rule as written, what the answer offers) if the task forbids discounts and
+    the answer offers one (not negated in its clause); None otherwise."""
+    if not (rule := _FORBIDS_DISCOUNT.search(task)):
+        return None
+    for offer in _DISCOUNT.finditer(answer):
+        if not _NEGATED.search(answer[: offer.start()]):
+            return " ".join(rule.group(0).split()), " ".join(offer.group(0).split())
+    return None

@@ -31,7 +31,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from custseg.evaluation.asks import missing, task_asks
+from custseg.evaluation.asks import forbidden, missing, task_asks
 from custseg.evaluation.grounding import COUNT_WORDS, count_value
 
 _COUNT = rf"(?P<n>\d{{1,3}}(?:,\d{{3}})*|{'|'.join(COUNT_WORDS)}|a\s+single|single)"
@@ -214,6 +214,9 @@ def check_limits(answer: str, task: str) -> LimitsCheck:
             unit = "of the budget" if limit.unit == "budget" else limit.unit
             broken.append(f"{_shown(used)} {unit} (task: {limit.written})")
     written = [limit.written for limit in limits] + [ask.written for ask in asks]
+    if (offered := forbidden(answer, task)) is not None:  # counted only when broken, as below
+        written.append(offered[0])
+        broken.append(f"offers {offered[1]} (task: {offered[0]})")
     if (ending := cut_off(answer)) is not None:  # counted only when broken: others' scores stay
         written.append(WHOLE)
         broken.append(f"{ending} (task: {WHOLE})")
