@@ -373,6 +373,8 @@ WRONG_FINALS = {
     12: ("claims", "covers 2 of the 5 segments the task asks about"),
     8: ("limits", "gives 1 item(s) (task: Suggest three metrics)"),  # "The average income · …"
     13: ("claims", "names no segment; the task asks which"),
+    # Issue #34's Why: "Drafts restate the task ("Propose a loyalty-programme offer for …").
+    0: ("limits", "opens with the task restated"),
 }
 
 

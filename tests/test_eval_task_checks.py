@@ -244,3 +244,21 @@ def test_an_answer_offering_what_the_task_forbids_breaks_it(rule, offer, other) 
     assert "offers" in check_limits(f"{other} {offer}", task).reason()
     assert "offers" not in check_limits(other, task).reason()  # said as what it is not
     assert "offers" not in check_limits(offer, "Propose a loyalty offer.").reason()  # allowed
+
+
+TASK_WORDS = 'Propose a loyalty-programme offer for the "high income · low spending" segment that could raise their spending without discounting.'  # noqa: E501
+
+
+@settings(max_examples=200)
+@given(
+    picked=st.lists(st.sampled_from(TASK_WORDS.rstrip(".").split()), min_size=1, max_size=14),
+    new=st.sampled_from(["", "perks", "34", "alterations"]),
+)
+def test_an_answer_opening_with_the_tasks_own_words_restates_it(picked, new) -> None:
+    answer = f"{' '.join(picked)} {new}. Then a points system with early access."
+    content = [w for w in picked if len(w.strip('"·')) >= 4 and w not in ("that", "their")]
+    found = "restated" in check_limits(answer, TASK_WORDS).reason()
+    if new:
+        assert not found, answer  # one word or figure of its own: an answer
+    elif len(set(content)) >= 8:
+        assert found, answer

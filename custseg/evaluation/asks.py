@@ -256,3 +256,21 @@ def forbidden(answer: str, task: str) -> tuple[str, str] | None:
         if not _NEGATED.search(answer[: offer.start()]):
             return " ".join(rule.group(0).split()), " ".join(offer.group(0).split())
     return None
+
+
+RESTATED_MIN = 6  # distinct words of a first sentence made only of the task's: a restatement
+
+
+def restated(answer: str, task: str) -> str | None:
+    """One line if the answer opens with the task restated: a first sentence of RESTATED_MIN
+    or more distinct words (four letters or more) and figures, every one of them the task's."""
+    first = re.split(r"(?<=[.!?])\s+|\n", answer.strip(), maxsplit=1)[0]
+    said = {t.casefold() for t in _TOKEN.findall(task)}
+    words = [
+        t.casefold()
+        for t in _TOKEN.findall(first)
+        if (t[0].isdigit() or len(t) >= 4) and t.casefold() not in _FUNCTION_WORDS
+    ]
+    if len(set(words)) < RESTATED_MIN or any(w not in said for w in words):
+        return None
+    return f'opens with the task restated ("{" ".join(first.split()[:8])} …")'

@@ -31,7 +31,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from custseg.evaluation.asks import forbidden, missing, task_asks
+from custseg.evaluation.asks import forbidden, missing, restated, task_asks
 from custseg.evaluation.grounding import COUNT_WORDS, count_value
 
 _COUNT = rf"(?P<n>\d{{1,3}}(?:,\d{{3}})*|{'|'.join(COUNT_WORDS)}|a\s+single|single)"
@@ -93,6 +93,7 @@ _NO_END = frozenset(_NO_END_WORDS.split())
 _CUT_MARK = re.compile(r"[,;:(\[{–—-]$|\(\s*[^)]*$")
 _LAST_WORD = re.compile(r"([^\W\d_]+)$")
 WHOLE = "a whole answer"
+ANSWERS = "an answer, not the task restated"
 
 
 def cut_off(answer: str) -> str | None:
@@ -217,6 +218,9 @@ def check_limits(answer: str, task: str) -> LimitsCheck:
     if (offered := forbidden(answer, task)) is not None:  # counted only when broken, as below
         written.append(offered[0])
         broken.append(f"offers {offered[1]} (task: {offered[0]})")
+    if (opening := restated(answer, task)) is not None:
+        written.append(ANSWERS)
+        broken.append(f"{opening} (task: {ANSWERS})")
     if (ending := cut_off(answer)) is not None:  # counted only when broken: others' scores stay
         written.append(WHOLE)
         broken.append(f"{ending} (task: {WHOLE})")
