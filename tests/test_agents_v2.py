@@ -17,6 +17,7 @@ from custseg.agents.edits import (
     Asked,
     Patch,
     apply_edits,
+    fresh,
     list_items,
     lost_items,
     worse_problems,
@@ -392,6 +393,23 @@ def test_a_copied_sentence_is_no_edit_and_a_cut_off_one_is_applied_in_full_sente
     )
     assert text.endswith(added) and check_answer(text, CUSTOMER, SEGMENTS).passed
     assert final.model.params["llm_calls"] == 2  # the copied sentence was never sent
+
+
+def test_an_addition_keeps_only_what_neither_repeats_the_text_nor_restates_the_task() -> None:
+    # Seen with the bundled model: an addition that began with the draft's first sentence, and
+    # one that was the task's own fact.
+    added = (
+        "The customer falls into the 'high income · low spending' segment. Their spending "
+        "score of 20 is far below their income level, so a personal shopper could unlock it."
+    )
+    assert fresh(added, SEEN_DRAFT, CUSTOMER) == (
+        "Their spending score of 20 is far below their income level, so a personal shopper "
+        "could unlock it."
+    )
+    assert fresh("The customer earns 85k$ a year.", SEEN_DRAFT, CUSTOMER) == ""
+    llm = ScriptedLLM(SEEN_DRAFT, ["Add the customer's income."], [{"new": "Earns 85k$ a year."}])
+    final = review_only(llm, CUSTOMER, SEEN_DRAFT)
+    assert final.work.edits[-1].why_not == "it only repeats the text or the task"
 
 
 def test_a_restated_task_is_cut_by_code() -> None:

@@ -73,6 +73,7 @@ _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
 _LIST_ITEM = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s+", re.MULTILINE)
 SHORTER = 0.9  # a kept result has at least this share of the text's words, unless it cuts
 MIN_NEW_WORDS = 3  # an addition that brings fewer words the text lacks adds nothing
+REPEATS = 0.8  # a sentence with this share of its words in the text says nothing new
 RESTATED = 0.75  # an opening sentence with this share of its words in the task restates it
 MIN_REST_WORDS = 15  # the answer left after cutting a restated opening must be this long
 
@@ -108,7 +109,7 @@ def restates_task(sentence: str, task: str) -> bool:
     """Whether a sentence says little but the task's own words."""
     said = words(sentence)
     asked = set(words(task))
-    return len(said) >= 5 and sum(w in asked for w in said) / len(said) >= RESTATED
+    return len(said) >= 3 and sum(w in asked for w in said) / len(said) >= RESTATED
 
 
 def cut_restated_task(text: str, task: str) -> str | None:
@@ -195,6 +196,20 @@ def apply_patch(text: str, patch: Patch) -> tuple[str | None, str]:
     if found := loose.search(text):
         return (text[: found.start()] + new + text[found.end() :]).strip(), ""
     return None, f"the words to change are not in the text: {old[:80]!r}"
+
+
+def fresh(added: str, text: str, task: str) -> str:
+    """The sentences of `added` that neither repeat `text` (seen: an addition that began by
+    copying the draft's first two sentences) nor restate the task ("The customer earns 85k$
+    a year.")."""
+    had = set(words(text))
+    kept = []
+    for sentence in re.split(r"(?<=[.!?])[ \t]+|\n+", added.strip()):
+        said = words(sentence)
+        repeats = not said or sum(w in had for w in said) / len(said) >= REPEATS
+        if not repeats and not restates_task(sentence, task):
+            kept.append(sentence.strip())
+    return " ".join(kept)
 
 
 def list_items(text: str) -> int:
@@ -310,32 +325,46 @@ def checked_edits(
     return text, outcomes
 
 
+def applied_patch(
+    text: str, patch: Patch, asked: Asked, task: str, problems: Problems
+) -> tuple[str | None, str]:
+    """`text` with the patch applied if it is kept, else None and why not. An addition keeps
+    only its sentences that neither repeat the text nor restate the task."""
+    if patch.new and not patch.old.strip():
+        patch = patch.model_copy(update={"new": fresh(patch.new, text, task)})
+        if not patch.new:
+            return None, "it only repeats the text or the task"
+    after, why = apply_patch(text, patch)
+    if after is None:
+        return None, why
+    why = rejection(text, after, asked, task, problems, patch.new) or ""
+    return (None, why) if why else (after, "")
+
+
 def apply_edits(
     text: str, edits: Sequence[Asked], task: str, problems: Problems, ask: Ask,
     most: int = MAX_LLM_EDITS,
 ) -> Applied:  # fmt: skip
     """`edits` applied to `text` one at a time by `ask` (at most `most` calls), each kept only
-    if `rejection` finds nothing wrong; every edit gets an outcome."""
+    if `applied_patch` keeps it; every edit gets an outcome."""
     done = Applied(text)
     calls = 0
     for asked in edits:
         edit = complete_sentences(asked.edit)
         if asked.fixes is None and not is_instruction(edit):
-            done.outcomes.append(Edit(edit=asked.edit, applied=False, why_not="not an instruction"))
-            continue
-        if calls >= most:
+            why = "not an instruction"
+        elif calls >= most:
             why = f"not tried: at most {most} edits per final"
-            done.outcomes.append(Edit(edit=edit, applied=False, why_not=why))
-            continue
-        calls += 1
-        patch = ask(done.text, edit)
-        after, why = apply_patch(done.text, patch)
-        if after is not None:
-            why = rejection(done.text, after, asked._replace(edit=edit), task, problems, patch.new)
-        if why:
-            done.outcomes.append(Edit(edit=edit, applied=False, why_not=why[:1000]))
-            done.notes.append(f"edit not applied ({why[:200]}): {edit[:120]}")
         else:
-            done.text = after or done.text
-            done.outcomes.append(Edit(edit=edit, applied=True))
+            calls += 1
+            after, why = applied_patch(
+                done.text, ask(done.text, edit), asked._replace(edit=edit), task, problems
+            )
+            if after is not None:
+                done.text = after
+                done.outcomes.append(Edit(edit=edit, applied=True))
+                continue
+            done.notes.append(f"edit not applied ({why[:200]}): {edit[:120]}")
+        shown = asked.edit if why == "not an instruction" else edit
+        done.outcomes.append(Edit(edit=shown, applied=False, why_not=why[:1000]))
     return done
