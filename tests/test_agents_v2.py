@@ -412,6 +412,21 @@ def test_an_addition_keeps_only_what_neither_repeats_the_text_nor_restates_the_t
     assert final.work.edits[-1].why_not == "it only repeats the text or the task"
 
 
+def test_a_draft_that_is_only_a_title_gets_its_answer_added() -> None:
+    # Seen with the bundled model: the draft was "Rewards for Spending", the review's one edit
+    # the answer itself (not an instruction), and the final stayed the title.
+    task = 'Propose a loyalty-programme offer for the "high income · low spending" segment.'
+    offer = "Give members a free personal shopper after their third full-price visit."
+    llm = ScriptedLLM("", ["Rewards for Spending: Offer a free shopper."], [{"new": offer}])
+    final = review_only(llm, task, "Rewards for Spending")
+    assert final.content["final"] == f"Rewards for Spending. {offer}"
+    assert [(e.applied, e.why_not) for e in final.work.edits] == [
+        (True, None),
+        (False, "not an instruction"),
+    ]
+    assert final.work.edits[0].edit.endswith("the draft is only 3 words.")
+
+
 def test_a_restated_task_is_cut_by_code() -> None:
     task = (
         'Propose a loyalty-programme offer for the "high income · low spending" segment that '

@@ -75,6 +75,7 @@ SHORTER = 0.9  # a kept result has at least this share of the text's words, unle
 MIN_NEW_WORDS = 3  # an addition that brings fewer words the text lacks adds nothing
 REPEATS = 0.8  # a sentence with this share of its words in the text says nothing new
 RESTATED = 0.75  # an opening sentence with this share of its words in the task restates it
+MIN_ANSWER_WORDS = 8  # fewer, with no length limit: the draft is not an answer yet
 MIN_REST_WORDS = 15  # the answer left after cutting a restated opening must be this long
 
 
@@ -269,6 +270,17 @@ FIX = "Fix what breaks the task or the facts: "
 
 def fix_edit(problem: str) -> Asked:
     return Asked(f"{FIX}{problem}", problem)
+
+
+def short_answer_edit(text: str, task: str) -> Asked | None:
+    """An edit for an answer too short to answer a task with no length limit (seen: a draft
+    that was only its title, "Rewards for Spending")."""
+    n = len(words(text))
+    if n >= MIN_ANSWER_WORDS or any(
+        lim.unit in ("characters", "words") for lim in task_limits(task)
+    ):
+        return None
+    return Asked(f"Add the concrete answer the task asks for: the draft is only {n} words.")
 
 
 def rejection(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Annotated
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -19,7 +20,8 @@ EDIT_CHARS = 200
 class ReviewEdits(BaseModel):
     """The review: up to MAX_EDITS edits, each one instruction (empty: nothing to change)."""
 
-    edits: list[str] = Field(
+    # Each edit capped (the grammar closes it there), so a review fits its token budget.
+    edits: list[Annotated[str, Field(max_length=EDIT_CHARS)]] = Field(
         default_factory=list,
         max_length=MAX_EDITS,
         description="concrete edits to the draft, one instruction each; empty if none needed",

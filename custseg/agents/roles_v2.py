@@ -21,6 +21,7 @@ from custseg.agents.edits import (
     checked_edits,
     fix_edit,
     only_adds,
+    short_answer_edit,
 )
 from custseg.agents.enforce import enforce, problems
 from custseg.agents.envelope import Envelope, ModelInfo, ToolCall, Work, reply
@@ -213,8 +214,9 @@ def _review(
 
     text, outcomes = checked_edits(draft, task, segments)
     asked = asking(facts, header, INSTRUCTIONS_V2["review"], draft=text)
-    review = llm.complete_json(asked, ReviewEdits, max_tokens=max(96, max_tokens // 3))
+    review = llm.complete_json(asked, ReviewEdits, max_tokens=max_tokens)  # 4 capped edits
     todo = [fix_edit(p[:EDIT_CHARS]) for p in found(text)]
+    todo += [short] if (short := short_answer_edit(text, task)) else []
     todo += [Asked(e) for e in clean_edits(review.edits)]
 
     def ask(current: str, edit: str) -> Patch:
