@@ -54,11 +54,11 @@ INSTRUCTIONS_V2: dict[str, str] = {
     f"answer the task. {FACTS_RULE} Output only the plan.",
     "writer": "You are the Writer. Follow the plan and answer the task directly and specifically "
     f"in at most 120 words. Do not repeat the task. {FACTS_RULE} Output only the answer.",
-    "review": "You are the Reviewer. List at most 3 edits that would make the draft a more "
-    "specific, complete and correct answer to the task: each one instruction, to add a concrete "
-    "detail the draft lacks (an offer, a figure from Facts, a channel, a timing, a measure of "
-    "success), to fix an error, or to change named words. Ask for no edit the draft already "
-    "satisfies. Reply in JSON with an `edits` list (empty if the draft needs no change).",
+    "review": "You are the Reviewer. List at most 3 concrete edits that would make the draft a "
+    "better answer to the task: each one instruction naming exactly what to add (the fact, "
+    "offer, figure or step itself), what to cut, or which words to change and to what. Ask for "
+    "no edit the draft already satisfies. Reply in JSON with an `edits` list (empty if the "
+    "draft needs no change).",
     "add": "Write only the words this edit adds to the draft: one or two concrete, specific "
     "sentences (or one list item, numbered like the draft's), in the draft's style, saying "
     f"nothing the draft already says, with no placeholder. {FACTS_RULE} Reply in JSON with the "
