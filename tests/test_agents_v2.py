@@ -12,22 +12,30 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from custseg.agents.enforce import cut_to, enforce, repair, strip_hashtags
-from custseg.agents.envelope import Envelope, parse_envelope, task_envelope
+from custseg.agents.edits import (
+    MAX_LLM_EDITS,
+    Asked,
+    Patch,
+    apply_edits,
+    fresh,
+    list_items,
+    lost_items,
+    worse_problems,
+)
+from custseg.agents.enforce import cut_to, enforce, problems, repair, strip_hashtags
+from custseg.agents.envelope import Edit, Envelope, parse_envelope, task_envelope
 from custseg.agents.review import (
     MAX_EDITS,
     SECTIONS,
-    Declined,
     clean_edits,
     drop_echoes,
     drop_leaks,
-    edit_outcomes,
     leaked,
     parse_edits,
     review_text,
 )
 from custseg.agents.roles import INSTRUCTIONS, ROLES, answer
-from custseg.agents.roles_v2 import INSTRUCTIONS_V2, lost_items
+from custseg.agents.roles_v2 import INSTRUCTIONS_V2
 from custseg.agents.tools import (
     ToolError,
     assign_customer,
@@ -209,19 +217,17 @@ def test_an_unreadable_review_is_one_line(text: str) -> None:
         assert isinstance(edits, list)
 
 
-def test_a_review_is_parsed_and_each_edit_applied_or_declined_with_why() -> None:
+def test_a_review_is_parsed_and_each_edit_listed_with_its_outcome() -> None:
     edits = parse_edits(json.dumps({"edits": ["1. Add the date.", "Add the date.", "- Cut tags"]}))
     assert edits == ["Add the date.", "Cut tags"]
     with pytest.raises(ValueError, match="invalid review: edits"):
         parse_edits(json.dumps({"edits": ["a b"] * 9}))
-    outcomes = edit_outcomes(
-        edits, [Declined(edit=2, why="no tags there"), Declined(edit=7, why="x")], False
-    )
-    assert [(o.applied, o.why_not) for o in outcomes] == [(True, None), (False, "no tags there")]
-    unchanged = edit_outcomes(edits, [], unchanged=True)
-    assert not any(o.applied for o in unchanged) and "unchanged" in unchanged[0].why_not
+    outcomes = [Edit("Add the date.", True), Edit("Cut tags", False, "no tags there")]
     assert review_text(()).startswith("No change requested")
-    assert "2. Cut tags (not applied: no tags there)" in review_text(outcomes)
+    assert (
+        review_text(outcomes)
+        == "1. Add the date. (applied)\n2. Cut tags (not applied: no tags there)"
+    )
 
 
 # --- prompts never leak -------------------------------------------------------------------------
@@ -261,12 +267,14 @@ def test_no_instruction_survives_drop_leaks(text: str, prompt: str, at: int) -> 
 
 
 class ScriptedLLM:
-    """Replies as scripted per kind of request; records what it was asked."""
+    """Replies as scripted per kind of request (a plain reply, the review's edits, each edit's
+    patch in turn); records what it was asked."""
 
     name, model, temperature, max_string_length = "scripted", "scripted", 0.0, 600
 
-    def __init__(self, text: str, edits: list[str], final: str) -> None:
-        self.text, self.edits, self.final, self.asked = text, edits, final, []
+    def __init__(self, text: str, edits: list[str], patches: list[dict] = ()) -> None:
+        self.text, self.edits, self.patches, self.asked = text, edits, list(patches), []
+        self.schemas: list[str] = []
 
     def complete(self, messages, max_tokens=None):
         self.asked.append(messages)
@@ -274,9 +282,10 @@ class ScriptedLLM:
 
     def complete_json(self, messages, schema, max_tokens=None):
         self.asked.append(messages)
+        self.schemas.append(schema.__name__)
         if "edits" in schema.model_fields:
             return schema(edits=self.edits), None
-        return schema(final=self.final, declined=[]), None
+        return schema(**(self.patches.pop(0) if self.patches else {"new": ""})), None
 
 
 def run_chain(llm: ScriptedLLM, task: str) -> dict[str, Envelope]:
@@ -287,9 +296,22 @@ def run_chain(llm: ScriptedLLM, task: str) -> dict[str, Envelope]:
     return chain
 
 
+def review_only(llm: ScriptedLLM, task: str, draft: str) -> Envelope:
+    """The Reviewer's reply to a draft (no planner or writer call)."""
+    incoming = task_envelope(task, variant="v2")
+    incoming = msgspec.structs.replace(
+        incoming, type="draft", content={"task": task, "plan": "1. Answer.", "draft": draft}
+    )
+    return parse_envelope(answer(ROLES["reviewer"], incoming, llm, 200, GROUNDING).to_bytes())
+
+
 def test_v2_records_tools_edits_and_a_breach_and_v1_records_none() -> None:
     # Every plain reply is too long with no sentence end to cut at, and has a hashtag.
-    llm = ScriptedLLM("Join us " * 30 + "#VIP", ["Add the date."], "Z" * 200)
+    llm = ScriptedLLM(
+        "Join us " * 30 + "#VIP",
+        ["Add the date."],
+        [{"old": "Join us", "new": "Join"}, {"new": "On Friday 7 pm at the Main Street store."}],
+    )
     chain = run_chain(llm, SMS)
     assert "Facts (from the model's tools)" in llm.asked[0][0]["content"]
     assert chain["planner"].work.tool_calls[0].name == "segment_figures"
@@ -300,30 +322,196 @@ def test_v2_records_tools_edits_and_a_breach_and_v1_records_none() -> None:
     )
     assert writer.breaches == ("draft: 239 characters (task: under 160 characters)",)
     final = chain["reviewer"]
-    assert [e.edit for e in final.work.edits] == [  # the checks' findings come first
-        "Fix what breaks the task or the facts: 239 characters (task: under 160 characters)",
-        "Add the date.",
+    # The checks' finding comes first: the patch shortens the text, so it is kept (nearer the
+    # limit); the date would lengthen it again, so it is not.
+    assert [(e.edit, e.applied) for e in final.work.edits] == [
+        (
+            "Fix what breaks the task or the facts: 239 characters (task: under 160 characters)",
+            True,
+        ),
+        ("Add the date.", False),
     ]
-    assert final.work.breaches == ("final: 200 characters (task: under 160 characters)",)
+    assert "it breaks the task or the facts: 278 characters" in final.work.edits[1].why_not
+    assert final.work.breaches == ("final: 236 characters (task: under 160 characters)",)
+    assert final.model.params["llm_calls"] == 3  # the review and one call per edit
     v1 = answer(ROLES["planner"], task_envelope(SMS), llm, 50, GROUNDING)
     assert v1.work is None and b'"work":null' in v1.to_bytes()
 
 
-def test_a_final_identical_to_its_draft_applies_no_edit() -> None:
+def test_an_edit_that_changes_nothing_is_recorded_not_applied() -> None:
     text = "Send a private preview invitation to our best customers this Friday."
-    llm = ScriptedLLM(text, ["Add the time of the evening."], text)
-    final = run_chain(llm, SMS)["reviewer"]
+    llm = ScriptedLLM(text, ["Add the time of the evening.", "Change the day to Friday."], [
+        {"new": ""}, {"old": "this Friday", "new": "this Friday"},
+    ])  # fmt: skip
+    final = review_only(llm, SMS, text)
     assert final.content["final"] == text
-    assert final.work.edits[0].applied is False
-    assert "final attempt 2 was the draft unchanged" in final.work.revisions
-    assert "(not applied:" in final.content["review"]
+    assert [e.why_not for e in final.work.edits] == [
+        "the edit came back empty",
+        "it changes nothing",
+    ]
+    assert "(not applied: it changes nothing)" in final.content["review"]
 
 
 def test_no_edits_asked_means_no_change() -> None:
     text = "Send a private preview invitation to our best customers this Friday."
-    final = run_chain(ScriptedLLM(text, [], "ignored"), SMS)["reviewer"]
+    final = run_chain(ScriptedLLM(text, []), SMS)["reviewer"]
     assert final.content["final"] == text and final.work.edits == ()
     assert final.content["review"].startswith("No change requested")
+    assert final.model.params["llm_calls"] == 1
+
+
+CUSTOMER = (
+    "A customer earns 85k$ a year and has a spending score of 20. Which segment is this and "
+    "what should we offer them?"
+)
+SEEN_DRAFT = (  # data/conversations_v2.jsonl, the partial run: its final was this draft
+    'The customer falls into the "high income · low spending" segment. We should offer them '
+    "premium products, loyalty programs, or personalized discounts tailored to their spending "
+    "habits."
+)
+
+
+def test_a_copied_sentence_is_no_edit_and_a_cut_off_one_is_applied_in_full_sentences() -> None:
+    added = "Invite them to a private styling session with early access to the new collection."
+    llm = ScriptedLLM(SEEN_DRAFT, [
+        "Add a sentence about the specific products offered to the customer. For example,",
+        "We should offer them premium products, loyalty programs, or personalized discounts.",
+    ], [{"new": added}])  # fmt: skip
+    final = review_only(llm, CUSTOMER, SEEN_DRAFT)
+    edits = final.work.edits
+    # Code adds the segment's figures from the tools (the draft named it with none).
+    assert edits[0].applied and edits[0].edit.startswith('Give the "high income · low spending"')
+    assert edits[1] == Edit(
+        "Add a sentence about the specific products offered to the customer.", True
+    )
+    assert edits[2].applied is False and edits[2].why_not == "not an instruction"
+    text = final.content["final"]
+    assert text.startswith(
+        'The customer falls into the "high income · low spending" segment. The "high income · '
+        'low spending" segment has 34 customers (17% of all customers), a mean annual income '
+        "of 69 k$ and a mean spending score of 19. We should offer"
+    )
+    assert text.endswith(added) and check_answer(text, CUSTOMER, SEGMENTS).passed
+    assert final.model.params["llm_calls"] == 2  # the copied sentence was never sent
+
+
+def test_an_addition_keeps_only_what_neither_repeats_the_text_nor_restates_the_task() -> None:
+    # Seen with the bundled model: an addition that began with the draft's first sentence, and
+    # one that was the task's own fact.
+    added = (
+        "The customer falls into the 'high income · low spending' segment. Their spending "
+        "score of 20 is far below their income level, so a personal shopper could unlock it."
+    )
+    assert fresh(added, SEEN_DRAFT, CUSTOMER) == (
+        "Their spending score of 20 is far below their income level, so a personal shopper "
+        "could unlock it."
+    )
+    assert fresh("The customer earns 85k$ a year.", SEEN_DRAFT, CUSTOMER) == ""
+    llm = ScriptedLLM(SEEN_DRAFT, ["Add the customer's income."], [{"new": "Earns 85k$ a year."}])
+    final = review_only(llm, CUSTOMER, SEEN_DRAFT)
+    assert final.work.edits[-1].why_not == "it only repeats the text or the task"
+
+
+def test_a_draft_that_is_only_a_title_gets_its_answer_added() -> None:
+    # Seen with the bundled model: the draft was "Rewards for Spending", the review's one edit
+    # the answer itself (not an instruction), and the final stayed the title.
+    task = 'Propose a loyalty-programme offer for the "high income · low spending" segment.'
+    offer = "Give members a free personal shopper after their third full-price visit."
+    llm = ScriptedLLM("", ["Rewards for Spending: Offer a free shopper."], [{"new": offer}])
+    final = review_only(llm, task, "Rewards for Spending")
+    assert final.content["final"] == f"Rewards for Spending. {offer}"
+    assert [(e.applied, e.why_not) for e in final.work.edits] == [
+        (True, None),
+        (False, "not an instruction"),
+    ]
+    assert final.work.edits[0].edit.endswith("the draft is only 3 words.")
+
+
+def test_a_restated_task_is_cut_by_code() -> None:
+    task = (
+        'Propose a loyalty-programme offer for the "high income · low spending" segment that '
+        "could raise their spending without discounting."
+    )
+    draft = (
+        'Propose a loyalty-programme offer for the "high income · low spending" segment to '
+        "raise their spending. Give members who spend 500 $ in a quarter a free personal "
+        "shopper, early access to new premium lines and double points on full-price items."
+    )
+    final = review_only(ScriptedLLM(draft, []), task, draft)
+    assert final.content["final"].startswith("Give members who spend 500 $")
+    assert final.work.edits[0] == Edit("Do not restate the task; start with the answer.", True)
+
+
+def test_a_patch_replaces_the_words_it_names_or_is_refused_with_why() -> None:
+    draft = "1. Visits per week.\n2. Basket size.\n3. Redemption rate."
+    task = 'Suggest three metrics for the "low income · low spending" segment.'
+    llm = ScriptedLLM(draft, ["Change basket size to the mean basket value in $.",
+                              "Replace the visits with app sessions.",
+                              "Add a date for the first review."], [
+        {"old": "basket  SIZE", "new": "Mean basket value in $ per visit"},
+        {"old": "Visits per month", "new": "App sessions per week"},
+        {"new": "Review them on [date]."},
+    ])  # fmt: skip
+    final = review_only(llm, task, draft)
+    assert final.content["final"] == (
+        "1. Visits per week.\n2. Mean basket value in $ per visit.\n3. Redemption rate."
+    )
+    assert [e.applied for e in final.work.edits] == [True, False, False]
+    assert "not in the text: 'Visits per month'" in final.work.edits[1].why_not
+    # An edit that only adds gets only the words to add asked for; code puts them at the end.
+    assert llm.schemas == ["ReviewEdits", "Patch", "Patch", "Addition"]
+    assert llm.asked[-1][-1]["content"].endswith("Edit: Add a date for the first review.")
+    assert "placeholder" in final.work.edits[2].why_not
+
+
+def test_at_most_three_edits_go_to_the_llm() -> None:
+    text = "Send the flyer to the best customers in spring."
+    asked = [Asked(f"Add fact number {n} about the flyer.") for n in range(5)]
+    calls: list[str] = []
+    facts = [
+        "Print it on recycled paper.",
+        "Mail it to each home in March.",
+        "Add a QR code to the shop.",
+    ]
+
+    def ask(_text: str, edit: str) -> Patch:
+        calls.append(edit)
+        return Patch(new=facts[len(calls) - 1])
+
+    done = apply_edits(text, asked, "Plan a flyer.", lambda _t: [], ask)
+    assert len(calls) == MAX_LLM_EDITS == 3
+    assert [e.applied for e in done.outcomes] == [True, True, True, False, False]
+    assert done.outcomes[4].why_not == "not tried: at most 3 edits per final"
+
+
+list_drafts = st.lists(
+    st.sampled_from(["Visits per week.", "Basket size in $.", "Redemption rate.", "App sessions."]),
+    min_size=1,
+    max_size=5,
+).map(lambda items: "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1)))
+patches = st.builds(
+    Patch,
+    old=st.one_of(st.just(""), st.sampled_from(["Visits per week.", "2. Basket", "rate", "x"])),
+    new=st.text(alphabet="ab 1.#\n", max_size=60),
+)
+
+
+@given(list_drafts, st.lists(patches, min_size=1, max_size=4))
+def test_an_applied_edit_never_loses_an_item_or_breaks_a_limit(draft: str, made: list) -> None:
+    task = "Suggest three metrics for the weekend promotion in under 90 characters."
+    queue = list(made)
+    done = apply_edits(
+        draft,
+        [Asked("Add one more detail to the metrics.")] * len(made),
+        task,
+        lambda text: problems(text, task, SEGMENTS),
+        lambda _text, _edit: queue.pop(0),
+        most=len(made),
+    )
+    assert list_items(done.text) >= list_items(draft)
+    assert not worse_problems(problems(draft, task, SEGMENTS), problems(done.text, task, SEGMENTS))
+    assert len(done.outcomes) == len(made)
+    assert (done.text == draft) == (not any(e.applied for e in done.outcomes))
 
 
 def test_an_old_v1_record_still_parses() -> None:
@@ -357,29 +545,26 @@ def test_an_echoed_section_after_an_answer_never_survives(text: str, section: st
     assert "gives 1 line" not in kept and dropped and kept == text.strip()
 
 
-def test_a_final_that_breaks_what_the_draft_kept_is_not_sent() -> None:
+def test_a_patch_that_breaks_what_the_draft_kept_is_not_applied() -> None:
     lines = '"Spring savings for you"\n"Our budget collection is here"\n"Save more this spring"'
     task = 'Write three email subject lines for the "low income · high spending" segment.'
-    llm = ScriptedLLM(lines, ["Make the lines shorter."], "One single subject line")
-    llm.text = lines  # the draft (and any revision) keeps the three lines
-    chain = run_chain(llm, task)
-    # The revision of the final is the draft's text again: kept, so the final is the draft.
-    final = chain["reviewer"]
-    assert final.content["final"] == final.content["draft"] and final.work.breaches == ()
+    llm = ScriptedLLM(lines, ["Make the lines shorter."], [{"old": lines, "new": "One line"}])
+    final = review_only(llm, task, lines)
+    assert final.content["final"] == lines and final.work.breaches == ()
     assert final.work.edits[0].applied is False
+    assert final.work.edits[0].why_not.startswith("it loses what the text had: gives fewer than 3")
 
 
-def test_a_final_that_keeps_only_the_edited_item_is_not_sent() -> None:
+def test_a_patch_that_keeps_only_the_edited_item_is_not_applied() -> None:
     # Seen with the bundled model: asked to add to metric 3, the final was metric 3 alone.
     task = (
         'Suggest three metrics to track whether the "low income · low spending" segment responds.'
     )
     draft = "1. Visits per week.\n2. Basket size.\n3. Redemption rate."
-    llm = ScriptedLLM(
-        draft, ["Say how to measure the redemption rate."], "3. Redemption rate of codes."
-    )
-    final = run_chain(llm, task)["reviewer"]
+    llm = ScriptedLLM(draft, ["Rewrite metric 3 to say how the redemption rate is measured."], [
+        {"old": draft, "new": "3. Redemption rate of codes."},
+    ])  # fmt: skip
+    final = review_only(llm, task, draft)
     assert lost_items(draft, "3. Redemption rate of codes.", task)
     assert final.content["final"] == draft
-    assert any("the draft sent" in r for r in final.work.revisions)
-    assert final.work.edits[0].why_not == "the final is the draft unchanged"
+    assert "it loses what the text had" in final.work.edits[0].why_not

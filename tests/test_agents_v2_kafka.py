@@ -52,16 +52,21 @@ def test_v2_records_tool_calls_edits_and_breaches_end_to_end(workdir: Workdir, a
     assert planner_calls[0]["name"] == "segment_figures"
     assert planner_calls[0]["result"]["segment"] == "high income · high spending"
     assert "count_text" in {c["name"] for c in sms["work"]["final"]["tool_calls"]}
-    # The stand-in cannot keep 20 characters: revised once, then sent with the breach recorded.
+    # The stand-in cannot keep 20 characters: the draft was revised once, the final's patches
+    # would lengthen it (not applied, and why), and it is sent with the breach recorded.
     final_work = sms["work"]["final"]
     assert len(sms["final"]) > 20
     assert final_work["breaches"] and "(task: under 20 characters)" in final_work["breaches"][0]
-    assert any("LLM revision 1" in r for r in final_work["revisions"])
-    # The review is the stand-in's edit, applied (the final differs from the draft).
+    assert any("LLM revision 1" in r for r in sms["work"]["draft"]["revisions"])
+    fix = final_work["edits"][0]
+    assert fix["edit"].startswith("Fix what breaks the task or the facts: ")
+    assert not fix["applied"] and fix["why_not"].startswith("it breaks the task or the facts")
+    # The review is the stand-in's edit, applied (its words added to the draft).
     assert [e["edit"] for e in plain["work"]["final"]["edits"]][-1] == (
         "Add one measure of success to the answer."
     )
-    assert plain["final"] != plain["draft"] and "(applied)" in plain["review"]
+    assert plain["final"] == f"{plain['draft']}\nMeasure success by repeat visits each week."
+    assert "(applied)" in plain["review"]
     assert plain["work"]["plan"]["tool_calls"][0]["name"] == "rank_segments"
 
     # The traces: a span per tool call under its agent's span.

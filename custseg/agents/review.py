@@ -1,11 +1,13 @@
 """The v2 Reviewer's structured review and the checks around it: the review is a list of
-concrete edits (JSON, validated), the final says per edit whether it applied it and why not,
-and no sentence of the agents' own instructions may reach an answer."""
+concrete edits (JSON, validated; custseg.agents.edits applies them and records per edit
+whether it was applied and why not), and no sentence of the agents' own instructions may
+reach an answer."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Annotated
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -18,23 +20,12 @@ EDIT_CHARS = 200
 class ReviewEdits(BaseModel):
     """The review: up to MAX_EDITS edits, each one instruction (empty: nothing to change)."""
 
-    edits: list[str] = Field(
+    # Each edit capped (the grammar closes it there), so a review fits its token budget.
+    edits: list[Annotated[str, Field(max_length=EDIT_CHARS)]] = Field(
         default_factory=list,
         max_length=MAX_EDITS,
         description="concrete edits to the draft, one instruction each; empty if none needed",
     )
-
-
-class Declined(BaseModel):
-    edit: int = Field(ge=1, description="the number of an edit the final does not apply")
-    why: str = Field(min_length=1, max_length=EDIT_CHARS, description="why it is not applied")
-
-
-class FinalReply(BaseModel):
-    """The final: the answer with the edits applied, and the edits it did not apply."""
-
-    final: str = Field(description="the improved answer itself, as the team would send it")
-    declined: list[Declined] = Field(default_factory=list, max_length=MAX_EDITS)
 
 
 _SPACE = re.compile(r"\s+")
@@ -63,24 +54,6 @@ def parse_edits(text: str) -> list[str]:
         where = ".".join(str(p) for p in first["loc"]) or "<root>"
         raise ValueError(f"invalid review: {where}: {first['msg']}") from None
     return clean_edits(review.edits)
-
-
-def edit_outcomes(
-    edits: Sequence[str], declined: Iterable[Declined], unchanged: bool
-) -> tuple[Edit, ...]:
-    """Per edit: applied, or why not. A final identical to its draft applied none, whatever it
-    claims; a declined number outside the list is ignored."""
-    why = {d.edit: d.why.strip() for d in declined if 1 <= d.edit <= len(edits)}
-    outcomes = []
-    for number, edit in enumerate(edits, 1):
-        if unchanged:
-            reason = why.get(number) or "the final is the draft unchanged"
-            outcomes.append(Edit(edit=edit, applied=False, why_not=reason))
-        elif number in why:
-            outcomes.append(Edit(edit=edit, applied=False, why_not=why[number]))
-        else:
-            outcomes.append(Edit(edit=edit, applied=True))
-    return tuple(outcomes)
 
 
 def review_text(outcomes: Sequence[Edit]) -> str:

@@ -9,29 +9,41 @@ through and any breach left are recorded in the envelope's `work`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
+from custseg.agents.edits import (
+    NEW_CHARS,
+    Addition,
+    Asked,
+    Patch,
+    apply_edits,
+    checked_edits,
+    fix_edit,
+    only_adds,
+    short_answer_edit,
+)
 from custseg.agents.enforce import enforce, problems
-from custseg.agents.envelope import Envelope, ModelInfo, Work, reply
+from custseg.agents.envelope import Envelope, ModelInfo, ToolCall, Work, reply
 from custseg.agents.review import (
     EDIT_CHARS,
-    FinalReply,
     ReviewEdits,
     clean_edits,
     drop_echoes,
     drop_leaks,
-    edit_outcomes,
     review_text,
-    same_text,
 )
 from custseg.agents.roles import CONTEXT, OTHER_SCRIPT, Role, tidy_final
 from custseg.agents.tools import Predict, facts_text, task_tool_calls
-from custseg.conversation import GroundedIn
-from custseg.evaluation.asks import counted, task_asks
+from custseg.conversation import GroundedIn, Segment
+from custseg.evaluation.asks import task_asks
 from custseg.evaluation.limits import task_limits
 from custseg.llm import Message, Provider
 
+T = TypeVar("T")
+
 VARIANT = "v2"
+PATCH_TOKENS = 256  # one edit's JSON: its strings are capped (edits.OLD_CHARS, NEW_CHARS)
 REVISIONS = 1  # LLM revisions per reply that breaks a limit (then it is sent, breach recorded)
 FACTS_RULE = (
     "Use only the segment names and figures in Facts, written exactly as there; invent no "
@@ -42,14 +54,18 @@ INSTRUCTIONS_V2: dict[str, str] = {
     f"answer the task. {FACTS_RULE} Output only the plan.",
     "writer": "You are the Writer. Follow the plan and answer the task directly and specifically "
     f"in at most 120 words. Do not repeat the task. {FACTS_RULE} Output only the answer.",
-    "review": "You are the Reviewer. List the concrete edits that would make the draft a better "
-    "answer to the task: each edit one instruction saying what to add, cut or change. Ask for "
-    "no edit the draft already satisfies. Reply in JSON with an `edits` list (empty if the draft "
-    "needs no change).",
-    "final": "You are the Reviewer. Rewrite the whole draft applying every numbered edit: the "
-    "final is the complete answer (every item the task asks for), not only the changed part, "
-    f"in at most 120 words. {FACTS_RULE} Reply in JSON with the `final` answer alone, as the "
-    "team would send it, and in `declined` the number of each edit you did not apply and why.",
+    "review": "You are the Reviewer. List at most 3 concrete edits that would make the draft a "
+    "better answer to the task: each one instruction naming exactly what to add (the fact, "
+    "offer, figure or step itself), what to cut, or which words to change and to what. Ask for "
+    "no edit the draft already satisfies. Reply in JSON with an `edits` list (empty if the "
+    "draft needs no change).",
+    "add": "Write only the words this edit adds to the draft: one or two concrete, specific "
+    "sentences (or one list item, numbered like the draft's), in the draft's style, saying "
+    f"nothing the draft already says, with no placeholder. {FACTS_RULE} Reply in JSON with the "
+    "words in `new`.",
+    "edit": "Apply only this edit to the draft. Reply in JSON: `old` is the few words or the "
+    "one sentence of the draft that the edit changes, copied exactly, and `new` is what replaces "
+    f"them: concrete and specific, in the draft's style, with no placeholder. {FACTS_RULE}",
     "revise": "Rewrite the answer so it fixes every problem listed and still answers the task. "
     f"{FACTS_RULE} Output only the answer.",
 }
@@ -95,17 +111,19 @@ def clean(text: str) -> tuple[str, list[str]]:
     return tidy, notes
 
 
-def lost_items(draft: str, final: str, task: str) -> list[str]:
-    """The counts the task asks for that the draft lists in full and the final no longer does
-    (seen: a final that kept only the edited third metric). The eval's ask reader does not
-    count items in prose, so this compares the two lists instead."""
-    lost = []
-    for ask in task_asks(task):
-        if ask.n > 1 and ask.what in ("items", "lines"):
-            had, has = counted(draft, ask.what), counted(final, ask.what)
-            if had and had[0] >= ask.n and (has is None or has[0] < ask.n):
-                lost.append(f"gives fewer than {ask.n} {ask.what} (task: {ask.written})")
-    return lost
+class Counted:
+    """A provider that counts its calls (a v2 reply records them: its time is mostly theirs)."""
+
+    def __init__(self, llm: Provider) -> None:
+        self.llm, self.calls = llm, 0
+
+    def complete(self, messages: list[Message], max_tokens: int) -> str:
+        self.calls += 1
+        return self.llm.complete(messages, max_tokens=max_tokens).text
+
+    def complete_json(self, messages: list[Message], schema: type[T], max_tokens: int) -> T:
+        self.calls += 1
+        return self.llm.complete_json(messages, schema, max_tokens=max_tokens)[0]
 
 
 def answer_v2(
@@ -118,11 +136,7 @@ def answer_v2(
 ) -> Envelope:
     """`role`'s v2 reply to `incoming` (the worker's `answer` for a v2 task)."""
     task = incoming.content["task"]
-    model = ModelInfo(
-        provider=llm.name,
-        name=llm.model,
-        params={"temperature": llm.temperature, "max_tokens": max_tokens, "revisions": REVISIONS},
-    )
+    counted_llm = Counted(llm)
     calls = task_tool_calls(task, grounding, predict(grounding)) if grounding else []
     facts = facts_text(calls, grounding) if grounding else "(no model profile available)"
     segments = grounding.segments if grounding else None
@@ -136,17 +150,19 @@ def answer_v2(
             answer=text,
             problems="\n".join(found),
         )
-        return clean(llm.complete(asked, max_tokens=max_tokens).text)[0]
+        return clean(counted_llm.complete(asked, max_tokens=max_tokens))[0]
 
     if role.name == "planner":
-        plan = llm.complete(chat(INSTRUCTIONS_V2["planner"], facts, task), max_tokens=max_tokens)
-        text, notes = clean(plan.text.strip())
-        content = {"task": task, "plan": text or plan.text.strip()}
+        plan = counted_llm.complete(
+            chat(INSTRUCTIONS_V2["planner"], facts, task), max_tokens=max_tokens
+        )
+        text, notes = clean(plan.strip())
+        content = {"task": task, "plan": text or plan.strip()}
         work = Work(tool_calls=tuple(calls), revisions=_notes(notes))
     elif role.name == "writer":
         plan = incoming.content["plan"]
         asked = chat(INSTRUCTIONS_V2["writer"], facts, f"{task}\n{limits}".strip(), plan=plan)
-        text, notes = clean(llm.complete(asked, max_tokens=max_tokens).text.strip())
+        text, notes = clean(counted_llm.complete(asked, max_tokens=max_tokens).strip())
         done = enforce(text, task, segments, revise, REVISIONS, who="draft")
         content = {"task": task, "plan": plan, "draft": done.text or text}
         work = Work(
@@ -155,64 +171,69 @@ def answer_v2(
             breaches=_notes(done.breaches),
         )
     else:
-        content, work = _review(incoming, llm, max_tokens, facts, segments, revise, calls)
+        content, work = _review(incoming, counted_llm, max_tokens, facts, segments, calls)
+    model = ModelInfo(
+        provider=llm.name,
+        name=llm.model,
+        params={
+            "temperature": llm.temperature,
+            "max_tokens": max_tokens,
+            "revisions": REVISIONS,
+            "llm_calls": counted_llm.calls,
+        },
+    )
     return reply(incoming, role.produces, role.name, content, model, grounding, work=work)
 
 
-def _review(incoming, llm, max_tokens, facts, segments, revise, calls) -> tuple[dict, Work]:
-    """The review as edits (the checks' findings first, then the LLM's), then the final that
-    applies them, held to the limits; a final that is the draft unchanged while edits were
-    asked gets one more try, and is otherwise recorded as applying none."""
+def asking(facts: str, task: str, instructions: str, **context: str) -> list[Message]:
+    """A Reviewer chat with its instructions last, so the review and each edit share the
+    prompt up to the draft (a prompt cache reads that once)."""
+    parts = [f"Task: {task}", *(f"{name.capitalize()}:\n{text}" for name, text in context.items())]
+    return [
+        {"role": "system", "content": f"{CONTEXT}\nFacts (from the model's tools):\n{facts}"},
+        {"role": "user", "content": "\n\n".join([*parts, instructions])},
+    ]
+
+
+def _review(
+    incoming: Envelope,
+    llm: Counted,
+    max_tokens: int,
+    facts: str,
+    segments: Sequence[Segment] | None,
+    calls: list[ToolCall],
+) -> tuple[dict, Work]:
+    """The final built from the draft (custseg.agents.edits): the edits code can make, then
+    the checks' findings and the review's edits applied one at a time, each kept only if it
+    breaks nothing; what is still broken is recorded, never sent silently."""
     task, draft = incoming.content["task"], incoming.content["draft"]
-    limits = limits_line(task)
-    found = [f"Fix what breaks the task or the facts: {p}" for p in problems(draft, task, segments)]
-    if draft.strip().casefold().startswith(task.strip()[:40].casefold()):
-        found.append("Do not restate the task; start with the answer.")
-    asked = chat(INSTRUCTIONS_V2["review"], facts, f"{task}\n{limits}".strip(), draft=draft)
-    review, _ = llm.complete_json(asked, ReviewEdits, max_tokens=max(96, max_tokens // 3))
-    edits = clean_edits([e[:EDIT_CHARS] for e in found] + review.edits)
-    notes: list[str] = []
-    final, declined = draft, []
-    if edits:
-        numbered = "\n".join(f"{i}. {e}" for i, e in enumerate(edits, 1))
-        for attempt in range(2):
-            extra = (
-                "\nYour last final was the draft unchanged: apply the edits this time."
-                if attempt
-                else ""
-            )
-            asked = chat(
-                INSTRUCTIONS_V2["final"] + extra,
-                facts,
-                f"{task}\n{limits}".strip(),
-                draft=draft,
-                edits=numbered,
-            )
-            reply_, _ = llm.complete_json(asked, FinalReply, max_tokens=max_tokens)
-            cut = len(reply_.final) >= getattr(llm, "max_string_length", 10**9) - 1
-            final, dropped = clean(tidy_final(reply_.final, cut=cut))
-            notes += dropped
-            declined = reply_.declined
-            if final and not same_text(final, draft):
-                break
-            notes.append(f"final attempt {attempt + 1} was the draft unchanged")
-        final = final or draft
-    done = enforce(final, task, segments, revise, REVISIONS, who="final")
-    lost = lost_items(draft, done.text, task)
-    if (done.breaches or lost) and final != draft and not problems(draft, task, segments):
-        # The final broke what the draft kept: the draft goes out, its edits unapplied.
-        notes.append(
-            "final broke the task's limits or facts the draft kept"
-            + (f" ({'; '.join(lost)})" if lost else "")
-            + ": the draft sent"
-        )
-        done = enforce(draft, task, segments, revise, 0, who="final")
-    outcomes = edit_outcomes(edits, declined, unchanged=bool(edits) and same_text(done.text, draft))
+    header = f"{task}\n{limits_line(task)}".strip()
+
+    def found(text: str) -> list[str]:
+        return problems(text, task, segments)
+
+    text, outcomes = checked_edits(draft, task, segments)
+    asked = asking(facts, header, INSTRUCTIONS_V2["review"], draft=text)
+    review = llm.complete_json(asked, ReviewEdits, max_tokens=max_tokens)  # 4 capped edits
+    todo = [fix_edit(p[:EDIT_CHARS]) for p in found(text)]
+    todo += [short] if (short := short_answer_edit(text, task)) else []
+    todo += [Asked(e) for e in clean_edits(review.edits)]
+
+    def ask(current: str, edit: str) -> Patch:
+        kind, schema = ("add", Addition) if only_adds(edit) else ("edit", Patch)
+        chat_ = asking(facts, header, f"{INSTRUCTIONS_V2[kind]}\nEdit: {edit}", draft=current)
+        patch = Patch(**llm.complete_json(chat_, schema, max_tokens=PATCH_TOKENS).model_dump())
+        cut = len(patch.new) >= NEW_CHARS - 1  # the grammar's cap: maybe mid-sentence
+        return patch.model_copy(update={"new": clean(tidy_final(patch.new, cut=cut))[0]})
+
+    applied = apply_edits(text, todo, task, found, ask)
+    done = enforce(applied.text, task, segments, lambda t, _f: t, 0, who="final")
+    outcomes += applied.outcomes
     content = {"task": task, "draft": draft, "final": done.text, "review": review_text(outcomes)}
     work = Work(
         tool_calls=tuple((calls + done.tool_calls)[:50]),
-        revisions=_notes(notes + done.revisions),
+        revisions=_notes(applied.notes + done.revisions),
         breaches=_notes(done.breaches),
-        edits=outcomes,
+        edits=tuple(outcomes[:20]),
     )
     return content, work

@@ -108,10 +108,8 @@ def stand_in_content(body: dict[str, Any]) -> str:
         fields = _schema_fields(body)
         if "edits" in fields:  # agent variant v2's review: a list of edits
             return json.dumps({"edits": ["Add one measure of success to the answer."]})
-        if "declined" in fields:  # v2's final: the edits applied, none declined
-            return json.dumps(
-                {"final": f"Answer: {task} Measured by repeat visits.", "declined": []}
-            )
+        if "new" in fields:  # v2's edit: words added at the end of the draft
+            return json.dumps({"old": "", "new": "Measure success by repeat visits each week."})
         return json.dumps(
             {"review": "The draft is on topic; it lacked a measure.", "final": f"Answer: {task}"}
         )
