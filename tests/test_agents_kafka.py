@@ -36,6 +36,11 @@ def workdir(tmp_path: Path, kafka_bootstrap: str, llm_server, trained_project: P
         "CUSTSEG_LLM_BASE_URL": llm_server.url,
         "CUSTSEG_LLM_MODEL": DEFAULT_MODEL_ID,
         "OPENAI_API_KEY": llm_server.api_key,
+        # The real model beside a loaded test session can take minutes a call (CI: a reviewer
+        # call past 30/60/90 s was handed off three times and dead-lettered). This test is about
+        # linked conversations; the hand-off and the budget have their own tests.
+        "CUSTSEG_AGENTS_HANDOFF_S": "600",
+        "CUSTSEG_AGENTS_TASK_BUDGET_S": "800",
     }
     return Workdir(tmp_path, kafka_bootstrap, llm_env)
 
