@@ -54,23 +54,6 @@ def worker_group(item: pytest.Item) -> str | None:
     return None
 
 
-# The slow tier's ungrouped tests (1.5-2.5 min each: a clone's `make run`, the pipeline end to
-# end, chaos, a browser). xdist hands out the groups first (largest first), then single tests in
-# collection order: these go first among those, so neither worker starts one at the very end
-# while the other is idle (alphabetically, test_readme's and test_team's were among the last).
-SLOW_TIER = ("clone", "chaos", "browser")
-
-
-def slow_single_first(item: pytest.Item) -> int:
-    """The sort key that puts the slow tier's ungrouped tests first, the clones (the longest)
-    before chaos and browsers; grouped tests keep their place (moved away from its module, a
-    test would set its module fixtures up twice)."""
-    if worker_group(item) is not None:
-        return len(SLOW_TIER)
-    marks = [i for i, mark in enumerate(SLOW_TIER) if item.get_closest_marker(mark)]
-    return min(marks, default=len(SLOW_TIER))
-
-
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -78,7 +61,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.llm)
         if group := worker_group(item):
             item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=slow_single_first)  # stable: every other test keeps its order
 
 
 @pytest.hookimpl(trylast=True)  # after xdist has written the groups into the test ids
