@@ -208,14 +208,16 @@ _FUNCTION_WORDS = frozenset(_FUNCTION.split())
 REVIEW_NEW = 2  # new words or figures a final that applies a review asking for more has
 
 
+def content_tokens(text: str) -> list[str]:
+    """The text's figures and its words of four letters or more, but function words, casefolded."""
+    tokens = (t.casefold() for t in _TOKEN.findall(text))
+    return [t for t in tokens if (t[0].isdigit() or len(t) >= 4) and t not in _FUNCTION_WORDS]
+
+
 def new_content(final: str, before: str) -> list[str]:
     """The final's figures, and words of four letters or more, that `before` does not have."""
     seen = {t.casefold() for t in _TOKEN.findall(before)}
-    return [
-        t
-        for t in (t.casefold() for t in _TOKEN.findall(final))
-        if (t[0].isdigit() or len(t) >= 4) and t not in seen and t not in _FUNCTION_WORDS
-    ]
+    return [t for t in content_tokens(final) if t not in seen]
 
 
 def ignored_review(review: str, draft: str, final: str, task: str) -> str:
@@ -265,12 +267,7 @@ def restated(answer: str, task: str) -> str | None:
     """One line if the answer opens with the task restated: a first sentence of RESTATED_MIN
     or more distinct words (four letters or more) and figures, every one of them the task's."""
     first = re.split(r"(?<=[.!?])\s+|\n", answer.strip(), maxsplit=1)[0]
-    said = {t.casefold() for t in _TOKEN.findall(task)}
-    words = [
-        t.casefold()
-        for t in _TOKEN.findall(first)
-        if (t[0].isdigit() or len(t) >= 4) and t.casefold() not in _FUNCTION_WORDS
-    ]
-    if len(set(words)) < RESTATED_MIN or any(w not in said for w in words):
+    words = content_tokens(first)
+    if len(set(words)) < RESTATED_MIN or new_content(first, task):
         return None
     return f'opens with the task restated ("{" ".join(first.split()[:8])} …")'
