@@ -26,6 +26,7 @@ from custseg.evaluation import cli as evaluation_cli
 from custseg.kafka import cli as kafka_cli
 from custseg.llm import cli as llm_cli
 from custseg.monitoring import cli as monitoring_cli
+from custseg.serving import DEFAULT_MAX_BODY_MB, DEFAULT_PORT
 
 
 def _mlflow_template(_args: argparse.Namespace) -> None:
@@ -131,8 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
         "build .dvc/plots/offline.html from vendor/vega (run from the project root)",
         _plots_template,
     )
-    from custseg.serving.rest import DEFAULT_MAX_BODY_MB, DEFAULT_PORT
-
     serve = add_command(
         commands,
         "serve",

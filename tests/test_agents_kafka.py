@@ -1,5 +1,6 @@
-"""Agents over a real Kafka broker with the real local model, end to end: three tasks become
-three linked, grounded conversations, captured once.
+"""Agents over a real Kafka broker with the real local model, end to end: two tasks become two
+linked, grounded conversations, captured once (two, not more: each costs three real-model replies,
+and many conversations at once are the stand-in tests' job).
 
 The session's broker and llama.cpp server are shared; the test gets its own topics and groups.
 Agent, submit and capture processes are the real CLIs (`custseg agents | submit | capture`),
@@ -22,7 +23,6 @@ from tests.fixtures.agents import Workdir, assert_grounded, assert_linked, stop
 TASKS = [
     "Suggest one offer for high income, low spending customers.",
     "Write an email subject line for low income, high spending customers.",
-    "Name one metric to track a weekend promotion.",
 ]
 
 
@@ -45,10 +45,10 @@ def workdir(tmp_path: Path, kafka_bootstrap: str, llm_server, trained_project: P
     return Workdir(tmp_path, kafka_bootstrap, llm_env)
 
 
-@pytest.mark.timeout(900)  # ~9 replies of the real model: ~2-3 min on 2 idle cores
-def test_three_tasks_become_three_linked_conversations(workdir: Workdir, agents) -> None:
+@pytest.mark.timeout(900)  # 6 replies of the real model: ~1-2 min on 2 idle cores
+def test_two_tasks_become_two_linked_conversations(workdir: Workdir, agents) -> None:
     ids = workdir.submit(*TASKS)
-    assert len(set(ids)) == 3
+    assert len(set(ids)) == len(TASKS)
     done = workdir.capture(ids)
     assert done.returncode == 0, done.stderr
     lines = workdir.lines()
@@ -68,7 +68,7 @@ def test_three_tasks_become_three_linked_conversations(workdir: Workdir, agents)
     assert workdir.capture(ids, timeout=5).returncode == 0
     again = workdir.run("capture", "--group", f"fresh-{uuid.uuid4().hex[:6]}", "--idle", "1")
     assert again.returncode == 0, again.stderr
-    assert len(workdir.lines()) == 3
+    assert len(workdir.lines()) == len(TASKS)
     assert stop(agents) == 0
     log = (workdir.path / "agents.log").read_text()
-    assert "planner: 3 answered" in log and "reviewer: 3 answered" in log
+    assert "planner: 2 answered" in log and "reviewer: 2 answered" in log

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,14 @@ def test_promote_takes_only_a_version_number(text: str) -> None:
     else:
         with pytest.raises(SystemExit):
             parser.parse_args(["promote", "--", text])
+
+
+def test_the_command_line_imports_no_heavy_library_until_a_command_runs() -> None:
+    # Every agent, capture and submit process (and `--help`) builds this parser: importing SciPy,
+    # pandas, MLflow or scikit-learn for it cost ~2 s of CPU each time.
+    code = (
+        "import sys, custseg.cli; custseg.cli.build_parser(); "
+        "print(' '.join(m for m in ('scipy', 'pandas', 'mlflow', 'sklearn') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "", f"imported at parser build: {done.stdout.strip()}"

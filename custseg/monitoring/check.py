@@ -14,14 +14,13 @@ import pandas as pd
 from custseg.config import MonitorParams, load_params
 from custseg.errors import MonitorError, ServingError
 from custseg.io import write_json_atomic
+from custseg.monitoring import EXPERIMENT
 from custseg.monitoring.drift import NO_DATA, Reference, assess_drift
 from custseg.monitoring.window import daily_mix, no_rows, read_window, rows_of
 from custseg.paths import MONITOR_METRICS, SCORED
 
 if TYPE_CHECKING:
     from custseg.serving.model import ModelRef
-
-EXPERIMENT = "monitoring"
 
 
 def served_ref(name: str, alias: str) -> ModelRef:

@@ -7,8 +7,7 @@ import argparse
 from pathlib import Path
 
 from custseg.entrypoint import add_command, positive_int
-from custseg.monitoring.check import EXPERIMENT
-from custseg.monitoring.simulate import DRIFTS
+from custseg.monitoring import DRIFTS, EXPERIMENT
 from custseg.paths import MONITOR_METRICS
 
 OUTPUT = MONITOR_METRICS

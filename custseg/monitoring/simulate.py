@@ -11,9 +11,9 @@ import pandas as pd
 
 from custseg.config import MonitorParams
 from custseg.features import BOUNDS, FEATURES, INCOME, SPENDING
+from custseg.monitoring import DRIFTS
 from custseg.monitoring.drift import NO_DRIFT, SEGMENT, Reference, assess_drift
 
-DRIFTS = ("none", "income", "new-group", "empty-segment")
 INCOME_SHIFT = 10.0  # k$: incomes rise
 NEW_GROUP_SHARE = 0.10
 NEW_GROUP = {INCOME: (110.0, 5.0), SPENDING: (90.0, 4.0)}  # a new store's high earners/spenders

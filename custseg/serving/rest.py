@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from custseg.errors import RequestError, ServingError, UserError
+from custseg.serving import DEFAULT_MAX_BODY_MB
 from custseg.serving.invocations import (
     Recorder,
     Reply,
@@ -47,8 +48,6 @@ from custseg.serving.training_data import TrainingData
 from custseg.serving.validation import quoted
 from custseg.telemetry import NO_TELEMETRY
 
-DEFAULT_PORT = 5001  # beside the MLflow UI's 5000
-DEFAULT_MAX_BODY_MB = 10  # ~250,000 customers as dataframe_split JSON
 # A body a little over the limit is read to its end (and dropped) so the client, still sending,
 # gets the 413 instead of a reset connection; one declared beyond this is refused unread.
 MAX_DRAINED_BYTES = 64 * 2**20
