@@ -4,11 +4,13 @@ the one place a UserError becomes `error: <one line>` and exit code 2, never a t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from custseg.errors import UserError
 from custseg.paths import PARAMS
@@ -51,6 +53,19 @@ def run(body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process with `code` at once, without the interpreter's shutdown.
+
+    For a command whose threads may still be inside native code once its work is saved: an
+    abandoned call to the in-process llama.cpp keeps decoding, and releasing that server at
+    exit waits for the decode to end while holding the GIL (seen: 575 s after main returned).
+    The kernel ends those threads; only stdout and stderr are flushed, no atexit handler runs."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)
 
 
 def add_command(

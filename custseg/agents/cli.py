@@ -9,6 +9,7 @@ import statistics
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -17,9 +18,22 @@ from custseg.agents.capture.reader import WaitBounds
 from custseg.agents.envelope import one_line
 from custseg.agents.topics import chain_topics
 from custseg.config import load_params
-from custseg.entrypoint import add_command, duration, positive_int, positive_seconds
+from custseg.entrypoint import (
+    add_command,
+    duration,
+    exit_now,
+    positive_int,
+    positive_seconds,
+    run,
+)
 from custseg.errors import ConfigError
 from custseg.io import write_text_atomic
+
+if TYPE_CHECKING:
+    from custseg.agents.grounding import Champion
+    from custseg.agents.runtime import Timings
+    from custseg.config import AgentsParams
+    from custseg.llm import Provider
 
 ROLE_CHOICES = ("all", "planner", "writer", "reviewer")
 
@@ -161,7 +175,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
 def cmd_agents(args: argparse.Namespace) -> None:
     from custseg.agents.client import connect
     from custseg.agents.grounding import Champion
-    from custseg.agents.runtime import run_agents, timings_from_env
+    from custseg.agents.runtime import timings_from_env
     from custseg.llm import make_provider, resolve_settings
 
     params = load_params(args.params)
@@ -181,10 +195,26 @@ def cmd_agents(args: argparse.Namespace) -> None:
         f"{champion.model} v{champion.grounding.version}; Ctrl-C/SIGTERM stops",
         file=sys.stderr,
     )
+    # Once the workers are done or left behind, the process ends at once: an LLM call abandoned
+    # on SIGTERM must not hold the exit (the bundled model's in-process llama.cpp would finish
+    # its decode first). A config error while running is still one line and exit 2.
+    exit_now(run(lambda: _run_workers(roles, llm, params.agents, bootstrap, champion, timings)))
+
+
+def _run_workers(
+    roles: list[str],
+    llm: Provider,
+    params: AgentsParams,
+    bootstrap: str,
+    champion: Champion,
+    timings: Timings,
+) -> None:
+    from custseg.agents.runtime import run_agents
+
     workers = run_agents(
         roles,
         llm,
-        params.agents,
+        params,
         bootstrap,
         _stop_on_signals(),
         on_event=lambda line: print(line, file=sys.stderr, flush=True),

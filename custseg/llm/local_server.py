@@ -21,7 +21,10 @@ from custseg.errors import LLMError
 DEBUG_ENV = "CUSTSEG_LLM_DEBUG"  # any value: let llama.cpp log at info level
 PROMPT_CACHE_MIB = 512
 CACHE_REUSE_TOKENS = 32  # the shortest repeated passage worth shifting instead of re-reading
-STOP_TIMEOUT_S = 15.0  # a stuck llama.cpp must not keep the interpreter from exiting
+# How long a release is waited for. It bounds nothing while a decode is in flight: the release
+# then waits for the decode to end holding the GIL, so this wait cannot time out (seen: 575 s);
+# `custseg agents` ends with entrypoint.exit_now instead of releasing.
+STOP_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
