@@ -103,8 +103,8 @@ def measure(browser, url: str, n: int, pid: int, predicts: int, steps: int) -> d
     for i in range(predicts):
         # there and back: the customer stays inside the sliders' bounds
         incomes = [move_sliders(page, steps * (-1) ** i) if steps else None for page in pages]
-        for page in pages:
-            page.evaluate(TIMER_JS, METRIC)
+        for page, income in zip(pages, incomes, strict=True):
+            page.evaluate(TIMER_JS, [METRIC, income])
         for page in pages:
             page.evaluate(CLICK_JS, PREDICT)
         for page, income in zip(pages, incomes, strict=True):
@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="key presses per slider (0: none)")
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--customers", type=int, default=0, help="simulate this many (0: params)")
+    parser.add_argument(
+        "--project", type=Path, help="a trained project to serve (kept; default: build one)"
+    )
     args = parser.parse_args(argv)
     disable_telemetry()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -182,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[tuple[str, int], list[dict]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="bench-app-client-") as tmp:
-        if args.customers:
+        if args.project:
+            project = args.project.resolve()
+        elif args.customers:
             project = Path(tmp) / "project"
             copy_project(ROOT, project)
             params = yaml.safe_load((project / "params.yaml").read_text())

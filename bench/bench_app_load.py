@@ -29,7 +29,7 @@ import contextlib
 import os
 import statistics
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import ROOT
@@ -41,12 +41,21 @@ from custseg.testing.streamlit_ws import Session
 TIMEOUT_MS = 300_000
 PREDICT = "Predict Customer Cluster"
 METRIC = '[data-testid="stMetricValue"]'
-# Times the click and the metric's first appearance on the page's own clock.
-TIMER_JS = """(metric) => {
+# Times the click, the metric's first appearance and (given the moved customer's income) the
+# map's redraw with the star there, on the page's own clock.
+TIMER_JS = """([metric, income]) => {
   window.__bench = {};
+  const star = () => {
+    const data = document.querySelector('.js-plotly-plot')?.data;
+    return data ? data[data.length - 1].x[0] : null;
+  };
   new MutationObserver(() => {
-    if (window.__bench.clicked && !window.__bench.shown && document.querySelector(metric))
-      window.__bench.shown = performance.now();
+    const bench = window.__bench;
+    if (!bench.clicked) return;
+    if (!bench.shown && document.querySelector(metric)) bench.shown = performance.now();
+    if (!bench.map && income !== null && star() === income
+        && document.querySelector('.js-plotly-plot .scatterlayer'))
+      bench.map = performance.now();
   }).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
 CLICK_JS = """(label) => {
@@ -80,6 +89,7 @@ class Round:
     predict_cpu: float
     latencies: list[float]  # click→metric seconds, one per session
     client_predict_cpu: float = 0.0  # the browsers' CPU seconds per session for the prediction
+    map_latencies: list[float] = field(default_factory=list)  # click→star redrawn (sliders)
 
     @property
     def cpu(self) -> float:
@@ -150,8 +160,8 @@ def round_of(browser, url: str, n: int, pid: int, returning: bool, steps: int = 
         wait_loaded(page)
     cpu_loaded, clients_loaded = cpu_seconds(pid), descendants_cpu_seconds(pid)
     incomes = [move_sliders(page, steps) for page in pages] if steps else []
-    for page in pages:
-        page.evaluate(TIMER_JS, METRIC)
+    for page, income in zip(pages, incomes or [None] * n, strict=True):
+        page.evaluate(TIMER_JS, [METRIC, income])
     for page in pages:
         page.evaluate(CLICK_JS, PREDICT)
     latencies = []
@@ -160,8 +170,12 @@ def round_of(browser, url: str, n: int, pid: int, returning: bool, steps: int = 
         timing = page.evaluate("() => window.__bench")
         latencies.append((timing["shown"] - timing["clicked"]) / 1000)
     cpu_done, clients_done = cpu_seconds(pid), descendants_cpu_seconds(pid)
+    map_latencies = []
     for page, income in zip(pages, incomes, strict=False):  # the result is the moved customer's
         page.wait_for_function(f"() => ({STAR_INCOME_JS})() === {income}")
+        page.wait_for_function("() => window.__bench.map !== undefined")
+        timing = page.evaluate("() => window.__bench")
+        map_latencies.append((timing["map"] - timing["clicked"]) / 1000)
     for context in contexts:
         context.close()
     return Round(
@@ -170,6 +184,7 @@ def round_of(browser, url: str, n: int, pid: int, returning: bool, steps: int = 
         (cpu_done - cpu_loaded) / n,
         latencies,
         (clients_done - clients_loaded) / n,
+        map_latencies,
     )
 
 
@@ -196,11 +211,13 @@ def report_against_clicks(sliders: list[Round], clicks: list[Round]) -> None:
     """Each sliders round against the click-only round of the same N, measured in the same run."""
     print("\nSliders moved, then Predict, against click-only (returning browsers, same N)")
     print(f"{'N':>3} {'server CPU/session':>19} {'vs click-only':>14} "
-          f"{'click→result p95':>17} {'vs click-only':>14}")  # fmt: skip
+          f"{'click→result p95':>17} {'vs click-only':>14} {'click→map p95':>14}")  # fmt: skip
     for moved, clicked in zip(sliders, clicks, strict=True):
+        shown = p95(moved.latencies)
         print(
             f"{moved.sessions:3d} {moved.cpu:17.3f} s {moved.cpu / clicked.cpu:13.2f}× "
-            f"{p95(moved.latencies):15.2f} s {p95(moved.latencies) / p95(clicked.latencies):13.2f}×"
+            f"{shown:15.2f} s {shown / p95(clicked.latencies):13.2f}× "
+            f"{p95(moved.map_latencies):12.2f} s"
         )
 
 
