@@ -130,6 +130,11 @@ def test_a_restated_opening_and_an_unfinished_ending_are_cut_by_code() -> None:
     whole += "and June. " + cut
     edits = edits_of(whole, "Plan the spring flyer.")
     assert [a.patch for a in edits] == [Patch(old=cut, new="")]
+    # Seen in the five-segment brief: the unfinished tail repeats words said earlier; the cut
+    # is the tail's, not the earlier words'.
+    twice = "The budget goes to the two loyal segments in spring. " + whole
+    [edit] = edits_of(twice, "Plan the spring flyer.")
+    assert apply_patch(twice, edit.patch)[0] == twice.removesuffix(cut).strip()
 
 
 STOCK = ["loyal", "customers", "spring", "flyer", "store", "points", "members", "evening"]

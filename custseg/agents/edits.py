@@ -222,6 +222,8 @@ def apply_patch(text: str, patch: Patch) -> tuple[str | None, str]:
     if len(old) >= OLD_CHARS - 1:
         return None, "it would rewrite more than a sentence or two"
     if old in text:
+        if text.rstrip().endswith(old):  # the text's end (an unfinished tail cut): that one
+            return (text.rstrip()[: -len(old)] + new).strip(), ""
         return text.replace(old, new, 1).strip(), ""
     loose = re.compile(r"\s+".join(map(re.escape, old.split())), re.IGNORECASE)
     if found := loose.search(text):
