@@ -157,6 +157,12 @@ def test_an_addition_of_new_words_is_not_already_said(parts: list[str], new: lis
     assert not already_said(f"Change the evening to a {' '.join(new)}", text)  # not an addition
 
 
+@given(sentences, st.integers(min_value=100, max_value=999))
+def test_an_addition_with_a_figure_the_text_lacks_is_not_already_said(parts: list, n: int) -> None:
+    text = ". ".join(parts) + "."
+    assert not already_said(f"Add {parts[0]} for every ${n} spent", text)
+
+
 def test_a_problem_no_rule_knows_keeps_the_general_instruction() -> None:
     odd = "something else entirely"
     assert edit_for("Text.", odd, "Any task.", SEGMENTS) == Asked(
