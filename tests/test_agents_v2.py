@@ -326,7 +326,8 @@ def test_v2_records_tools_edits_and_a_breach_and_v1_records_none() -> None:
     # limit); the date would lengthen it again, so it is not.
     assert [(e.edit, e.applied) for e in final.work.edits] == [
         (
-            "Fix what breaks the task or the facts: 239 characters (task: under 160 characters)",
+            "Shorten the answer to under 160 characters (it has 239 characters): cut filler "
+            "words and any sentence the task does not need.",
             True,
         ),
         ("Add the date.", False),
@@ -407,7 +408,9 @@ def test_an_addition_keeps_only_what_neither_repeats_the_text_nor_restates_the_t
         "could unlock it."
     )
     assert fresh("The customer earns 85k$ a year.", SEEN_DRAFT, CUSTOMER) == ""
-    llm = ScriptedLLM(SEEN_DRAFT, ["Add the customer's income."], [{"new": "Earns 85k$ a year."}])
+    llm = ScriptedLLM(
+        SEEN_DRAFT, ["Add the customer's yearly earnings."], [{"new": "Earns 85k$ a year."}]
+    )
     final = review_only(llm, CUSTOMER, SEEN_DRAFT)
     assert final.work.edits[-1].why_not == "it only repeats the text or the task"
 
@@ -568,3 +571,20 @@ def test_a_patch_that_keeps_only_the_edited_item_is_not_applied() -> None:
     assert lost_items(draft, "3. Redemption rate of codes.", task)
     assert final.content["final"] == draft
     assert "it loses what the text had" in final.work.edits[0].why_not
+
+
+def test_the_checks_edits_come_first_and_code_patches_cost_no_llm_call() -> None:
+    task = 'Describe the "high income · low spending" segment for the store managers.'
+    draft = (
+        'The "high income · low spending" segment has a mean spending score of 85, so they '
+        "already buy a lot and should get early access to the new collection in spring."
+    )
+    llm = ScriptedLLM(draft, ["Add the mean spending score of the segment."])
+    final = review_only(llm, task, draft)
+    edits = final.work.edits
+    assert edits[0].edit.startswith('Change "mean spending score of 85" to the model')
+    assert edits[0].applied and "mean spending score of 18.8" in final.content["final"]
+    # The LLM's own edit asks for what the text says: refused before any call is spent on it.
+    assert (edits[1].applied, edits[1].why_not) == (False, "the text already says it")
+    assert final.model.params["llm_calls"] == 1  # the review only
+    assert "Made or asked already (do not repeat): Change" in llm.asked[0][-1]["content"]

@@ -25,7 +25,7 @@ from custseg.agents.envelope import Edit
 from custseg.agents.review import same_text
 from custseg.conversation import Segment
 from custseg.evaluation.addressed import check_answer, task_target
-from custseg.evaluation.asks import counted, task_asks
+from custseg.evaluation.asks import content_tokens, counted, task_asks
 from custseg.evaluation.grounding import name_spans, segment_key
 from custseg.evaluation.limits import task_limits
 
@@ -102,6 +102,34 @@ def only_adds(edit: str) -> bool:
     return bool(_ADDITION.match(edit.strip(" \"'*-")))
 
 
+# Words of an edit that say how, not what: left out when asking whether the text has it.
+_HOW = frozenset(
+    re.findall(
+        r"\w+",
+        """add adding include including mention give state say list specify provide explain clarify
+describe detail details expand elaborate insert append step steps sentence sentences
+draft answer text clear clearly concise specific concrete more example examples figure
+figures make show better brief short information part section line also further each
+final additional extra new""",
+    )
+)
+ALREADY_SAID = 0.8  # share of an addition's content words the text already has
+MIN_ASKED = 2  # content words an addition must ask for before it can be judged said
+
+
+def already_said(edit: str, text: str) -> bool:
+    """Whether an edit that only adds asks for what `text` already says: at
+    least MIN_ASKED content words, and ALREADY_SAID of them there (seen: "Add a figure to show
+    the mean annual income and spending score of the segment" to a draft that gave both)."""
+    if not only_adds(edit):
+        return False
+    asked = [t for t in content_tokens(edit) if t not in _HOW]
+    had = set(words(text))
+    if any(t[0].isdigit() and t not in had for t in asked):
+        return False  # a figure the text lacks is new (seen: "… for every $100 spent")
+    return len(asked) >= MIN_ASKED and sum(t in had for t in asked) / len(asked) >= ALREADY_SAID
+
+
 def asks_to_cut(edit: str) -> bool:
     return bool(_CUTS.search(edit))
 
@@ -138,8 +166,9 @@ def figures_sentence(segment: Segment) -> str:
 
 
 def missing_figures(text: str, task: str, segments: Sequence[Segment]) -> list[Segment]:
-    """The segments the task is about that the text names without citing any figure: their
-    figures (from the tools) make the answer specific. Not for a text held to a length or to
+    """The segments the task is about that the text names without citing any figure (or all
+    of them when it names none and cites no figure: a vague answer): their figures (from the
+    tools) make the answer specific. Not for a text held to a length or to
     a number of lines, where a sentence more would break the task."""
     if not segments or any(lim.unit in ("characters", "words") for lim in task_limits(task)):
         return []
@@ -151,7 +180,10 @@ def missing_figures(text: str, task: str, segments: Sequence[Segment]) -> list[S
         return []
     named = {name.casefold() for name in check.segments}
     cited = [s for s in target.segments if _named_in(s, named)]
-    return cited
+    # A vague answer (naming none of them, citing no figure, no list of asked items): their
+    # figures make it specific. A title-only draft is left to `short_answer_edit`.
+    vague = len(words(text)) >= MIN_ANSWER_WORDS and not any(a.n > 1 for a in task_asks(task))
+    return cited or (list(target.segments) if vague else [])
 
 
 def _named_in(segment: Segment, named: set[str]) -> bool:
@@ -192,6 +224,8 @@ def apply_patch(text: str, patch: Patch) -> tuple[str | None, str]:
     if len(old) >= OLD_CHARS - 1:
         return None, "it would rewrite more than a sentence or two"
     if old in text:
+        if text.rstrip().endswith(old):  # the text's end (an unfinished tail cut): that one
+            return (text.rstrip()[: -len(old)] + new).strip(), ""
         return text.replace(old, new, 1).strip(), ""
     loose = re.compile(r"\s+".join(map(re.escape, old.split())), re.IGNORECASE)
     if found := loose.search(text):
@@ -259,10 +293,12 @@ def worse_problems(before: Sequence[str], after: Sequence[str]) -> list[str]:
 
 
 class Asked(NamedTuple):
-    """An edit to apply, and the check's finding it is to fix (None: the review's own)."""
+    """An edit to apply, the check's finding it is to fix (None: the review's own), and the
+    patch code made for it (None: the LLM writes it)."""
 
     edit: str
     fixes: str | None = None
+    patch: Patch | None = None
 
 
 FIX = "Fix what breaks the task or the facts: "
@@ -357,14 +393,23 @@ def apply_edits(
     text: str, edits: Sequence[Asked], task: str, problems: Problems, ask: Ask,
     most: int = MAX_LLM_EDITS,
 ) -> Applied:  # fmt: skip
-    """`edits` applied to `text` one at a time by `ask` (at most `most` calls), each kept only
-    if `applied_patch` keeps it; every edit gets an outcome."""
+    """`edits` applied to `text` one at a time, each kept only if `applied_patch` keeps it:
+    a patch code made as it is, any other by `ask` (at most `most` calls); an addition the
+    review asks for that the text already says is not asked for. Every edit gets an outcome."""
     done = Applied(text)
     calls = 0
     for asked in edits:
         edit = complete_sentences(asked.edit)
         if asked.fixes is None and not is_instruction(edit):
             why = "not an instruction"
+        elif asked.patch is not None:
+            after, why = applied_patch(done.text, asked.patch, asked, task, problems)
+            if after is not None:
+                done.text = after
+                done.outcomes.append(Edit(edit=edit, applied=True))
+                continue
+        elif asked.fixes is None and already_said(edit, done.text):
+            why = "the text already says it"
         elif calls >= most:
             why = f"not tried: at most {most} edits per final"
         else:

@@ -135,7 +135,7 @@ _PIECE = re.compile(r"[^.!?\n]*[.!?]+[ \t]*|[^.!?\n]+|\n+")
 
 # The prompt's own sections ("Problems:", "Edits:", ...) that a small model echoes after its
 # answer (seen: a revision that ended with "Problems:" and the problems it was told).
-SECTIONS = ("task", "plan", "draft", "edits", "problems", "answer", "facts", "review")
+SECTIONS = ("task", "plan", "draft", "edits", "problems", "answer", "facts", "review", "checks")
 _SECTION = re.compile(rf"^[ \t*#]*(?:{'|'.join(SECTIONS)})[ \t*]*:[ \t*]*", re.IGNORECASE | re.M)
 
 

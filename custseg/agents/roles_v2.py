@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from custseg.agents.check_edits import check_edits
 from custseg.agents.edits import (
     NEW_CHARS,
     Addition,
@@ -19,14 +20,12 @@ from custseg.agents.edits import (
     Patch,
     apply_edits,
     checked_edits,
-    fix_edit,
     only_adds,
     short_answer_edit,
 )
 from custseg.agents.enforce import enforce, problems
 from custseg.agents.envelope import Envelope, ModelInfo, ToolCall, Work, reply
 from custseg.agents.review import (
-    EDIT_CHARS,
     ReviewEdits,
     clean_edits,
     drop_echoes,
@@ -213,10 +212,14 @@ def _review(
         return problems(text, task, segments)
 
     text, outcomes = checked_edits(draft, task, segments)
-    asked = asking(facts, header, INSTRUCTIONS_V2["review"], draft=text)
-    review = llm.complete_json(asked, ReviewEdits, max_tokens=max_tokens)  # 4 capped edits
-    todo = [fix_edit(p[:EDIT_CHARS]) for p in found(text)]
+    # The checks' findings first, as concrete edits (code writes the ones it can); the LLM's
+    # review is told them, so it looks for what they cannot see.
+    todo = check_edits(text, found(text), task, segments or ())
     todo += [short] if (short := short_answer_edit(text, task)) else []
+    told = [e.edit[:160] for e in outcomes] + [a.edit[:160] for a in todo]
+    checks = {"checks": f"Made or asked already (do not repeat): {'; '.join(told[:6])}"}
+    asked = asking(facts, header, INSTRUCTIONS_V2["review"], draft=text, **(checks if told else {}))
+    review = llm.complete_json(asked, ReviewEdits, max_tokens=max_tokens)  # 4 capped edits
     todo += [Asked(e) for e in clean_edits(review.edits)]
 
     def ask(current: str, edit: str) -> Patch:
