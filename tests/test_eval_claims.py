@@ -375,6 +375,8 @@ WRONG_FINALS = {
     13: ("claims", "names no segment; the task asks which"),
     # Issue #34's Why: "Drafts restate the task ("Propose a loyalty-programme offer for …").
     0: ("limits", "opens with the task restated"),
+    # The final "To keep" (cut after a word a sentence can end on): nothing concrete.
+    7: ("limits", "vague: no figure, time, segment"),
 }
 
 

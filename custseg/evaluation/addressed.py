@@ -13,8 +13,10 @@ claim check (`check_claims`: this and custseg.evaluation.claims) that `grounding
   high-income segments" (the model's segments of that level, all named).
 - The order the task asks for: "Rank the five segments by mean spending score, highest first",
   "List the segments from most to fewest customers": the segments, in the order the answer
-  first names them, must be in that order of the figure, up to rounding (either way when the
-  task names no direction).
+  first names them (in full or in shorthand, "low·high 82.7"), must be in that order of the
+  figure, up to rounding (either way when the task names no direction).
+- Before the answer names any segment, "they" / "it" stand for the segment(s) the task is
+  about, so "Note that they spend the most" is a claim about them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from custseg.evaluation.claims import (
     _N,
     _SUPERLATIVE,
     _WITHIN,
+    LEVEL_GROUP,
+    RATIO,
     SAID,
     Key,
     _field,
@@ -41,6 +45,7 @@ from custseg.evaluation.claims import (
     claim_findings,
     in_top,
     order_finding,
+    phrase_claims,
     ranked,
 )
 from custseg.evaluation.grounding import (
@@ -65,18 +70,16 @@ _ALL_SEGMENTS = re.compile(
     r"segments\b(?!\s+(?:with|that|which|who|whose|where)\b)",
     re.IGNORECASE,
 )
-# "the two segments with the lowest ..." (asks for them as "which two segments" does).
+# "the two segments with the lowest ...", "the segment with the lowest ..." (asks for them as
+# "which two segments" / "which segment" does).
 _THE_N_WITH = re.compile(
-    rf"\b(?:the|both)\s+(?P<n>{_N})\s+(?:customer\s+)?segments\s+(?=with\b|that\b)", re.I
+    rf"\b(?:the|both)\s+(?:(?P<n>{_N})\s+(?:customer\s+)?segments|(?:customer\s+)?segment)"
+    r"\s+(?=with\b|that\b|whose\b)",
+    re.I,
 )
-# "the two high-income segments", "both low-spending segments": the model's of that level.
-_LEVEL_GROUP = re.compile(
-    rf"\b(?:the|both|our)\s+(?:(?P<n>{_N})\s+)?(?P<level>{LEVELS})[- ]"
-    r"(?P<figure>income|spending)\s+(?:customer\s+)?segments\b",
-    re.IGNORECASE,
-)
-# Segments written in shorthand ("high·high are our best customers").
-_SHORTHAND = re.compile(rf"\b{LEVELS}\s*[·/]\s*{LEVELS}\b", re.IGNORECASE)
+THE_ONE_WITH = 12  # characters at most from "the segment" to its superlative ("that has the")
+# Segments written in shorthand ("high·high are our best customers", "low·high 82.7").
+_SHORTHAND = re.compile(rf"\b(?P<income>{LEVELS})\s*[·/]\s*(?P<spending>{LEVELS})\b", re.IGNORECASE)
 # A task that asks for the segments in order of a figure.
 _TASK_ORDER = re.compile(
     rf"\b(?:rank|order|sort|list)\s+(?:(?:the|our|all)\s+)*(?:{_N}\s+)?(?:customer\s+)?segments\b"
@@ -84,6 +87,12 @@ _TASK_ORDER = re.compile(
     rf"(?:\s*,?\s*\(?(?P<first>{_HIGH}|{_LOW})\s+first\b)?"
     rf"|\s+from\s+(?:the\s+)?(?P<from>{_HIGH}|{_LOW})(?:[- ](?P<attr_a>{_FIGURE}))?"
     rf"\s+to\s+(?:the\s+)?(?:{_HIGH}|{_LOW})(?:[- ](?P<attr_b>{_FIGURE}))?)",
+    re.IGNORECASE,
+)
+# "Which segments have a mean spending score above 50?": every segment past that line.
+_PAST_A_LINE = re.compile(
+    rf"\b(?:have|has|with)\s+(?:an?\s+)?{_ATTR}\s+(?P<dir>above|over|below|under|"
+    r"(?:more|higher|greater|less|lower|fewer)\s+than)\s+(?P<v>\d+(?:\.\d+)?)\s?(?:k\b)?",
     re.IGNORECASE,
 )
 _CUSTOMER_INCOME = re.compile(r"\bearns?\s+\$?(?P<v>\d+(?:\.\d+)?)\s?k\b", re.IGNORECASE)
@@ -112,27 +121,27 @@ def task_target(task: str, segments: Sequence[Segment]) -> Target | None:
     """The segment(s) the task is about and why: the one it names, the ones it asks for by a
     superlative, or the one a customer it describes falls in."""
     by_key = {key: s for s in segments if (key := segment_key(s.name)) is not None}
-    asks = _TASK_ASKS.search(task) or _THE_N_WITH.search(task)
+    the_one = _THE_N_WITH.search(task)
+    asks = _TASK_ASKS.search(task) or the_one
     if asks:
         phrase = _SUPERLATIVE.search(task, asks.end())
-        if (
-            phrase
-            and not phrase["verb"]
-            and not phrase["rank"]
-            and not _WITHIN.match(task, phrase.end())
-        ):
+        if phrase and asks is the_one and phrase.start() - asks.end() > THE_ONE_WITH:
+            phrase = None  # "the segment that we ...": a superlative further on is not its
+        claims = phrase_claims(task, phrase) if phrase and not phrase["rank"] else []
+        if claims and (claims[0][0] == RATIO or not _WITHIN.match(task, phrase.end())):
             n = count_value(asks["n"]) if asks["n"] else 1
-            field = _field(phrase["attr"])
-            highest = re.fullmatch(_HIGH, phrase["dir"], re.IGNORECASE) is not None
+            field, highest = claims[0]
             order = ranked(segments, field, highest)
             if n <= len(order):
                 which = "highest" if highest else "lowest"
                 why = f"the task asks for the {which} {SAID[field]}"
                 return Target(order[:n], why, field, highest)
+        if line := _PAST_A_LINE.search(task, asks.end()):
+            return _past_a_line(line, segments)
         income, spending = _CUSTOMER_INCOME.search(task), _CUSTOMER_SPENDING.search(task)
         if income and spending:
             return _nearest(float(income["v"]), float(spending["v"]), segments)
-    if group := _LEVEL_GROUP.search(task):
+    if group := LEVEL_GROUP.search(task):
         place = 0 if group["figure"].lower() == "income" else 1
         level = level_words(group["level"])
         having = [s for k, s in by_key.items() if k[place] == level]
@@ -142,6 +151,18 @@ def task_target(task: str, segments: Sequence[Segment]) -> Target | None:
     if len(keys) == 1 and keys[0] in by_key:
         return Target([by_key[keys[0]]], "the task is about", None)
     return None
+
+
+def _past_a_line(line: re.Match, segments: Sequence[Segment]) -> Target | None:
+    """The segments whose figure is past the task's line ("above 50"): the profile's own
+    values against the task's number, so no rounding to allow for; None when none is."""
+    field, bound = _field(line["attr"]), float(line["v"])
+    above = re.match(r"above|over|more|higher|greater", line["dir"], re.IGNORECASE) is not None
+    values = [(s, v) for s in segments if (v := getattr(s, field)) is not None]
+    having = [s for s, v in values if v != bound and (v > bound) == above]
+    if not having:
+        return None
+    return Target(having, f"the task asks for those {line.group(0).split(None, 1)[1]}", None)
 
 
 def _nearest(income: float, spending: float, segments: Sequence[Segment]) -> Target | None:
@@ -215,9 +236,17 @@ def task_order(task: str) -> tuple[str, bool | None] | None:
     return _field(attr), None if word is None else re.fullmatch(_HIGH, word, re.I) is not None
 
 
+def shorthand_spans(text: str) -> list[CitedName]:
+    """Segments written in shorthand ("low·high 82.7"), as cited names."""
+    return [
+        CitedName(m.group(0), (level_words(m["income"]), level_words(m["spending"])), *m.span())
+        for m in _SHORTHAND.finditer(text)
+    ]
+
+
 def _order_findings(task: str, spans: Sequence[CitedName], by_key: dict[Key, Segment]) -> list[str]:
     asked = task_order(task)
-    keys = list(dict.fromkeys(n.key for n in spans))
+    keys = list(dict.fromkeys(n.key for n in sorted(spans, key=lambda n: n.start)))
     if asked is None or any(k not in by_key for k in keys):
         return []  # an unknown name is the grounding check's finding
     found = order_finding([by_key[k] for k in keys], *asked)
@@ -229,16 +258,18 @@ def check_claims(
 ) -> list[str]:
     """What `answer` claims about the segments that the profile contradicts, and where it
     misses the segment(s) `task` asks about: one readable line each (none when all hold). A
-    `plan` is held to its claims and the segment it addresses only: its steps may leave naming
-    every segment, or ranking them, to the answer."""
+    `plan` is held to its claims, the segment it addresses and, where it ranks segments (in
+    shorthand too), their order: its steps may leave naming every segment to the answer."""
     by_key: dict[Key, Segment] = {}
     for segment in segments:
         if (key := segment_key(segment.name)) is not None:
             by_key.setdefault(key, segment)
-    found = claim_findings(answer, segments)
+    target = task_target(task, segments)
+    found = claim_findings(answer, segments, target.segments if target else ())
     spans = name_spans(answer)
     found += _target_findings(answer, task, spans, by_key, segments, plan)
-    found += [] if plan else _order_findings(task, spans, by_key)
+    # In shorthand too ("Sort them: low·high 82.7, high·high 84.7"): plans rank that way.
+    found += _order_findings(task, [*spans, *shorthand_spans(answer)], by_key)
     return list(dict.fromkeys(found))
 
 

@@ -12,7 +12,13 @@ numbers its items past the count ("4." of three), or gives more sentences than a
 are counted in prose: "a two-sentence summary" in six). Not read: counts per item ("one
 sentence per segment") and counts of segments (custseg.evaluation.claims checks those against
 the profile). A task that forbids discounts ("without discounting", "no discounts") is broken
-by an answer offering one not negated in its clause ("20% off"; not "perks, not discounts").
+by an answer offering one not negated in its clause ("20% off"; not "perks, not discounts"),
+and a final offering one its review rules out ignores the review.
+"How often" asks for a frequency ("quarterly"; not "regularly"); a count of items is not
+given by an open list ("… and any other relevant metrics"). A task asking what to do with no
+count or part to give needs something concrete (`vague`); a task asking for steps in order is
+broken by a closing step (follow up, report) before an opening one (listen, read)
+(`out_of_sequence`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from custseg.evaluation.grounding import COUNT_WORDS, count_value
+from custseg.evaluation.grounding import _LEVEL_WORDING, COUNT_WORDS, count_value
 
 _N = rf"(?P<n>\d{{1,2}}|{'|'.join(COUNT_WORDS)})"
 _VERB = (
@@ -87,6 +93,17 @@ PARTS = (
             re.IGNORECASE,
         ),
         re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|half)\b", re.I),
+    ),
+    (
+        "a frequency",
+        re.compile(r"\bhow\s+often\b", re.IGNORECASE),
+        # "regularly", "from time to time", "when needed" say no frequency.
+        re.compile(
+            r"\b(?:daily|weekly|fortnightly|monthly|quarterly|yearly|annually|hourly|every|once|"
+            r"twice|times|per\s+(?:day|week|month|quarter|season|year)|a\s+(?:day|week|month|"
+            r"quarter|season|year))\b",
+            re.IGNORECASE,
+        ),
     ),
     (
         "a reason",
@@ -172,11 +189,21 @@ def counted(answer: str, kind: str) -> tuple[int, int] | None:
     return max(listed, numbered, len(lines)), strict
 
 
+# A list left open ("and any other relevant metrics", "etc."): not the number of items asked.
+_OPEN_LIST = re.compile(
+    r"\b(?:and|or)\s+(?:any|all|many|some)\s+other\b|\betc\b|\band\s+so\s+on\b|"
+    r"\band\s+the\s+like\b|\bor\s+similar\b|\band\s+whatever\s+else\b",
+    re.IGNORECASE,
+)
+
+
 def missing(answer: str, ask: Ask) -> str | None:
     """What the answer lacks or overdoes of `ask`, as one line (None when it keeps it)."""
     for what, _, gives in PARTS:
         if ask.what == what:
             return None if gives.search(answer) else f"no {what.split()[-1]}"
+    if ask.what == "items" and (left_open := _OPEN_LIST.search(answer)):
+        return f'an open list ("{left_open.group(0)}"), not {ask.n} items'
     found = counted(answer, ask.what)
     if found is None:
         return None
@@ -221,8 +248,12 @@ def new_content(final: str, before: str) -> list[str]:
 
 
 def ignored_review(review: str, draft: str, final: str, task: str) -> str:
-    """'' unless the review asks for something added and the final adds fewer than REVIEW_NEW
-    words or figures that neither the draft nor the task has (then one line saying so)."""
+    """'' unless the final offers what the review rules out ("does not respond to discounts":
+    "20% off"), or the review asks for something added and the final adds fewer than
+    REVIEW_NEW words or figures that neither the draft nor the task has (then one line)."""
+    if (offered := forbidden(final, review)) is not None:
+        rule, offer = offered
+        return f'ignores the review: the final offers {offer}, which it rules out ("{rule}")'
     if not _ASKS_MORE.search(review):
         return ""
     new = new_content(final, f"{draft}\n{task}")
@@ -234,9 +265,11 @@ def ignored_review(review: str, draft: str, final: str, task: str) -> str:
     )
 
 
-# What a task forbids: "without discounting", "no discounts", "not a discount".
+# What a task or a review forbids: "without discounting", "no discounts", "not a discount",
+# "does not respond to discounts", "avoid discounts".
 _FORBIDS_DISCOUNT = re.compile(
-    r"\b(?:without|no|not\s+(?:a|any|by))\s+(?:\w+\s+)?discount(?:s|ing)?\b", re.IGNORECASE
+    r"\b(?:without|no|not|never|avoid(?:ing)?)\s+(?:\w+\s+){0,2}?discount(?:s|ing)?\b",
+    re.IGNORECASE,
 )
 _DISCOUNT = re.compile(
     r"\b\d+(?:[.,]\d+)?\s?%\s+off\b|\bdiscount(?:s|ed|ing)?\b|\bprice\s+(?:cuts?|reductions?)\b",
@@ -271,3 +304,63 @@ def restated(answer: str, task: str) -> str | None:
     if len(set(words)) < RESTATED_MIN or new_content(first, task):
         return None
     return f'opens with the task restated ("{" ".join(first.split()[:8])} …")'
+
+
+# A task that asks what to do ("suggest a campaign", "how should we …", "list the risks and how
+# to avoid them"), not for a text to send: its answer needs something concrete.
+_ASKS_ACTION = re.compile(
+    r"\b(?:suggest|propose|outline|recommend|design)\b|\bhow\s+(?:often|should|could|can|would|"
+    r"do|to|we)\b|\bwhat\s+(?:should|could|would)\b",
+    re.IGNORECASE,
+)
+# Concrete: a figure, an amount, a count or a span of time.
+_FIGURE_WORD = re.compile(
+    rf"[\d$€£%]|\b(?:{'|'.join(COUNT_WORDS)}|half|third|quarter|dozen|once|twice|daily|weekly|"
+    r"fortnightly|monthly|quarterly|yearly|annual(?:ly)?|(?:every|each|per|a|next|last)\s+"
+    r"(?:day|week|weekend|month|quarter|season|year))\b",
+    re.IGNORECASE,
+)
+# Three or more things listed: "A, B and C" or "A; B; C" in a sentence, or two list lines.
+_LISTED = re.compile(r"[,;][^.!?\n]*?(?:[,;]|\b(?:and|or)\b)")
+
+
+def vague(answer: str, task: str) -> str | None:
+    """One line if a task asking what to do is answered with nothing concrete: no figure,
+    amount, count or span of time, no segment named (even loosely), nothing quoted, no list of
+    three. A task with a count or a part to give (`task_asks`: "three metrics", "one offer") is
+    held to that instead: "a free personal-shopper session" is a concrete offer with none."""
+    if not _ASKS_ACTION.search(task) or task_asks(task):
+        return None
+    # A segment named even loosely ("both high-income segments") is something concrete.
+    if _FIGURE_WORD.search(answer) or _LEVEL_WORDING.search(answer) or _QUOTED.search(answer):
+        return None
+    if _LISTED.search(answer) or len(_LIST_ITEM.findall(answer)) >= 2:
+        return None
+    return "vague: no figure, time, segment, quoted item or list of three"
+
+
+# A task that asks for steps in order ("List, in order, the three things to do first").
+_ASKS_SEQUENCE = re.compile(
+    r"\bin\s+(?:the\s+right\s+|that\s+|this\s+)?(?:order|sequence)\b|\bstep[- ]by[- ]step\b",
+    re.IGNORECASE,
+)
+# Steps that open a sequence (hear or read first) and steps that can only close one.
+_OPENS = r"listen|hear|apologi[sz]e|acknowledge|read|define|collect|gather|identify"
+_CLOSES = r"follow[- ]up|follow\s+up|report|evaluate|measure"
+_STEP_KIND = re.compile(rf"\b(?:(?P<opens>{_OPENS})|(?P<closes>{_CLOSES}))\b", re.IGNORECASE)
+# Where a step ends: a number ("2)"), "then", a semicolon or a line.
+_STEP_BREAK = re.compile(r"(?:^|\s)\d{1,2}[.)]\s|,?\s+then\b|[;\n]", re.IGNORECASE)
+
+
+def out_of_sequence(answer: str, task: str) -> str | None:
+    """One line if a task asking for steps in order is answered with a step that can only
+    close a sequence ("follow up", "report") before one that opens it ("listen", "read")."""
+    if not _ASKS_SEQUENCE.search(task):
+        return None
+    kinds = [(m.lastgroup, m.group(0)) for step in _STEP_BREAK.split(answer)
+             if (m := _STEP_KIND.search(step))]  # fmt: skip
+    closing = next((i for i, (kind, _) in enumerate(kinds) if kind == "closes"), None)
+    opening = [i for i, (kind, _) in enumerate(kinds) if kind == "opens"]
+    if closing is None or not opening or opening[-1] < closing:
+        return None
+    return f'steps out of order: "{kinds[closing][1]}" before "{kinds[opening[-1]][1]}"'

@@ -4,6 +4,10 @@
   X", "the two segments that spend the least are X and Y", "These segments have the highest
   spending scores" (of the names in the sentence before), "X is the second-largest segment".
   The segments stated must be the top (bottom) ones of that figure, as many as are named.
+  Relative to the other figure ("X spends the least relative to its income", "for its
+  income", "the lowest spending-to-income ratio"): by mean spending per k$ of mean income.
+  Said of a group named by level ("both high-income segments … they both spend the most"):
+  every segment of the model at that level.
 - Comparisons: "X has a higher mean income than Y", "X spends more than Y".
 - Rankings: "ranked by mean income: X, Y, Z", "from highest to lowest spending: X, Y, Z" (the
   names in the order written must be in that order, up to rounding).
@@ -25,20 +29,28 @@ from custseg.conversation import Segment
 from custseg.evaluation.grounding import (
     _CLAUSE_END,
     COUNT_WORDS,
+    LEVELS,
     TOLERANCE,
     CitedName,
+    count_value,
+    level_words,
     name_spans,
     segment_key,
 )
 
 Key = tuple[str, str]
-# A figure a claim ranks segments by: the profile's field and how it is said.
+# Spending for the income: "spends the least relative to its income" ranks by this ratio.
+RATIO = "spending_per_income"
+# A figure a claim ranks segments by: the profile's field (or RATIO) and how it is said.
 SAID = {
     "mean_income": "mean income",
     "mean_spending": "mean spending score",
     "size": "number of customers",
+    RATIO: "mean spending score per k$ of mean income",
 }
-UNIT = {"mean_income": " k$", "mean_spending": "", "size": " customers"}
+UNIT = {"mean_income": " k$", "mean_spending": "", "size": " customers", RATIO: ""}
+# Up to rounding: the figures' own, and for the ratio what ±1.5 on both means moves it by.
+TOL = {**TOLERANCE, RATIO: 0.05}
 _N = rf"(?:\d{{1,2}}|{'|'.join(COUNT_WORDS)})"
 _INCOME = r"(?:(?:mean|average)\s+)?(?:annual\s+)?(?:incomes?|earners?|earnings)"
 _SPENDING = r"(?:(?:mean|average)\s+)?(?:spending(?:\s+scores?)?|spenders?|spend)"
@@ -51,11 +63,24 @@ _LOW = r"lowest|smallest|least|fewest"
 _FIGURE = rf"{_INCOME}|{_SPENDING}|{_SIZE}"
 _ATTR = rf"(?P<attr>{_FIGURE})"
 _SUPERLATIVE = re.compile(
-    rf"\bthe\s+(?:(?P<k>{_N})\s+)?(?:(?P<rank>second|third)[- ])?(?P<dir>{_HIGH}|{_LOW})[- ]{_ATTR}"
+    rf"\b(?:the|our)\s+(?:(?P<k>{_N})\s+)?(?:(?P<rank>second|third)[- ])?"
+    rf"(?P<dir>{_HIGH}|{_LOW})[- ]{_ATTR}"
     rf"(?:\s+and\s+(?:the\s+)?(?:(?P<dir_b>{_HIGH}|{_LOW})\s+)?(?P<attr2>{_INCOME}|{_SPENDING}))?\b"
     rf"|\b(?P<verb>spends?|spending|earns?|earning)\s+(?:the\s+)?(?P<dir2>most|least)\b",
     re.IGNORECASE,
 )
+# Two figures compared in words they contradict: "34 customers, more than the 39 of …",
+# "48.9 k$, just below … at 47.2 k$" (not "over" / "under": "5 visits over 12 weeks").
+_FIGURES_COMPARED = re.compile(
+    r"(?<![\d.])(?P<a>\d+(?:\.\d+)?)\s*(?:k\s?\$|\$|%|customers|points)?,?\s+"
+    r"(?:just\s+|well\s+|far\s+|slightly\s+|much\s+)?"
+    r"(?P<dir>more|higher|larger|bigger|greater|above|fewer|less|lower|smaller|below)\b"
+    r"(?:\s+than)?\s+(?:(?:the|that\s+of|those\s+of)\s+|[^\d;.\n]{1,50}?\s(?:at|with)\s+)?"
+    r"(?P<b>\d+(?:\.\d+)?)(?![\d])",
+    re.IGNORECASE,
+)
+# A superlative set beside the name before it ("B, our largest group", "B, the largest").
+_APPOSITION = re.compile(r"[\"'”’]?\s*,\s*(?:which\s+is\s+|who\s+are\s+)?", re.IGNORECASE)
 _COMPARATIVE = re.compile(
     r"\b(?:(?P<verb>spends?|earns?)\s+)?(?P<dir>higher|greater|larger|bigger|more|lower|"
     r"smaller|less|fewer)\b(?P<mid>[^.;\n]{0,40}?)\bthan\b",
@@ -84,6 +109,22 @@ _RANKING = re.compile(
     rf"\s+to\s+(?:the\s+)?(?:{_HIGH}|{_LOW})(?:[- ](?P<attr_b>{_FIGURE}))?",
     re.IGNORECASE,
 )
+# "relative to its income", "for their income", "-to-income ratio": a superlative of spending
+# for the income (or income for the spending), not of the figure alone.
+_RELATIVE = re.compile(
+    r"(?:\s*,?\s*(?:relative\s+to|compared\s+(?:to|with)|for|given|against|per|"
+    r"in\s+proportion\s+to)\s+(?:its|their|the|each|a)?\s*(?:(?:mean|average|annual)\s+)*"
+    r"|[- ]to[- ])"
+    r"(?P<base>incomes?|earnings|spending(?:\s+scores?)?)\b",
+    re.IGNORECASE,
+)
+# A group of segments named by one level: "both high-income segments", "the low-spending
+# segments" (the model's segments of that level).
+LEVEL_GROUP = re.compile(
+    rf"\b(?:the|both|our|these|those|all)\s+(?:(?P<n>{_N})\s+)?(?P<level>{LEVELS})[- ]"
+    r"(?P<figure>income|spending)\s+(?:customer\s+)?segments\b",
+    re.IGNORECASE,
+)
 _ASCENDING = re.compile(r"\bascending\b", re.IGNORECASE)
 _PARAGRAPH_END = re.compile(r"\n\s*\n")
 # Parts of a sentence that make separate claims ("A ..., while B ...").
@@ -98,26 +139,65 @@ def _field(attr: str) -> str:
 
 
 def _value(segment: Segment, field: str) -> float | None:
+    if field == RATIO:
+        spending, income = segment.mean_spending, segment.mean_income
+        return None if spending is None or not income else float(spending) / float(income)
     value = getattr(segment, field)
     return None if value is None else float(value)
 
 
-def _shown(value: float) -> str:
-    return f"{value:.1f}".removesuffix(".0")
+def _shown(value: float, field: str = "") -> str:
+    return f"{value:.2f}" if field == RATIO else f"{value:.1f}".removesuffix(".0")
 
 
 def _named(segments: Sequence[Segment], field: str) -> str:
     return " and ".join(
-        f"{s.name} ({_shown(v)}{UNIT[field]})"
+        f"{s.name} ({_shown(v, field)}{UNIT[field]})"
         for s in segments
         if (v := _value(s, field)) is not None
     )
 
 
+def group_spans(text: str, segments: Sequence[Segment]) -> list[CitedName]:
+    """The segments a level group stands for ("both high-income segments": every segment of
+    the model with that income level), each as cited where the group is."""
+    found = []
+    for group in LEVEL_GROUP.finditer(text):
+        place = 0 if group["figure"].lower() == "income" else 1
+        level = level_words(group["level"])
+        keys = [k for s in segments if (k := segment_key(s.name)) and k[place] == level]
+        if keys and (not group["n"] or count_value(group["n"]) == len(keys)):
+            written = " ".join(group.group(0).split())
+            found += [CitedName(written, k, group.start(), group.end()) for k in keys]
+    return found
+
+
+def phrase_claims(text: str, phrase: re.Match) -> list[tuple[str, bool]]:
+    """(figure, from the highest) for each claim a `_SUPERLATIVE` match makes; a superlative
+    relative to the other figure ("spends the least relative to its income") is one of RATIO."""
+
+    def high(word: str) -> bool:
+        return re.fullmatch(_HIGH, word, re.IGNORECASE) is not None
+
+    if phrase["verb"]:
+        claims = [(_field(phrase["verb"]), phrase["dir2"].lower() == "most")]
+    else:
+        # "the highest income and (the lowest) spending": each figure with its own word.
+        claims = [(_field(phrase["attr"]), high(phrase["dir"]))]
+        if phrase["attr2"]:
+            claims.append((_field(phrase["attr2"]), high(phrase["dir_b"] or phrase["dir"])))
+    if relative := _RELATIVE.match(text, phrase.end()):
+        (field, highest), base = claims[-1], _field(relative["base"])
+        if len(claims) > 1 or {field, base} != {"mean_income", "mean_spending"}:
+            return []  # not a ratio of spending and income: not read
+        return [(RATIO, highest if field == "mean_spending" else not highest)]
+    return claims
+
+
 def ranked(segments: Sequence[Segment], field: str, highest: bool) -> list[Segment]:
     """The segments that have `field`, from the highest (or lowest) value."""
     having = [s for s in segments if _value(s, field) is not None]
-    return sorted(having, key=lambda s: getattr(s, field), reverse=highest)
+    return sorted(having, key=lambda s: _value(s, field) or 0.0, reverse=highest)
 
 
 def in_top(
@@ -130,7 +210,7 @@ def in_top(
         return True
     bound = _value(order[n - 1], field)
     assert bound is not None
-    tol = TOLERANCE[field]
+    tol = TOL[field]
     return value >= bound - tol if highest else value <= bound + tol
 
 
@@ -148,7 +228,7 @@ def holds(
         return True
     place = _value(order[skip], field)
     assert place is not None
-    return abs(value - place) <= TOLERANCE[field]
+    return abs(value - place) <= TOL[field]
 
 
 def _sentences(text: str) -> list[tuple[int, int]]:
@@ -173,21 +253,31 @@ def _bracket_before(text: str, start: int, at: int) -> int | None:
 
 
 def _superlative_findings(
-    text: str, spans: Sequence[CitedName], by_key: dict[Key, Segment], segments: Sequence[Segment]
+    text: str,
+    spans: Sequence[CitedName],
+    by_key: dict[Key, Segment],
+    segments: Sequence[Segment],
+    about: Sequence[Segment] = (),
 ) -> list[str]:
     findings: list[str] = []
-    previous: list[CitedName] = []
+    # Before any segment is named, "they" / "it" are the segment(s) the task is about.
+    previous = [CitedName(s.name, k, -1, -1) for s in about if (k := segment_key(s.name))]
+    groups = group_spans(text, segments)
     for start, end in _sentences(text):
         sentence = text[start:end]
         in_sentence = [n for n in spans if n.start >= start and n.end <= end]
+        grouped = [n for n in groups if n.start >= start and n.end <= end]
         readable = not sentence.rstrip().endswith("?") and not _HEDGE.search(sentence)
         for part_start, part_end in _parts(text, start, end) if readable else []:
             names = [n for n in in_sentence if n.start >= part_start and n.end <= part_end]
             phrases = list(_SUPERLATIVE.finditer(text, part_start, part_end))
             if len(phrases) > 1 and len({n.key for n in names}) > 1:
                 continue  # which name each phrase is about: not read
+            named = names  # compared only when named: a group is read by its superlatives
             pronoun = _PRONOUN.search(text, part_start, part_end)
-            if not names and not in_sentence and pronoun:
+            if not names and (group := [n for n in grouped if n.start >= part_start]):
+                names = [n for n in group if n.end <= part_end]
+            if not names and not in_sentence and not grouped and pronoun:
                 # "it" / "this segment" stands for one segment only; "these", "both" for all.
                 singular = pronoun.group(0).lower() in ("it", "this segment")
                 names = previous if not singular or len({n.key for n in previous}) == 1 else []
@@ -199,15 +289,17 @@ def _superlative_findings(
                     # "A (…), B (51 customers, the largest segment)": a bracket speaks of the
                     # name just before it, not of every name before the phrase.
                     before = [n for n in before if n.end <= opening][-1:]
+                elif before and _APPOSITION.fullmatch(text, before[-1].end, phrase.start()):
+                    before = before[-1:]  # "A and B, our largest group, …": B's alone
                 subject = before or [n for n in names if n.start >= phrase.end()] or names
                 found = _claim_finding(text, phrase, subject, by_key, segments)
                 if found:
                     findings.append(found)
-            findings += _comparison_findings(text, part_start, part_end, names, by_key)
+            findings += _comparison_findings(text, part_start, part_end, named, by_key)
         if readable and (ranking := _RANKING.search(text, start, end)):
             findings += _ranking_findings(text, ranking, end, spans, by_key)
-        if in_sentence:
-            previous = in_sentence
+        if in_sentence or grouped:
+            previous = in_sentence or grouped
     return findings
 
 
@@ -218,7 +310,8 @@ def _claim_finding(
     by_key: dict[Key, Segment],
     segments: Sequence[Segment],
 ) -> str | None:
-    if _WITHIN.match(text, phrase.end()) or (
+    relative = _RELATIVE.match(text, phrase.end())
+    if (not relative and _WITHIN.match(text, phrase.end())) or (
         (phrase["dir"] or "").lower() == "top" and _field(phrase["attr"]) == "size"
     ):
         return None  # within a group; "the top segment" (best, not largest)
@@ -226,20 +319,10 @@ def _claim_finding(
     if not keys or any(k not in by_key for k in keys):
         return None  # no subject, or one the grounding check flags already
     claimed = [by_key[k] for k in keys]
-
-    def high(word: str) -> bool:
-        return re.fullmatch(_HIGH, word, re.IGNORECASE) is not None
-
-    if phrase["verb"]:
-        claims, skip = [(_field(phrase["verb"]), phrase["dir2"].lower() == "most")], 0
-    else:
-        # "the highest income and (the lowest) spending": each figure with its own word.
-        claims = [(_field(phrase["attr"]), high(phrase["dir"]))]
-        if phrase["attr2"]:
-            claims.append((_field(phrase["attr2"]), high(phrase["dir_b"] or phrase["dir"])))
-        skip = {"second": 1, "third": 2}.get((phrase["rank"] or "").lower(), 0)
-        if skip and len(claimed) > 1:
-            return None
+    claims = phrase_claims(text, phrase)
+    skip = 0 if phrase["verb"] else {"second": 1, "third": 2}.get((phrase["rank"] or "").lower(), 0)
+    if skip and len(claimed) > 1:
+        return None
     for field, highest in dict.fromkeys(claims):
         if not holds(claimed, segments, field, highest, skip):
             order = ranked(segments, field, highest)[skip : skip + len(claimed)]
@@ -282,7 +365,7 @@ def _ranking_findings(
 
 def in_order(values: Sequence[float], field: str, highest: bool) -> bool:
     """Whether `values` run from the highest (lowest) down (up), up to rounding."""
-    tol, sign = TOLERANCE[field], 1 if highest else -1
+    tol, sign = TOL[field], 1 if highest else -1
     return all(sign * (a - b) >= -tol for a, b in itertools.pairwise(values))
 
 
@@ -296,7 +379,7 @@ def order_finding(said: Sequence[Segment], field: str, highest: bool | None) -> 
     if any(in_order(values, field, way) for way in ways):
         return None
     way = highest is not False
-    order = sorted(said, key=lambda s: getattr(s, field), reverse=way)
+    order = sorted(said, key=lambda s: _value(s, field) or 0.0, reverse=way)
     which = "highest" if way else "lowest"
     return (
         f"ranks {', '.join(s.name for s in said)} by {SAID[field]} from the {which}; "
@@ -334,20 +417,36 @@ def _comparison_findings(
         if a is None or b is None or va is None or vb is None:
             continue
         higher = match["dir"].lower() in ("higher", "greater", "larger", "bigger", "more")
-        if (va < vb - TOLERANCE[field]) if higher else (va > vb + TOLERANCE[field]):
+        if (va < vb - TOL[field]) if higher else (va > vb + TOL[field]):
             word = "higher" if higher else "lower"
             findings.append(
                 f"says {a.name} has a {word} {SAID[field]} than {b.name}; "
-                f"it is {_shown(va)}{UNIT[field]} against {_shown(vb)}{UNIT[field]}"
+                f"it is {_shown(va, field)}{UNIT[field]} against {_shown(vb, field)}{UNIT[field]}"
             )
     return findings
 
 
-def claim_findings(answer: str, segments: Sequence[Segment]) -> list[str]:
+def claim_findings(
+    answer: str, segments: Sequence[Segment], about: Sequence[Segment] = ()
+) -> list[str]:
     """What `answer` claims about the segments that the profile contradicts, one readable
-    line each (none when all hold)."""
+    line each (none when all hold); `about`: the segment(s) its task is about, whom "they"
+    and "it" stand for before the answer names any."""
     by_key: dict[Key, Segment] = {}
     for segment in segments:
         if (key := segment_key(segment.name)) is not None:
             by_key.setdefault(key, segment)
-    return _superlative_findings(answer, name_spans(answer), by_key, segments)
+    found = _superlative_findings(answer, name_spans(answer), by_key, segments, about)
+    return found + figure_contradictions(answer)
+
+
+def figure_contradictions(text: str) -> list[str]:
+    """Two figures compared in words that they themselves contradict ("34 customers, more
+    than the 39 of …"), one line each; no profile needed."""
+    found = []
+    for match in _FIGURES_COMPARED.finditer(text):
+        a, b, word = float(match["a"]), float(match["b"]), match["dir"].lower()
+        more = word in ("more", "higher", "larger", "bigger", "greater", "above")
+        if (a <= b) if more else (a >= b):
+            found.append(f"says {match['a']} is {word} than {match['b']}")
+    return found

@@ -31,7 +31,14 @@ import math
 import re
 from dataclasses import dataclass
 
-from custseg.evaluation.asks import forbidden, missing, restated, task_asks
+from custseg.evaluation.asks import (
+    forbidden,
+    missing,
+    out_of_sequence,
+    restated,
+    task_asks,
+    vague,
+)
 from custseg.evaluation.grounding import COUNT_WORDS, count_value
 
 _COUNT = rf"(?P<n>\d{{1,3}}(?:,\d{{3}})*|{'|'.join(COUNT_WORDS)}|a\s+single|single)"
@@ -94,6 +101,8 @@ _CUT_MARK = re.compile(r"[,;:(\[{–—-]$|\(\s*[^)]*$")
 _LAST_WORD = re.compile(r"([^\W\d_]+)$")
 WHOLE = "a whole answer"
 ANSWERS = "an answer, not the task restated"
+CONCRETE = "a concrete answer"
+IN_ORDER = "the steps in order"
 
 
 def cut_off(answer: str) -> str | None:
@@ -221,6 +230,12 @@ def check_limits(answer: str, task: str) -> LimitsCheck:
     if (opening := restated(answer, task)) is not None:
         written.append(ANSWERS)
         broken.append(f"{opening} (task: {ANSWERS})")
+    if (said := vague(answer, task)) is not None:  # counted only when broken, as below
+        written.append(CONCRETE)
+        broken.append(f"{said} (task: {CONCRETE})")
+    if (disorder := out_of_sequence(answer, task)) is not None:  # counted only when broken
+        written.append(IN_ORDER)
+        broken.append(f"{disorder} (task: {IN_ORDER})")
     if (ending := cut_off(answer)) is not None:  # counted only when broken: others' scores stay
         written.append(WHOLE)
         broken.append(f"{ending} (task: {WHOLE})")
@@ -252,6 +267,8 @@ def plan_breaches(plan: str, task: str) -> list[str]:
             same_items = said.what == ask.what and said.written.split()[-1].casefold() == head
             if same_items and said.n != ask.n:
                 found.append(f"plans {said.written} (task: {ask.written})")
+    if (disorder := out_of_sequence(plan, task)) is not None:
+        found.append(f"plans {disorder} (task: {IN_ORDER})")
     own = plan_own_words(plan, task)
     if len(own) < PLAN_OWN_WORDS:
         found.append(
