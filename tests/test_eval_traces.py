@@ -315,7 +315,10 @@ def test_the_traces_view_lists_the_conversations_and_opens_a_chain(project: Path
                         None if r.url.startswith((url, "data:", "blob:")) else outside.append(r.url)
                     ),
                 )
-                page.goto(f"{url}/#/experiments/{exp}/traces")
+                # The traces keep the conversations' own times (the committed ones are weeks
+                # old): the view's default "last 7 days" would hide them.
+                every = "startTimeLabel=ALL"
+                page.goto(f"{url}/#/experiments/{exp}/traces?{every}")
                 # The list: a row per conversation (its task as input), a column per metric.
                 for metric in ("plan_quality", "helpfulness_final", "grounding"):
                     page.get_by_text(metric, exact=True).first.wait_for()
@@ -324,7 +327,9 @@ def test_the_traces_view_lists_the_conversations_and_opens_a_chain(project: Path
                 page.screenshot(path=str(ARTIFACTS / "mlflow-traces.png"), full_page=True)
                 # One trace opened: its agents' spans.
                 trace_id = sync.trace_ids[conversations[0]["correlation_id"]]
-                page.goto(f"{url}/#/experiments/{exp}/traces?selectedEvaluationId={trace_id}")
+                page.goto(
+                    f"{url}/#/experiments/{exp}/traces?selectedEvaluationId={trace_id}&{every}"
+                )
                 for agent in ("planner", "writer", "reviewer"):
                     page.get_by_text(agent, exact=True).first.wait_for()
                 page.get_by_text(plain_words(conversations[0]["final"])).first.wait_for()
