@@ -118,6 +118,25 @@ def customer_star(
     )
 
 
+def with_customer(
+    spec: dict,
+    labels: list[str],
+    point: tuple[float, float] | None,
+    point_segment: int | None = None,
+) -> go.Figure:
+    """The figure of a `segment_map_spec` plus the customer's star; `spec` is not changed.
+    (The app now sends the two apart to its map component; this stays for apps of older
+    checkouts that bench_app_client.py runs against this package.)
+
+    Both parts are validated when built (the star just now), so they are assembled without a
+    second validation: plotly's `_validate=False`, the switch its own template loader uses.
+    """
+    data = list(spec["data"])
+    if point is not None:
+        data.append(customer_star(point, point_segment, labels).to_plotly_json())
+    return go.Figure({"data": data, "layout": spec["layout"]}, _validate=False)
+
+
 def axis_range(bounds: tuple[float, float], pad: float = 0.04) -> list[float]:
     """The app's input range plus a margin: fixed axes keep the star in view wherever it is."""
     low, high = bounds
