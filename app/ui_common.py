@@ -13,11 +13,13 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import streamlit as st
+import streamlit.components.v1 as components
 from streamlit import config, runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
@@ -26,7 +28,8 @@ from custseg.errors import ConfigError, ModelNotFoundError, MonitorError, Servin
 from custseg.features import FEATURES
 from custseg.monitoring.report import read_report, report_path, verdict_line
 from custseg.paths import PARAMS
-from custseg.serving.charts import segment_map_spec, thin_per_segment
+from custseg.serving.charts import customer_star, segment_map_spec, thin_per_segment
+from custseg.serving.map_component import MapParts, component_dir, map_parts, render_args
 from custseg.serving.memory import start_releasing
 from custseg.serving.model import (
     SETUP_COMMAND,
@@ -265,6 +268,7 @@ class SegmentMap:
 
     spec: dict
     points: int
+    parts: MapParts  # the spec as the map component's JSON, serialised once
 
 
 # A resource, not data: the same dict is handed to every session instead of a pickled copy.
@@ -280,13 +284,32 @@ def _segment_map(model_key: tuple[str, ...], recorded: bool, _served: ServedMode
     spec = segment_map_spec(
         customers.iloc[drawn], segments[drawn], model.cluster_centers_, _served.labels
     )
-    return SegmentMap(spec, len(drawn))
+    return SegmentMap(spec, len(drawn), map_parts(spec))
 
 
 def segment_map(served: ServedModel) -> SegmentMap:
     """The served version's map of its own training customers (the sample train logged with
     it; only the centres for a version without one), built once per version."""
     return _segment_map(served.ref.cache_key, served.training.recorded, served)
+
+
+@functools.cache
+def _map_component():
+    # declare_component once per process; its folder is built once per page and plotly version.
+    folder = component_dir(Path("~/.cache/custseg/components").expanduser())
+    return components.declare_component("segment_map", path=str(folder))
+
+
+def draw_segment_map(
+    segment_map: SegmentMap,
+    labels: list[str],
+    point: tuple[float, float] | None,
+    point_segment: int | None,
+) -> None:
+    """The map with the customer's star, redrawn in place (Plotly.react) on every rerun: a
+    stable key keeps the component's frame, where st.plotly_chart mounted a new chart."""
+    star = None if point is None else customer_star(point, point_segment, labels).to_plotly_json()
+    _map_component()(**render_args(segment_map.parts, star), key="segment_map", default=None)
 
 
 def last_verdict(version: str) -> str | None:

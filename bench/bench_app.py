@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_app_load import MAP_DRAWN_JS, MAP_PLOT_JS
 
 from custseg.features import INCOME, MALL_HEADERS
 from custseg.telemetry import disable_telemetry
@@ -35,7 +36,7 @@ APP = ROOT / "app" / "Home.py"
 RERUN_GOAL_S = 0.3
 # True once the map's last trace (the star) sits at the given income.
 STAR_AT = (
-    "x => { const el = document.querySelector('.js-plotly-plot');"
+    f"x => {{ const el = ({MAP_PLOT_JS})();"
     " return !!el && !!el.data && el.data[el.data.length - 1].x[0] === x; }"
 )
 BATCH_RATIO_GOAL = 1.5
@@ -65,7 +66,7 @@ def cold_start(project: Path, log: Path) -> dict[str, float]:
                 page.goto(url)
                 page.get_by_text("Which segment is this customer in?").wait_for()
                 marks["page rendered (model loaded)"] = time.perf_counter() - started
-                page.locator(".js-plotly-plot").first.wait_for()
+                page.wait_for_function(MAP_DRAWN_JS)
                 marks["segment map drawn"] = time.perf_counter() - started
                 clicked = time.perf_counter()
                 page.get_by_role("button", name="Predict Customer Cluster").click()

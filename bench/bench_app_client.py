@@ -28,6 +28,7 @@ import yaml
 from _common import ROOT
 from bench_app_load import (
     CLICK_JS,
+    MAP_PLOT_JS,
     METRIC,
     PREDICT,
     STAR_INCOME_JS,
@@ -42,11 +43,16 @@ from bench_app_load import (
 from custseg.telemetry import disable_telemetry
 
 RENDERER_METRICS = ("ScriptDuration", "LayoutDuration", "RecalcStyleDuration", "TaskDuration")
-PAGE_SIZE_JS = """() => ({
-  nodes: document.getElementsByTagName('*').length,
-  svg_points: document.querySelectorAll('.js-plotly-plot .scatterlayer .point').length,
-  gl: document.querySelectorAll('.js-plotly-plot canvas.gl-canvas').length,
-})"""
+PAGE_SIZE_JS = f"""() => {{
+  const plot = ({MAP_PLOT_JS})();
+  return {{
+    nodes: document.getElementsByTagName('*').length
+      + (plot ? plot.ownerDocument.getElementsByTagName('*').length : 0)
+      * (plot?.ownerDocument !== document),
+    svg_points: plot ? plot.querySelectorAll('.scatterlayer .point').length : 0,
+    gl: plot ? plot.querySelectorAll('canvas.gl-canvas').length : 0,
+  }};
+}}"""
 
 
 def process_kind(pid: int) -> str:

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.browser
 
 # The app fixtures (trained_project, ...) until tests/conftest.py lists this module.
 
+# The segment map's component frame (Streamlit titles it with the component's name).
+MAP_FRAME = 'iframe[title="ui_common.segment_map"]'
 TIMEOUT_MS = 120_000  # a cold app imports MLflow and loads the model: ~20 s here, more on CI
 # The customer column as people write it: read as text, it comes back exactly so.
 CUSTOMERS = ["007", "01234", "n/a"]
@@ -100,9 +102,11 @@ def test_segment_page_predicts_like_the_registered_model(
 
     page.goto(app_url)
     page.get_by_text("Which segment is this customer in?").wait_for()
-    page.locator(".js-plotly-plot").first.wait_for()
+    page.frame_locator(MAP_FRAME).locator(".js-plotly-plot .scatterlayer").wait_for()
     wait_idle(page)
     loaded = len(reruns)
+    # Marks on the map's frame and its window: a frame made again (a remount) has neither.
+    page.locator(MAP_FRAME).evaluate("el => { el.__kept = true; el.contentWindow.__kept = true; }")
     set_slider(page, "Annual Income (k$)", 72)  # 12 steps up
     set_slider(page, "Spending Score (1-100)", 31)  # 19 steps down
     page.get_by_role("button", name="Predict Customer Cluster").click()
@@ -116,14 +120,22 @@ def test_segment_page_predicts_like_the_registered_model(
     assert metric.inner_text().strip() == f"Cluster {expected}"
     delta = page.locator('[data-testid="stMetricDelta"]').inner_text()
     assert f"out of {model.n_clusters} clusters" in delta
-    # The chart plotted in the browser: segment traces, the centers and the star at (72, 31).
-    traces = page.locator(".js-plotly-plot").first.evaluate(
+    # The chart plotted in the browser: segment traces, the centers and the star at (72, 31),
+    # redrawn in the same frame (Plotly.react), not in a new one.
+    frame = page.locator(MAP_FRAME).element_handle().content_frame()
+    frame.wait_for_function(
+        "() => { const d = document.querySelector('.js-plotly-plot')?.data;"
+        " return d && d[d.length - 1].x[0] === 72; }"
+    )
+    assert page.locator(MAP_FRAME).evaluate("el => el.__kept && el.contentWindow.__kept")
+    traces = frame.locator(".js-plotly-plot").evaluate(
         "el => el.data.map(t => ({name: t.name, x: Array.from(t.x), y: Array.from(t.y)}))"
     )
     names = [trace["name"] for trace in traces]
     assert names[-2:] == ["segment centers", "this customer"]
     assert len(names) - 2 == model.n_clusters and all(" · " in n for n in names[:-2])
     assert (traces[-1]["x"], traces[-1]["y"]) == ([72], [31])
+    assert frame.locator(".js-plotly-plot .scatterlayer .trace").count() == len(names)
     assert page.locator('[data-testid="stException"]').count() == 0
 
     page.mouse.move(0, 0)  # no hover label over the screenshot

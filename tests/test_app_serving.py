@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import io
+import json
 import os
 import pickle
 import re
@@ -29,11 +30,12 @@ from custseg.serving.batch import (
     validate_batch,
 )
 from custseg.serving.charts import (
+    customer_star,
     segment_counts_figure,
     segment_map_spec,
-    with_customer,
 )
 from custseg.serving.download import frame_to_csv_bytes, neutralise_cell
+from custseg.serving.map_component import PLOTLY_JS, component_dir, map_parts, render_args
 from custseg.serving.model import (
     Lineage,
     describe_run,
@@ -300,12 +302,21 @@ def test_missing_model_and_alias_errors(served_project: Path) -> None:
 # --- figures ------------------------------------------------------------------------------
 
 
+def drawn(spec: dict, point: tuple[float, float] | None, segment: int | None) -> go.Figure:
+    """The figure the map component draws: its JSON parts decoded as the browser does."""
+    star = None if point is None else customer_star(point, segment, LABELS).to_plotly_json()
+    args = json.loads(json.dumps(render_args(map_parts(spec), star)))  # as Streamlit sends them
+    extra = [json.loads(args["star"])] if args["star"] is not None else []
+    data = json.loads(args["base"])["data"] + extra
+    return go.Figure({"data": data, "layout": json.loads(args["layout"])})
+
+
 def test_segment_map_traces(kmeans: KMeans) -> None:
     customers = features_frame([20, 130, 60], [90, 5, 50])
     customers.insert(0, "customer_id", [7, 8, 9])
     segments = kmeans.predict(customers[["annual_income", "spending_score"]])
     spec = segment_map_spec(customers, segments, kmeans.cluster_centers_, LABELS)
-    fig = with_customer(spec, LABELS, (60, 50), 1)
+    fig = drawn(spec, (60, 50), 1)
     names = [trace.name for trace in fig.data]
     assert names[-2:] == ["segment centers", "this customer"]
     assert set(names[:-2]) == {LABELS[s] for s in segments}  # segment names in the legend
@@ -322,22 +333,33 @@ def test_segment_map_traces(kmeans: KMeans) -> None:
     spending=st.floats(-1e6, 1e6, allow_nan=False),
     segment=st.none() | st.integers(0, len(LABELS) - 1),
 )
-def test_the_star_is_added_without_changing_the_shared_map(
+def test_the_component_draws_the_shared_map_and_the_star(
     kmeans: KMeans, income: float, spending: float, segment: int | None
 ) -> None:
-    """The app shares one map spec between sessions and adds each customer's star unvalidated:
-    the result is what plotly's validation would accept unchanged, and the spec stays as it was."""
+    """The app shares one map spec between sessions and sends it as JSON with each customer's
+    star: decoded, it is the spec's figure plus the star, and the spec stays as it was."""
     customers = features_frame([20, 130, 60], [90, 5, 50])
     spec = segment_map_spec(customers, kmeans.predict(customers), kmeans.cluster_centers_, LABELS)
     before = pickle.dumps(spec)
-    figure = with_customer(spec, LABELS, (income, spending), segment)
+    figure = drawn(spec, (income, spending), segment)
     assert pickle.dumps(spec) == before
-    as_dict = figure.to_dict()
-    assert go.Figure(as_dict).to_dict() == as_dict  # validating it changes nothing
-    star = as_dict["data"][-1]
-    assert list(star["x"]) == [income] and star["name"] == "this customer"
-    figure.data[0].marker.size = 1  # a session changing its copy leaves the shared spec alone
-    assert pickle.dumps(spec) == before
+    expected = go.Figure(spec)
+    expected.add_trace(customer_star((income, spending), segment, LABELS))
+    assert figure.to_plotly_json() == json.loads(expected.to_json())
+    assert list(figure.data[-1].x) == [income] and figure.data[-1].name == "this customer"
+    # The shared traces' JSON (and so the browser's cached copy) does not depend on the star.
+    assert map_parts(spec) == map_parts(pickle.loads(before))
+
+
+def test_the_map_component_folder_holds_the_local_plotly(tmp_path: Path) -> None:
+    """The component's page and the plotly package's own plotly.min.js, nothing fetched; made
+    once, then reused."""
+    folder = component_dir(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["index.html", "plotly.min.js"]
+    assert (folder / "plotly.min.js").read_bytes() == PLOTLY_JS.read_bytes()
+    page = (folder / "index.html").read_text()
+    assert '<script src="plotly.min.js"></script>' in page and "http" not in page
+    assert component_dir(tmp_path) == folder and len(list(tmp_path.iterdir())) == 1
 
 
 def test_registry_stamp_follows_the_sqlite_file_and_the_clock(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from custseg.features import BOUNDS, INCOME, MALL_HEADERS, SPENDING
 from custseg.monitoring.store import recorder
 from custseg.pipeline.training_data import describe_ranges
 from custseg.serving.batch import outside_ranges
-from custseg.serving.charts import MAP_POINTS_PER_SEGMENT, MAP_SEED, with_customer
+from custseg.serving.charts import MAP_POINTS_PER_SEGMENT, MAP_SEED
 from custseg.serving.model import features_frame, predict_segment
 
 PREDICTED = "segment_predicted"  # set once the button was clicked; predictions then follow
@@ -90,8 +90,7 @@ with right:
             "customer is not checked against the training ranges.",
             icon=":material/info:",
         )
-    figure = with_customer(segment_map.spec, served.labels, (income, spending), segment)
-    st.plotly_chart(figure, key="segment_map", width="stretch")
+    ui_common.draw_segment_map(segment_map, served.labels, (income, spending), segment)
     if training.rows is not None and segment_map.points < training.rows:
         st.caption(
             f"{segment_map.points:,} of the {training.rows:,} training customers are shown: "

@@ -40,12 +40,12 @@ def segment_map_spec(
     customers: pd.DataFrame, segments: np.ndarray, centers: np.ndarray, labels: list[str]
 ) -> dict:
     """Customers coloured by segment and segment centers as black X, validated, as a plain
-    figure dict; `with_customer` adds the customer as a yellow star.
+    figure dict; `customer_star` is the customer, drawn over it as a yellow star.
 
     `customers` holds the feature columns (and `customer_id` if known); `segments` is the
     model's prediction for each row; `labels[s]` names segment s in the legend and hovers.
 
-    The app builds it once per model and adds each rerun's star with `with_customer`: building
+    The app builds it once per model and sends each rerun's star alone (map_component.py): building
     and validating the whole figure again cost ~25 ms of server CPU a click.
     """
     fig = go.Figure()
@@ -125,6 +125,8 @@ def with_customer(
     point_segment: int | None = None,
 ) -> go.Figure:
     """The figure of a `segment_map_spec` plus the customer's star; `spec` is not changed.
+    (The app now sends the two apart to its map component; this stays for apps of older
+    checkouts that bench_app_client.py runs against this package.)
 
     Both parts are validated when built (the star just now), so they are assembled without a
     second validation: plotly's `_validate=False`, the switch its own template loader uses.
