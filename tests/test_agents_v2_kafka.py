@@ -58,14 +58,21 @@ def test_v2_records_tool_calls_edits_and_breaches_end_to_end(workdir: Workdir, a
     assert len(sms["final"]) > 20
     assert final_work["breaches"] and "(task: under 20 characters)" in final_work["breaches"][0]
     assert any("LLM revision 1" in r for r in sms["work"]["draft"]["revisions"])
+    # The checks' edit comes first, naming the limit and the length; the stand-in's patch
+    # cannot keep it, so it is not applied, and why is recorded.
     fix = final_work["edits"][0]
-    assert fix["edit"].startswith("Fix what breaks the task or the facts: ")
-    assert not fix["applied"] and fix["why_not"].startswith("it breaks the task or the facts")
+    assert fix["edit"].startswith("Shorten the answer to under 20 characters (it has "), fix
+    assert not fix["applied"] and fix["why_not"], fix
     # The review is the stand-in's edit, applied (its words added to the draft).
     assert [e["edit"] for e in plain["work"]["final"]["edits"]][-1] == (
         "Add one measure of success to the answer."
     )
-    assert plain["final"] == f"{plain['draft']}\nMeasure success by repeat visits each week."
+    # Before it, the checks' edit (code, no LLM call): a draft naming no segment and no figure
+    # gets the task's segment's figures from the tools.
+    added = plain["final"].removeprefix(plain["draft"]).strip()
+    assert plain["final"].startswith(plain["draft"]), plain["final"]
+    assert added.endswith("Measure success by repeat visits each week."), added
+    assert "average income · average spending" in added and " k$" in added, added
     assert "(applied)" in plain["review"]
     assert plain["work"]["plan"]["tool_calls"][0]["name"] == "rank_segments"
 

@@ -8,7 +8,6 @@ so the batch page is driven through its paste box, which feeds the same bytes to
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from custseg.serving.model import features_frame
 from custseg.tracking import configure_mlflow
+from tests.fixtures.app import segment_map_traces
 from tests.fixtures.project import write_params
 
 BATCH_PAGE = "views/batch.py"
@@ -67,7 +67,7 @@ def test_page_layout_before_any_prediction(served_project: Path) -> None:
     assert at.button(key="predict").label == "Predict Customer Cluster"
     assert not at.metric  # nothing predicted until the button is clicked
     assert "click **Predict Customer Cluster**" in at.info[0].value
-    assert map_traces(at), "the segment map is missing"
+    assert segment_map_traces(at), "the segment map is missing"
     assert "customer-segments` v1 · @champion" in all_text(at)
     data_sha = hashlib.sha256((served_project / "data/customers.csv").read_bytes()).hexdigest()
     # The sandbox is not a git checkout: the commit is unknown, said so.
@@ -84,7 +84,7 @@ def test_prediction_equals_the_registered_model(
     metric = at.metric[0]
     assert metric.value == f"Cluster {segment}"
     assert metric.delta == f"out of {model.n_clusters} clusters"
-    assert map_traces(at)[-1]["name"] == "this customer"
+    assert segment_map_traces(at)[-1]["name"] == "this customer"
     # The segment's name and profile come from the run's segment_profiles.json table.
     client = configure_mlflow().MlflowClient()
     run_id = client.get_model_version_by_alias("customer-segments", "champion").run_id
@@ -95,17 +95,9 @@ def test_prediction_equals_the_registered_model(
     assert f"**{int(row['size']):,}** training customers" in all_text(at)
 
 
-def map_traces(at: AppTest) -> list[dict]:
-    """The segment map's traces as its component draws them: the shared ones, then the star."""
-    (component,) = at.get("component_instance")
-    args = json.loads(component.proto.json_args)
-    star = [json.loads(args["star"])] if args["star"] is not None else []
-    return json.loads(args["base"])["data"] + star
-
-
 def star(at: AppTest) -> tuple[list, list]:
     """Where the map's star (its last trace: the customer predicted) is drawn."""
-    trace = map_traces(at)[-1]
+    trace = segment_map_traces(at)[-1]
     return trace["x"], trace["y"]
 
 
@@ -216,8 +208,8 @@ def test_missing_model_files_are_explained_and_the_workspace_data_is_not_needed(
     at.run()  # recovers without a restart; the map is the model's own data, not the workspace's
     assert not at.error and not at.exception and not at.warning
     predict(at, 50, 50)
-    assert at.metric[0].value.startswith("Cluster ") and map_traces(at)
-    customers = map_traces(at)[:-2]
+    assert at.metric[0].value.startswith("Cluster ") and segment_map_traces(at)
+    customers = segment_map_traces(at)[:-2]
     assert customers, "the training customers are still drawn (centres and star are the last two)"
 
 

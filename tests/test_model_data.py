@@ -33,6 +33,7 @@ from custseg.serving.model import features_frame
 from custseg.serving.training_data import TrainingData, parse_training_data
 from custseg.testing.rest import post, running_scoring_server
 from custseg.tracking import configure_mlflow
+from tests.fixtures.app import segment_map_traces
 from tests.fixtures.project import stage, write_params
 from tests.test_app import all_text, batch_page, predict, start_app
 
@@ -211,9 +212,8 @@ def test_rest_names_per_prediction_the_features_outside_the_versions_ranges(
 
 def map_points(at) -> set[tuple[float, float]]:
     """The customers the segment map draws (every trace but the centres and the star)."""
-    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     points: set[tuple[float, float]] = set()
-    for trace in figure["data"]:
+    for trace in segment_map_traces(at):
         if trace.get("name") in ("segment centers", "this customer"):
             continue
         xs, ys = (decoded(trace[axis]) for axis in ("x", "y"))
@@ -322,10 +322,9 @@ def test_thinning_keeps_at_most_the_cap_of_each_segment_and_repeats(
 
 def map_traces(at) -> dict[str, int]:
     """Points drawn per segment trace of the segment map."""
-    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     return {
         t["name"]: len(decoded(t["x"]))
-        for t in figure["data"]
+        for t in segment_map_traces(at)
         if t.get("name") not in ("segment centers", "this customer")
     }
 
