@@ -20,14 +20,8 @@ from custseg.agents.edits import (
 from custseg.agents.enforce import problems
 from custseg.conversation import Segment
 from custseg.evaluation.limits import check_limits
+from tests.test_agents_v2 import SEGMENTS  # the committed champion's five segments
 
-SEGMENTS = (
-    Segment(0, "low income · high spending", 38, 0.19, 48.8684, 82.6842),
-    Segment(1, "high income · low spending", 34, 0.17, 69.4118, 18.7647),
-    Segment(2, "average income · average spending", 51, 0.255, 61.0588, 51.3922),
-    Segment(3, "low income · low spending", 39, 0.195, 47.2051, 15.8974),
-    Segment(4, "high income · high spending", 38, 0.19, 72.0, 84.7105),
-)
 WORDS = ("two", "three", "four", "five", "six")
 ITEMS = ["Visits per week.", "Basket size in $.", "Redemption rate.", "App sessions.",
          "Returns per month.", "Reviews written.", "Newsletter clicks."]  # fmt: skip
