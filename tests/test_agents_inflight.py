@@ -19,10 +19,12 @@ from hypothesis import strategies as st
 from custseg.agents.runtime.calls import (
     HANDOFF_FACTOR,
     Call,
+    CallResult,
     handoff_bound,
     run_calls,
 )
 from custseg.errors import LLMError
+from custseg.llm.queue import one_at_a_time
 from custseg.testing.stand_in_llm import LATE_ONCE_CUE, LATE_S, SLOW_CUE, STALLED
 from tests.fixtures.agents import FAST_TIMINGS, assert_linked, retry_note, stop
 from tests.test_agents_budget import make_workdir, task_line
@@ -102,6 +104,59 @@ def test_a_stop_abandons_the_calls_in_flight_and_leaves_the_rest() -> None:
     assert run_calls(calls, 2, stop_, started + 60) == [None, None, None]
     assert time.monotonic() - started < 2.0
     never.set()
+
+
+@given(turns=st.lists(st.floats(0.05, 0.3), min_size=2, max_size=4))
+@settings(max_examples=5, deadline=None)
+def test_the_handoff_bound_counts_a_call_running_not_waiting_its_turn(turns: list[float]) -> None:
+    """Workers whose calls wait their turn at a one-at-a-time model (the bundled one): each
+    call runs for `turn` s behind the others, longer in total than the hand-off bound, and none
+    is handed off; the time each reports is its own run."""
+    lock, bound = threading.Lock(), max(turns) * 1.5
+    assert sum(turns) > bound  # counting the wait would hand the last calls off
+
+    def make(turn: float):
+        def run() -> float:
+            with one_at_a_time(lock):
+                time.sleep(turn)
+                return turn
+
+        return run
+
+    results: list[CallResult | None] = [None] * len(turns)
+
+    def worker(i: int) -> None:  # one call per worker, as the three agents make them
+        (results[i],) = run_calls(
+            [Call(make(turns[i]), 60.0, bound)], 1, threading.Event(), time.monotonic() + 60
+        )
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(turns))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for turn, result in zip(turns, results, strict=True):
+        assert result is not None and result.get() == turn and not result.handed_off
+        assert turn <= result.elapsed_s < turn + 0.1
+
+
+def test_a_call_walked_away_from_while_it_waits_its_turn_never_runs() -> None:
+    """A call that waits its turn is bounded by its task's budget; given up on, it does not
+    spend the model when its turn comes."""
+    lock, ran = threading.Lock(), threading.Event()
+
+    def run() -> str:
+        with one_at_a_time(lock):
+            ran.set()
+            return "answer"
+
+    with lock:  # another call holds the model past this call's budget
+        (result,) = run_calls([Call(run, 0.3, 0.1)], 1, threading.Event(), time.monotonic() + 60)
+        assert result is not None and result.out_of_budget and result.handed_off
+        with pytest.raises(LLMError, match="time budget"):
+            result.get()
+    time.sleep(0.3)
+    assert not ran.is_set()
 
 
 # --- the real process, broker and stand-in LLM --------------------------------------------

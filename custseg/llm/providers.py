@@ -20,6 +20,7 @@ from custseg.llm.base import ChatRequest, Completion, Provider, TokenLogprob, To
 from custseg.llm.http import post_json
 from custseg.llm.local_server import LocalServer, local_server
 from custseg.llm.models import require_model
+from custseg.llm.queue import one_at_a_time
 from custseg.llm.settings import LLMSettings, resolve_settings
 from custseg.paths import PARAMS
 
@@ -277,8 +278,9 @@ class LocalProvider(OpenAICompatibleProvider):
 
     def _send(self, request: ChatRequest) -> Completion:
         # The server decodes one request at a time: queue here, in the process, so that the
-        # per-call timeout measures the call itself, not the wait behind other agents' calls.
-        with _LOCAL_CALLS:
+        # per-call timeout (and a watching caller's clock) measures the call itself, not the
+        # wait behind other agents' calls.
+        with one_at_a_time(_LOCAL_CALLS):
             return super()._send(request)
 
     def _scrub(self, text: str) -> str:

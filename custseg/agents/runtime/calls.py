@@ -8,6 +8,12 @@ thread (a daemon) ends with its HTTP timeout or the process, and its answer, if 
 A batch's calls run side by side (`run_calls`, at most the provider's `calls_in_flight` at a
 time), so one hanging call holds up only the records of its own batch, and those for at most
 its hand-off bound: a few times the recent median call, with a floor (`handoff_bound`).
+
+The hand-off bound counts from when the call starts running: a call waiting its turn at a
+provider that decodes one call at a time (the bundled model, `llm.queue`) is bounded only by
+its task's budget, and one walked away from while it waited is never run. Counting the wait
+made every agent hand off calls that were merely queued behind the other agents' calls, and
+each abandoned call still took its turn at the model.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from custseg.errors import CallAbandoned, LLMError
+from custseg.llm.queue import watching
 
 R = TypeVar("R")
 POLL_S = 0.1  # how often a waiting worker looks at its stop event
@@ -56,12 +63,29 @@ class Call:
     run: Callable[[], Any]
     limit_s: float
     handoff_s: float
-    started: float = 0.0
+    started: float = 0.0  # when it began, then when it began running if it had to wait
+    queued: bool = False  # waiting behind other calls in this process (`llm.queue`)
     box: dict[str, Any] = field(default_factory=dict)
 
     @property
     def deadline(self) -> float:
+        if self.queued:  # not running yet: only the task's budget bounds the wait
+            return self.started + self.limit_s
         return self.started + min(self.limit_s, self.handoff_s)
+
+    def running_for(self, now: float) -> float:
+        """Seconds it has been running (0 while it waits its turn)."""
+        return 0.0 if self.queued else now - self.started
+
+    # `llm.queue.CallWatcher`, called from the call's thread.
+    def waiting(self) -> None:
+        self.queued = True
+
+    def running(self) -> None:
+        if "abandoned" in self.box:
+            raise CallAbandoned("the caller walked away while the call waited its turn")
+        if self.queued:
+            self.started, self.queued = time.monotonic(), False
 
 
 @dataclass(frozen=True)
@@ -83,7 +107,8 @@ class CallResult:
 def _start(call: Call, changed: threading.Event) -> None:
     def run() -> None:
         try:
-            call.box["value"] = call.run()
+            with watching(call):
+                call.box["value"] = call.run()
         except BaseException as error:  # handed to the waiting worker, raised there
             call.box["error"] = error
         finally:
@@ -95,7 +120,8 @@ def _start(call: Call, changed: threading.Event) -> None:
 
 
 def _timed_out(call: Call) -> CallResult:
-    out_of_budget = call.limit_s <= call.handoff_s
+    call.box["abandoned"] = True  # if it still waits its turn, it never runs
+    out_of_budget = call.queued or call.limit_s <= call.handoff_s
     if out_of_budget:
         why = f"no answer within {call.limit_s:.3g} s (what was left of the time budget)"
     else:
@@ -130,7 +156,7 @@ def run_calls(
             now = time.monotonic()
             overdue_s = expected_s or 0.0
             held = any(  # by a call overdue, not merely running
-                now - calls[i].started > overdue_s and now + overdue_s < calls[i].deadline
+                calls[i].running_for(now) > overdue_s and now + overdue_s < calls[i].deadline
                 for i in running
             )
             if ended and now >= start_until and not held:
@@ -154,7 +180,7 @@ def run_calls(
             ended_now.append((i, result))
         if progress is not None:
             held_only = not waiting and all(
-                now - calls[i].started > (expected_s or 0.0) for i in running
+                calls[i].running_for(now) > (expected_s or 0.0) for i in running
             )
             more = progress(ended_now, held_only and bool(running))
             going = more is not None
@@ -166,6 +192,7 @@ def run_calls(
             next_deadline = min(calls[i].deadline for i in running)
             changed.wait(max(0.0, min(POLL_S, next_deadline - time.monotonic())))
     for i in running:  # abandoned: answers that come later are dropped with their threads
+        calls[i].box["abandoned"] = True
         results[i] = None
     return results
 
