@@ -20,6 +20,7 @@ PAGES = [
     ),
     st.Page("views/batch.py", title="Batch scoring", icon=":material/upload_file:"),
     st.Page("views/evaluation.py", title="Agent evaluation", icon=":material/fact_check:"),
+    st.Page("views/variants.py", title="Agent variants", icon=":material/compare_arrows:"),
     st.Page("views/monitoring.py", title="Monitoring", icon=":material/monitor_heart:"),
 ]
 

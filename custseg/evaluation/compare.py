@@ -12,6 +12,7 @@ judge error) are counted and left out.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -252,6 +253,40 @@ def compare(
     )
 
 
+def read_report(path: Path | str) -> Comparison:
+    """A comparison `custseg eval compare --json` wrote, checked by type; ConfigError (one
+    line) for a missing, unreadable or malformed file."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"comparison {path}: {error.strerror or error}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"comparison {path}: not JSON ({error})") from None
+    try:
+        metrics = data["metrics"]
+        data = {**data, "metrics": [{**m, **_nan(m)} for m in metrics.values()]}
+        return TypeAdapter(Comparison).validate_python(data, strict=False)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"comparison {path}: {where}: {first['msg']}") from None
+    except (TypeError, KeyError, AttributeError):
+        raise ConfigError(
+            f"comparison {path}: not a `custseg eval compare --json` report"
+        ) from None
+
+
+def _nan(metric: Mapping[str, Any]) -> dict[str, float]:
+    """The report's nulls (a metric with no paired task) back to NaN."""
+    return {
+        k: math.nan
+        for k in ("mean_a", "mean_b", "diff", "ci_low", "ci_high")
+        if metric.get(k, 0) is None
+    }
+
+
 def _judges(by_metric: Mapping[str, set[str]]) -> list[str]:
     return sorted(set().union(*by_metric.values()) - {NO_JUDGE}) if by_metric else []
 
@@ -316,6 +351,72 @@ def table_lines(comparison: Comparison) -> list[str]:
     if c.unscored:
         lines.append(f"left out: {c.unscored} row(s) without a score (judge errors)")
     return lines
+
+
+def comparison_frame(comparison: Comparison) -> Any:
+    """One row per metric for a table: both means, the difference, its interval, p and the
+    wins, losses and ties, with the judge."""
+    import pandas as pd
+
+    a, b = comparison.variant_a, comparison.variant_b
+    columns = [
+        "metric",
+        "tasks",
+        f"mean {a}",
+        f"mean {b}",
+        f"{b} − {a}",
+        "95 % CI",
+        "CI above 0",
+        "p (sign test)",
+    ]
+    columns += [f"{b} better / worse / tied", "judge"]
+    return pd.DataFrame(
+        [
+            {
+                "metric": m.metric,
+                "tasks": m.n,
+                f"mean {a}": m.mean_a,
+                f"mean {b}": m.mean_b,
+                f"{b} − {a}": m.diff,
+                "95 % CI": "–" if math.isnan(m.ci_low) else f"[{m.ci_low:+.3f}, {m.ci_high:+.3f}]",
+                "CI above 0": bool(m.ci_low > 0),
+                "p (sign test)": p_text(m.p_value),
+                f"{b} better / worse / tied": f"{m.wins} / {m.losses} / {m.ties}",
+                "judge": m.judge,
+            }
+            for m in comparison.metrics
+        ],
+        columns=columns,
+    )
+
+
+def difference_figure(comparison: Comparison) -> Any:
+    """Each metric's difference B − A as a dot with its 95 % interval, beside a line at 0."""
+    import plotly.graph_objects as go
+
+    shown = [m for m in comparison.metrics if not math.isnan(m.diff)]
+    figure = go.Figure(
+        go.Scatter(
+            x=[m.diff for m in shown],
+            y=[m.metric for m in shown],
+            mode="markers",
+            marker={"size": 10},
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": [m.ci_high - m.diff for m in shown],
+                "arrayminus": [m.diff - m.ci_low for m in shown],
+            },
+            hovertemplate="%{y}: %{x:+.3f}<extra></extra>",
+        )
+    )
+    figure.add_vline(x=0, line_dash="dash", line_color="grey")
+    figure.update_layout(
+        height=80 + 40 * len(shown),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis_title=f"{comparison.variant_b} − {comparison.variant_a} (95 % interval)",
+    )
+    return figure
 
 
 def mlflow_fields(comparison: Comparison) -> tuple[dict[str, Any], dict[str, float]]:
