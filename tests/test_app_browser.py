@@ -306,6 +306,22 @@ def test_downloaded_cells_cannot_run_as_formulas(page, app_url: str) -> None:
     assert [row[1] for row in table[1:]] == ["60"] * len(formulas), "numbers stay numbers"
 
 
+def test_the_server_sends_plotly_as_stored_not_gzipped_per_request(page, app_url: str) -> None:
+    """The map's plotly is gzipped once on disk and passed through: Streamlit's server gzips
+    other component files on every request (~0.2 s of CPU a session for plotly)."""
+    import gzip
+    import urllib.request
+
+    from custseg.serving.map_component import PLOTLY_JS
+
+    url = f"{app_url}/component/ui_common.segment_map/plotly.min.js.gz"
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        assert reply.headers.get("Content-Type") == "application/gzip"
+        assert reply.headers.get("Content-Encoding") is None
+        assert gzip.decompress(reply.read()) == PLOTLY_JS.read_bytes()
+
+
 def test_no_page_loaded_anything_from_outside(page) -> None:
     """Icons, fonts and scripts come from the app: nothing left 127.0.0.1 in this module."""
     assert page.outside_requests == []

@@ -4,6 +4,7 @@ resolution against a real registry, and the figures."""
 from __future__ import annotations
 
 import gc
+import gzip
 import hashlib
 import io
 import json
@@ -355,10 +356,10 @@ def test_the_map_component_folder_holds_the_local_plotly(tmp_path: Path) -> None
     """The component's page and the plotly package's own plotly.min.js, nothing fetched; made
     once, then reused."""
     folder = component_dir(tmp_path)
-    assert sorted(p.name for p in folder.iterdir()) == ["index.html", "plotly.min.js"]
-    assert (folder / "plotly.min.js").read_bytes() == PLOTLY_JS.read_bytes()
+    assert sorted(p.name for p in folder.iterdir()) == ["index.html", "plotly.min.js.gz"]
+    assert gzip.decompress((folder / "plotly.min.js.gz").read_bytes()) == PLOTLY_JS.read_bytes()
     page = (folder / "index.html").read_text()
-    assert '<script src="plotly.min.js"></script>' in page and "http" not in page
+    assert 'fetch("plotly.min.js.gz")' in page and "http" not in page
     assert component_dir(tmp_path) == folder and len(list(tmp_path.iterdir())) == 1
 
 
