@@ -162,3 +162,46 @@ def test_a_problem_no_rule_knows_keeps_the_general_instruction() -> None:
     assert edit_for("Text.", odd, "Any task.", SEGMENTS) == Asked(
         f"Fix what breaks the task or the facts: {odd}", odd
     )
+
+
+QUOTE_MARKS = "\"'“”‘’«»`"
+
+
+@given(
+    st.sampled_from([s for s in SEGMENTS if s.mean_income > min(x.mean_income for x in SEGMENTS)]),
+    st.sampled_from(["", "Our five segments differ in income and spending, ", "In short, " * 12]),
+    st.lists(st.sampled_from(QUOTE_MARKS), min_size=2, max_size=2),
+)
+def test_a_false_superlative_edit_shows_words_of_the_text_the_llm_can_copy(
+    segment: Segment, opening: str, quotes: list[str]
+) -> None:
+    """The claim's edit shows the words that make it, as written, and reaches the LLM whole
+    (the 1.5B model had copied the check's paraphrase, not in the text; the quoted words were
+    then cut off as an unfinished sentence); copied with any quote marks, they are found."""
+    claim = (f'{opening}the "{segment.name}" segment has the lowest average annual income '
+             f"({segment.mean_income:.0f} k$).")  # fmt: skip
+    text = f"{claim[0].upper()}{claim[1:]} Invite them to the preview."
+    task = "Draft a one-paragraph brief explaining what the five customer segments mean."
+    edit = next(a for a in edits_of(text, task) if a.fixes and "lowest" in a.fixes)
+    seen: list[str] = []
+
+    def copies_the_quoted_words(_current: str, asked: str) -> Patch:
+        seen.append(asked)
+        quoted = asked.split('The words to change: "', 1)[1].removesuffix('"')
+        assert quoted in text and segment.name in quoted and "lowest" in quoted
+        old = quoted.replace('"', quotes[0], 1).replace('"', quotes[1], 1)
+        return Patch(old=old, new=f'The "{segment.name}" segment earns more than most.')
+
+    def found(t: str) -> list[str]:
+        return problems(t, task, SEGMENTS)
+
+    # Without code's patch, the LLM is shown the words whole and its copy is found.
+    by_llm = apply_edits(text, [edit._replace(patch=None)], task, found, copies_the_quoted_words)
+    assert seen == [edit.edit]
+    assert by_llm.outcomes[0].applied, by_llm.outcomes
+    assert "lowest" not in by_llm.text and by_llm.text.endswith("Invite them to the preview.")
+    # Code's own patch: the superlative made "an", the figure kept, no LLM call.
+    by_code = apply_edits(text, [edit], task, found, never_fails)
+    assert by_code.outcomes[0].applied, by_code.outcomes
+    assert f"an average annual income ({segment.mean_income:.0f} k$)" in by_code.text
+    assert not [p for p in found(by_code.text) if "lowest" in p]

@@ -14,10 +14,19 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from custseg.agents.edits import FIX, MIN_REST_WORDS, Asked, Patch, figures_sentence, words
+from custseg.agents.edits import (
+    FIX,
+    MIN_REST_WORDS,
+    OLD_CHARS,
+    Asked,
+    Patch,
+    figures_sentence,
+    words,
+)
 from custseg.conversation import Segment
 from custseg.evaluation.addressed import task_target
 from custseg.evaluation.asks import task_asks
+from custseg.evaluation.grounding import name_spans, segment_key
 from custseg.evaluation.limits import ANSWERS, WHOLE, task_limits
 
 _SPLIT = re.compile(r"^(?P<what>.*) \(task: (?P<rule>[^()]*)\)$", re.DOTALL)
@@ -27,6 +36,8 @@ _MEASURED = re.compile(r"^(?P<n>[\d.,]+) ")
 _SAID_OF = re.compile(r"^(?P<written>.*) \(said of (?P<name>.+): (?P<value>[\d.]+)\)$")
 _FIGURE_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _MISSING = re.compile(r"\(missing: (?P<names>[^)]*)\)$")
+_CLAIMED = re.compile(r"^says (?P<name>.+?) \([^()]*\) has the (?P<word>\w+)")
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n")
 _ADDRESSES = re.compile(r"^addresses (?P<named>.+?); (?P<why>.+): (?P<target>.+)$")
 _PARTS = {
     "an offer": "Add one concrete offer for {who}: what they get (a perk, gift, event or "
@@ -137,7 +148,29 @@ def _added(sentence: str) -> Patch:
     return Patch.model_construct(old="", new=sentence)
 
 
-def _claim_edit(claim: str, task: str, segments: Sequence[Segment]) -> Asked:
+def _claim_sentence(text: str, claim: str, segments: Sequence[Segment]) -> str | None:
+    """The sentence of `text` making `claim` (naming its segment, with its superlative): words
+    the LLM can copy as the ones to change (it had copied the check's paraphrase, which the
+    text does not contain)."""
+    said = _CLAIMED.match(claim)
+    segment = _by_name(segments, said["name"]) if said else None
+    if said is None or segment is None:
+        return None
+    key, word = segment_key(segment.name), said["word"].casefold()
+    for sentence in _SENTENCES.split(text):
+        named = next((s.start for s in name_spans(sentence) if s.key == key), None)
+        if named is None or word not in sentence.casefold():
+            continue
+        if named and sentence[named - 1] in "\"'“‘«":  # from the name's opening quote
+            named -= 1
+        for span in (sentence, sentence[named:]):  # the whole sentence, else from the name on
+            if len(span.strip()) < OLD_CHARS - 1:
+                return span.strip()
+        return None
+    return None
+
+
+def _claim_edit(text: str, claim: str, task: str, segments: Sequence[Segment]) -> Asked:
     problem = f"false claim: {claim}"
     target = task_target(task, segments) if segments else None
     if claim.startswith("names no segment") and target is not None:
@@ -162,7 +195,27 @@ def _claim_edit(claim: str, task: str, segments: Sequence[Segment]) -> Asked:
     if "the order is" in claim:
         order = claim.split("the order is", 1)[1].split(" (the task")[0].strip()
         return Asked(f"Put the segments in the model's order: {order}.", problem)
-    return Asked(f"Correct this claim, which the model's figures contradict: {claim}.", problem)
+    edit = f"Correct this claim, which the model's figures contradict: {claim}."
+    if (sentence := _claim_sentence(text, claim, segments)) is None:
+        return Asked(edit, problem)
+    return Asked(f'{edit} The words to change: "{sentence}"', problem, _unclaimed(sentence, claim))
+
+
+def _unclaimed(sentence: str, claim: str) -> Patch | None:
+    """Code's patch for a false superlative: its "the lowest" made "a"/"an", the figure kept
+    ("the lowest average annual income (61 k$)" → "an average annual income (61 k$)"). The
+    1.5B model, shown the words, returned them unchanged or with their quotes dropped."""
+    said = _CLAIMED.match(claim)
+    word = re.escape(said["word"]) if said else None
+    found = re.search(rf"\bthe {word}\s+(\w)", sentence, re.IGNORECASE) if word else None
+    if found is None:
+        return None
+    article = "an" if found[1].casefold() in "aeiou" else "a"
+    if sentence[found.start()].isupper():
+        article = article.capitalize()
+    return Patch(
+        old=sentence, new=f"{sentence[: found.start()]}{article} {sentence[found.start(1) :]}"
+    )
 
 
 def edit_for(text: str, problem: str, task: str, segments: Sequence[Segment]) -> Asked:
@@ -189,7 +242,7 @@ def edit_for(text: str, problem: str, task: str, segments: Sequence[Segment]) ->
             )
         return Asked(f'Correct or cut "{wrong}": it is none of the model\'s figures.', problem)
     if problem.startswith("false claim: "):
-        return _claim_edit(problem.removeprefix("false claim: "), task, segments)
+        return _claim_edit(text, problem.removeprefix("false claim: "), task, segments)
     return Asked(f"{FIX}{problem}", problem)
 
 

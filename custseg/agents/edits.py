@@ -71,6 +71,7 @@ _CUTS = re.compile(
 _PLACEHOLDER = re.compile(r"\[[^\]\n]{1,40}\]|\{[^}\n]{1,40}\}|<[^>\n]{1,40}>|\bX{2,}\b|\.\.\.$")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
 _LIST_ITEM = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s+", re.MULTILINE)
+_QUOTES = "\"'“”‘’«»`"  # a model quoting the text swaps these (seen: "X" copied as 'X')
 SHORTER = 0.9  # a kept result has at least this share of the text's words, unless it cuts
 MIN_NEW_WORDS = 3  # an addition that brings fewer words the text lacks adds nothing
 REPEATS = 0.8  # a sentence with this share of its words in the text says nothing new
@@ -86,7 +87,7 @@ def words(text: str) -> list[str]:
 def complete_sentences(edit: str) -> str:
     """An edit up to its last complete sentence (seen: "... For example," cut off)."""
     text = edit.strip()
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    ends = [m.end() for m in re.finditer(r"[.!?][\"'”’)\]]*(?=\s|$)", text)]  # '."' ends one
     return text[: ends[-1]] if ends and ends[-1] < len(text) else text
 
 
@@ -227,10 +228,16 @@ def apply_patch(text: str, patch: Patch) -> tuple[str | None, str]:
         if text.rstrip().endswith(old):  # the text's end (an unfinished tail cut): that one
             return (text.rstrip()[: -len(old)] + new).strip(), ""
         return text.replace(old, new, 1).strip(), ""
-    loose = re.compile(r"\s+".join(map(re.escape, old.split())), re.IGNORECASE)
+    loose = re.compile(r"\s+".join(map(_loose_word, old.split())), re.IGNORECASE)
     if found := loose.search(text):
         return (text[: found.start()] + new + text[found.end() :]).strip(), ""
     return None, f"the words to change are not in the text: {old[:80]!r}"
+
+
+def _loose_word(word: str) -> str:
+    """A word of the words to change as a pattern where any quote mark matches any other."""
+    quote = f"[{re.escape(_QUOTES)}]"
+    return "".join(quote if c in _QUOTES else re.escape(c) for c in word)
 
 
 def fresh(added: str, text: str, task: str) -> str:
