@@ -143,6 +143,7 @@ def running(workdir: Workdir) -> Iterator[list]:
             stop(process, signal.SIGKILL)
 
 
+@pytest.mark.chaos  # hangs the LLM or kills a process at a chosen moment
 def test_sigterm_during_a_hanging_llm_call_stops_within_the_bound_and_loses_nothing(
     workdir: Workdir, running: list
 ) -> None:
@@ -170,6 +171,7 @@ def test_sigterm_during_a_hanging_llm_call_stops_within_the_bound_and_loses_noth
     assert stop(second) == 0
 
 
+@pytest.mark.chaos  # hangs the LLM or kills a process at a chosen moment
 def test_a_task_that_keeps_hanging_is_dead_lettered_once_its_time_budget_is_spent(
     tmp_path: Path, kafka_bootstrap: str, stand_in_llm: str, trained_project: Path, running: list
 ) -> None:
