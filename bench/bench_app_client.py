@@ -108,7 +108,7 @@ def measure(browser, url: str, n: int, pid: int, predicts: int, steps: int) -> d
     metrics_before = [renderer_metrics(cdp) for cdp in cdps]
     for i in range(predicts):
         # there and back: the customer stays inside the sliders' bounds
-        incomes = [move_sliders(page, steps * (-1) ** i) if steps else None for page in pages]
+        incomes = [move_sliders(page, steps * (-1) ** i) for page in pages]
         for page, income in zip(pages, incomes, strict=True):
             page.evaluate(TIMER_JS, [METRIC, income])
         for page in pages:
@@ -168,13 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trees", nargs="+", type=Path, default=[ROOT])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--predicts", type=int, default=5, help="predicts per session and turn")
-    parser.add_argument("--steps", type=int, default=20, help="key presses per slider (0: none)")
+    parser.add_argument(
+        "--steps", type=int, default=20, help="key presses per slider (>= 1: a Predict of an "
+        "unchanged customer changes nothing on the page, so there is nothing to time)"
+    )  # fmt: skip
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--customers", type=int, default=0, help="simulate this many (0: params)")
     parser.add_argument(
         "--project", type=Path, help="a trained project to serve (kept; default: build one)"
     )
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps {args.steps}: at least 1 key press a slider")
     disable_telemetry()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
