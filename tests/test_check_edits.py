@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from custseg.agents.check_edits import check_edits, edit_for
 from custseg.agents.edits import (
+    QUOTES,
     Asked,
     Patch,
     already_said,
@@ -164,13 +165,10 @@ def test_a_problem_no_rule_knows_keeps_the_general_instruction() -> None:
     )
 
 
-QUOTE_MARKS = "\"'“”‘’«»`"
-
-
 @given(
     st.sampled_from([s for s in SEGMENTS if s.mean_income > min(x.mean_income for x in SEGMENTS)]),
     st.sampled_from(["", "Our five segments differ in income and spending, ", "In short, " * 12]),
-    st.lists(st.sampled_from(QUOTE_MARKS), min_size=2, max_size=2),
+    st.lists(st.sampled_from(QUOTES), min_size=2, max_size=2),
 )
 def test_a_false_superlative_edit_shows_words_of_the_text_the_llm_can_copy(
     segment: Segment, opening: str, quotes: list[str]

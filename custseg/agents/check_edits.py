@@ -148,13 +148,12 @@ def _added(sentence: str) -> Patch:
     return Patch.model_construct(old="", new=sentence)
 
 
-def _claim_sentence(text: str, claim: str, segments: Sequence[Segment]) -> str | None:
-    """The sentence of `text` making `claim` (naming its segment, with its superlative): words
-    the LLM can copy as the ones to change (it had copied the check's paraphrase, which the
-    text does not contain)."""
-    said = _CLAIMED.match(claim)
-    segment = _by_name(segments, said["name"]) if said else None
-    if said is None or segment is None:
+def _claim_sentence(text: str, said: re.Match[str], segments: Sequence[Segment]) -> str | None:
+    """The sentence of `text` making the claim `said` (naming its segment, with its
+    superlative): words the LLM can copy as the ones to change (it had copied the check's
+    paraphrase, which the text does not contain)."""
+    segment = _by_name(segments, said["name"])
+    if segment is None:
         return None
     key, word = segment_key(segment.name), said["word"].casefold()
     for sentence in _SENTENCES.split(text):
@@ -196,18 +195,18 @@ def _claim_edit(text: str, claim: str, task: str, segments: Sequence[Segment]) -
         order = claim.split("the order is", 1)[1].split(" (the task")[0].strip()
         return Asked(f"Put the segments in the model's order: {order}.", problem)
     edit = f"Correct this claim, which the model's figures contradict: {claim}."
-    if (sentence := _claim_sentence(text, claim, segments)) is None:
+    said = _CLAIMED.match(claim)
+    if said is None or (sentence := _claim_sentence(text, said, segments)) is None:
         return Asked(edit, problem)
-    return Asked(f'{edit} The words to change: "{sentence}"', problem, _unclaimed(sentence, claim))
+    patch = _unclaimed(sentence, said["word"])
+    return Asked(f'{edit} The words to change: "{sentence}"', problem, patch)
 
 
-def _unclaimed(sentence: str, claim: str) -> Patch | None:
+def _unclaimed(sentence: str, superlative: str) -> Patch | None:
     """Code's patch for a false superlative: its "the lowest" made "a"/"an", the figure kept
     ("the lowest average annual income (61 k$)" → "an average annual income (61 k$)"). The
     1.5B model, shown the words, returned them unchanged or with their quotes dropped."""
-    said = _CLAIMED.match(claim)
-    word = re.escape(said["word"]) if said else None
-    found = re.search(rf"\bthe {word}\s+(\w)", sentence, re.IGNORECASE) if word else None
+    found = re.search(rf"\bthe {re.escape(superlative)}\s+(\w)", sentence, re.IGNORECASE)
     if found is None:
         return None
     article = "an" if found[1].casefold() in "aeiou" else "a"

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from pydantic import BaseModel, Field
 
+from custseg.agents.enforce import SENTENCE_END
 from custseg.agents.envelope import Edit
 from custseg.agents.review import same_text
 from custseg.conversation import Segment
@@ -71,7 +72,7 @@ _CUTS = re.compile(
 _PLACEHOLDER = re.compile(r"\[[^\]\n]{1,40}\]|\{[^}\n]{1,40}\}|<[^>\n]{1,40}>|\bX{2,}\b|\.\.\.$")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
 _LIST_ITEM = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s+", re.MULTILINE)
-_QUOTES = "\"'“”‘’«»`"  # a model quoting the text swaps these (seen: "X" copied as 'X')
+QUOTES = "\"'“”‘’«»`"  # a model quoting the text swaps these (seen: "X" copied as 'X')
 SHORTER = 0.9  # a kept result has at least this share of the text's words, unless it cuts
 MIN_NEW_WORDS = 3  # an addition that brings fewer words the text lacks adds nothing
 REPEATS = 0.8  # a sentence with this share of its words in the text says nothing new
@@ -87,7 +88,7 @@ def words(text: str) -> list[str]:
 def complete_sentences(edit: str) -> str:
     """An edit up to its last complete sentence (seen: "... For example," cut off)."""
     text = edit.strip()
-    ends = [m.end() for m in re.finditer(r"[.!?][\"'”’)\]]*(?=\s|$)", text)]  # '."' ends one
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]  # '."' ends one
     return text[: ends[-1]] if ends and ends[-1] < len(text) else text
 
 
@@ -236,8 +237,8 @@ def apply_patch(text: str, patch: Patch) -> tuple[str | None, str]:
 
 def _loose_word(word: str) -> str:
     """A word of the words to change as a pattern where any quote mark matches any other."""
-    quote = f"[{re.escape(_QUOTES)}]"
-    return "".join(quote if c in _QUOTES else re.escape(c) for c in word)
+    quote = f"[{re.escape(QUOTES)}]"
+    return "".join(quote if c in QUOTES else re.escape(c) for c in word)
 
 
 def fresh(added: str, text: str, task: str) -> str:

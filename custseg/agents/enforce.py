@@ -23,7 +23,7 @@ from custseg.evaluation.limits import Limit, check_limits, task_limits
 Revise = Callable[[str, list[str]], str]  # (reply, what is wrong) → a revised reply
 
 _HASHTAG = re.compile(r"(?<![\w&])#[^\W\d_][\w-]*")
-_SENTENCE_END = re.compile(r"[.!?][)\]\"'”’]*(?=\s|$)")
+SENTENCE_END = re.compile(r"[.!?][)\]\"'”’]*(?=\s|$)")  # closing quotes and brackets included
 _LIST_NUMBER = re.compile(r"(?:^|\s)\d{1,2}[.)]$")  # "2." ends a list marker, not a sentence
 MIN_WORDS_KEPT = 3  # a cut that keeps less is no answer: left to a revision
 
@@ -52,7 +52,7 @@ def cut_to(text: str, limit: Limit) -> str:
     if limit.measure(text) <= limit.at_most:
         return text
     ends = [
-        m.end() for m in _SENTENCE_END.finditer(text) if not _LIST_NUMBER.search(text[: m.end()])
+        m.end() for m in SENTENCE_END.finditer(text) if not _LIST_NUMBER.search(text[: m.end()])
     ]
     for end in reversed(ends):
         kept = text[:end].strip()
