@@ -294,9 +294,11 @@ def committed_by_id(workdir: Workdir, name: str) -> dict[str, dict]:
     return by_id
 
 
-def stalled_report(workdir: Workdir, running: dict[str, subprocess.Popen]) -> str:
-    """Every live process prints its threads' stacks (SIGUSR1), then the tail of each log: where
-    a stalled run waits."""
+def stalled_report(workdir: Workdir, running: dict[str, subprocess.Popen], ids: list[str]) -> str:
+    """Where a stalled run waits: first what the broker holds of each conversation not captured
+    (a CI log keeps the head of a long message), then every live process's threads' stacks
+    (SIGUSR1) in the tail of its log."""
+    head = workdir.missing_view(ids)
     asked = [name for name, process in running.items() if process.poll() is None]
     for name in asked:
         running[name].send_signal(signal.SIGUSR1)
@@ -308,7 +310,7 @@ def stalled_report(workdir: Workdir, running: dict[str, subprocess.Popen]) -> st
             "the stacks",
         )
     logs = [f"{log.name}: …{log.read_text()[-6000:]}" for log in sorted(workdir.path.glob("*.log"))]
-    return "\n".join([*logs, workdir.broker_view()])
+    return "\n".join([head, workdir.broker_view(), *logs])
 
 
 @pytest.mark.chaos
@@ -376,7 +378,7 @@ def test_kills_and_a_broker_restart_leave_one_consistent_conversation_per_task(
                 broker.stop()
                 broker.start()
                 broker_restarted = True
-        assert running["capture"].poll() == 0, stalled_report(workdir, running)
+        assert running["capture"].poll() == 0, stalled_report(workdir, running, ids)
         assert broker_restarted and hook_kills >= 1, (broker_restarted, hook_kills)
     finally:
         for process in running.values():

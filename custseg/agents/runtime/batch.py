@@ -86,8 +86,20 @@ class BatchRun:
             self.commit_ready()
         mine = self.consumer.assignment()
         for tp, records in self.batch.items():  # what is left is read again by a later poll
-            if self.committed[tp] < len(records) and tp in mine:
-                self.consumer.seek(tp, records[self.committed[tp]].offset)
+            if (left := records[self.committed[tp] :]) and tp in mine:
+                self.consumer.seek(tp, self.resume_at(tp, left))
+
+    def resume_at(self, tp: TopicPartition, left: list) -> int:
+        """The offset a partition is read again from: its first record left; or, once the
+        batch was given up (a rebalance, a failed commit), the group's committed offset. The
+        partition may have been another member's meanwhile, who answered some of those records,
+        and the client keeps a partition's old position when it is assigned to it again: from
+        there, records would be answered twice, or (past them) never."""
+        if not self.aborted:
+            return min(record.offset for record in left)
+        timeout_ms = round(self.worker.timings.stuck_s * 1000)
+        committed = self.consumer.committed(tp, timeout_ms=timeout_ms)
+        return 0 if committed is None else committed  # none yet: from the log's start
 
     def decide_all(self, polled: dict) -> list[Ask]:
         """Decide each polled record in order, up to a stop, a retry not due yet (its partition
@@ -125,7 +137,8 @@ class BatchRun:
     def poll_more(self) -> list[Ask] | None:
         """While only a hanging call holds the batch: read on, so records that came meanwhile
         are answered now, not after its hand-off bound. None if a rebalance happened (the batch
-        is then given up: nothing more of it is committed)."""
+        is then given up: nothing more of it is committed, and what this poll returned is read
+        again like the rest of it, from the group's committed offsets: `resume_at`)."""
         worker = self.worker
         worker.in_kafka_since = time.monotonic()
         try:
@@ -133,7 +146,10 @@ class BatchRun:
             rebalanced = _generation(self.consumer.group_metadata()) != _generation(self.membership)
         finally:
             worker.in_kafka_since = None
-        if rebalanced:
+        if rebalanced:  # what this poll read is left too: `run` seeks back
+            for tp, records in polled.items():
+                self.batch.setdefault(tp, []).extend(records)
+                self.committed.setdefault(tp, 0)
             return None
         return self.decide_all(polled) if polled else []
 
