@@ -95,8 +95,8 @@ class BatchRun:
         partition may have been another member's meanwhile, who answered some of those records,
         and the client keeps a partition's old position when it is assigned to it again: from
         there, records would be answered twice, or (past them) never."""
-        if not self.aborted:
-            return min(record.offset for record in left)
+        if not self.aborted:  # read in one generation, so in offset order
+            return left[0].offset
         timeout_ms = round(self.worker.timings.stuck_s * 1000)
         committed = self.consumer.committed(tp, timeout_ms=timeout_ms)
         return 0 if committed is None else committed  # none yet: from the log's start
