@@ -12,8 +12,9 @@ prediction, per session. Four kinds of client (`--kinds` picks some):
 - *new browser*: a fresh context per session, fetching Streamlit's and Plotly's 7.7 MB of
   JavaScript and fonts from the server;
 - *sliders*: returning browsers whose sessions each move both sliders (`--steps` key presses
-  each, as a user drags them) and then click; its CPU per session counts the moves too, and the
-  bench checks that each result is for the moved customer.
+  each, as a user drags them) and then click; its server CPU per session counts the moves too
+  (the browsers' CPU is reported for the moves and for click→result apart), and the bench
+  checks that each result is for the moved customer.
 The browsers click with a DOM click each, back to back, and time click→metric on their own clock;
 they share the 2 cores with the server, so their times include their own rendering. The baseline
 is N = 1 of the same kind in the same run: the ratios say how a session's cost grows with company.
@@ -104,7 +105,8 @@ class Round:
     load_cpu: float  # server CPU seconds per session
     predict_cpu: float
     latencies: list[float]  # click→metric seconds, one per session
-    client_predict_cpu: float = 0.0  # the browsers' CPU seconds per session for the prediction
+    client_predict_cpu: float = 0.0  # the browsers' CPU seconds per session, click → result
+    client_moves_cpu: float = 0.0  # the browsers' CPU seconds per session moving the sliders
     map_latencies: list[float] = field(default_factory=list)  # click→star redrawn (sliders)
 
     @property
@@ -176,6 +178,7 @@ def round_of(browser, url: str, n: int, pid: int, returning: bool, steps: int = 
         wait_loaded(page)
     cpu_loaded, clients_loaded = cpu_seconds(pid), descendants_cpu_seconds(pid)
     incomes = [move_sliders(page, steps) for page in pages] if steps else []
+    clients_moved = descendants_cpu_seconds(pid)
     for page, income in zip(pages, incomes or [None] * n, strict=True):
         page.evaluate(TIMER_JS, [METRIC, income])
     for page in pages:
@@ -199,8 +202,9 @@ def round_of(browser, url: str, n: int, pid: int, returning: bool, steps: int = 
         (cpu_loaded - cpu_before) / n,
         (cpu_done - cpu_loaded) / n,
         latencies,
-        (clients_done - clients_loaded) / n,
-        map_latencies,
+        client_predict_cpu=(clients_done - clients_moved) / n,
+        map_latencies=map_latencies,
+        client_moves_cpu=(clients_moved - clients_loaded) / n,
     )
 
 
@@ -242,12 +246,13 @@ def report(kind: str, rounds: list[Round]) -> None:
     print(f"\n{kind}")
     print(f"{'N':>3} {'server CPU/session':>19} {'load':>7} {'predict':>8} {'vs N=1':>7} "
           f"{'click→result median':>20} {'p95':>7} {'max':>7} "
-          f"{'client CPU/predict':>19}")  # fmt: skip
+          f"{'client CPU/predict':>19} {'moves':>7}")  # fmt: skip
     for r in rounds:
         print(
             f"{r.sessions:3d} {r.cpu:17.3f} s {r.load_cpu:6.3f}s {r.predict_cpu:7.3f}s "
             f"{r.cpu / base:6.2f}× {statistics.median(r.latencies):18.2f} s "
-            f"{p95(r.latencies):6.2f}s {max(r.latencies):6.2f}s {r.client_predict_cpu:17.3f} s"
+            f"{p95(r.latencies):6.2f}s {max(r.latencies):6.2f}s {r.client_predict_cpu:17.3f} s "
+            f"{r.client_moves_cpu:5.2f} s"
         )
 
 
