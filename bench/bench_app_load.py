@@ -20,6 +20,8 @@ they share the 2 cores with the server, so their times include their own renderi
 is N = 1 of the same kind in the same run: the ratios say how a session's cost grows with company.
 The sliders kind is also set against the click-only returning browsers of the same N (same run):
 moving the sliders should cost the server nothing until Predict (the sliders sit in a form).
+The sessions are contexts of one chromium; `--browsers own` gives each its own chromium (as N
+users have), slower on 2 cores: N browser and GPU processes instead of one of each.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from custseg.telemetry import disable_telemetry
 from custseg.testing.streamlit_ws import Session
 
 TIMEOUT_MS = 300_000
+VIEWPORT = {"width": 1280, "height": 900}
 PREDICT = "Predict Customer Cluster"
 METRIC = '[data-testid="stMetricValue"]'
 # The segment map's plot element: in the page (st.plotly_chart, before) or in the map
@@ -114,9 +117,14 @@ class Round:
         return self.load_cpu + self.predict_cpu
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User + system CPU seconds of `pid`; `reaped`: with those of its children that exited and
+    were waited for (a closed page's renderer: without them a sum over live processes fell)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def descendants_cpu_seconds(server_pid: int) -> float:
@@ -134,7 +142,7 @@ def descendants_cpu_seconds(server_pid: int) -> float:
         if pid == server_pid:
             continue
         with contextlib.suppress(OSError):  # exited meanwhile
-            total += cpu_seconds(pid)
+            total += cpu_seconds(pid, reaped=True)
         todo.extend(children.get(pid, []))
     return total
 
@@ -163,10 +171,46 @@ def move_sliders(page, steps: int) -> int:
     return income + steps
 
 
-def round_of(browser, url: str, n: int, pid: int, returning: bool, steps: int = 0) -> Round:
+class Browsers:
+    """Where the sessions' pages live: a context each in one shared chromium, or (`own`) a
+    chromium each, as N users' own browsers are: then no session waits on another's browser
+    and GPU processes (one of each serves all the contexts of a chromium)."""
+
+    def __init__(self, playwright, own: bool) -> None:
+        from custseg.testing.browser import CHROMIUM, CHROMIUM_ARGS
+
+        self._launch = lambda: playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        self.own = own
+        self._shared = None if own else self._launch()
+        self._launched: list = []
+
+    def contexts(self, n: int) -> list:
+        if self.own:
+            self._launched += [self._launch() for _ in range(n)]
+            browsers = self._launched[-n:]
+        else:
+            browsers = [self._shared] * n
+        return [browser.new_context(viewport=VIEWPORT) for browser in browsers]
+
+    def end_round(self) -> None:
+        for browser in self._launched:
+            browser.close()
+        self._launched = []
+
+    def close(self) -> None:
+        self.end_round()
+        if self._shared is not None:
+            self._shared.close()
+
+
+def round_of(
+    browsers: Browsers, url: str, n: int, pid: int, returning: bool, steps: int = 0
+) -> Round:
     """One round of `n` browser sessions; with `steps`, each moves both sliders before it
     clicks, and those moves count as the prediction's server CPU."""
-    contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(n)]
+    contexts = browsers.contexts(n)
     if returning:  # each browser has seen the app once: its assets are in the HTTP cache
         for context in contexts:
             page = open_segment_page(context, url)
@@ -197,6 +241,7 @@ def round_of(browser, url: str, n: int, pid: int, returning: bool, steps: int = 
         map_latencies.append((timing["map"] - timing["clicked"]) / 1000)
     for context in contexts:
         context.close()
+    browsers.end_round()
     return Round(
         n,
         (cpu_loaded - cpu_before) / n,
@@ -263,6 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         "--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="default: all four"
     )
     parser.add_argument("--steps", type=int, default=20, help="key presses per slider (sliders)")
+    parser.add_argument(
+        "--browsers",
+        choices=("own", "shared"),
+        default="shared",
+        help="shared: one chromium, a context per session (default); own: a chromium per "
+        "session, as users' own browsers (slower here: 20 chromiums on the 2 cores)",
+    )
     args = parser.parse_args(argv)
     kinds = set(args.kinds) | ({"returning"} if "sliders" in args.kinds else set())
     disable_telemetry()
@@ -270,13 +322,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from custseg.testing.browser import (
-        APP_ENV_KEYS,
-        CHROMIUM,
-        CHROMIUM_ARGS,
-        running_app,
-        wait_healthy,
-    )
+    from custseg.testing.browser import APP_ENV_KEYS, running_app, wait_healthy
     from custseg.testing.sandbox import build_trained_project
 
     rounds: dict[str, list[Round]] = {}
@@ -291,19 +337,17 @@ def main(argv: list[str] | None = None) -> int:
                     asyncio.run(protocol_round(url, n, process.pid)) for n in args.sessions
                 ]
             with sync_playwright() as playwright:  # its sync API runs an event loop here
-                browser = playwright.chromium.launch(
-                    executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-                )
+                browsers = Browsers(playwright, own=args.browsers == "own")
                 try:
                     for kind, returning, moves in BROWSER_KINDS:
                         steps = args.steps if moves else 0
                         if kind in kinds:
                             rounds[kind] = [
-                                round_of(browser, url, n, process.pid, returning, steps)
+                                round_of(browsers, url, n, process.pid, returning, steps)
                                 for n in args.sessions
                             ]
                 finally:
-                    browser.close()
+                    browsers.close()
     for kind, title in KINDS.items():
         if kind in rounds:
             report(title, rounds[kind])
