@@ -68,6 +68,12 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+def _literal(help_text: str) -> str:
+    """`help_text` as argparse prints it: it %-formats every help string (a listed command's
+    too), so "95 % intervals" crashed the group's --help; descriptions are printed as given."""
+    return help_text.replace("%", "%%")
+
+
 def add_command(
     commands: argparse._SubParsersAction,
     name: str,
@@ -79,7 +85,10 @@ def add_command(
     """One `custseg` (sub)command: `summary` as its help and description, `run(args)` as what it
     does, and `--params` when it reads params.yaml. Returns the parser for its own options."""
     parser = commands.add_parser(
-        name, help=summary, description=summary, parents=[params_option()] if params else []
+        name,
+        help=_literal(summary),
+        description=summary,
+        parents=[params_option()] if params else [],
     )
     parser.set_defaults(run=run)
     return parser
@@ -89,7 +98,7 @@ def command_group(
     commands: argparse._SubParsersAction, name: str, summary: str, description: str
 ) -> argparse._SubParsersAction:
     """A `custseg <name> ACTION` group; returns where its actions are added."""
-    group = commands.add_parser(name, help=summary, description=description)
+    group = commands.add_parser(name, help=_literal(summary), description=description)
     return group.add_subparsers(dest="action", required=True, metavar="ACTION")
 
 

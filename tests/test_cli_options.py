@@ -99,6 +99,37 @@ def _leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) 
     return leaves
 
 
+def _all_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list:
+    """Every `custseg` command line, groups included (`custseg eval`, not only its actions)."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    found = [path]
+    for group in groups:
+        for name, sub in group.choices.items():
+            found += _all_commands(sub, (*path, name))
+    return found
+
+
+def test_every_command_and_group_prints_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    # A "%" in any help string (argparse %-formats them) made `custseg eval --help` a traceback.
+    from custseg.cli import build_parser
+
+    commands = _all_commands(build_parser())
+    assert {(), ("eval",), ("eval", "calibrate"), ("kafka", "up")} <= set(commands)
+    for command in commands:
+        with pytest.raises(SystemExit) as stopped:
+            main([*command, "--help"])
+        assert stopped.value.code == 0, command
+        out = capsys.readouterr().out
+        assert out.startswith("usage: custseg"), command
+    assert "95 % intervals" in " ".join(_help_of(["eval", "--help"], capsys).split())
+
+
+def _help_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit):
+        main(argv)
+    return capsys.readouterr().out
+
+
 # The positional arguments a command needs before its options, to get as far as reading params.
 POSITIONAL = {
     ("submit",): ["a question"],
