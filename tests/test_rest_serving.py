@@ -298,6 +298,25 @@ def test_the_scoring_core_answers_any_json_or_raises_a_request_error(
         assert status == 200 and len(reply["predictions"]) == len(customers_in(payload))
 
 
+@given(text=st.text(max_size=600), status=st.sampled_from([400, 404, 413]))
+def test_an_error_reply_stays_small_whatever_the_characters(text: str, status: int) -> None:
+    # Seen over HTTP: two values of 40 astral characters each made a 1,002-byte reply (JSON
+    # writes each as two \\uXXXX escapes); the caps were in characters.
+    from custseg.serving.invocations import MAX_MESSAGE_BYTES, capped, error_reply
+    from custseg.serving.validation import MAX_QUOTED_BYTES, quoted
+
+    shown = quoted(text)
+    assert len(json.dumps(shown)) <= MAX_QUOTED_BYTES + len(json.dumps("…"))
+    assert shown == repr(text) or shown.endswith("…'") or shown.endswith('…"')
+    message = f"Invalid input: {quoted(text)}: bad; {quoted(text[::-1])}: bad; {text}"
+    _, reply = error_reply(status, message)
+    assert len(json.dumps(reply["message"])) <= MAX_MESSAGE_BYTES
+    assert len(json.dumps(reply)) <= MAX_REPLY_BYTES
+    line = " ".join(message.split())
+    assert reply["message"] == line or reply["message"][:-1] == line[: len(reply["message"]) - 1]
+    assert capped(line) == reply["message"]
+
+
 @settings(max_examples=60)
 @given(body=st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
 def test_bytes_that_are_not_a_request_get_a_one_line_error(server: str, body: bytes) -> None:

@@ -17,7 +17,9 @@ from custseg.serving.model import ModelRef, features_frame
 from custseg.serving.training_data import TrainingData, outside_features
 from custseg.serving.validation import feature_problems, plain_number, quoted
 
-MAX_MESSAGE_CHARS = 500
+# An error message as sent: JSON escapes a character in up to 12 bytes (an astral one as two
+# \uXXXX), so a cap in characters let 500 of them grow past 1 KB.
+MAX_MESSAGE_BYTES = 600
 JSON_FORMATS = ("dataframe_split", "dataframe_records")
 CONTENT_TYPES = {"application/json": "json", "text/csv": "csv"}
 ERROR_CODES = {
@@ -210,9 +212,20 @@ def info_reply(ref: ModelRef, training: TrainingData) -> dict[str, Any]:
     return {**served, "training_data": training.as_json()}
 
 
+def capped(line: str, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
+    """`line`, cut (ending in "…") so that it takes at most `max_bytes` as a JSON string."""
+    if len(json.dumps(line)) <= max_bytes:
+        return line
+    budget, kept = max_bytes - len(json.dumps("…")), []
+    for char in line:
+        budget -= len(json.dumps(char)) - 2
+        if budget < 0:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
+
+
 def error_reply(status: int, message: str) -> Reply:
-    """MLflow's error shape; the message one line, capped."""
-    line = " ".join(message.split())
-    if len(line) > MAX_MESSAGE_CHARS:
-        line = line[: MAX_MESSAGE_CHARS - 1] + "…"
+    """MLflow's error shape; the message one line, capped in bytes as sent."""
+    line = capped(" ".join(message.split()))
     return status, {"error_code": ERROR_CODES.get(status, "BAD_REQUEST"), "message": line}

@@ -9,6 +9,7 @@ a number only when it is a plain decimal number (`60`, `-1.5`, `6e1`, spaces aro
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from custseg.features import BOUNDS
 PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 NOT_A_NUMBER = "missing or non-numeric value(s)"
 MAX_QUOTED_CHARS = 40  # a value quoted in a message: enough to recognise it, never a whole cell
+MAX_QUOTED_BYTES = 120  # … and its size as JSON (a non-ASCII character escapes to 6-12 bytes)
 MAX_LISTED = 5  # how many offending positions a message lists
 
 
@@ -112,9 +114,13 @@ def text_shown(value: object) -> str:
 
 
 def quoted(text: str) -> str:
-    """`text` in quotes as Python writes it, cut to MAX_QUOTED_CHARS characters."""
-    cut = text if len(text) <= MAX_QUOTED_CHARS else text[:MAX_QUOTED_CHARS] + "…"
-    return repr(cut)
+    """`text` in quotes as Python writes it, cut to MAX_QUOTED_CHARS characters and to
+    MAX_QUOTED_BYTES once JSON-escaped (a REST error carries it: 40 astral characters took
+    480 bytes there)."""
+    shown = text[:MAX_QUOTED_CHARS]
+    while len(json.dumps(repr(shown))) > MAX_QUOTED_BYTES:
+        shown = shown[:-1]
+    return repr(shown if shown == text else shown + "…")
 
 
 def plain_number(value: float) -> str:
