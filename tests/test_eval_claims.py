@@ -141,6 +141,49 @@ def test_two_figures_in_one_superlative_are_each_checked_with_their_own_word(pro
         assert (findings != []) == wrong, findings
 
 
+PAIRED_FORMS = (
+    "{a} and {b} have the {x} and {y} {word}, respectively.",
+    "{a} and {b} have the {x} and the {y} {word}.",
+    # the list above is what "These segments" speaks of; the hedge is the second predicate's
+    "Send it to:\n1. {a}: act now\n2. {b}: act later\n\nThese segments have the {x} and {y} "
+    "{word}, respectively, and are likely to respond.",
+)
+
+
+@settings(max_examples=200)
+@given(profile=profiles(min_size=3), data=st.data())
+def test_paired_superlatives_are_checked_name_by_name_in_order(profile, data) -> None:
+    # Seen on a v2 conversation: "These segments have the highest and lowest mean spending
+    # scores, respectively" of a numbered list whose first item is the average spender.
+    field = data.draw(st.sampled_from(["mean_income", "mean_spending"]))
+    word = {"mean_income": "mean annual incomes", "mean_spending": "mean spending scores"}[field]
+    x_high = data.draw(st.booleans())
+    x, y = ("highest", "lowest") if x_high else ("lowest", "highest")
+    form = data.draw(st.sampled_from(PAIRED_FORMS))
+    first, second = ranked(profile, field, x_high)[0], ranked(profile, field, not x_high)[0]
+    assume(first != second)
+    true = form.format(a=first.name, b=second.name, x=x, y=y, word=word)
+    assert check_claims(true, TASK, profile) == [], true
+    other = data.draw(st.sampled_from([s for s in profile if s not in (first, second)]))
+    assume(abs(value(other, field) - value(first, field)) > TOLERANCE[field])
+    wrong = form.format(a=other.name, b=second.name, x=x, y=y, word=word)
+    (finding,) = check_claims(wrong, TASK, profile)
+    assert finding.startswith(f"says {other.name}") and f"the {x}" in finding, finding
+
+
+def test_a_hedge_still_silences_the_claim_it_is_part_of() -> None:
+    profile = conversation(0)["profile"]
+    order = ranked(profile, "mean_spending", True)
+    low = order[-1].name
+    for sentence in (
+        f"{low} may have the highest spending score, and is small.",
+        f"{low} and {order[0].name} might have the highest and lowest spending scores.",
+    ):
+        assert check_claims(sentence, TASK, profile) == [], sentence
+    caught = f"{low} has the highest spending score, and may respond."
+    assert len(check_claims(caught, TASK, profile)) == 1
+
+
 @settings(max_examples=100)
 @given(profile=profiles(min_size=3), data=st.data())
 def test_a_superlatives_subject_is_the_name_before_it_else_after_it(profile, data) -> None:

@@ -2,7 +2,9 @@
 
 - Superlatives: "X has the highest mean annual income", "the segment with the most customers is
   X", "the two segments that spend the least are X and Y", "These segments have the highest
-  spending scores" (of the names in the sentence before), "X is the second-largest segment".
+  spending scores" (of the names in the sentence before, or of the list right above it), "X is
+  the second-largest segment"; paired, "A and B have the highest and lowest spending scores(,
+  respectively)": A the highest, B the lowest.
   The segments stated must be the top (bottom) ones of that figure, as many as are named.
   Relative to the other figure ("X spends the least relative to its income", "for its
   income", "the lowest spending-to-income ratio"): by mean spending per k$ of mean income.
@@ -15,7 +17,8 @@
 Which segment the answer addresses is custseg.evaluation.addressed's.
 
 Precision first: a sentence the checks cannot read stays silent. Not read: questions, negations
-and hedges ("not the highest", "one of the highest", "if"), superlatives within a group ("the
+and hedges ("not the highest", "one of the highest", "if"; a hedge in a second predicate, ", and
+are likely to …", silences that predicate only), superlatives within a group ("the
 highest income among the low spenders"), and a pronoun with no segment named before it.
 """
 
@@ -69,6 +72,15 @@ _SUPERLATIVE = re.compile(
     rf"|\b(?P<verb>spends?|spending|earns?|earning)\s+(?:the\s+)?(?P<dir2>most|least)\b",
     re.IGNORECASE,
 )
+# Two superlatives of one figure for two names, paired in order: "A and B have the highest and
+# lowest mean spending scores(, respectively)": A the highest, B the lowest.
+_PAIRED = re.compile(
+    rf"\b(?:the|our)\s+(?P<dir>{_HIGH}|{_LOW})\s+and\s+(?:the\s+)?(?P<dir_b>{_HIGH}|{_LOW})"
+    rf"[- ]{_ATTR}\b",
+    re.IGNORECASE,
+)
+# A list item's line: "1. …", "2) …", "- …", "* …", "• …".
+_LIST_ITEM = re.compile(r"[ \t]*(?:\d{1,2}[.)]|[-*•])\s")
 # Two figures compared in words they contradict: "34 customers, more than the 39 of …",
 # "48.9 k$, just below … at 47.2 k$" (not "over" / "under": "5 visits over 12 weeks").
 _FIGURES_COMPARED = re.compile(
@@ -84,6 +96,12 @@ _APPOSITION = re.compile(r"[\"'”’]?\s*,\s*(?:which\s+is\s+|who\s+are\s+)?", 
 _COMPARATIVE = re.compile(
     r"\b(?:(?P<verb>spends?|earns?)\s+)?(?P<dir>higher|greater|larger|bigger|more|lower|"
     r"smaller|less|fewer)\b(?P<mid>[^.;\n]{0,40}?)\bthan\b",
+    re.IGNORECASE,
+)
+# A second predicate of the same subject: "These segments have the highest …, and are likely to
+# …". A hedge there is its own; the claim before it is still read.
+_AND_PREDICATE = re.compile(
+    r",\s+and\s+(?=(?:are|is|have|has|will|would|could|may|might|should|can|tend|also)\b)",
     re.IGNORECASE,
 )
 # What makes a sentence unreadable as a plain claim: a hedge, a negation, a condition.
@@ -252,6 +270,50 @@ def _bracket_before(text: str, start: int, at: int) -> int | None:
     return opening if opening != -1 and ")" not in text[opening:at] else None
 
 
+def _list_above(text: str, at: int, spans: Sequence[CitedName]) -> list[CitedName]:
+    """The names in the list right above the line `at` starts (two items or more, blank lines
+    between them allowed): "1. A … 2. B … These segments …" speaks of A and B, not B alone."""
+    line_start = text.rfind("\n", 0, at) + 1
+    if text[line_start:at].strip():
+        return []  # a sentence earlier on the same line comes first
+    items: list[tuple[int, int]] = []
+    end = line_start - 1  # the newline that ends the line above
+    while end >= 0:
+        start = text.rfind("\n", 0, end) + 1
+        line = text[start:end]
+        if _LIST_ITEM.match(line):
+            items.append((start, end))
+        elif line.strip():
+            break
+        end = start - 1
+    if len(items) < 2:
+        return []
+    return [n for n in spans if any(a <= n.start and n.end <= b for a, b in items)]
+
+
+def _paired_finding(
+    text: str, phrase: re.Match, names: Sequence[CitedName], by_key: dict[Key, Segment],
+    segments: Sequence[Segment],
+) -> str | None:  # fmt: skip
+    """A `_PAIRED` superlative said of exactly two segments, each checked with its own word."""
+    keys = list(dict.fromkeys(n.key for n in names))
+    if len(keys) != 2 or any(k not in by_key for k in keys):
+        return None  # not two segments, or one the grounding check flags already
+    if _RELATIVE.match(text, phrase.end()) or _WITHIN.match(text, phrase.end()):
+        return None  # relative to the other figure, or within a group: not read
+    field = _field(phrase["attr"])
+    for key, word in zip(keys, (phrase["dir"], phrase["dir_b"]), strict=True):
+        highest = re.fullmatch(_HIGH, word, re.IGNORECASE) is not None
+        if not holds([by_key[key]], segments, field, highest, 0):
+            top = ranked(segments, field, highest)[:1]
+            which = "highest" if highest else "lowest"
+            return (
+                f"says {_named([by_key[key]], field)} has the {which} {SAID[field]}; "
+                f"it is {_named(top, field)}"
+            )
+    return None
+
+
 def _superlative_findings(
     text: str,
     spans: Sequence[CitedName],
@@ -267,8 +329,10 @@ def _superlative_findings(
         sentence = text[start:end]
         in_sentence = [n for n in spans if n.start >= start and n.end <= end]
         grouped = [n for n in groups if n.start >= start and n.end <= end]
-        readable = not sentence.rstrip().endswith("?") and not _HEDGE.search(sentence)
-        for part_start, part_end in _parts(text, start, end) if readable else []:
+        cut = m.start() if (m := _AND_PREDICATE.search(text, start, end)) else end
+        readable = not sentence.rstrip().endswith("?") and not _HEDGE.search(text, start, cut)
+        read_end = cut if _HEDGE.search(text, cut, end) else end
+        for part_start, part_end in _parts(text, start, read_end) if readable else []:
             names = [n for n in in_sentence if n.start >= part_start and n.end <= part_end]
             phrases = list(_SUPERLATIVE.finditer(text, part_start, part_end))
             if len(phrases) > 1 and len({n.key for n in names}) > 1:
@@ -278,9 +342,23 @@ def _superlative_findings(
             if not names and (group := [n for n in grouped if n.start >= part_start]):
                 names = [n for n in group if n.end <= part_end]
             if not names and not in_sentence and not grouped and pronoun:
-                # "it" / "this segment" stands for one segment only; "these", "both" for all.
+                # "it" / "this segment" stands for one segment only; "these", "both" for all
+                # (of the list right above, else of the sentence before).
                 singular = pronoun.group(0).lower() in ("it", "this segment")
-                names = previous if not singular or len({n.key for n in previous}) == 1 else []
+                listed = [] if singular else _list_above(text, start, spans)
+                names = listed or (
+                    previous if not singular or len({n.key for n in previous}) == 1 else []
+                )
+            paired = list(_PAIRED.finditer(text, part_start, part_end))
+            for phrase in paired:
+                before = [n for n in names if n.end <= phrase.start()]
+                subject = before or [n for n in names if n.start >= phrase.end()]
+                if found := _paired_finding(text, phrase, subject, by_key, segments):
+                    findings.append(found)
+            # a superlative inside a paired one ("… and the lowest spending") is the pair's
+            phrases = [
+                p for p in phrases if not any(q.start() <= p.start() < q.end() for q in paired)
+            ]
             for phrase in phrases:
                 # Its subject: the names before it ("A has the highest ..., unlike B"), else
                 # after it ("the segment with the highest ... is A").
