@@ -88,46 +88,38 @@ def test_float_options_take_exactly_their_range(number: float) -> None:
                 kind(repr(number))
 
 
-def _leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict:
-    """Every runnable `custseg` command line → its parser."""
-    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not groups:
-        return {path: parser}
-    leaves: dict = {}
-    for name, sub in groups[0].choices.items():
-        leaves.update(_leaf_commands(sub, (*path, name)))
-    return leaves
-
-
-def _all_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list:
-    """Every `custseg` command line, groups included (`custseg eval`, not only its actions)."""
-    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    found = [path]
-    for group in groups:
+def _all_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict:
+    """Every `custseg` command line → its parser, groups included (`custseg eval`, not only its
+    actions)."""
+    found = {path: parser}
+    for group in (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)):
         for name, sub in group.choices.items():
-            found += _all_commands(sub, (*path, name))
+            found.update(_all_commands(sub, (*path, name)))
     return found
+
+
+def _leaf_commands(parser: argparse.ArgumentParser) -> dict:
+    """Every runnable `custseg` command line → its parser."""
+    return {
+        path: sub
+        for path, sub in _all_commands(parser).items()
+        if not any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)
+    }
 
 
 def test_every_command_and_group_prints_its_help(capsys: pytest.CaptureFixture[str]) -> None:
     # A "%" in any help string (argparse %-formats them) made `custseg eval --help` a traceback.
     from custseg.cli import build_parser
 
-    commands = _all_commands(build_parser())
-    assert {(), ("eval",), ("eval", "calibrate"), ("kafka", "up")} <= set(commands)
-    for command in commands:
+    helps = {}
+    for command in _all_commands(build_parser()):
         with pytest.raises(SystemExit) as stopped:
             main([*command, "--help"])
         assert stopped.value.code == 0, command
-        out = capsys.readouterr().out
-        assert out.startswith("usage: custseg"), command
-    assert "95 % intervals" in " ".join(_help_of(["eval", "--help"], capsys).split())
-
-
-def _help_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit):
-        main(argv)
-    return capsys.readouterr().out
+        helps[command] = capsys.readouterr().out
+        assert helps[command].startswith("usage: custseg"), command
+    assert {(), ("eval",), ("eval", "calibrate"), ("kafka", "up")} <= set(helps)
+    assert "95 % intervals" in " ".join(helps[("eval",)].split())
 
 
 # The positional arguments a command needs before its options, to get as far as reading params.

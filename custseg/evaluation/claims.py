@@ -190,20 +190,22 @@ def group_spans(text: str, segments: Sequence[Segment]) -> list[CitedName]:
     return found
 
 
+def _is_high(word: str) -> bool:
+    """Whether a superlative's word points up ("highest", "most") rather than down."""
+    return re.fullmatch(_HIGH, word, re.IGNORECASE) is not None
+
+
 def phrase_claims(text: str, phrase: re.Match) -> list[tuple[str, bool]]:
     """(figure, from the highest) for each claim a `_SUPERLATIVE` match makes; a superlative
     relative to the other figure ("spends the least relative to its income") is one of RATIO."""
-
-    def high(word: str) -> bool:
-        return re.fullmatch(_HIGH, word, re.IGNORECASE) is not None
 
     if phrase["verb"]:
         claims = [(_field(phrase["verb"]), phrase["dir2"].lower() == "most")]
     else:
         # "the highest income and (the lowest) spending": each figure with its own word.
-        claims = [(_field(phrase["attr"]), high(phrase["dir"]))]
+        claims = [(_field(phrase["attr"]), _is_high(phrase["dir"]))]
         if phrase["attr2"]:
-            claims.append((_field(phrase["attr2"]), high(phrase["dir_b"] or phrase["dir"])))
+            claims.append((_field(phrase["attr2"]), _is_high(phrase["dir_b"] or phrase["dir"])))
     if relative := _RELATIVE.match(text, phrase.end()):
         (field, highest), base = claims[-1], _field(relative["base"])
         if len(claims) > 1 or {field, base} != {"mean_income", "mean_spending"}:
@@ -303,7 +305,7 @@ def _paired_finding(
         return None  # relative to the other figure, or within a group: not read
     field = _field(phrase["attr"])
     for key, word in zip(keys, (phrase["dir"], phrase["dir_b"]), strict=True):
-        highest = re.fullmatch(_HIGH, word, re.IGNORECASE) is not None
+        highest = _is_high(word)
         if not holds([by_key[key]], segments, field, highest, 0):
             top = ranked(segments, field, highest)[:1]
             which = "highest" if highest else "lowest"
