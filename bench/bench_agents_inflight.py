@@ -29,7 +29,7 @@ from custseg import jsonl
 from custseg.agents.capture import capture
 from custseg.agents.client import submit_tasks
 from custseg.agents.runtime import Timings, run_agents
-from custseg.agents.topics import chain_topics, topic_partitions
+from custseg.agents.topics import chain_topics, home_partition, topic_partitions
 from custseg.config import TopicNames, load_params
 from custseg.kafka.admin import ensure_topics
 from custseg.llm import make_provider, resolve_settings
@@ -42,7 +42,9 @@ LLM_TIMEOUT_S = 10.0  # the provider's own timeout: what a hanging call costs wi
 
 def latencies(bootstrap: str, llm_url: str, tasks: list[str], timings: Timings, n_parts: int):
     """Per task of `tasks` without STALL_CUE: seconds from submission to final answer, with one
-    agents runtime started for the run (after a warm-up task, so group joins are not timed)."""
+    agents runtime started for the run (after a warm-up task, so group joins are not timed);
+    and how many of them share a hanging task's partition (offsets are committed in order:
+    those behind it wait for its hand-off; with random ids their count is a lottery)."""
     params = load_params(ROOT / PARAMS)
     tag = uuid.uuid4().hex[:6]
     names = TopicNames().model_dump()
@@ -99,14 +101,16 @@ def latencies(bootstrap: str, llm_url: str, tasks: list[str], timings: Timings, 
     finally:
         stop.set()
         runner.join()
+    hanging = {home_partition(cid, n_parts) for cid, task in ids.items() if STALL_CUE in task}
+    healthy = [cid for cid, task in ids.items() if STALL_CUE not in task]
+    mates = sum(home_partition(cid, n_parts) in hanging for cid in healthy)
     return [
         (
             datetime.fromisoformat(lines[cid]["completed_at"])
             - datetime.fromisoformat(lines[cid]["started_at"])
         ).total_seconds()
-        for cid, task in ids.items()
-        if STALL_CUE not in task
-    ]
+        for cid in healthy
+    ], mates
 
 
 def p95(values: list[float]) -> float:
@@ -129,17 +133,19 @@ def main() -> None:
     healthy = [f"Task {i}: name one metric. {SLOW_CUE}" for i in range(args.tasks)]
     hanging = [f"Plan the impossible {STALL_CUE}", *healthy]
     with kafka_cluster() as (bootstrap, _), stand_in_llm_server() as url:
-        alone = latencies(bootstrap, url, healthy, with_handoff, args.partitions)
-        beside = latencies(bootstrap, url, hanging, with_handoff, args.partitions)
-        before = latencies(bootstrap, url, hanging, without, args.partitions)
+        alone, _ = latencies(bootstrap, url, healthy, with_handoff, args.partitions)
+        beside, mates = latencies(bootstrap, url, hanging, with_handoff, args.partitions)
+        before, mates_before = latencies(bootstrap, url, hanging, without, args.partitions)
     base = statistics.mean(alone)
-    for name, values in (
-        (f"{args.tasks} healthy tasks alone (baseline)", alone),
-        (f"  beside a hanging call, hand-off floor {args.handoff:g} s", beside),
-        (f"  beside it, no hand-off (provider timeout {LLM_TIMEOUT_S:g} s)", before),
+    for name, values, sharing in (
+        (f"{args.tasks} healthy tasks alone (baseline)", alone, None),
+        (f"  beside a hanging call, hand-off floor {args.handoff:g} s", beside, mates),
+        (f"  beside it, no hand-off (provider timeout {LLM_TIMEOUT_S:g} s)", before, mates_before),
     ):
         report(f"{name}: mean", statistics.mean(values), "s")
         report("    p95", p95(values), "s")
+        if sharing is not None:
+            report("    on the hanging task's partition", sharing, "tasks")
     report("  ratio beside / alone, mean", statistics.mean(beside) / base, "x", "goal <= 1.5")
     report("  ratio without hand-off / alone, mean", statistics.mean(before) / base, "x")
 

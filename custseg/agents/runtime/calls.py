@@ -160,10 +160,11 @@ def run_calls(
                 for i in running
             )
             if ended and now >= start_until and not held:
-                waiting.clear()  # left for the next batch
-                break
+                break  # the rest wait, unless a call running comes to hold the batch open
             running.add(i := waiting.popleft())
             _start(calls[i], changed)
+        if not running:  # what waits is left for the next batch
+            break
         changed.clear()
         now, ended_now = time.monotonic(), []
         for i in sorted(running):
@@ -188,7 +189,7 @@ def run_calls(
                 waiting.append(len(calls))
                 calls.append(call)
                 results.append(None)
-        if running and going:
+        if running and going and not (ended_now and waiting):  # a freed slot is used now
             next_deadline = min(calls[i].deadline for i in running)
             changed.wait(max(0.0, min(POLL_S, next_deadline - time.monotonic())))
     for i in running:  # abandoned: answers that come later are dropped with their threads
