@@ -76,10 +76,14 @@ def test_psi_grows_with_the_shift(shift: float, seed: int) -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 2**16), st.integers(200, 2000))
+@given(st.integers(0, 2**16), st.integers(PARAMS.min_rows, 2000))
 def test_the_training_sample_itself_shows_no_drift(seed: int, rows: int) -> None:
-    ref = reference(seed=seed)
-    same = ref.sample.iloc[:rows].assign(
+    """The whole sample, in any order. A part of it is a window like the training data, which
+    is flagged at most `alpha` of the time by design (a rate, test_detection_rates_meet_the_goals):
+    the first 200 rows of seed 40884's sample were (PSI 0.10, KS p 0.0003), 2 seeds in 2000."""
+    ref = reference(rows=rows, seed=seed)
+    order = np.random.default_rng(seed).permutation(rows)
+    same = ref.sample.iloc[order].assign(
         **{SEGMENT: np.repeat([0, 1, 2], [5, 3, 2])[np.arange(rows) % 10]}
     )
     report = assess_drift(ref, same, PARAMS)
