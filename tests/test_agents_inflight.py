@@ -17,7 +17,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from custseg.agents.envelope import new_id, task_envelope
+from custseg.agents.client import submit_tasks
+from custseg.agents.envelope import new_id
 from custseg.agents.runtime.calls import (
     HANDOFF_FACTOR,
     Call,
@@ -25,7 +26,6 @@ from custseg.agents.runtime.calls import (
     handoff_bound,
     run_calls,
 )
-from custseg.agents.runtime.settings import make_producer
 from custseg.agents.topics import home_partition
 from custseg.errors import LLMError
 from custseg.llm.queue import one_at_a_time
@@ -218,14 +218,7 @@ def answered(workdir: Workdir, tasks: list[str], partitions: list[int]) -> list[
     """Send task i keyed to land on partitions[i], capture the conversations; their ids."""
     ids = ids_on(partitions, workdir.partitions)
     workdir.create_topics()
-    producer = make_producer(workdir.bootstrap)
-    try:
-        for task, cid in zip(tasks, ids, strict=True):
-            envelope = task_envelope(task, cid)
-            producer.send(workdir.topics["tasks"], key=cid.encode(), value=envelope.to_bytes())
-        producer.flush(30)
-    finally:
-        producer.close()
+    submit_tasks(workdir.bootstrap, workdir.topics["tasks"], tasks, correlation_ids=ids)
     done = workdir.capture(ids, timeout=120)
     assert done.returncode == 0, done.stderr + (workdir.path / "agents.log").read_text()[-4000:]
     return ids
@@ -285,12 +278,11 @@ def test_healthy_tasks_beside_a_hanging_call_keep_their_latency_and_it_completes
             if process.poll() is None:
                 stop(process)
     log = (beside.path / "agents.log").read_text()
-    base = statistics.mean(latencies(alone.lines(), alone_ids))
-    slowed = statistics.mean(latencies(beside.lines(), beside_ids))
+    each_alone = latencies(alone.lines(), alone_ids)
+    each_beside = latencies(beside.lines(), beside_ids)
+    base, slowed = statistics.mean(each_alone), statistics.mean(each_beside)
     print(f"healthy mean latency: {base:.2f} s alone, {slowed:.2f} s beside a hanging call")
-    print("ALONE", [round(x, 2) for x in latencies(alone.lines(), alone_ids)])
-    print("BESIDE", [round(x, 2) for x in latencies(beside.lines(), beside_ids)])
-    assert slowed <= RATIO_GOAL * base, (base, slowed, log[-3000:])
+    assert slowed <= RATIO_GOAL * base, (each_alone, each_beside, log[-3000:])
     # The late task: answered once, after one hand-off to the retry topic.
     assert STALLED[task_line(late_task)] == 1
     (late,) = [c for c in beside.lines() if c["correlation_id"] == late_id]

@@ -3,7 +3,7 @@ created; and what a user of the agents does: read tasks and submit them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from custseg.agents.envelope import Envelope, task_envelope
@@ -41,14 +41,19 @@ def submit_tasks(
     tasks: Iterable[str],
     progress: Callable[[list], Iterable] = iter,
     variant: str = DEFAULT_VARIANT,
+    correlation_ids: Sequence[str] | None = None,
 ) -> list[Envelope]:
     """Send one task envelope per task (asking for agent `variant`), keyed by its correlation
-    id; return them once acked."""
+    id (a new one, or task i's `correlation_ids[i]`); return them once acked."""
     from custseg.agents.runtime.settings import make_producer
 
+    tasks = list(tasks)
+    ids = correlation_ids if correlation_ids is not None else [None] * len(tasks)
     producer = make_producer(bootstrap)
     try:
-        envelopes = [task_envelope(task, variant=variant) for task in tasks]
+        envelopes = [
+            task_envelope(task, cid, variant) for task, cid in zip(tasks, ids, strict=True)
+        ]
         futures = [
             producer.send(topic, key=e.correlation_id.encode(), value=e.to_bytes())
             for e in envelopes
